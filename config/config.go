@@ -1,0 +1,255 @@
+// Package config loads the service's one typed configuration from the
+// environment and validates it at start-up, so that a bad value stops the
+// process with a message naming the variable instead of failing later.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Mode selects how reads that must show a user's own writes are routed.
+type Mode string
+
+const (
+	// ModeTime sends a user's reads to the primary for RYW_WINDOW after the
+	// user's last write (the seed's design).
+	ModeTime Mode = "time"
+	// ModeLSN sends a user's reads to any replica that has replayed the
+	// user's last write, identified by its WAL position.
+	ModeLSN Mode = "lsn"
+	// ModeOff routes every read to the replicas: it demonstrates the bug
+	// read-your-writes exists to fix.
+	ModeOff Mode = "off"
+)
+
+// Replica is one streaming replica the service may read from.
+type Replica struct {
+	Name string
+	URL  string
+}
+
+// Config is everything the service reads from its environment.
+type Config struct {
+	HTTPAddr     string        // HTTP_ADDR
+	DatabaseURL  string        // DATABASE_URL: the primary
+	Replicas     []Replica     // DATABASE_REPLICA_URLS
+	RedisURL     string        // REDIS_URL
+	Mode         Mode          // RYW_MODE
+	Window       time.Duration // RYW_WINDOW
+	MarkerTTL    time.Duration // RYW_MARKER_TTL
+	LogLevel     slog.Level    // LOG_LEVEL
+	LogFormat    string        // LOG_FORMAT: text or json
+	ShutdownWait time.Duration // SHUTDOWN_TIMEOUT
+}
+
+// Defaults for the optional variables.
+const (
+	DefaultHTTPAddr     = ":8080"
+	DefaultRedisURL     = "redis://127.0.0.1:6379/0"
+	DefaultMode         = ModeTime
+	DefaultWindow       = 5 * time.Second
+	DefaultMarkerTTL    = 10 * time.Minute
+	DefaultShutdownWait = 10 * time.Second
+)
+
+// replicaName is what a replica may be called in DATABASE_REPLICA_URLS.
+var replicaName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,62}$`)
+
+// Load reads the configuration through getenv (os.Getenv in production, a
+// map in tests) and validates it. Every problem found is reported, each
+// naming its variable, joined on one line.
+func Load(getenv func(string) string) (Config, error) {
+	l := loader{getenv: getenv}
+	cfg := Config{
+		HTTPAddr:     l.str("HTTP_ADDR", DefaultHTTPAddr),
+		DatabaseURL:  l.postgresURL("DATABASE_URL", l.str("DATABASE_URL", "")),
+		RedisURL:     l.redisURL("REDIS_URL", l.str("REDIS_URL", DefaultRedisURL)),
+		Mode:         l.mode("RYW_MODE"),
+		Window:       l.duration("RYW_WINDOW", DefaultWindow),
+		MarkerTTL:    l.duration("RYW_MARKER_TTL", DefaultMarkerTTL),
+		LogLevel:     l.level("LOG_LEVEL"),
+		LogFormat:    l.oneOf("LOG_FORMAT", "text", "text", "json"),
+		ShutdownWait: l.duration("SHUTDOWN_TIMEOUT", DefaultShutdownWait),
+	}
+	cfg.Replicas = l.replicas("DATABASE_REPLICA_URLS")
+	if l.str("DATABASE_URL", "") == "" {
+		l.fail("DATABASE_URL is required: the primary's URL, e.g. postgres://user:pass@localhost:5432/ryw?sslmode=disable")
+	}
+	if cfg.Window > 0 && cfg.MarkerTTL > 0 && cfg.MarkerTTL < cfg.Window {
+		l.fail(fmt.Sprintf("RYW_MARKER_TTL (%s) must be at least RYW_WINDOW (%s), or markers expire inside the window", cfg.MarkerTTL, cfg.Window))
+	}
+	if len(l.errs) > 0 {
+		return Config{}, errors.New(strings.Join(l.errs, "; "))
+	}
+	return cfg, nil
+}
+
+// LogValue keeps passwords out of logs: the config is logged with every URL
+// redacted.
+func (c Config) LogValue() slog.Value {
+	replicas := make([]string, len(c.Replicas))
+	for i, r := range c.Replicas {
+		replicas[i] = r.Name + "=" + RedactURL(r.URL)
+	}
+	return slog.GroupValue(
+		slog.String("httpAddr", c.HTTPAddr),
+		slog.String("databaseUrl", RedactURL(c.DatabaseURL)),
+		slog.String("replicas", strings.Join(replicas, ",")),
+		slog.String("redisUrl", RedactURL(c.RedisURL)),
+		slog.String("mode", string(c.Mode)),
+		slog.Duration("window", c.Window),
+		slog.Duration("markerTtl", c.MarkerTTL),
+	)
+}
+
+// RedactURL returns the URL with any password, in the user info or in a
+// password query parameter, replaced by "xxxxx". A string that does not
+// parse as a URL is replaced entirely, since it may hold a secret.
+func RedactURL(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "<unparseable URL>"
+	}
+	q := u.Query()
+	for _, key := range []string{"password", "sslpassword"} {
+		if q.Has(key) {
+			q.Set(key, "xxxxx")
+			u.RawQuery = q.Encode()
+		}
+	}
+	return u.Redacted()
+}
+
+// loader collects every validation error instead of stopping at the first.
+type loader struct {
+	getenv func(string) string
+	errs   []string
+}
+
+func (l *loader) fail(msg string) { l.errs = append(l.errs, msg) }
+
+func (l *loader) str(name, def string) string {
+	if v := strings.TrimSpace(l.getenv(name)); v != "" {
+		return v
+	}
+	return def
+}
+
+func (l *loader) duration(name string, def time.Duration) time.Duration {
+	raw := strings.TrimSpace(l.getenv(name))
+	if raw == "" {
+		return def
+	}
+	d, err := time.ParseDuration(raw)
+	if err != nil || d <= 0 {
+		l.fail(fmt.Sprintf("%s must be a positive duration, got %q", name, raw))
+		return 0
+	}
+	return d
+}
+
+func (l *loader) oneOf(name, def string, allowed ...string) string {
+	v := strings.ToLower(l.str(name, def))
+	for _, a := range allowed {
+		if v == a {
+			return v
+		}
+	}
+	l.fail(fmt.Sprintf("%s must be one of %s, got %q", name, strings.Join(allowed, "|"), l.getenv(name)))
+	return def
+}
+
+func (l *loader) mode(name string) Mode {
+	return Mode(l.oneOf(name, string(DefaultMode), string(ModeTime), string(ModeLSN), string(ModeOff)))
+}
+
+func (l *loader) level(name string) slog.Level {
+	raw := l.str(name, "info")
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(raw)); err != nil {
+		l.fail(fmt.Sprintf("%s must be one of debug|info|warn|error, got %q", name, raw))
+	}
+	return lvl
+}
+
+// postgresURL validates a PostgreSQL connection URL. Error messages show the
+// URL redacted.
+func (l *loader) postgresURL(name, raw string) string {
+	if raw == "" {
+		return ""
+	}
+	if err := checkPostgresURL(raw); err != nil {
+		l.fail(fmt.Sprintf("%s %s, got %q", name, err, RedactURL(raw)))
+		return ""
+	}
+	return raw
+}
+
+func checkPostgresURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return errors.New("must be a postgres:// URL")
+	}
+	if u.Host == "" && u.Query().Get("host") == "" {
+		return errors.New("must name a host")
+	}
+	return nil
+}
+
+func (l *loader) redisURL(name, raw string) string {
+	if _, err := redis.ParseURL(raw); err != nil {
+		l.fail(fmt.Sprintf("%s must be a redis://, rediss:// or unix:// URL, got %q", name, RedactURL(raw)))
+		return ""
+	}
+	return raw
+}
+
+// replicas parses DATABASE_REPLICA_URLS: comma-separated items, each a URL
+// (named replica1, replica2, ... by position) or name=URL.
+func (l *loader) replicas(name string) []Replica {
+	raw := strings.TrimSpace(l.getenv(name))
+	if raw == "" {
+		return nil
+	}
+	var out []Replica
+	seen := map[string]bool{}
+	for i, item := range strings.Split(raw, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			l.fail(fmt.Sprintf("%s has an empty item at position %d", name, i+1))
+			continue
+		}
+		r := Replica{Name: fmt.Sprintf("replica%d", i+1), URL: item}
+		// A URL's query holds '=' too, so name=URL is recognised only when
+		// what precedes the first '=' is a bare name and a URL follows.
+		if n, u, ok := strings.Cut(item, "="); ok && replicaName.MatchString(n) && strings.Contains(u, "://") {
+			r = Replica{Name: n, URL: u}
+		}
+		if err := checkPostgresURL(r.URL); err != nil {
+			l.fail(fmt.Sprintf("%s item %d %s (or name=URL), got %q", name, i+1, err, RedactURL(r.URL)))
+			continue
+		}
+		if r.Name == "primary" {
+			l.fail(fmt.Sprintf("%s: the name %q is reserved for the primary", name, r.Name))
+			continue
+		}
+		if seen[r.Name] {
+			l.fail(fmt.Sprintf("%s names %q twice", name, r.Name))
+			continue
+		}
+		seen[r.Name] = true
+		out = append(out, r)
+	}
+	return out
+}
