@@ -1,0 +1,172 @@
+package devstack
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// APIOptions say how to run the API processes against the stack.
+type APIOptions struct {
+	// Binary is the API executable (cmd/api, built).
+	Binary string
+	// Instances is how many processes to run (default 1).
+	Instances int
+	// Addr is the first instance's listen address; the others take the
+	// following ports. Port 0 picks free ports.
+	Addr string
+	// Env is added to the processes' environment after the stack's own
+	// settings (DATABASE_URL, ...), so it can override them, e.g. RYW_MODE.
+	Env []string
+	// Output receives the processes' logs, each line prefixed with the
+	// instance's name. Nil discards them.
+	Output io.Writer
+}
+
+// API is one running API process.
+type API struct {
+	Name string // api1, api2, ...
+	Addr string // host:port
+	URL  string // http://host:port
+
+	spec procSpec
+	mu   sync.Mutex
+	proc *proc
+	out  io.Writer
+}
+
+// StartAPI starts the API processes with the stack's connection settings
+// and waits until each answers /healthz.
+func (s *Stack) StartAPI(ctx context.Context, opts APIOptions) ([]*API, error) {
+	if opts.Instances <= 0 {
+		opts.Instances = 1
+	}
+	if opts.Addr == "" {
+		opts.Addr = "127.0.0.1:0"
+	}
+	if opts.Output == nil {
+		opts.Output = io.Discard
+	}
+	host, portStr, err := net.SplitHostPort(opts.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("API address %q: %w", opts.Addr, err)
+	}
+	first, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("API address %q: bad port", opts.Addr)
+	}
+	out := &syncWriter{w: opts.Output}
+	var apis []*API
+	for i := range opts.Instances {
+		port := 0
+		if first != 0 {
+			port = first + i
+			if err := checkFree(host, port); err != nil {
+				return apis, err
+			}
+		} else if port, err = freePort(); err != nil {
+			return apis, err
+		}
+		addr := net.JoinHostPort(host, strconv.Itoa(port))
+		a := &API{Name: fmt.Sprintf("api%d", i+1), Addr: addr, URL: "http://" + addr, out: out}
+		env := append(os.Environ(), s.Env()...)
+		env = append(env, "HTTP_ADDR="+addr)
+		env = append(env, opts.Env...)
+		a.spec = procSpec{name: a.Name, argv: []string{opts.Binary}, env: env, deathSignal: syscall.SIGTERM}
+		apis = append(apis, a)
+		s.mu.Lock()
+		s.apis = append(s.apis, a)
+		s.mu.Unlock()
+		if err := a.Start(ctx); err != nil {
+			return apis, err
+		}
+	}
+	return apis, nil
+}
+
+func checkFree(host string, port int) error {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+	if err != nil {
+		return fmt.Errorf("API port %d on %s is not free (%v): stop what uses it or pick another with -addr", port, host, err)
+	}
+	return l.Close()
+}
+
+// Start starts the process and waits until /healthz answers 200.
+func (a *API) Start(ctx context.Context) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.proc != nil && !a.proc.exited() {
+		return fmt.Errorf("%s is already running", a.Name)
+	}
+	pr, pw := io.Pipe()
+	spec := a.spec
+	spec.log = pw
+	p, err := startProc(spec)
+	if err != nil {
+		pw.Close()
+		return err
+	}
+	a.proc = p
+	go prefixLines(pr, a.out, a.Name)
+	go func() { <-p.done; pw.Close() }()
+
+	ctx, cancel := withDefaultTimeout(ctx, 60*time.Second)
+	defer cancel()
+	client := &http.Client{Timeout: time.Second}
+	err = poll(ctx, 20*time.Millisecond, func(ctx context.Context) (bool, error) {
+		if p.exited() {
+			return true, fmt.Errorf("%s exited during start-up: %v (its log is above)", a.Name, p.err)
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, a.URL+"/healthz", nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			return false, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+	if err != nil {
+		_ = p.stop(syscall.SIGKILL, time.Second)
+		return fmt.Errorf("start %s: %w", a.Name, err)
+	}
+	return nil
+}
+
+// Stop sends SIGTERM, lets the process shut down gracefully, and waits.
+func (a *API) Stop(ctx context.Context) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.proc == nil || a.proc.exited() {
+		return nil
+	}
+	grace := 20 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		grace = time.Until(d)
+	}
+	return a.proc.stop(syscall.SIGTERM, grace)
+}
+
+// Running reports whether the process is alive.
+func (a *API) Running() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.proc != nil && !a.proc.exited()
+}
+
+func prefixLines(r io.Reader, w io.Writer, prefix string) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		fmt.Fprintf(w, "[%s] %s\n", prefix, sc.Bytes())
+	}
+	_, _ = io.Copy(io.Discard, r)
+}

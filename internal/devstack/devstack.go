@@ -1,0 +1,365 @@
+// Package devstack runs a real local PostgreSQL primary with streaming
+// replicas, and Redis, from the machine's own server binaries: no Docker,
+// on free loopback ports, in a temporary directory. It backs `make run`
+// (through cmd/devstack) and is the fixture of every test that claims
+// read-your-writes, with helpers to make a replica deterministically stale
+// (pause replay), to stop, crash and restart nodes, and to wait for catch-up.
+//
+// PostgreSQL refuses to run as root; when devstack runs as root it runs the
+// servers as the unprivileged "postgres" (or "nobody") account.
+package devstack
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx", for migrations
+
+	"github.com/ryw-go/ryw/migrations"
+)
+
+// Options configure a stack. The zero value is one primary, no replicas.
+type Options struct {
+	// Replicas is the number of streaming replicas (replica1, replica2, ...).
+	Replicas int
+	// ReplicaDelay is recovery_min_apply_delay on the last replica, so that
+	// lag is visible; 0 disables it.
+	ReplicaDelay time.Duration
+	// Database is the application database (default "ryw").
+	Database string
+	// Migrate applies the schema migrations once the replicas stream, and
+	// waits until every replica has replayed them.
+	Migrate bool
+	// Log receives progress messages; nil discards them.
+	Log io.Writer
+	// TempDir is where the stack's directory is created (default: the
+	// system's temporary directory).
+	TempDir string
+
+	// beforeRedis, when set, runs after the databases are up and before
+	// Redis starts; its error fails Start. Tests use it to check that a
+	// start-up failing half-way leaves nothing behind.
+	beforeRedis func() error
+}
+
+// Stack is a running primary, its replicas and Redis.
+type Stack struct {
+	Dir      string // the temporary directory holding everything
+	Primary  *Node
+	Replicas []*Node
+	Redis    *Redis
+
+	log io.Writer
+
+	mu     sync.Mutex
+	apis   []*API
+	closed bool
+}
+
+// Start brings up the stack: initdb the primary, clone each replica with
+// pg_basebackup (one replication slot each), start Redis, and wait until
+// every replica streams. If anything fails half-way, everything already
+// started is stopped and the directory removed.
+func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
+	if opts.Replicas < 0 {
+		return nil, fmt.Errorf("devstack: replicas must be >= 0, got %d", opts.Replicas)
+	}
+	if opts.ReplicaDelay < 0 {
+		return nil, fmt.Errorf("devstack: replica delay must be >= 0, got %s", opts.ReplicaDelay)
+	}
+	if opts.Database == "" {
+		opts.Database = "ryw"
+	}
+	if opts.Log == nil {
+		opts.Log = io.Discard
+	}
+	bins, err := findBinaries()
+	if err != nil {
+		return nil, err
+	}
+	as, err := unprivileged()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp(opts.TempDir, "ryw-devstack-")
+	if err != nil {
+		return nil, fmt.Errorf("devstack: %w", err)
+	}
+	s := &Stack{Dir: dir, log: opts.Log}
+	defer func() {
+		if err != nil {
+			if cerr := s.Close(); cerr != nil {
+				err = errors.Join(err, cerr)
+			}
+		}
+	}()
+	if err := as.chown(dir); err != nil {
+		return nil, fmt.Errorf("devstack: %w", err)
+	}
+	if as != nil {
+		s.logf("running PostgreSQL as user %q (it refuses to run as root)", as.name)
+	}
+
+	newNode := func(name string, replica bool) (*Node, error) {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		return &Node{
+			Name: name, Port: port, DataDir: filepath.Join(dir, name),
+			URL:     fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", port, opts.Database),
+			replica: replica, bins: bins, as: as, home: dir, logPath: filepath.Join(dir, name+".log"),
+		}, nil
+	}
+
+	if s.Primary, err = newNode("primary", false); err != nil {
+		return nil, err
+	}
+	s.logf("initdb primary (%s)", bins.pgBin)
+	if err := s.Primary.initPrimary(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.Primary.Start(ctx); err != nil {
+		return nil, err
+	}
+	// Node.Exec connects to the application database, which does not exist
+	// yet: create it from the maintenance database.
+	if err := execOn(ctx, s.Primary.url("postgres"), "CREATE DATABASE "+quoteIdent(opts.Database)); err != nil {
+		return nil, fmt.Errorf("create database: %w", err)
+	}
+
+	for i := range opts.Replicas {
+		r, err := newNode(fmt.Sprintf("replica%d", i+1), true)
+		if err != nil {
+			return nil, err
+		}
+		if i == opts.Replicas-1 {
+			r.ApplyDelay = opts.ReplicaDelay
+		}
+		s.Replicas = append(s.Replicas, r)
+		s.logf("pg_basebackup %s", r.Name)
+		if err := r.cloneFrom(ctx, s.Primary); err != nil {
+			return nil, err
+		}
+		if err := r.Start(ctx); err != nil {
+			return nil, err
+		}
+	}
+
+	if opts.beforeRedis != nil {
+		if err := opts.beforeRedis(); err != nil {
+			return nil, err
+		}
+	}
+	redisDir := filepath.Join(dir, "redis")
+	if err := os.Mkdir(redisDir, 0o700); err != nil {
+		return nil, fmt.Errorf("devstack: %w", err)
+	}
+	if err := as.chown(redisDir); err != nil {
+		return nil, fmt.Errorf("devstack: %w", err)
+	}
+	if s.Redis, err = newRedis(bins.redis, redisDir, as); err != nil {
+		return nil, err
+	}
+	if err := s.Redis.Start(ctx); err != nil {
+		return nil, err
+	}
+
+	if err := s.WaitStreaming(ctx); err != nil {
+		return nil, err
+	}
+	if opts.Migrate {
+		if err := s.migrate(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func (s *Stack) logf(format string, args ...any) {
+	fmt.Fprintf(s.log, "devstack: "+format+"\n", args...)
+}
+
+// migrate applies the schema on the primary and waits until every replica
+// has replayed it, so tests start from the same data everywhere.
+func (s *Stack) migrate(ctx context.Context) error {
+	db, err := sql.Open("pgx", s.Primary.URL)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	n, err := migrations.Up(ctx, db, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		return err
+	}
+	s.logf("applied %d migrations", n)
+	return s.WaitCaughtUp(ctx, s.Replicas...)
+}
+
+// WaitStreaming waits until the primary's pg_stat_replication shows every
+// running replica streaming.
+func (s *Stack) WaitStreaming(ctx context.Context) error {
+	var want []string
+	for _, r := range s.Replicas {
+		if r.Running() {
+			want = append(want, r.Name)
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	ctx, cancel := withDefaultTimeout(ctx, 60*time.Second)
+	defer cancel()
+	err := poll(ctx, 20*time.Millisecond, func(ctx context.Context) (bool, error) {
+		var n int
+		err := s.Primary.QueryRow(ctx, []any{&n},
+			"SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND application_name = ANY($1)", want)
+		if err != nil {
+			return false, err
+		}
+		return n == len(want), nil
+	})
+	if err != nil {
+		return fmt.Errorf("devstack: wait for %s to stream: %w", strings.Join(want, ", "), err)
+	}
+	return nil
+}
+
+// WaitCaughtUp waits until each given replica has replayed everything the
+// primary had written when it was called. It polls LSNs; it never sleeps
+// for a guessed time. Note that a delayed replica takes its delay.
+func (s *Stack) WaitCaughtUp(ctx context.Context, replicas ...*Node) error {
+	target, err := s.Primary.CurrentLSN(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range replicas {
+		if err := r.WaitReplayed(ctx, target); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Replica returns the replica with the given name, or nil.
+func (s *Stack) Replica(name string) *Node {
+	for _, r := range s.Replicas {
+		if r.Name == name {
+			return r
+		}
+	}
+	return nil
+}
+
+// ReplicaURLs is the DATABASE_REPLICA_URLS value for the stack: name=url
+// items, comma-separated.
+func (s *Stack) ReplicaURLs() string {
+	items := make([]string, len(s.Replicas))
+	for i, r := range s.Replicas {
+		items[i] = r.Name + "=" + r.URL
+	}
+	return strings.Join(items, ",")
+}
+
+// Env is the API's connection environment for this stack.
+func (s *Stack) Env() []string {
+	return []string{
+		"DATABASE_URL=" + s.Primary.URL,
+		"DATABASE_REPLICA_URLS=" + s.ReplicaURLs(),
+		"REDIS_URL=" + s.Redis.URL,
+	}
+}
+
+// State is the -state file: how other tools find the running stack.
+type State struct {
+	Primary  string         `json:"primary"`
+	Replicas []ReplicaState `json:"replicas"`
+	Redis    string         `json:"redis"`
+	API      []string       `json:"api"`
+}
+
+// ReplicaState names one replica in the state file.
+type ReplicaState struct {
+	Name string `json:"name"`
+	URL  string `json:"url"`
+}
+
+// State describes the running stack.
+func (s *Stack) State() State {
+	st := State{Primary: s.Primary.URL, Redis: s.Redis.URL, Replicas: []ReplicaState{}, API: []string{}}
+	for _, r := range s.Replicas {
+		st.Replicas = append(st.Replicas, ReplicaState{Name: r.Name, URL: r.URL})
+	}
+	s.mu.Lock()
+	for _, a := range s.apis {
+		st.API = append(st.API, a.URL)
+	}
+	s.mu.Unlock()
+	return st
+}
+
+// WriteState writes the state as JSON to path, atomically.
+func (s *Stack) WriteState(path string) error {
+	b, err := json.MarshalIndent(s.State(), "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// Close stops every process the stack started, API first, then replicas,
+// the primary and Redis, and removes the directory. It is safe to call
+// more than once.
+func (s *Stack) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	apis := s.apis
+	s.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var errs []error
+	for _, a := range apis {
+		errs = append(errs, a.Stop(ctx))
+	}
+	for _, r := range s.Replicas {
+		errs = append(errs, r.Stop(ctx))
+	}
+	if s.Primary != nil {
+		errs = append(errs, s.Primary.Stop(ctx))
+	}
+	if s.Redis != nil {
+		errs = append(errs, s.Redis.Stop(ctx))
+	}
+	if s.Dir != "" {
+		errs = append(errs, os.RemoveAll(s.Dir))
+	}
+	return errors.Join(errs...)
+}
+
+func quoteIdent(s string) string {
+	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
+}
+
+func execOn(ctx context.Context, url, sql string) error {
+	n := &Node{Name: "primary", URL: url}
+	return n.Exec(ctx, sql)
+}

@@ -1,0 +1,480 @@
+package devstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ryw-go/ryw/ryw"
+)
+
+// stack is the package's one cluster: a primary, replica1 and a delayed
+// replica2, started once in TestMain.
+var stack *Stack
+
+const testDelay = time.Second
+
+func TestMain(m *testing.M) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	s, err := Start(ctx, Options{Replicas: 2, ReplicaDelay: testDelay, Migrate: true})
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start devstack:", err)
+		os.Exit(1)
+	}
+	stack = s
+	code := m.Run()
+	if err := s.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, "close devstack:", err)
+		code = 1
+	}
+	os.Exit(code)
+}
+
+var tableSeq atomic.Int64
+
+// newTable creates a fresh table on the primary for one test and waits until
+// the non-delayed replicas have it.
+func newTable(t *testing.T) string {
+	t.Helper()
+	name := fmt.Sprintf("probe_%d_%d", os.Getpid(), tableSeq.Add(1))
+	if err := stack.Primary.Exec(t.Context(), "CREATE TABLE "+name+" (id int PRIMARY KEY, v text NOT NULL)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := stack.WaitCaughtUp(t.Context(), stack.Replicas[0]); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+// write inserts a row on the primary and returns the primary's LSN after
+// the commit: once a replica has replayed that far, it must see the row.
+func write(t *testing.T, table string, id int, v string) ryw.LSN {
+	t.Helper()
+	if err := stack.Primary.Exec(t.Context(), "INSERT INTO "+table+" VALUES ($1, $2)", id, v); err != nil {
+		t.Fatal(err)
+	}
+	lsn, err := stack.Primary.CurrentLSN(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lsn
+}
+
+// visible reports whether the row is visible on the node.
+func visible(t *testing.T, n *Node, table string, id int) bool {
+	t.Helper()
+	var found bool
+	if err := n.QueryRow(t.Context(), []any{&found}, "SELECT EXISTS (SELECT 1 FROM "+table+" WHERE id = $1)", id); err != nil {
+		t.Fatal(err)
+	}
+	return found
+}
+
+func TestReplicasStreamFromThePrimary(t *testing.T) {
+	ctx := t.Context()
+	conn, err := stack.Primary.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(ctx, `SELECT r.application_name, r.state, s.slot_name
+		FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid
+		ORDER BY r.application_name`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for rows.Next() {
+		var app, state, slot string
+		if err := rows.Scan(&app, &state, &slot); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, app+":"+state+":"+slot)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := "replica1:streaming:replica1 replica2:streaming:replica2"
+	if strings.Join(got, " ") != want {
+		t.Errorf("pg_stat_replication = %v, want %s", got, want)
+	}
+
+	for _, n := range append([]*Node{stack.Primary}, stack.Replicas...) {
+		var inRecovery bool
+		if err := n.QueryRow(ctx, []any{&inRecovery}, "SELECT pg_is_in_recovery()"); err != nil {
+			t.Fatal(err)
+		}
+		if inRecovery != n.IsReplica() {
+			t.Errorf("%s: pg_is_in_recovery() = %v", n.Name, inRecovery)
+		}
+	}
+}
+
+func TestMigrationsReachEveryNode(t *testing.T) {
+	for _, n := range stack.Replicas {
+		var products int
+		if err := n.QueryRow(t.Context(), []any{&products}, "SELECT count(*) FROM products"); err != nil {
+			t.Fatal(err)
+		}
+		if products != 3 {
+			t.Errorf("%s has %d seed products, want 3", n.Name, products)
+		}
+	}
+}
+
+func TestWriteReachesReplica(t *testing.T) {
+	table := newTable(t)
+	lsn := write(t, table, 1, "a")
+	if err := stack.Replicas[0].WaitReplayed(t.Context(), lsn); err != nil {
+		t.Fatal(err)
+	}
+	if !visible(t, stack.Replicas[0], table, 1) {
+		t.Error("replica1 replayed past the write but does not show the row")
+	}
+}
+
+func TestDelayedReplicaAppliesOnlyAfterItsDelay(t *testing.T) {
+	ctx := t.Context()
+	delayed := stack.Replicas[1]
+	var setting string
+	if err := delayed.QueryRow(ctx, []any{&setting}, "SHOW recovery_min_apply_delay"); err != nil {
+		t.Fatal(err)
+	}
+	if setting != "1s" {
+		t.Errorf("%s: recovery_min_apply_delay = %q, want 1s", delayed.Name, setting)
+	}
+	table := newTable(t)
+	var before time.Time
+	if err := stack.Primary.QueryRow(ctx, []any{&before}, "SELECT clock_timestamp()"); err != nil {
+		t.Fatal(err)
+	}
+	lsn := write(t, table, 1, "a")
+	if err := delayed.WaitReplayed(ctx, lsn); err != nil {
+		t.Fatal(err)
+	}
+	// The write committed after `before`, and a delayed replica applies a
+	// commit no earlier than its commit time plus the delay.
+	var at time.Time
+	if err := delayed.QueryRow(ctx, []any{&at}, "SELECT clock_timestamp()"); err != nil {
+		t.Fatal(err)
+	}
+	if !visible(t, delayed, table, 1) {
+		t.Fatal("delayed replica replayed past the write but does not show the row")
+	}
+	if got := at.Sub(before); got < testDelay {
+		t.Errorf("delayed replica applied the write %s after it was made, want at least %s", got, testDelay)
+	}
+}
+
+func TestPausedReplicaReceivesButDoesNotReplay(t *testing.T) {
+	ctx := t.Context()
+	r := stack.Replicas[0]
+	table := newTable(t)
+	if err := r.PauseReplay(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.ResumeReplay(context.Background()) })
+
+	lsn := write(t, table, 1, "fresh")
+	// Wait until the WAL holding the write has arrived, so "not visible"
+	// below is down to the pause, not to the network.
+	err := poll(ctx, 5*time.Millisecond, func(ctx context.Context) (bool, error) {
+		got, err := r.ReceiveLSN(ctx)
+		return err == nil && got >= lsn, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	replayed, err := r.ReplayLSN(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if replayed >= lsn {
+		t.Errorf("paused replica replayed to %s, past the write at %s", replayed, lsn)
+	}
+	if visible(t, r, table, 1) {
+		t.Error("paused replica shows a row written after the pause")
+	}
+	if !visible(t, stack.Primary, table, 1) {
+		t.Error("the primary does not show its own write")
+	}
+
+	if err := r.ResumeReplay(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if paused, err := r.ReplayPaused(ctx); err != nil || paused {
+		t.Errorf("after resume: paused=%v err=%v", paused, err)
+	}
+	if err := r.WaitReplayed(ctx, lsn); err != nil {
+		t.Fatal(err)
+	}
+	if !visible(t, r, table, 1) {
+		t.Error("resumed replica does not show the row after catching up")
+	}
+}
+
+func TestPauseReplayOnPrimaryIsRefused(t *testing.T) {
+	if err := stack.Primary.PauseReplay(t.Context()); err == nil {
+		t.Error("PauseReplay on the primary succeeded")
+	}
+}
+
+func TestKilledReplicaRestartsAndCatchesUp(t *testing.T) {
+	testRestart(t, (*Node).Kill)
+}
+
+func TestStoppedReplicaRestartsAndCatchesUp(t *testing.T) {
+	testRestart(t, (*Node).Stop)
+}
+
+func testRestart(t *testing.T, halt func(*Node, context.Context) error) {
+	ctx := t.Context()
+	r := stack.Replicas[0]
+	table := newTable(t)
+	write(t, table, 1, "before")
+	if err := halt(r, ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if !r.Running() {
+			_ = r.Start(context.Background())
+		}
+	})
+	if r.Running() {
+		t.Fatal("replica still running after it was halted")
+	}
+	if err := r.Exec(ctx, "SELECT 1"); err == nil {
+		t.Fatal("a halted replica answered a query")
+	}
+	lsn := write(t, table, 2, "while down")
+
+	if err := r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := stack.WaitStreaming(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WaitReplayed(ctx, lsn); err != nil {
+		t.Fatal(err)
+	}
+	for id := 1; id <= 2; id++ {
+		if !visible(t, r, table, id) {
+			t.Errorf("restarted replica misses row %d", id)
+		}
+	}
+}
+
+func TestRedisStopAndStart(t *testing.T) {
+	ctx := t.Context()
+	opts, err := redis.ParseURL(stack.Redis.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.MaxRetries = -1
+	c := redis.NewClient(opts)
+	defer c.Close()
+	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := stack.Redis.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if !stack.Redis.Running() {
+			_ = stack.Redis.Start(context.Background())
+		}
+	})
+	if err := c.Ping(ctx).Err(); err == nil {
+		t.Fatal("a stopped Redis answered PING")
+	}
+	if err := stack.Redis.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("PING after restart: %v", err)
+	}
+	if err := c.Get(ctx, "k").Err(); !errors.Is(err, redis.Nil) {
+		t.Errorf("Redis kept data across a restart (get: %v); devstack's Redis must start empty", err)
+	}
+}
+
+func TestStateDescribesTheStack(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	if err := stack.WriteState(path); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`"primary": "` + stack.Primary.URL + `"`,
+		`"name": "replica1"`, `"url": "` + stack.Replicas[0].URL + `"`,
+		`"name": "replica2"`, `"redis": "` + stack.Redis.URL + `"`, `"api": []`,
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("state file lacks %s:\n%s", want, b)
+		}
+	}
+	if got := stack.ReplicaURLs(); got != "replica1="+stack.Replicas[0].URL+",replica2="+stack.Replicas[1].URL {
+		t.Errorf("ReplicaURLs() = %q", got)
+	}
+}
+
+// processes and ports a stack holds, to check that Close releases them.
+type footprint struct {
+	pids  []int
+	ports []int
+	dir   string
+}
+
+func footprintOf(s *Stack) footprint {
+	f := footprint{dir: s.Dir}
+	for _, n := range append([]*Node{s.Primary}, s.Replicas...) {
+		if n != nil && n.proc != nil {
+			f.pids = append(f.pids, n.proc.cmd.Process.Pid)
+			f.ports = append(f.ports, n.Port)
+		}
+	}
+	if s.Redis != nil && s.Redis.proc != nil {
+		f.pids = append(f.pids, s.Redis.proc.cmd.Process.Pid)
+		f.ports = append(f.ports, s.Redis.Port)
+	}
+	return f
+}
+
+func (f footprint) check(t *testing.T) {
+	t.Helper()
+	for _, pid := range f.pids {
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("process %d still exists after Close (kill 0: %v)", pid, err)
+		}
+	}
+	for _, port := range f.ports {
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			t.Errorf("port %d still in use after Close: %v", port, err)
+			continue
+		}
+		l.Close()
+	}
+	if _, err := os.Stat(f.dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("directory %s still exists after Close (stat: %v)", f.dir, err)
+	}
+}
+
+// parentDir is a directory the unprivileged PostgreSQL account can enter.
+// (t.TempDir's parent is private to root.)
+func parentDir(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "ryw-devstack-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestCloseLeavesNothingBehind(t *testing.T) {
+	s, err := Start(t.Context(), Options{Replicas: 1, TempDir: parentDir(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := footprintOf(s)
+	if len(f.pids) != 3 {
+		t.Fatalf("stack runs %d processes, want 3 (primary, replica1, redis)", len(f.pids))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f.check(t)
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
+
+func TestFailedStartLeavesNothingBehind(t *testing.T) {
+	parent := parentDir(t)
+	var f footprint
+	var s *Stack
+	boom := errors.New("injected failure")
+	opts := Options{Replicas: 1, TempDir: parent}
+	opts.beforeRedis = func() error {
+		// Record what is running at the moment of failure.
+		entries, _ := os.ReadDir(parent)
+		if len(entries) != 1 {
+			return fmt.Errorf("want one stack directory, found %d", len(entries))
+		}
+		s = &Stack{Dir: filepath.Join(parent, entries[0].Name())}
+		return boom
+	}
+	got, err := Start(t.Context(), opts)
+	if !errors.Is(err, boom) || got != nil {
+		t.Fatalf("Start = %v, %v; want nil, the injected failure", got, err)
+	}
+	f.dir = s.Dir
+	f.check(t)
+	if entries, _ := os.ReadDir(parent); len(entries) != 0 {
+		t.Errorf("failed start left %d entries in its temp dir", len(entries))
+	}
+	// The primary and replica1 were running when Start failed: they must
+	// be gone.
+	if pids := processesUnder(s.Dir); len(pids) > 0 {
+		t.Errorf("processes still run from %s: %v", s.Dir, pids)
+	}
+}
+
+// processesUnder lists the processes whose command line mentions dir.
+func processesUnder(dir string) []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(cmdline), dir) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func TestMissingBinariesSayWhatToInstall(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	t.Setenv("PG_BINDIR", "/nonexistent")
+	_, err := Start(t.Context(), Options{})
+	if err == nil {
+		t.Fatal("Start succeeded without binaries")
+	}
+	for _, want := range []string{"PG_BINDIR=/nonexistent", "redis-server is not on PATH", "apt-get install redis-server"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+}
+
+func TestFindBinaries(t *testing.T) {
+	b, err := findBinaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !hasAll(b.pgBin, pgPrograms) {
+		t.Errorf("findBinaries chose %s, which lacks the server programs", b.pgBin)
+	}
+}
