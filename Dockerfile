@@ -1,0 +1,23 @@
+# Image of the ryw API. Two stages: a Go toolchain builds a static binary, and a
+# distroless image (no shell, no package manager, uid 65532) runs it.
+#
+# The API is configured only through the environment (see docker-compose.yml):
+# HTTP_ADDR, DATABASE_URL, DATABASE_REPLICA_URLS, REDIS_URL, RYW_MODE, RYW_WINDOW,
+# RYW_MARKER_TTL. Migrations are embedded in the binary and run at start-up.
+
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+
+# Dependencies first: this layer is rebuilt only when go.mod or go.sum change.
+COPY go.mod go.sum ./
+RUN go mod download
+
+COPY . .
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/api ./cmd/api
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/api /usr/local/bin/api
+USER nonroot:nonroot
+ENV HTTP_ADDR=:8080
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/api"]
