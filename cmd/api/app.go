@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ryw-go/ryw/config"
+	"github.com/ryw-go/ryw/controllers"
+	_ "github.com/ryw-go/ryw/docs" // swagger spec, served at /swagger/index.html
+	"github.com/ryw-go/ryw/migrations"
+	"github.com/ryw-go/ryw/services"
+)
+
+// startupTimeout bounds how long the API waits for the primary at start-up
+// (it may start before the database, as in docker-compose).
+const startupTimeout = 60 * time.Second
+
+// app is everything run wires together; close releases it.
+type app struct {
+	cfg      config.Config
+	logger   *slog.Logger
+	primary  *sql.DB
+	replicas map[string]*sql.DB
+	redis    redis.UniversalClient
+	handler  http.Handler
+}
+
+func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (_ *app, err error) {
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	a := &app{cfg: cfg, logger: newLogger(cfg, stderr), replicas: map[string]*sql.DB{}}
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
+	a.logger.Info("starting", "config", cfg)
+
+	// sql.Open connects lazily: nothing here fails because a node is down.
+	if a.primary, err = openDB(cfg.DatabaseURL, 20); err != nil {
+		return nil, fmt.Errorf("primary: %w", err)
+	}
+	if err := a.migrate(ctx); err != nil {
+		return nil, err
+	}
+	for _, r := range cfg.Replicas {
+		db, err := openDB(r.URL, 20)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", r.Name, err)
+		}
+		a.replicas[r.Name] = db
+		// A replica that is down now is not fatal: database/sql reconnects
+		// on use, and /readyz shows it down until it answers.
+		if err := pingReplica(ctx, db); err != nil {
+			a.logger.Warn("replica unavailable at start-up; it is retried on use", "replica", r.Name, "err", err)
+		}
+	}
+	if a.redis, err = newRedis(cfg.RedisURL); err != nil {
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	if err := pingTimeout(ctx, time.Second, func(ctx context.Context) error { return a.redis.Ping(ctx).Err() }); err != nil {
+		a.logger.Warn("redis unavailable at start-up; it is retried on use", "err", err)
+	}
+
+	health := services.NewHealth(a.probes())
+	gin.SetMode(gin.ReleaseMode)
+	a.handler = controllers.NewRouter(controllers.Deps{
+		Logger: a.logger,
+		Health: controllers.NewHealthController(health),
+	})
+	return a, nil
+}
+
+// migrate applies the schema, retrying while the primary is unreachable.
+func (a *app) migrate(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, startupTimeout)
+	defer cancel()
+	delay := 100 * time.Millisecond
+	for {
+		n, err := migrations.Up(ctx, a.primary, a.logger)
+		if err == nil {
+			a.logger.Info("schema up to date", "applied", n)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("migrate the primary (gave up after %s): %w", startupTimeout, err)
+		}
+		a.logger.Warn("migrations failed; retrying", "err", err, "in", delay)
+		select {
+		case <-ctx.Done():
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 2*time.Second)
+	}
+}
+
+func (a *app) probes() (services.Probe, []services.Probe, services.Probe, time.Duration) {
+	primary := services.Probe{Name: "primary", Check: func(ctx context.Context) error { return a.primary.PingContext(ctx) }}
+	var replicas []services.Probe
+	for _, r := range a.cfg.Replicas {
+		db := a.replicas[r.Name]
+		replicas = append(replicas, services.Probe{Name: r.Name, Check: func(ctx context.Context) error { return pingReplica(ctx, db) }})
+	}
+	redisProbe := services.Probe{Name: "redis", Check: func(ctx context.Context) error { return a.redis.Ping(ctx).Err() }}
+	return primary, replicas, redisProbe, time.Second
+}
+
+// serve runs the HTTP server until ctx ends, then shuts it down gracefully.
+func (a *app) serve(ctx context.Context) error {
+	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on HTTP_ADDR=%s: %w", a.cfg.HTTPAddr, err)
+	}
+	srv := &http.Server{
+		Handler:           a.handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
+	}
+	a.logger.Info("listening", "addr", ln.Addr().String())
+	return serveUntil(ctx, srv, ln, a.cfg.ShutdownWait, a.logger)
+}
+
+// serveUntil serves on ln until ctx ends, then stops accepting and lets
+// in-flight requests finish for up to wait before closing what remains.
+func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, wait time.Duration, logger *slog.Logger) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down", "wait", wait)
+	sctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("graceful shutdown did not finish within %s: %w", wait, err)
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("http server: %w", err)
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+func (a *app) close() {
+	for _, db := range a.replicas {
+		db.Close()
+	}
+	if a.primary != nil {
+		a.primary.Close()
+	}
+	if a.redis != nil {
+		a.redis.Close()
+	}
+}
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// openDB opens a pgx-backed pool without connecting.
+func openDB(url string, maxOpen int) (*sql.DB, error) {
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(maxOpen)
+	db.SetMaxIdleConns(maxOpen / 2)
+	db.SetConnMaxLifetime(30 * time.Minute)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	return db, nil
+}
+
+// pingReplica checks that the node answers and really is a standby: a
+// promoted former replica must not be mistaken for one.
+func pingReplica(ctx context.Context, db *sql.DB) error {
+	return pingTimeout(ctx, time.Second, func(ctx context.Context) error {
+		var standby bool
+		if err := db.QueryRowContext(ctx, "SELECT pg_is_in_recovery()").Scan(&standby); err != nil {
+			return err
+		}
+		if !standby {
+			return errors.New("not in recovery: the node is not a standby")
+		}
+		return nil
+	})
+}
+
+func pingTimeout(ctx context.Context, d time.Duration, f func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	return f(ctx)
+}
+
+// newRedis builds the client from REDIS_URL. Timeouts are tight: Redis only
+// holds routing hints, and a slow Redis must not slow every request.
+func newRedis(url string) (redis.UniversalClient, error) {
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, err
+	}
+	opts.DialTimeout = 200 * time.Millisecond
+	opts.ReadTimeout = 100 * time.Millisecond
+	opts.WriteTimeout = 100 * time.Millisecond
+	opts.MaxRetries = 1
+	return redis.NewClient(opts), nil
+}

@@ -1,0 +1,41 @@
+// Command api is the ryw web service: it reads its configuration from the
+// environment, migrates the primary, connects to the replicas and Redis, and
+// serves HTTP until SIGINT or SIGTERM, then shuts down gracefully.
+//
+//	@title						ryw: read-your-writes over PostgreSQL replicas
+//	@version					1.0
+//	@description				Reads go to streaming replicas; a user's own writes are always visible to that user. Every /api response says which node served it (X-Served-By) and why (X-Routing-Reason).
+//	@BasePath					/
+//	@securityDefinitions.apikey	DemoUser
+//	@in							header
+//	@name						X-Demo-UserId
+//	@description				Demo identity: the caller's user id, a UUID.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Getenv, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "ryw api:", err)
+		os.Exit(1)
+	}
+}
+
+// run is the whole program, with its inputs passed in so tests can drive it.
+func run(ctx context.Context, getenv func(string) string, stderr io.Writer) error {
+	app, err := newApp(ctx, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	defer app.close()
+	return app.serve(ctx)
+}

@@ -1,0 +1,94 @@
+package controllers
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/ryw-go/ryw/middleware"
+)
+
+// ErrorBody is the one error shape every endpoint answers with.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail is a stable machine-readable code and a message for people.
+type ErrorDetail struct {
+	Code    string `json:"code" example:"bad_request"`
+	Message string `json:"message" example:"email must be a valid address"`
+}
+
+// httpError is an error that already knows how it is shown to a client.
+type httpError struct {
+	status  int
+	code    string
+	message string
+}
+
+func (e *httpError) Error() string { return e.message }
+
+func errorf(status int, code, format string, args ...any) error {
+	return &httpError{status: status, code: code, message: fmt.Sprintf(format, args...)}
+}
+
+// errInternal is what a client sees of any error not in the table: the
+// cause goes to the log with the request id, never to the client.
+var errInternal = &httpError{status: http.StatusInternalServerError, code: "internal", message: "internal error; quote the X-Request-Id header when reporting it"}
+
+// classify is the one place that decides how an error is shown.
+func classify(err error) *httpError {
+	var he *httpError
+	switch {
+	case errors.As(err, &he):
+		return he
+	default:
+		return errInternal
+	}
+}
+
+// Errors renders the last error a handler or middleware attached with
+// c.Error, in the JSON error shape, if nothing was written yet. It is the
+// outermost middleware, so everything inside it reports errors the same way.
+func Errors(logger *slog.Logger) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		c.Next()
+		if len(c.Errors) == 0 {
+			return
+		}
+		err := c.Errors.Last().Err
+		he := classify(err)
+		if he.status >= 500 {
+			logger.ErrorContext(c.Request.Context(), "request failed", "err", err,
+				"requestId", middleware.RequestIDFrom(c.Request.Context()),
+				"method", c.Request.Method, "path", c.Request.URL.Path)
+		}
+		if c.Writer.Written() {
+			return
+		}
+		c.AbortWithStatusJSON(he.status, ErrorBody{Error: ErrorDetail{Code: he.code, Message: he.message}})
+	}
+}
+
+// fail attaches err to the request and stops the chain; Errors renders it.
+func fail(c *gin.Context, err error) {
+	_ = c.Error(err)
+	c.Abort()
+}
+
+// recovered turns a panic into a logged internal error instead of a dropped
+// connection.
+func recovered(c *gin.Context, v any) {
+	fail(c, fmt.Errorf("panic: %v", v))
+}
+
+func noRoute(c *gin.Context) {
+	fail(c, errorf(http.StatusNotFound, "not_found", "no route for %s %s", c.Request.Method, c.Request.URL.Path))
+}
+
+func noMethod(c *gin.Context) {
+	fail(c, errorf(http.StatusMethodNotAllowed, "method_not_allowed", "%s is not allowed on %s", c.Request.Method, c.Request.URL.Path))
+}

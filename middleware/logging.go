@@ -1,0 +1,39 @@
+package middleware
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+// AccessLog logs one line per request, with the request id and the headers
+// that say which node served it.
+func AccessLog(logger *slog.Logger) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		start := time.Now()
+		c.Next()
+		status := c.Writer.Status()
+		level := slog.LevelInfo
+		if c.Request.URL.Path == "/healthz" {
+			level = slog.LevelDebug // probed every few seconds
+		}
+		if status >= 500 {
+			level = slog.LevelError
+		}
+		attrs := []slog.Attr{
+			slog.String("method", c.Request.Method),
+			slog.String("path", c.Request.URL.Path),
+			slog.Int("status", status),
+			slog.Duration("duration", time.Since(start)),
+			slog.String("requestId", RequestIDFrom(c.Request.Context())),
+		}
+		if v := c.Writer.Header().Get("X-Served-By"); v != "" {
+			attrs = append(attrs, slog.String("servedBy", v))
+		}
+		if v := c.Writer.Header().Get("X-Routing-Reason"); v != "" {
+			attrs = append(attrs, slog.String("reason", v))
+		}
+		logger.LogAttrs(c.Request.Context(), level, "request", attrs...)
+	}
+}

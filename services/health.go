@@ -1,0 +1,88 @@
+// Package services holds the use cases of the API. Controllers call them
+// with the request's context; they call repositories and the ryw core.
+package services
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Probe checks that one dependency answers.
+type Probe struct {
+	Name  string
+	Check func(context.Context) error
+}
+
+// Health reports whether the service can do its work: it needs the primary;
+// replicas and Redis only make it better, so their loss degrades it.
+type Health struct {
+	primary  Probe
+	replicas []Probe
+	redis    Probe
+	timeout  time.Duration
+}
+
+// NewHealth builds the readiness check. Each probe gets timeout to answer.
+func NewHealth(primary Probe, replicas []Probe, redis Probe, timeout time.Duration) *Health {
+	return &Health{primary: primary, replicas: replicas, redis: redis, timeout: timeout}
+}
+
+// Readiness statuses.
+const (
+	StatusReady       = "ready"       // every dependency answers
+	StatusDegraded    = "degraded"    // the primary answers; a replica or Redis does not
+	StatusUnavailable = "unavailable" // the primary does not answer
+)
+
+// Readiness is the state of every dependency at one moment.
+type Readiness struct {
+	Status   string      `json:"status" enums:"ready,degraded,unavailable"`
+	Primary  Component   `json:"primary"`
+	Replicas []Component `json:"replicas"`
+	Redis    Component   `json:"redis"`
+}
+
+// Component is one dependency's state.
+type Component struct {
+	Name      string  `json:"name" example:"replica1"`
+	Up        bool    `json:"up"`
+	LatencyMs float64 `json:"latencyMs" example:"0.4"`
+	Error     string  `json:"error,omitempty" example:"dial tcp 127.0.0.1:5433: connect: connection refused"`
+}
+
+// Check probes every dependency in parallel.
+func (h *Health) Check(ctx context.Context) Readiness {
+	probes := append([]Probe{h.primary, h.redis}, h.replicas...)
+	results := make([]Component, len(probes))
+	var wg sync.WaitGroup
+	for i, p := range probes {
+		wg.Go(func() { results[i] = h.probe(ctx, p) })
+	}
+	wg.Wait()
+	r := Readiness{Primary: results[0], Redis: results[1], Replicas: results[2:], Status: StatusReady}
+	switch {
+	case !r.Primary.Up:
+		r.Status = StatusUnavailable
+	case !r.Redis.Up:
+		r.Status = StatusDegraded
+	}
+	for _, c := range r.Replicas {
+		if !c.Up && r.Status == StatusReady {
+			r.Status = StatusDegraded
+		}
+	}
+	return r
+}
+
+func (h *Health) probe(ctx context.Context, p Probe) Component {
+	ctx, cancel := context.WithTimeout(ctx, h.timeout)
+	defer cancel()
+	start := time.Now()
+	err := p.Check(ctx)
+	c := Component{Name: p.Name, Up: err == nil, LatencyMs: float64(time.Since(start).Microseconds()) / 1000}
+	if err != nil {
+		c.Error = err.Error()
+	}
+	return c
+}

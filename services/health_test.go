@@ -1,0 +1,54 @@
+package services
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+func probe(name string, err error) Probe {
+	return Probe{Name: name, Check: func(context.Context) error { return err }}
+}
+
+func TestHealthStatus(t *testing.T) {
+	down := errors.New("connection refused")
+	tests := []struct {
+		name                string
+		primary, redis, rep error
+		want                string
+	}{
+		{"all up", nil, nil, nil, StatusReady},
+		{"replica down", nil, nil, down, StatusDegraded},
+		{"redis down", nil, down, nil, StatusDegraded},
+		{"primary down", down, nil, nil, StatusUnavailable},
+		{"everything down", down, down, down, StatusUnavailable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := NewHealth(probe("primary", tt.primary), []Probe{probe("replica1", nil), probe("replica2", tt.rep)}, probe("redis", tt.redis), time.Second)
+			r := h.Check(t.Context())
+			if r.Status != tt.want {
+				t.Errorf("status = %q, want %q", r.Status, tt.want)
+			}
+			if r.Primary.Name != "primary" || r.Redis.Name != "redis" || len(r.Replicas) != 2 || r.Replicas[1].Name != "replica2" {
+				t.Fatalf("components misnamed: %+v", r)
+			}
+			if r.Replicas[1].Up != (tt.rep == nil) || (tt.rep != nil && r.Replicas[1].Error != down.Error()) {
+				t.Errorf("replica2 = %+v", r.Replicas[1])
+			}
+		})
+	}
+}
+
+func TestHealthProbeTimesOut(t *testing.T) {
+	hang := Probe{Name: "primary", Check: func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }}
+	h := NewHealth(hang, nil, probe("redis", nil), 20*time.Millisecond)
+	r := h.Check(t.Context())
+	if r.Status != StatusUnavailable || r.Primary.Up || r.Primary.Error != context.DeadlineExceeded.Error() {
+		t.Errorf("a hanging primary gave %+v", r)
+	}
+	if r.Replicas == nil || len(r.Replicas) != 0 {
+		t.Errorf("no replicas should report an empty list, got %#v", r.Replicas)
+	}
+}
