@@ -304,4 +304,3 @@ func (n *Node) cloneFrom(ctx context.Context, primary *Node) error {
 	}
 	return nil
 }
-
