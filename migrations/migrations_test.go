@@ -1,14 +1,12 @@
 package migrations_test
 
 import (
-	"context"
 	"database/sql"
 	"fmt"
 	"log/slog"
 	"os"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 	_ "github.com/jackc/pgx/v5/stdlib"
@@ -24,20 +22,7 @@ import (
 var stack *devstack.Stack
 
 func TestMain(m *testing.M) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	s, err := devstack.Start(ctx, devstack.Options{})
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "start devstack:", err)
-		os.Exit(1)
-	}
-	stack = s
-	code := m.Run()
-	if err := s.Close(); err != nil {
-		fmt.Fprintln(os.Stderr, "close devstack:", err)
-		code = 1
-	}
-	os.Exit(code)
+	os.Exit(devstack.RunTests(m, devstack.Options{}, &stack))
 }
 
 // freshDB creates an empty database for one test.

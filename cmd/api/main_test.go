@@ -32,20 +32,7 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	s, err := devstack.Start(ctx, devstack.Options{Replicas: 2})
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "start devstack:", err)
-		os.Exit(1)
-	}
-	stack = s
-	code := m.Run()
-	if err := s.Close(); err != nil {
-		fmt.Fprintln(os.Stderr, "close devstack:", err)
-		code = 1
-	}
-	os.Exit(code)
+	os.Exit(devstack.RunTests(m, devstack.Options{Replicas: 2}, &stack))
 }
 
 // stackEnv is the API's environment for the test stack, plus extra.

@@ -26,20 +26,7 @@ var stack *Stack
 const testDelay = time.Second
 
 func TestMain(m *testing.M) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	s, err := Start(ctx, Options{Replicas: 2, ReplicaDelay: testDelay, Migrate: true})
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "start devstack:", err)
-		os.Exit(1)
-	}
-	stack = s
-	code := m.Run()
-	if err := s.Close(); err != nil {
-		fmt.Fprintln(os.Stderr, "close devstack:", err)
-		code = 1
-	}
-	os.Exit(code)
+	os.Exit(RunTests(m, Options{Replicas: 2, ReplicaDelay: testDelay, Migrate: true}, &stack))
 }
 
 var tableSeq atomic.Int64
