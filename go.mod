@@ -83,6 +83,7 @@ require (
 	golang.org/x/tools v0.52.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 	gopkg.in/yaml.v2 v2.4.0 // indirect
+	gorm.io/plugin/dbresolver v1.6.2 // indirect
 	sigs.k8s.io/yaml v1.3.0 // indirect
 )
 

@@ -12,22 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-)
-
-// Mode selects how reads that must show a user's own writes are routed.
-type Mode string
-
-const (
-	// ModeTime sends a user's reads to the primary for RYW_WINDOW after the
-	// user's last write (the seed's design).
-	ModeTime Mode = "time"
-	// ModeLSN sends a user's reads to any replica that has replayed the
-	// user's last write, identified by its WAL position.
-	ModeLSN Mode = "lsn"
-	// ModeOff routes every read to the replicas: it demonstrates the bug
-	// read-your-writes exists to fix.
-	ModeOff Mode = "off"
+	"github.com/ryw-go/ryw/ryw"
 )
 
 // Replica is one streaming replica the service may read from.
@@ -42,9 +27,10 @@ type Config struct {
 	DatabaseURL  string        // DATABASE_URL: the primary
 	Replicas     []Replica     // DATABASE_REPLICA_URLS
 	RedisURL     string        // REDIS_URL
-	Mode         Mode          // RYW_MODE
+	Mode         ryw.Mode      // RYW_MODE
 	Window       time.Duration // RYW_WINDOW
 	MarkerTTL    time.Duration // RYW_MARKER_TTL
+	PollInterval time.Duration // RYW_POLL_INTERVAL: how often replica positions are checked
 	LogLevel     slog.Level    // LOG_LEVEL
 	LogFormat    string        // LOG_FORMAT: text or json
 	ShutdownWait time.Duration // SHUTDOWN_TIMEOUT
@@ -54,9 +40,10 @@ type Config struct {
 const (
 	DefaultHTTPAddr     = ":8080"
 	DefaultRedisURL     = "redis://127.0.0.1:6379/0"
-	DefaultMode         = ModeTime
+	DefaultMode         = ryw.ModeTime
 	DefaultWindow       = 5 * time.Second
 	DefaultMarkerTTL    = 10 * time.Minute
+	DefaultPollInterval = 50 * time.Millisecond
 	DefaultShutdownWait = 10 * time.Second
 )
 
@@ -75,6 +62,7 @@ func Load(getenv func(string) string) (Config, error) {
 		Mode:         l.mode("RYW_MODE"),
 		Window:       l.duration("RYW_WINDOW", DefaultWindow),
 		MarkerTTL:    l.duration("RYW_MARKER_TTL", DefaultMarkerTTL),
+		PollInterval: l.duration("RYW_POLL_INTERVAL", DefaultPollInterval),
 		LogLevel:     l.level("LOG_LEVEL"),
 		LogFormat:    l.oneOf("LOG_FORMAT", "text", "text", "json"),
 		ShutdownWait: l.duration("SHUTDOWN_TIMEOUT", DefaultShutdownWait),
@@ -107,6 +95,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("mode", string(c.Mode)),
 		slog.Duration("window", c.Window),
 		slog.Duration("markerTtl", c.MarkerTTL),
+		slog.Duration("pollInterval", c.PollInterval),
 	)
 }
 
@@ -170,8 +159,8 @@ func (l *loader) oneOf(name, def string, allowed ...string) string {
 	return def
 }
 
-func (l *loader) mode(name string) Mode {
-	return Mode(l.oneOf(name, string(DefaultMode), string(ModeTime), string(ModeLSN), string(ModeOff)))
+func (l *loader) mode(name string) ryw.Mode {
+	return ryw.Mode(l.oneOf(name, string(DefaultMode), string(ryw.ModeTime), string(ryw.ModeOff)))
 }
 
 func (l *loader) level(name string) slog.Level {
@@ -208,11 +197,24 @@ func checkPostgresURL(raw string) error {
 }
 
 func (l *loader) redisURL(name, raw string) string {
-	if _, err := redis.ParseURL(raw); err != nil {
-		l.fail(fmt.Sprintf("%s must be a redis://, rediss:// or unix:// URL, got %q", name, RedactURL(raw)))
+	c, err := ryw.NewRedisClient(raw)
+	if err != nil {
+		l.fail(fmt.Sprintf("%s must be a redis://, rediss:// or unix:// URL (%s), got %q", name, redactErr(err, raw), RedactURL(raw)))
 		return ""
 	}
+	_ = c.Close() // built only to validate; it has not connected
 	return raw
+}
+
+// redactErr keeps a parser's message but never the password it may quote.
+func redactErr(err error, raw string) string {
+	msg := err.Error()
+	if u, perr := url.Parse(raw); perr == nil && u.User != nil {
+		if pw, ok := u.User.Password(); ok && pw != "" {
+			msg = strings.ReplaceAll(msg, pw, "xxxxx")
+		}
+	}
+	return msg
 }
 
 // replicas parses DATABASE_REPLICA_URLS: comma-separated items, each a URL

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ryw-go/ryw/ryw"
 )
 
 func env(m map[string]string) func(string) string {
@@ -20,7 +22,7 @@ func TestLoadDefaults(t *testing.T) {
 	}
 	want := Config{
 		HTTPAddr: DefaultHTTPAddr, DatabaseURL: primary, RedisURL: DefaultRedisURL,
-		Mode: ModeTime, Window: 5 * time.Second, MarkerTTL: 10 * time.Minute,
+		Mode: ryw.ModeTime, Window: 5 * time.Second, MarkerTTL: 10 * time.Minute,
 		LogLevel: slog.LevelInfo, LogFormat: "text", ShutdownWait: 10 * time.Second,
 	}
 	if cfg.HTTPAddr != want.HTTPAddr || cfg.DatabaseURL != want.DatabaseURL || cfg.RedisURL != want.RedisURL ||
@@ -75,7 +77,7 @@ func TestLoadErrors(t *testing.T) {
 		{"garbage window", map[string]string{"RYW_WINDOW": "soon"}, `RYW_WINDOW must be a positive duration, got "soon"`},
 		{"zero ttl", map[string]string{"RYW_MARKER_TTL": "0s"}, `RYW_MARKER_TTL must be a positive duration, got "0s"`},
 		{"ttl below window", map[string]string{"RYW_WINDOW": "10s", "RYW_MARKER_TTL": "5s"}, "RYW_MARKER_TTL (5s) must be at least RYW_WINDOW (10s)"},
-		{"bad mode", map[string]string{"RYW_MODE": "eventual"}, `RYW_MODE must be one of time|lsn|off, got "eventual"`},
+		{"bad mode", map[string]string{"RYW_MODE": "eventual"}, `RYW_MODE must be one of time|off, got "eventual"`},
 		{"bad redis", map[string]string{"REDIS_URL": "http://cache:6379"}, "REDIS_URL must be a redis://"},
 		{"bad level", map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL must be one of"},
 		{"bad format", map[string]string{"LOG_FORMAT": "xml"}, "LOG_FORMAT must be one of text|json"},

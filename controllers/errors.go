@@ -9,6 +9,8 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/ryw-go/ryw/middleware"
+	"github.com/ryw-go/ryw/ryw"
+	"github.com/ryw-go/ryw/services"
 )
 
 // ErrorBody is the one error shape every endpoint answers with.
@@ -39,12 +41,36 @@ func errorf(status int, code, format string, args ...any) error {
 // cause goes to the log with the request id, never to the client.
 var errInternal = &httpError{status: http.StatusInternalServerError, code: "internal", message: "internal error; quote the X-Request-Id header when reporting it"}
 
-// classify is the one place that decides how an error is shown.
+// errUnavailable is shown when a database node the request needs is down:
+// the request may succeed if retried.
+var errUnavailable = &httpError{status: http.StatusServiceUnavailable, code: "unavailable", message: "the database is unavailable; try again shortly"}
+
+// classify is the one place that decides how an error is shown. Only the
+// errors listed here reach the client with their message; any other is an
+// internal error, logged and never shown.
 func classify(err error) *httpError {
-	var he *httpError
+	var (
+		he       *httpError
+		invalid  *services.ValidationError
+		tooLarge *http.MaxBytesError
+	)
 	switch {
 	case errors.As(err, &he):
 		return he
+	case errors.As(err, &invalid):
+		return &httpError{status: http.StatusBadRequest, code: "invalid_input", message: invalid.Message}
+	case errors.Is(err, services.ErrProfileNotFound):
+		return &httpError{status: http.StatusNotFound, code: "not_found", message: "this user has no profile yet; POST /api/me/profile creates it"}
+	case errors.Is(err, middleware.ErrInvalidUserID):
+		return &httpError{status: http.StatusBadRequest, code: "invalid_user_id", message: err.Error()}
+	case errors.Is(err, middleware.ErrBodyTooLarge):
+		return &httpError{status: http.StatusRequestEntityTooLarge, code: "body_too_large", message: err.Error()}
+	case errors.As(err, &tooLarge):
+		return &httpError{status: http.StatusRequestEntityTooLarge, code: "body_too_large", message: fmt.Sprintf("request body too large: the limit is %d bytes", tooLarge.Limit)}
+	case errors.Is(err, middleware.ErrUnsupportedMediaType):
+		return &httpError{status: http.StatusUnsupportedMediaType, code: "unsupported_media_type", message: err.Error()}
+	case ryw.IsUnavailable(err):
+		return errUnavailable
 	default:
 		return errInternal
 	}
@@ -61,7 +87,12 @@ func Errors(logger *slog.Logger) gin.HandlerFunc {
 		}
 		err := c.Errors.Last().Err
 		he := classify(err)
-		if he.status >= 500 {
+		switch {
+		case he.status == http.StatusServiceUnavailable:
+			logger.WarnContext(c.Request.Context(), "dependency unavailable", "err", err,
+				"requestId", middleware.RequestIDFrom(c.Request.Context()),
+				"method", c.Request.Method, "path", c.Request.URL.Path)
+		case he.status >= 500:
 			logger.ErrorContext(c.Request.Context(), "request failed", "err", err,
 				"requestId", middleware.RequestIDFrom(c.Request.Context()),
 				"method", c.Request.Method, "path", c.Request.URL.Path)

@@ -10,13 +10,20 @@ import (
 	ginswagger "github.com/swaggo/gin-swagger"
 
 	"github.com/ryw-go/ryw/middleware"
+	"github.com/ryw-go/ryw/ryw"
 )
 
 // Deps is what the router needs.
 type Deps struct {
-	Logger *slog.Logger
-	Health *HealthController
+	Logger   *slog.Logger
+	Router   *ryw.Router
+	Health   *HealthController
+	Me       *MeController
+	Products *ProductsController
 }
+
+// MaxBodyBytes bounds request bodies.
+const MaxBodyBytes = 64 << 10
 
 // NewRouter builds the HTTP handler: error rendering outermost, then panic
 // recovery, request ids and access logs, then the routes.
@@ -30,5 +37,11 @@ func NewRouter(d Deps) *gin.Engine {
 	r.GET("/healthz", d.Health.Healthz)
 	r.GET("/readyz", d.Health.Readyz)
 	r.GET("/swagger/*any", ginswagger.WrapHandler(swaggerfiles.Handler))
+
+	api := r.Group("/api", middleware.RoutingHeaders(), middleware.Identity(middleware.DefaultDemoUser))
+	api.GET("/me", middleware.Route(d.Router, middleware.OwnRead), d.Me.Get)
+	api.POST("/me/profile", middleware.Route(d.Router, middleware.Write),
+		middleware.LimitBody(MaxBodyBytes), middleware.RequireJSON(), d.Me.SaveProfile)
+	api.GET("/products", middleware.Route(d.Router, middleware.StaleRead), d.Products.List)
 	return r
 }

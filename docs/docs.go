@@ -15,6 +15,172 @@ const docTemplate = `{
     "host": "{{.Host}}",
     "basePath": "{{.BasePath}}",
     "paths": {
+        "/api/me": {
+            "get": {
+                "description": "Always shows the caller's own writes: within RYW_WINDOW of the caller's last write it is read from the primary, otherwise from a replica that has replayed that write. X-Served-By and X-Routing-Reason say where it was read and why.",
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "me"
+                ],
+                "summary": "The caller's profile",
+                "parameters": [
+                    {
+                        "type": "string",
+                        "description": "the caller's user id (a UUID); a default demo user when absent",
+                        "name": "X-Demo-UserId",
+                        "in": "header"
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "$ref": "#/definitions/controllers.Profile"
+                        },
+                        "headers": {
+                            "X-Routing-Reason": {
+                                "type": "string",
+                                "description": "recent-write, no-recent-write, tracker-unavailable, ryw-off, no-replica, replica-failed"
+                            },
+                            "X-Served-By": {
+                                "type": "string",
+                                "description": "primary or the replica's name"
+                            }
+                        }
+                    },
+                    "400": {
+                        "description": "malformed X-Demo-UserId",
+                        "schema": {
+                            "$ref": "#/definitions/controllers.ErrorBody"
+                        }
+                    },
+                    "404": {
+                        "description": "the caller has no profile yet",
+                        "schema": {
+                            "$ref": "#/definitions/controllers.ErrorBody"
+                        }
+                    },
+                    "503": {
+                        "description": "the database is unavailable",
+                        "schema": {
+                            "$ref": "#/definitions/controllers.ErrorBody"
+                        }
+                    }
+                }
+            }
+        },
+        "/api/me/profile": {
+            "post": {
+                "description": "Writes on the primary and records the write, so that the caller's next reads show it. Unknown fields, malformed JSON and invalid values are refused with 400 and nothing is written.",
+                "consumes": [
+                    "application/json"
+                ],
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "me"
+                ],
+                "summary": "Create or replace the caller's profile",
+                "parameters": [
+                    {
+                        "type": "string",
+                        "description": "the caller's user id (a UUID); a default demo user when absent",
+                        "name": "X-Demo-UserId",
+                        "in": "header"
+                    },
+                    {
+                        "description": "the profile",
+                        "name": "profile",
+                        "in": "body",
+                        "required": true,
+                        "schema": {
+                            "$ref": "#/definitions/controllers.ProfileRequest"
+                        }
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "$ref": "#/definitions/controllers.Profile"
+                        },
+                        "headers": {
+                            "X-Routing-Reason": {
+                                "type": "string",
+                                "description": "write"
+                            },
+                            "X-Served-By": {
+                                "type": "string",
+                                "description": "primary"
+                            }
+                        }
+                    },
+                    "400": {
+                        "description": "malformed JSON, an unknown field, or an invalid value (the message names the field)",
+                        "schema": {
+                            "$ref": "#/definitions/controllers.ErrorBody"
+                        }
+                    },
+                    "413": {
+                        "description": "body over 64 KiB",
+                        "schema": {
+                            "$ref": "#/definitions/controllers.ErrorBody"
+                        }
+                    },
+                    "415": {
+                        "description": "Content-Type is not application/json",
+                        "schema": {
+                            "$ref": "#/definitions/controllers.ErrorBody"
+                        }
+                    },
+                    "503": {
+                        "description": "the primary is unavailable",
+                        "schema": {
+                            "$ref": "#/definitions/controllers.ErrorBody"
+                        }
+                    }
+                }
+            }
+        },
+        "/api/products": {
+            "get": {
+                "description": "May be slightly stale: served by a healthy replica whenever there is one.",
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "products"
+                ],
+                "summary": "The product catalog",
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "$ref": "#/definitions/controllers.ProductList"
+                        },
+                        "headers": {
+                            "X-Routing-Reason": {
+                                "type": "string",
+                                "description": "stale-ok or no-replica"
+                            },
+                            "X-Served-By": {
+                                "type": "string",
+                                "description": "a replica's name, or primary when none is healthy"
+                            }
+                        }
+                    },
+                    "503": {
+                        "description": "the database is unavailable",
+                        "schema": {
+                            "$ref": "#/definitions/controllers.ErrorBody"
+                        }
+                    }
+                }
+            }
+        },
         "/healthz": {
             "get": {
                 "description": "Answers 200 while the process serves HTTP. It checks no dependency: use /readyz for that.",
@@ -63,12 +229,120 @@ const docTemplate = `{
         }
     },
     "definitions": {
+        "controllers.ErrorBody": {
+            "type": "object",
+            "properties": {
+                "error": {
+                    "$ref": "#/definitions/controllers.ErrorDetail"
+                }
+            }
+        },
+        "controllers.ErrorDetail": {
+            "type": "object",
+            "properties": {
+                "code": {
+                    "type": "string",
+                    "example": "bad_request"
+                },
+                "message": {
+                    "type": "string",
+                    "example": "email must be a valid address"
+                }
+            }
+        },
         "controllers.Liveness": {
             "type": "object",
             "properties": {
                 "status": {
                     "type": "string",
                     "example": "ok"
+                }
+            }
+        },
+        "controllers.Product": {
+            "type": "object",
+            "properties": {
+                "currency": {
+                    "type": "string",
+                    "example": "USD"
+                },
+                "description": {
+                    "type": "string",
+                    "example": "Tenkeyless keyboard with hot-swappable switches"
+                },
+                "id": {
+                    "type": "integer",
+                    "example": 1
+                },
+                "name": {
+                    "type": "string",
+                    "example": "Mechanical Keyboard"
+                },
+                "priceCents": {
+                    "type": "integer",
+                    "example": 8999
+                },
+                "sku": {
+                    "type": "string",
+                    "example": "KB-001"
+                }
+            }
+        },
+        "controllers.ProductList": {
+            "type": "object",
+            "properties": {
+                "products": {
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/controllers.Product"
+                    }
+                }
+            }
+        },
+        "controllers.Profile": {
+            "type": "object",
+            "properties": {
+                "avatarUrl": {
+                    "type": "string",
+                    "example": "https://example.com/ada.png"
+                },
+                "createdAt": {
+                    "type": "string"
+                },
+                "email": {
+                    "type": "string",
+                    "example": "ada@example.com"
+                },
+                "id": {
+                    "type": "string",
+                    "example": "11111111-1111-4111-8111-111111111111"
+                },
+                "name": {
+                    "type": "string",
+                    "example": "Ada Lovelace"
+                },
+                "updatedAt": {
+                    "type": "string"
+                }
+            }
+        },
+        "controllers.ProfileRequest": {
+            "type": "object",
+            "properties": {
+                "avatarUrl": {
+                    "type": "string",
+                    "maxLength": 2048,
+                    "example": "https://example.com/ada.png"
+                },
+                "email": {
+                    "type": "string",
+                    "maxLength": 254,
+                    "example": "ada@example.com"
+                },
+                "name": {
+                    "type": "string",
+                    "maxLength": 200,
+                    "example": "Ada Lovelace"
                 }
             }
         },

@@ -9,16 +9,21 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 	"github.com/redis/go-redis/v9"
+	"gorm.io/gorm"
+	gormlogger "gorm.io/gorm/logger"
 
 	"github.com/ryw-go/ryw/config"
 	"github.com/ryw-go/ryw/controllers"
 	_ "github.com/ryw-go/ryw/docs" // swagger spec, served at /swagger/index.html
 	"github.com/ryw-go/ryw/migrations"
+	"github.com/ryw-go/ryw/repositories"
+	"github.com/ryw-go/ryw/ryw"
 	"github.com/ryw-go/ryw/services"
 )
 
@@ -32,7 +37,9 @@ type app struct {
 	logger   *slog.Logger
 	primary  *sql.DB
 	replicas map[string]*sql.DB
+	monPools []*sql.DB // the monitor's own small pools
 	redis    redis.UniversalClient
+	monitor  *ryw.Monitor
 	handler  http.Handler
 }
 
@@ -68,18 +75,56 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 			a.logger.Warn("replica unavailable at start-up; it is retried on use", "replica", r.Name, "err", err)
 		}
 	}
-	if a.redis, err = newRedis(cfg.RedisURL); err != nil {
+	if a.redis, err = ryw.NewRedisClient(cfg.RedisURL); err != nil {
 		return nil, fmt.Errorf("redis: %w", err)
 	}
 	if err := pingTimeout(ctx, time.Second, func(ctx context.Context) error { return a.redis.Ping(ctx).Err() }); err != nil {
 		a.logger.Warn("redis unavailable at start-up; it is retried on use", "err", err)
 	}
 
+	// The monitor watches the replicas on pools of its own, so that a busy
+	// application pool never delays a health check.
+	monPrimary, err := openDB(cfg.DatabaseURL, 1)
+	if err != nil {
+		return nil, err
+	}
+	a.monPools = append(a.monPools, monPrimary)
+	var monReplicas, appReplicas []ryw.NodeDB
+	for _, r := range cfg.Replicas {
+		db, err := openDB(r.URL, 1)
+		if err != nil {
+			return nil, err
+		}
+		a.monPools = append(a.monPools, db)
+		monReplicas = append(monReplicas, ryw.NodeDB{Name: r.Name, DB: db})
+		appReplicas = append(appReplicas, ryw.NodeDB{Name: r.Name, DB: a.replicas[r.Name]})
+	}
+	a.monitor = ryw.NewMonitor(monPrimary, monReplicas, cfg.PollInterval, a.logger)
+	a.monitor.Poll(ctx) // know the replicas before the first request
+
+	db, err := ryw.Open(a.primary, appReplicas, &gorm.Config{
+		Logger: gormlogger.NewSlogLogger(a.logger, gormlogger.Config{
+			SlowThreshold: 500 * time.Millisecond, LogLevel: gormlogger.Warn, IgnoreRecordNotFoundError: true,
+		}),
+	})
+	if err != nil {
+		return nil, err
+	}
+	router := ryw.NewRouter(ryw.RouterConfig{
+		Mode: cfg.Mode, Window: cfg.Window, Logger: a.logger,
+		Tracker: ryw.NewRedisTracker(a.redis, cfg.MarkerTTL), Replicas: a.monitor,
+	})
+	profiles := services.NewProfiles(repositories.NewUsers(db, router), router, a.logger)
+	catalog := services.NewCatalog(repositories.NewProducts(db, router))
+
 	health := services.NewHealth(a.probes())
 	gin.SetMode(gin.ReleaseMode)
 	a.handler = controllers.NewRouter(controllers.Deps{
-		Logger: a.logger,
-		Health: controllers.NewHealthController(health),
+		Logger:   a.logger,
+		Router:   router,
+		Health:   controllers.NewHealthController(health),
+		Me:       controllers.NewMeController(profiles),
+		Products: controllers.NewProductsController(catalog),
 	})
 	return a, nil
 }
@@ -132,7 +177,14 @@ func (a *app) serve(ctx context.Context) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
 	}
-	a.logger.Info("listening", "addr", ln.Addr().String())
+	monCtx, stopMonitor := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { a.monitor.Run(monCtx) })
+	defer func() {
+		stopMonitor()
+		wg.Wait()
+	}()
+	a.logger.Info("listening", "addr", ln.Addr().String(), "mode", a.cfg.Mode)
 	return serveUntil(ctx, srv, ln, a.cfg.ShutdownWait, a.logger)
 }
 
@@ -162,6 +214,9 @@ func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, wait tim
 
 func (a *app) close() {
 	for _, db := range a.replicas {
+		db.Close()
+	}
+	for _, db := range a.monPools {
 		db.Close()
 	}
 	if a.primary != nil {
@@ -212,18 +267,4 @@ func pingTimeout(ctx context.Context, d time.Duration, f func(context.Context) e
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	return f(ctx)
-}
-
-// newRedis builds the client from REDIS_URL. Timeouts are tight: Redis only
-// holds routing hints, and a slow Redis must not slow every request.
-func newRedis(url string) (redis.UniversalClient, error) {
-	opts, err := redis.ParseURL(url)
-	if err != nil {
-		return nil, err
-	}
-	opts.DialTimeout = 200 * time.Millisecond
-	opts.ReadTimeout = 100 * time.Millisecond
-	opts.WriteTimeout = 100 * time.Millisecond
-	opts.MaxRetries = 1
-	return redis.NewClient(opts), nil
 }

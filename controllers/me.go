@@ -1,0 +1,107 @@
+package controllers
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
+
+	"github.com/ryw-go/ryw/middleware"
+	"github.com/ryw-go/ryw/models"
+	"github.com/ryw-go/ryw/services"
+)
+
+// ProfileService is what MeController needs from services.Profiles.
+type ProfileService interface {
+	Get(ctx context.Context, userID uuid.UUID) (models.User, error)
+	Save(ctx context.Context, userID uuid.UUID, in services.ProfileInput) (models.User, error)
+}
+
+// MeController serves the caller's own profile.
+type MeController struct {
+	profiles ProfileService
+}
+
+// NewMeController builds the controller.
+func NewMeController(p ProfileService) *MeController {
+	return &MeController{profiles: p}
+}
+
+// Profile is a user's profile as the API shows it.
+type Profile struct {
+	ID        uuid.UUID `json:"id" example:"11111111-1111-4111-8111-111111111111"`
+	Email     string    `json:"email" example:"ada@example.com"`
+	Name      string    `json:"name" example:"Ada Lovelace"`
+	AvatarURL string    `json:"avatarUrl" example:"https://example.com/ada.png"`
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+func profileOf(u models.User) Profile {
+	return Profile{ID: u.ID, Email: u.Email, Name: u.Name, AvatarURL: u.AvatarURL, CreatedAt: u.CreatedAt, UpdatedAt: u.UpdatedAt}
+}
+
+// ProfileRequest is the body of POST /api/me/profile.
+type ProfileRequest struct {
+	Email     string `json:"email" example:"ada@example.com" maxLength:"254"`
+	Name      string `json:"name" example:"Ada Lovelace" maxLength:"200"`
+	AvatarURL string `json:"avatarUrl,omitempty" example:"https://example.com/ada.png" maxLength:"2048"`
+}
+
+// Get godoc
+//
+//	@Summary		The caller's profile
+//	@Description	Always shows the caller's own writes: within RYW_WINDOW of the caller's last write it is read from the primary, otherwise from a replica that has replayed that write. X-Served-By and X-Routing-Reason say where it was read and why.
+//	@Tags			me
+//	@Produce		json
+//	@Param			X-Demo-UserId	header		string	false	"the caller's user id (a UUID); a default demo user when absent"
+//	@Success		200				{object}	Profile
+//	@Header			200				{string}	X-Served-By			"primary or the replica's name"
+//	@Header			200				{string}	X-Routing-Reason	"recent-write, no-recent-write, tracker-unavailable, ryw-off, no-replica, replica-failed"
+//	@Failure		400				{object}	ErrorBody	"malformed X-Demo-UserId"
+//	@Failure		404				{object}	ErrorBody	"the caller has no profile yet"
+//	@Failure		503				{object}	ErrorBody	"the database is unavailable"
+//	@Router			/api/me [get]
+func (h *MeController) Get(c *gin.Context) {
+	user, _ := middleware.UserFrom(c.Request.Context())
+	u, err := h.profiles.Get(c.Request.Context(), user)
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, profileOf(u))
+}
+
+// SaveProfile godoc
+//
+//	@Summary		Create or replace the caller's profile
+//	@Description	Writes on the primary and records the write, so that the caller's next reads show it. Unknown fields, malformed JSON and invalid values are refused with 400 and nothing is written.
+//	@Tags			me
+//	@Accept			json
+//	@Produce		json
+//	@Param			X-Demo-UserId	header		string			false	"the caller's user id (a UUID); a default demo user when absent"
+//	@Param			profile			body		ProfileRequest	true	"the profile"
+//	@Success		200				{object}	Profile
+//	@Header			200				{string}	X-Served-By			"primary"
+//	@Header			200				{string}	X-Routing-Reason	"write"
+//	@Failure		400				{object}	ErrorBody	"malformed JSON, an unknown field, or an invalid value (the message names the field)"
+//	@Failure		413				{object}	ErrorBody	"body over 64 KiB"
+//	@Failure		415				{object}	ErrorBody	"Content-Type is not application/json"
+//	@Failure		503				{object}	ErrorBody	"the primary is unavailable"
+//	@Router			/api/me/profile [post]
+func (h *MeController) SaveProfile(c *gin.Context) {
+	var req ProfileRequest
+	if err := bindJSON(c, &req); err != nil {
+		fail(c, err)
+		return
+	}
+	user, _ := middleware.UserFrom(c.Request.Context())
+	u, err := h.profiles.Save(c.Request.Context(), user, services.ProfileInput(req))
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, profileOf(u))
+}

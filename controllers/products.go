@@ -1,0 +1,64 @@
+package controllers
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/ryw-go/ryw/models"
+)
+
+// CatalogService is what ProductsController needs from services.Catalog.
+type CatalogService interface {
+	List(ctx context.Context) ([]models.Product, error)
+}
+
+// ProductsController serves the catalog.
+type ProductsController struct {
+	catalog CatalogService
+}
+
+// NewProductsController builds the controller.
+func NewProductsController(c CatalogService) *ProductsController {
+	return &ProductsController{catalog: c}
+}
+
+// Product is a catalog entry as the API shows it.
+type Product struct {
+	ID          int64  `json:"id" example:"1"`
+	SKU         string `json:"sku" example:"KB-001"`
+	Name        string `json:"name" example:"Mechanical Keyboard"`
+	Description string `json:"description" example:"Tenkeyless keyboard with hot-swappable switches"`
+	PriceCents  int64  `json:"priceCents" example:"8999"`
+	Currency    string `json:"currency" example:"USD"`
+}
+
+// ProductList is the body of GET /api/products.
+type ProductList struct {
+	Products []Product `json:"products"`
+}
+
+// List godoc
+//
+//	@Summary		The product catalog
+//	@Description	May be slightly stale: served by a healthy replica whenever there is one.
+//	@Tags			products
+//	@Produce		json
+//	@Success		200	{object}	ProductList
+//	@Header			200	{string}	X-Served-By			"a replica's name, or primary when none is healthy"
+//	@Header			200	{string}	X-Routing-Reason	"stale-ok or no-replica"
+//	@Failure		503	{object}	ErrorBody	"the database is unavailable"
+//	@Router			/api/products [get]
+func (h *ProductsController) List(c *gin.Context) {
+	ps, err := h.catalog.List(c.Request.Context())
+	if err != nil {
+		fail(c, err)
+		return
+	}
+	out := ProductList{Products: make([]Product, len(ps))}
+	for i, p := range ps {
+		out.Products[i] = Product{ID: p.ID, SKU: p.SKU, Name: p.Name, Description: p.Description, PriceCents: p.PriceCents, Currency: p.Currency}
+	}
+	c.JSON(http.StatusOK, out)
+}

@@ -1,0 +1,235 @@
+package ryw
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"time"
+)
+
+// NodeDB is a named connection pool to one PostgreSQL node.
+type NodeDB struct {
+	Name string
+	DB   *sql.DB
+}
+
+// ReplicaStatus is what the monitor knows of one replica.
+type ReplicaStatus struct {
+	Name    string `json:"name"`
+	Healthy bool   `json:"healthy"`
+	// ReplayLSN is the last position the replica was seen to have replayed.
+	ReplayLSN LSN `json:"-"`
+	// LagBytes is how much WAL the primary had written that the replica had
+	// not replayed, at the last check; 0 when caught up.
+	LagBytes uint64 `json:"lagBytes"`
+	// Lag is how long the replica has been missing WAL the primary had: 0
+	// when caught up, even when the primary is idle.
+	Lag time.Duration `json:"-"`
+	// FreshTo is a time before which every commit on the primary is
+	// visible on the replica, as of the last check.
+	FreshTo   time.Time `json:"-"`
+	Error     string    `json:"error,omitempty"`
+	CheckedAt time.Time `json:"checkedAt"`
+}
+
+// walSample says that the primary was at lsn when asked at every moment from
+// first to last: every commit that completed before last is at or below lsn.
+type walSample struct {
+	lsn         LSN
+	first, last time.Time
+}
+
+// maxSamples bounds the primary's LSN history: at the default poll interval
+// it covers minutes of writes, far beyond any window worth routing on.
+const maxSamples = 8192
+
+// Monitor polls the primary's WAL position and each replica's replay
+// position on its own small pools, and keeps per replica: health, replay
+// LSN and lag. A replica is healthy when it answers, is in recovery, and
+// has not failed a query since it last answered.
+type Monitor struct {
+	primary  *sql.DB
+	replicas []NodeDB
+	interval time.Duration
+	logger   *slog.Logger
+	now      func() time.Time
+
+	mu      sync.RWMutex
+	status  map[string]ReplicaStatus
+	samples []walSample // the primary's positions over time, increasing
+}
+
+// NewMonitor builds a monitor that checks every interval. Its pools should
+// be separate from the application's, so that a busy app pool never delays
+// health checks.
+func NewMonitor(primary *sql.DB, replicas []NodeDB, interval time.Duration, logger *slog.Logger) *Monitor {
+	m := &Monitor{
+		primary: primary, replicas: replicas, interval: interval, logger: logger, now: time.Now,
+		status: make(map[string]ReplicaStatus, len(replicas)),
+	}
+	for _, r := range replicas {
+		// Unknown until checked: not used before the first check.
+		m.status[r.Name] = ReplicaStatus{Name: r.Name, Error: "not checked yet"}
+	}
+	return m
+}
+
+// Run polls until ctx ends: the primary and each replica in a loop of its
+// own, so that one hung node never delays the others.
+func (m *Monitor) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Go(func() { m.loop(ctx, m.pollPrimary) })
+	for _, r := range m.replicas {
+		wg.Go(func() { m.loop(ctx, func(ctx context.Context) { m.pollReplica(ctx, r) }) })
+	}
+	wg.Wait()
+}
+
+func (m *Monitor) loop(ctx context.Context, poll func(context.Context)) {
+	for {
+		poll(ctx)
+		// ±10% jitter keeps the instances of a fleet from polling in step.
+		d := m.interval + time.Duration((rand.Float64()-0.5)*0.2*float64(m.interval))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d):
+		}
+	}
+}
+
+// Poll checks the primary, then every replica, once. Tests and start-up use
+// it to have fresh state without waiting for the loops.
+func (m *Monitor) Poll(ctx context.Context) {
+	m.pollPrimary(ctx)
+	var wg sync.WaitGroup
+	for _, r := range m.replicas {
+		wg.Go(func() { m.pollReplica(ctx, r) })
+	}
+	wg.Wait()
+}
+
+func (m *Monitor) probeTimeout() time.Duration {
+	return max(time.Second, 4*m.interval)
+}
+
+func (m *Monitor) pollPrimary(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, m.probeTimeout())
+	defer cancel()
+	// The time is taken before asking: every commit that completed before
+	// it is at or below the position the primary answers.
+	asked := m.now()
+	var text string
+	if err := m.primary.QueryRowContext(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&text); err != nil {
+		return // replicas are judged against the last known position
+	}
+	lsn, err := ParseLSN(text)
+	if err != nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if n := len(m.samples); n > 0 && m.samples[n-1].lsn == lsn {
+		m.samples[n-1].last = asked
+		return
+	}
+	m.samples = append(m.samples, walSample{lsn: lsn, first: asked, last: asked})
+	if len(m.samples) > maxSamples {
+		m.samples = append(m.samples[:0], m.samples[len(m.samples)-maxSamples/2:]...)
+	}
+}
+
+func (m *Monitor) pollReplica(ctx context.Context, r NodeDB) {
+	ctx, cancel := context.WithTimeout(ctx, m.probeTimeout())
+	defer cancel()
+	var inRecovery bool
+	var replay sql.NullString
+	err := r.DB.QueryRowContext(ctx, "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text").Scan(&inRecovery, &replay)
+	switch {
+	case err != nil:
+	case !inRecovery:
+		err = errors.New("not in recovery: the node is not a standby")
+	case !replay.Valid:
+		err = errors.New("no WAL replayed yet")
+	}
+	var lsn LSN
+	if err == nil {
+		lsn, err = ParseLSN(replay.String)
+	}
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	prev := m.status[r.Name]
+	if err != nil {
+		if prev.Healthy && ctx.Err() == nil {
+			m.logger.Warn("replica out of rotation", "replica", r.Name, "err", err)
+		}
+		m.status[r.Name] = ReplicaStatus{Name: r.Name, Error: err.Error(), CheckedAt: now}
+		return
+	}
+	if !prev.Healthy && prev.Error != "not checked yet" {
+		m.logger.Info("replica back in rotation", "replica", r.Name, "replayLsn", lsn.String())
+	}
+	st := ReplicaStatus{Name: r.Name, Healthy: true, ReplayLSN: lsn, CheckedAt: now}
+	// The latest sample at or below the replay position says up to when
+	// the replica is fresh; with none (history too short), it is treated
+	// as arbitrarily stale.
+	i := sort.Search(len(m.samples), func(i int) bool { return m.samples[i].lsn > lsn })
+	if i > 0 {
+		st.FreshTo = m.samples[i-1].last
+	}
+	if n := len(m.samples); n > 0 && lsn < m.samples[n-1].lsn {
+		st.LagBytes = uint64(m.samples[n-1].lsn - lsn)
+		st.Lag = now.Sub(st.FreshTo)
+		if st.FreshTo.IsZero() {
+			st.Lag = now.Sub(m.samples[0].first)
+		}
+	}
+	m.status[r.Name] = st
+}
+
+// MarkDown takes a replica out of rotation after a query on it failed; the
+// next successful check puts it back.
+func (m *Monitor) MarkDown(name string, cause error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st, ok := m.status[name]
+	if !ok {
+		return
+	}
+	if st.Healthy {
+		m.logger.Warn("replica out of rotation after a failed query", "replica", name, "err", cause)
+	}
+	m.status[name] = ReplicaStatus{Name: name, Error: cause.Error(), CheckedAt: m.now()}
+}
+
+// Status returns every replica's status, in configuration order.
+func (m *Monitor) Status() []ReplicaStatus {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]ReplicaStatus, 0, len(m.replicas))
+	for _, r := range m.replicas {
+		out = append(out, m.status[r.Name])
+	}
+	return out
+}
+
+// Fresh returns the healthy replicas on which every commit that completed
+// before t is visible, as of their last check. Fresh(time.Time{}) returns
+// every healthy replica.
+func (m *Monitor) Fresh(t time.Time) []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var names []string
+	for _, r := range m.replicas {
+		st := m.status[r.Name]
+		if st.Healthy && (t.IsZero() || st.FreshTo.After(t)) {
+			names = append(names, r.Name)
+		}
+	}
+	return names
+}

@@ -1,0 +1,63 @@
+package ryw
+
+import (
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis holds routing hints only, so a slow Redis must never slow requests
+// down: its client gets tight timeouts, honours context deadlines, and a
+// failure makes the router read from the primary instead of waiting.
+const (
+	redisDialTimeout = 250 * time.Millisecond
+	redisIOTimeout   = 100 * time.Millisecond
+	redisPoolTimeout = 100 * time.Millisecond
+)
+
+// NewRedisClient builds a client for any Redis deployment from one URL:
+//
+//	redis://[:password@]host:6379/0                                    a single server
+//	redis://[:password@]host:26379/0?master_name=mymaster[&addr=h2:26379]  Sentinel (addresses of sentinels)
+//	redis://[:password@]host:7000?addr=host2:7000[&addr=...]            Cluster (seed nodes)
+//	redis://[:password@]host:7000?cluster=true                         Cluster behind one configuration endpoint
+//
+// rediss:// enables TLS; unix:///path/to.sock a local socket. go-redis's
+// own query options (dial_timeout, pool_size, ...) are accepted as well.
+func NewRedisClient(rawURL string) (redis.UniversalClient, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("invalid Redis URL: %w", err)
+	}
+	q := u.Query()
+	switch {
+	case q.Has("master_name"):
+		o, err := redis.ParseFailoverURL(rawURL)
+		if err != nil {
+			return nil, err
+		}
+		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout, redisPoolTimeout
+		o.ContextTimeoutEnabled, o.MaxRetries = true, 1
+		return redis.NewFailoverClient(o), nil
+	case q.Has("addr") || q.Get("cluster") == "true":
+		q.Del("cluster")
+		u.RawQuery = q.Encode()
+		o, err := redis.ParseClusterURL(u.String())
+		if err != nil {
+			return nil, err
+		}
+		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout, redisPoolTimeout
+		o.ContextTimeoutEnabled, o.MaxRetries = true, 1
+		return redis.NewClusterClient(o), nil
+	default:
+		o, err := redis.ParseURL(rawURL)
+		if err != nil {
+			return nil, err
+		}
+		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout, redisPoolTimeout
+		o.ContextTimeoutEnabled, o.MaxRetries = true, 1
+		return redis.NewClient(o), nil
+	}
+}
