@@ -1,0 +1,343 @@
+package ryw_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/ryw-go/ryw/internal/devstack"
+	"github.com/ryw-go/ryw/ryw"
+)
+
+// The package's cluster: a primary, two replicas, Redis.
+var stack *devstack.Stack
+
+func TestMain(m *testing.M) {
+	os.Exit(devstack.RunTests(m, devstack.Options{Replicas: 2, Migrate: true}, &stack))
+}
+
+func openPool(t *testing.T, url string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func replicaPools(t *testing.T) []ryw.NodeDB {
+	var out []ryw.NodeDB
+	for _, r := range stack.Replicas {
+		out = append(out, ryw.NodeDB{Name: r.Name, DB: openPool(t, r.URL)})
+	}
+	return out
+}
+
+var seq atomic.Int64
+
+// newTable creates a one-row-per-key table on the primary and waits until
+// every replica has it.
+func newTable(t *testing.T) string {
+	t.Helper()
+	name := fmt.Sprintf("t_%d", seq.Add(1))
+	if err := stack.Primary.Exec(t.Context(), "CREATE TABLE "+name+" (k text PRIMARY KEY, v text NOT NULL)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := stack.WaitCaughtUp(t.Context(), stack.Replicas...); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+func pause(t *testing.T, n *devstack.Node) {
+	t.Helper()
+	if err := n.PauseReplay(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = n.ResumeReplay(context.Background())
+		_ = stack.WaitCaughtUp(context.Background(), n)
+	})
+}
+
+func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestPluginRoutesAndObservesTruthfully writes a row that only the primary
+// has (replica1 paused), then reads it through GORM under each decision:
+// what was read must match the node the observation names.
+func TestPluginRoutesAndObservesTruthfully(t *testing.T) {
+	ctx := t.Context()
+	table := newTable(t)
+	db, err := ryw.Open(openPool(t, stack.Primary.URL), replicaPools(t), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pause(t, stack.Replicas[0])
+	wctx, wobs := ryw.WithObservation(ryw.WithDecision(ctx, ryw.Decision{Node: ryw.Primary, Reason: ryw.ReasonWrite}))
+	if err := db.WithContext(wctx).Exec("INSERT INTO " + table + " VALUES ('k', 'only on the primary and replica2')").Error; err != nil {
+		t.Fatal(err)
+	}
+	if wobs.ServedBy() != ryw.Primary {
+		t.Errorf("the write was observed on %q", wobs.ServedBy())
+	}
+	if err := stack.WaitCaughtUp(ctx, stack.Replicas[1]); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tt := range []struct {
+		node string
+		want int64 // rows visible
+	}{{ryw.Primary, 1}, {"replica1", 0}, {"replica2", 1}} {
+		for _, how := range []string{"model query", "raw select", "row"} {
+			ctx, obs := ryw.WithObservation(ryw.WithDecision(ctx, ryw.Decision{Node: tt.node}))
+			var n int64
+			var err error
+			q := db.WithContext(ctx)
+			switch how {
+			case "model query":
+				err = q.Table(table).Where("k = ?", "k").Count(&n).Error
+			case "raw select":
+				err = q.Raw("SELECT count(*) FROM " + table + " WHERE k = 'k'").Scan(&n).Error
+			case "row":
+				err = q.Raw("SELECT count(*) FROM " + table + " WHERE k = 'k'").Row().Scan(&n)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n != tt.want || obs.ServedBy() != tt.node {
+				t.Errorf("%s routed to %s: saw %d rows, observed on %q; want %d rows on %s", how, tt.node, n, obs.ServedBy(), tt.want, tt.node)
+			}
+		}
+	}
+
+	// A transaction runs on the primary whatever the decision.
+	ctx2, obs := ryw.WithObservation(ryw.WithDecision(ctx, ryw.Decision{Node: "replica1"}))
+	var n int64
+	err = db.WithContext(ctx2).Transaction(func(tx *gorm.DB) error {
+		return tx.Table(table).Count(&n).Error
+	})
+	if err != nil || n != 1 || obs.ServedBy() != ryw.Primary {
+		t.Errorf("transaction: %v, %d rows, observed on %q; want 1 row on the primary", err, n, obs.ServedBy())
+	}
+}
+
+func TestReadRetriesOnThePrimaryWhenTheReplicaIsDown(t *testing.T) {
+	ctx := t.Context()
+	r := stack.Replicas[1]
+	db, err := ryw.Open(openPool(t, stack.Primary.URL), replicaPools(t), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	marked := &recordingReplicas{}
+	router := ryw.NewRouter(ryw.RouterConfig{Mode: ryw.ModeTime, Window: time.Second, Replicas: marked, Logger: quiet()})
+	if err := r.Kill(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if !r.Running() {
+			_ = r.Start(context.Background())
+		}
+	})
+	rctx, obs := ryw.WithObservation(ryw.WithDecision(ctx, ryw.Decision{Node: r.Name, Reason: ryw.ReasonStaleOK}))
+	var products int64
+	err = router.Read(rctx, func(ctx context.Context) error {
+		return db.WithContext(ctx).Table("products").Count(&products).Error
+	})
+	if err != nil || products != 3 {
+		t.Fatalf("Read with %s down = %v (%d products); want the primary's answer", r.Name, err, products)
+	}
+	if obs.ServedBy() != ryw.Primary || obs.Reason() != ryw.ReasonReplicaFailed || marked.down != r.Name {
+		t.Errorf("served by %q for %q, marked down %q", obs.ServedBy(), obs.Reason(), marked.down)
+	}
+}
+
+type recordingReplicas struct{ down string }
+
+func (r *recordingReplicas) Fresh(time.Time) []string { return nil }
+func (r *recordingReplicas) MarkDown(name string, _ error) {
+	r.down = name
+}
+
+func TestRedisTracker(t *testing.T) {
+	ctx := t.Context()
+	client, err := ryw.NewRedisClient(stack.Redis.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	tracker := ryw.NewRedisTracker(client, 10*time.Minute)
+	user := fmt.Sprintf("user-%d", seq.Add(1))
+
+	if _, ok, err := tracker.LastWrite(ctx, user); ok || err != nil {
+		t.Fatalf("LastWrite of a user who never wrote = %v, %v", ok, err)
+	}
+	at := time.Date(2026, 11, 26, 10, 0, 0, 123456789, time.FixedZone("CET", 3600))
+	if err := tracker.RecordWrite(ctx, user, at); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := client.Get(ctx, "user:"+user+":last_write_utc").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if raw != "2026-11-26T09:00:00.123456789Z" {
+		t.Errorf("marker = %q, want the RFC 3339 UTC time", raw)
+	}
+	ttl, err := client.TTL(ctx, "user:"+user+":last_write_utc").Result()
+	if err != nil || ttl <= 9*time.Minute || ttl > 10*time.Minute {
+		t.Errorf("marker TTL = %v, %v; want 10m", ttl, err)
+	}
+	got, ok, err := tracker.LastWrite(ctx, user)
+	if err != nil || !ok || !got.Equal(at) {
+		t.Errorf("LastWrite = %v, %v, %v; want %v", got, ok, err, at)
+	}
+
+	if err := client.Set(ctx, ryw.MarkerKey("garbled"), "yesterday", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := tracker.LastWrite(ctx, "garbled"); err == nil {
+		t.Error("a marker that is not a time was taken as valid")
+	}
+
+	// Redis down: calls fail fast, within the tracker's timeout and not
+	// the caller's longer deadline.
+	if err := stack.Redis.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if !stack.Redis.Running() {
+			_ = stack.Redis.Start(context.Background())
+		}
+	})
+	long, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, _, err := tracker.LastWrite(long, user); err == nil {
+		t.Error("LastWrite succeeded with Redis stopped")
+	}
+	if err := tracker.RecordWrite(long, user, at); err == nil {
+		t.Error("RecordWrite succeeded with Redis stopped")
+	}
+	if long.Err() != nil {
+		t.Error("a tracker call waited for the caller's deadline")
+	}
+}
+
+func TestNewRedisClientKinds(t *testing.T) {
+	for url, want := range map[string]string{
+		"redis://127.0.0.1:6379/0":                           "*redis.Client",
+		"redis://:pw@127.0.0.1:26379/0?master_name=mymaster": "*redis.Client", // a failover client is a *redis.Client
+		"redis://127.0.0.1:7000?addr=127.0.0.1:7001":         "*redis.ClusterClient",
+		"redis://127.0.0.1:7000?cluster=true":                "*redis.ClusterClient",
+		"rediss://127.0.0.1:6380/1?dial_timeout=1s":          "*redis.Client",
+	} {
+		c, err := ryw.NewRedisClient(url)
+		if err != nil {
+			t.Errorf("NewRedisClient(%q): %v", url, err)
+			continue
+		}
+		if got := fmt.Sprintf("%T", c); got != want {
+			t.Errorf("NewRedisClient(%q) is a %s, want %s", url, got, want)
+		}
+		c.Close()
+	}
+	for _, url := range []string{"http://h:6379", "redis://h:6379/x", "redis://h:6379?bogus=1"} {
+		if c, err := ryw.NewRedisClient(url); err == nil {
+			c.Close()
+			t.Errorf("NewRedisClient(%q) accepted a bad URL", url)
+		}
+	}
+}
+
+func TestMonitorSeesLagAndFreshness(t *testing.T) {
+	ctx := t.Context()
+	table := newTable(t)
+	m := ryw.NewMonitor(openPool(t, stack.Primary.URL), replicaPools(t), 10*time.Millisecond, quiet())
+	m.Poll(ctx)
+	for _, st := range m.Status() {
+		if !st.Healthy || st.LagBytes != 0 || st.Lag != 0 {
+			t.Errorf("idle, caught-up replica: %+v; want healthy with no lag", st)
+		}
+	}
+
+	r1 := stack.Replicas[0]
+	pause(t, r1)
+	before := time.Now()
+	if err := stack.Primary.Exec(ctx, "INSERT INTO "+table+" VALUES ('a', 'b')"); err != nil {
+		t.Fatal(err)
+	}
+	if err := stack.WaitCaughtUp(ctx, stack.Replicas[1]); err != nil {
+		t.Fatal(err)
+	}
+	m.Poll(ctx)
+	fresh := m.Fresh(before)
+	if strings.Join(fresh, ",") != "replica2" {
+		t.Errorf("Fresh(before the write) = %v; want only replica2, replica1 is paused before it", fresh)
+	}
+	st := m.Status()[0]
+	if !st.Healthy || st.LagBytes == 0 || st.Lag <= 0 {
+		t.Errorf("paused replica1 behind a write: %+v; want healthy with lag", st)
+	}
+	if all := m.Fresh(time.Time{}); len(all) != 2 {
+		t.Errorf("Fresh(zero) = %v; a lagging replica is still healthy", all)
+	}
+
+	if err := r1.ResumeReplay(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := stack.WaitCaughtUp(ctx, r1); err != nil {
+		t.Fatal(err)
+	}
+	m.Poll(ctx)
+	if st := m.Status()[0]; st.LagBytes != 0 || st.Lag != 0 {
+		t.Errorf("replica1 after catching up: %+v; want no lag", st)
+	}
+	if fresh := m.Fresh(before); len(fresh) != 2 {
+		t.Errorf("Fresh(before) after catch-up = %v, want both", fresh)
+	}
+}
+
+func TestMonitorTakesADownReplicaOutUntilItAnswers(t *testing.T) {
+	ctx := t.Context()
+	m := ryw.NewMonitor(openPool(t, stack.Primary.URL), replicaPools(t), 10*time.Millisecond, quiet())
+	r2 := stack.Replicas[1]
+	if err := r2.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if !r2.Running() {
+			_ = r2.Start(context.Background())
+		}
+	})
+	m.Poll(ctx)
+	if st := m.Status()[1]; st.Healthy || st.Error == "" {
+		t.Errorf("stopped replica2: %+v", st)
+	}
+	if fresh := m.Fresh(time.Time{}); strings.Join(fresh, ",") != "replica1" {
+		t.Errorf("Fresh = %v with replica2 down", fresh)
+	}
+	m.MarkDown("replica1", errors.New("query failed"))
+	if fresh := m.Fresh(time.Time{}); len(fresh) != 0 {
+		t.Errorf("Fresh = %v after replica1 was marked down", fresh)
+	}
+	if err := r2.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := stack.WaitCaughtUp(ctx, r2); err != nil {
+		t.Fatal(err)
+	}
+	m.Poll(ctx)
+	if fresh := m.Fresh(time.Time{}); len(fresh) != 2 {
+		t.Errorf("Fresh = %v after replica2 restarted and replica1 answered again", fresh)
+	}
+}
