@@ -61,17 +61,6 @@ func newTable(t *testing.T) string {
 	return name
 }
 
-func pause(t *testing.T, n *devstack.Node) {
-	t.Helper()
-	if err := n.PauseReplay(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = n.ResumeReplay(context.Background())
-		_ = stack.WaitCaughtUp(context.Background(), n)
-	})
-}
-
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // TestPluginRoutesAndObservesTruthfully writes a row that only the primary
@@ -84,7 +73,7 @@ func TestPluginRoutesAndObservesTruthfully(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pause(t, stack.Replicas[0])
+	stack.PauseReplayForTest(t, stack.Replicas[0])
 	wctx, wobs := ryw.WithObservation(ryw.WithDecision(ctx, ryw.Decision{Node: ryw.Primary, Reason: ryw.ReasonWrite}))
 	if err := db.WithContext(wctx).Exec("INSERT INTO " + table + " VALUES ('k', 'only on the primary and replica2')").Error; err != nil {
 		t.Fatal(err)
@@ -142,14 +131,7 @@ func TestReadRetriesOnThePrimaryWhenTheReplicaIsDown(t *testing.T) {
 	}
 	marked := &recordingReplicas{}
 	router := ryw.NewRouter(ryw.RouterConfig{Mode: ryw.ModeTime, Window: time.Second, Replicas: marked, Logger: quiet()})
-	if err := r.Kill(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if !r.Running() {
-			_ = r.Start(context.Background())
-		}
-	})
+	r.KillForTest(t)
 	rctx, obs := ryw.WithObservation(ryw.WithDecision(ctx, ryw.Decision{Node: r.Name, Reason: ryw.ReasonStaleOK}))
 	var products int64
 	err = router.Read(rctx, func(ctx context.Context) error {
@@ -212,14 +194,7 @@ func TestRedisTracker(t *testing.T) {
 
 	// Redis down: calls fail fast, within the tracker's timeout and not
 	// the caller's longer deadline.
-	if err := stack.Redis.Stop(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if !stack.Redis.Running() {
-			_ = stack.Redis.Start(context.Background())
-		}
-	})
+	stack.Redis.StopForTest(t)
 	long, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if _, _, err := tracker.LastWrite(long, user); err == nil {
@@ -271,7 +246,7 @@ func TestMonitorSeesLagAndFreshness(t *testing.T) {
 	}
 
 	r1 := stack.Replicas[0]
-	pause(t, r1)
+	stack.PauseReplayForTest(t, r1)
 	before := time.Now()
 	if err := stack.Primary.Exec(ctx, "INSERT INTO "+table+" VALUES ('a', 'b')"); err != nil {
 		t.Fatal(err)
@@ -311,14 +286,7 @@ func TestMonitorTakesADownReplicaOutUntilItAnswers(t *testing.T) {
 	ctx := t.Context()
 	m := ryw.NewMonitor(openPool(t, stack.Primary.URL), replicaPools(t), 10*time.Millisecond, quiet())
 	r2 := stack.Replicas[1]
-	if err := r2.Stop(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if !r2.Running() {
-			_ = r2.Start(context.Background())
-		}
-	})
+	r2.StopForTest(t)
 	m.Poll(ctx)
 	if st := m.Status()[1]; st.Healthy || st.Error == "" {
 		t.Errorf("stopped replica2: %+v", st)

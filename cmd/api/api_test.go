@@ -85,17 +85,7 @@ func nameIn(t *testing.T, r response) string {
 // pauseAll pauses replay on every replica until the test ends.
 func pauseAll(t *testing.T) {
 	t.Helper()
-	for _, r := range stack.Replicas {
-		if err := r.PauseReplay(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() {
-		for _, r := range stack.Replicas {
-			_ = r.ResumeReplay(context.Background())
-		}
-		_ = stack.WaitCaughtUp(context.Background(), stack.Replicas...)
-	})
+	stack.PauseReplayForTest(t, stack.Replicas...)
 }
 
 // waitReplicasUsable polls the API until a stale-ok read is served by a
@@ -160,13 +150,7 @@ func TestAfterTheWindowAFreshReplicaServes(t *testing.T) {
 	api, _ := startRun(t, stackEnv(t, "RYW_WINDOW=300ms"))
 	waitReplicasUsable(t, api)
 	r1 := stack.Replicas[0]
-	if err := r1.PauseReplay(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = r1.ResumeReplay(context.Background())
-		_ = stack.WaitCaughtUp(context.Background(), r1)
-	})
+	stack.PauseReplayForTest(t, r1)
 	user := uuid.New()
 	saveProfile(t, api, user, "Fresh")
 
@@ -244,15 +228,12 @@ func TestServedByIsTruthful(t *testing.T) {
 	api, _ := startRun(t, stackEnv(t))
 	waitReplicasUsable(t, api)
 	r1 := stack.Replicas[0]
-	if err := r1.PauseReplay(ctx); err != nil {
-		t.Fatal(err)
-	}
 	sku := "TRUTH-" + uuid.NewString()[:8]
 	t.Cleanup(func() {
-		_ = r1.ResumeReplay(context.Background())
 		_ = stack.Primary.Exec(context.Background(), "DELETE FROM products WHERE sku = $1", sku)
 		_ = stack.WaitCaughtUp(context.Background(), stack.Replicas...)
 	})
+	stack.PauseReplayForTest(t, r1)
 	if err := stack.Primary.Exec(ctx, "INSERT INTO products (sku, name, price_cents) VALUES ($1, 'only some nodes', 1)", sku); err != nil {
 		t.Fatal(err)
 	}
@@ -275,17 +256,8 @@ func TestServedByIsTruthful(t *testing.T) {
 
 	// With both replicas stopped the reads go to the primary, which has it.
 	for _, r := range stack.Replicas {
-		if err := r.Stop(ctx); err != nil {
-			t.Fatal(err)
-		}
+		r.StopForTest(t)
 	}
-	t.Cleanup(func() {
-		for _, r := range stack.Replicas {
-			if !r.Running() {
-				_ = r.Start(context.Background())
-			}
-		}
-	})
 	for range 5 {
 		r := do(t, http.MethodGet, api+"/api/products", uuid.Nil, "", nil)
 		if r.status != http.StatusOK || r.servedBy != "primary" || !bytes.Contains(r.body, []byte(sku)) {
@@ -361,14 +333,7 @@ func TestRedisDownFailsSafe(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := stack.Redis.Stop(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if !stack.Redis.Running() {
-			_ = stack.Redis.Start(context.Background())
-		}
-	})
+	stack.Redis.StopForTest(t)
 	w := saveProfile(t, api, after, "Saved during the outage")
 	if w.servedBy != "primary" {
 		t.Errorf("write during the outage: %s", w)
@@ -407,15 +372,8 @@ func TestPrimaryDownAnswers503(t *testing.T) {
 	waitReplicasUsable(t, api)
 	user := uuid.New()
 	saveProfile(t, api, user, "Before")
-	if err := stack.Primary.Stop(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if !stack.Primary.Running() {
-			_ = stack.Primary.Start(context.Background())
-		}
-		_ = stack.WaitStreaming(context.Background())
-	})
+	stack.Primary.StopForTest(t)
+	t.Cleanup(func() { _ = stack.WaitStreaming(context.Background()) })
 	body := `{"email":"u@example.com","name":"During"}`
 	w := do(t, http.MethodPost, api+"/api/me/profile", user, "application/json", strings.NewReader(body))
 	if w.status != http.StatusServiceUnavailable || !bytes.Contains(w.body, []byte(`"code":"unavailable"`)) {

@@ -225,21 +225,15 @@ func TestReadinessFollowsDependencies(t *testing.T) {
 	url, _ := startRun(t, stackEnv(t))
 
 	// A replica and Redis down: degraded, still 200 (the primary serves).
-	if err := stack.Replicas[1].Stop(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := stack.Redis.Stop(ctx); err != nil {
-		t.Fatal(err)
-	}
+	stack.Replicas[1].StopForTest(t)
+	stack.Redis.StopForTest(t)
 	code, r := readyz(t, url)
 	if code != http.StatusOK || r.Status != services.StatusDegraded || upMap(r)["replica2"] || upMap(r)["redis"] || !upMap(r)["replica1"] {
 		t.Errorf("with replica2 and Redis down: /readyz = %d %+v", code, r)
 	}
 
 	// The primary down: 503.
-	if err := stack.Primary.Stop(ctx); err != nil {
-		t.Fatal(err)
-	}
+	stack.Primary.StopForTest(t)
 	code, r = readyz(t, url)
 	if code != http.StatusServiceUnavailable || r.Status != services.StatusUnavailable || r.Primary.Up || r.Primary.Error == "" {
 		t.Errorf("with the primary down: /readyz = %d %+v, want 503 unavailable", code, r)
@@ -259,21 +253,8 @@ func TestReadinessFollowsDependencies(t *testing.T) {
 
 func TestStartsWhileAReplicaAndRedisAreDown(t *testing.T) {
 	ctx := t.Context()
-	if err := stack.Replicas[0].Stop(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := stack.Redis.Stop(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx := context.Background()
-		if !stack.Replicas[0].Running() {
-			_ = stack.Replicas[0].Start(ctx)
-		}
-		if !stack.Redis.Running() {
-			_ = stack.Redis.Start(ctx)
-		}
-	})
+	stack.Replicas[0].StopForTest(t)
+	stack.Redis.StopForTest(t)
 
 	url, logs := startRun(t, stackEnv(t))
 	for _, want := range []string{`replica unavailable at start-up; it is retried on use" replica=replica1`, "redis unavailable at start-up"} {

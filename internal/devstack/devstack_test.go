@@ -169,10 +169,7 @@ func TestPausedReplicaReceivesButDoesNotReplay(t *testing.T) {
 	ctx := t.Context()
 	r := stack.Replicas[0]
 	table := newTable(t)
-	if err := r.PauseReplay(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.ResumeReplay(context.Background()) })
+	stack.PauseReplayForTest(t, r)
 
 	lsn := write(t, table, 1, "fresh")
 	// Wait until the WAL holding the write has arrived, so "not visible"
@@ -219,26 +216,19 @@ func TestPauseReplayOnPrimaryIsRefused(t *testing.T) {
 }
 
 func TestKilledReplicaRestartsAndCatchesUp(t *testing.T) {
-	testRestart(t, (*Node).Kill)
+	testRestart(t, (*Node).KillForTest)
 }
 
 func TestStoppedReplicaRestartsAndCatchesUp(t *testing.T) {
-	testRestart(t, (*Node).Stop)
+	testRestart(t, (*Node).StopForTest)
 }
 
-func testRestart(t *testing.T, halt func(*Node, context.Context) error) {
+func testRestart(t *testing.T, halt func(*Node, testing.TB)) {
 	ctx := t.Context()
 	r := stack.Replicas[0]
 	table := newTable(t)
 	write(t, table, 1, "before")
-	if err := halt(r, ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if !r.Running() {
-			_ = r.Start(context.Background())
-		}
-	})
+	halt(r, t)
 	if r.Running() {
 		t.Fatal("replica still running after it was halted")
 	}
@@ -275,14 +265,7 @@ func TestRedisStopAndStart(t *testing.T) {
 	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := stack.Redis.Stop(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if !stack.Redis.Running() {
-			_ = stack.Redis.Start(context.Background())
-		}
-	})
+	stack.Redis.StopForTest(t)
 	if err := c.Ping(ctx).Err(); err == nil {
 		t.Fatal("a stopped Redis answered PING")
 	}
