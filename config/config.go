@@ -31,6 +31,7 @@ type Config struct {
 	Window       time.Duration // RYW_WINDOW
 	MarkerTTL    time.Duration // RYW_MARKER_TTL
 	PollInterval time.Duration // RYW_POLL_INTERVAL: how often replica positions are checked
+	MaxWait      time.Duration // RYW_MAX_WAIT: lsn mode, how long a read may wait for a replica to catch up
 	LogLevel     slog.Level    // LOG_LEVEL
 	LogFormat    string        // LOG_FORMAT: text or json
 	ShutdownWait time.Duration // SHUTDOWN_TIMEOUT
@@ -63,6 +64,7 @@ func Load(getenv func(string) string) (Config, error) {
 		Window:       l.duration("RYW_WINDOW", DefaultWindow),
 		MarkerTTL:    l.duration("RYW_MARKER_TTL", DefaultMarkerTTL),
 		PollInterval: l.duration("RYW_POLL_INTERVAL", DefaultPollInterval),
+		MaxWait:      l.nonNegativeDuration("RYW_MAX_WAIT", 0),
 		LogLevel:     l.level("LOG_LEVEL"),
 		LogFormat:    l.oneOf("LOG_FORMAT", "text", "text", "json"),
 		ShutdownWait: l.duration("SHUTDOWN_TIMEOUT", DefaultShutdownWait),
@@ -96,6 +98,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("window", c.Window),
 		slog.Duration("markerTtl", c.MarkerTTL),
 		slog.Duration("pollInterval", c.PollInterval),
+		slog.Duration("maxWait", c.MaxWait),
 	)
 }
 
@@ -148,6 +151,19 @@ func (l *loader) duration(name string, def time.Duration) time.Duration {
 	return d
 }
 
+func (l *loader) nonNegativeDuration(name string, def time.Duration) time.Duration {
+	raw := strings.TrimSpace(l.getenv(name))
+	if raw == "" {
+		return def
+	}
+	d, err := time.ParseDuration(raw)
+	if err != nil || d < 0 {
+		l.fail(fmt.Sprintf("%s must be a duration of 0 or more, got %q", name, raw))
+		return 0
+	}
+	return d
+}
+
 func (l *loader) oneOf(name, def string, allowed ...string) string {
 	v := strings.ToLower(l.str(name, def))
 	for _, a := range allowed {
@@ -160,7 +176,7 @@ func (l *loader) oneOf(name, def string, allowed ...string) string {
 }
 
 func (l *loader) mode(name string) ryw.Mode {
-	return ryw.Mode(l.oneOf(name, string(DefaultMode), string(ryw.ModeTime), string(ryw.ModeOff)))
+	return ryw.Mode(l.oneOf(name, string(DefaultMode), string(ryw.ModeTime), string(ryw.ModeLSN), string(ryw.ModeOff)))
 }
 
 func (l *loader) level(name string) slog.Level {

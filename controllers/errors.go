@@ -63,6 +63,8 @@ func classify(err error) *httpError {
 		return &httpError{status: http.StatusNotFound, code: "not_found", message: "this user has no profile yet; POST /api/me/profile creates it"}
 	case errors.Is(err, middleware.ErrInvalidUserID):
 		return &httpError{status: http.StatusBadRequest, code: "invalid_user_id", message: err.Error()}
+	case errors.Is(err, middleware.ErrInvalidToken):
+		return &httpError{status: http.StatusBadRequest, code: "invalid_token", message: err.Error()}
 	case errors.Is(err, middleware.ErrBodyTooLarge):
 		return &httpError{status: http.StatusRequestEntityTooLarge, code: "body_too_large", message: err.Error()}
 	case errors.As(err, &tooLarge):

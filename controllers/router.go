@@ -4,6 +4,7 @@ package controllers
 
 import (
 	"log/slog"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	swaggerfiles "github.com/swaggo/files"
@@ -17,6 +18,7 @@ import (
 type Deps struct {
 	Logger   *slog.Logger
 	Router   *ryw.Router
+	TokenTTL time.Duration // lifetime of the lsn-mode token cookie
 	Health   *HealthController
 	Me       *MeController
 	Products *ProductsController
@@ -39,9 +41,9 @@ func NewRouter(d Deps) *gin.Engine {
 	r.GET("/swagger/*any", ginswagger.WrapHandler(swaggerfiles.Handler))
 
 	api := r.Group("/api", middleware.RoutingHeaders(), middleware.Identity(middleware.DefaultDemoUser))
-	api.GET("/me", middleware.Route(d.Router, middleware.OwnRead), d.Me.Get)
-	api.POST("/me/profile", middleware.Route(d.Router, middleware.Write),
+	api.GET("/me", middleware.Route(d.Router, middleware.OwnRead, d.TokenTTL), d.Me.Get)
+	api.POST("/me/profile", middleware.Route(d.Router, middleware.Write, d.TokenTTL),
 		middleware.LimitBody(MaxBodyBytes), middleware.RequireJSON(), d.Me.SaveProfile)
-	api.GET("/products", middleware.Route(d.Router, middleware.StaleRead), d.Products.List)
+	api.GET("/products", middleware.Route(d.Router, middleware.StaleRead, d.TokenTTL), d.Products.List)
 	return r
 }

@@ -346,6 +346,54 @@ const docTemplate = `{
                 }
             }
         },
+        "ryw.CountsSnapshot": {
+            "type": "object",
+            "properties": {
+                "byNode": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "integer",
+                        "format": "int64"
+                    }
+                },
+                "byReason": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "integer",
+                        "format": "int64"
+                    }
+                }
+            }
+        },
+        "ryw.ReplicaStatus": {
+            "type": "object",
+            "properties": {
+                "checkedAt": {
+                    "type": "string"
+                },
+                "error": {
+                    "type": "string"
+                },
+                "healthy": {
+                    "description": "Healthy: it answered the last check, is in recovery, and has not\nfailed a query since. Only healthy replicas serve reads.",
+                    "type": "boolean"
+                },
+                "lagBytes": {
+                    "description": "LagBytes is how much WAL the primary had written that the replica had\nnot replayed, at the last check; 0 when caught up.",
+                    "type": "integer"
+                },
+                "lagSeconds": {
+                    "type": "number"
+                },
+                "name": {
+                    "type": "string"
+                },
+                "replayLsn": {
+                    "description": "ReplayLSN is the last position the replica was seen to have replayed:\na lower bound of what its queries see, while it does not restart.",
+                    "type": "integer"
+                }
+            }
+        },
         "services.Component": {
             "type": "object",
             "properties": {
@@ -360,6 +408,14 @@ const docTemplate = `{
                 "name": {
                     "type": "string",
                     "example": "replica1"
+                },
+                "replication": {
+                    "description": "Replication is the replica monitor's view: whether the replica is in\nrotation, how far it has replayed and how far it lags.",
+                    "allOf": [
+                        {
+                            "$ref": "#/definitions/ryw.ReplicaStatus"
+                        }
+                    ]
                 },
                 "up": {
                     "type": "boolean"
@@ -380,6 +436,14 @@ const docTemplate = `{
                     "items": {
                         "$ref": "#/definitions/services.Component"
                     }
+                },
+                "routing": {
+                    "description": "Routing counts the routing decisions made since start, by reason\nand by node.",
+                    "allOf": [
+                        {
+                            "$ref": "#/definitions/ryw.CountsSnapshot"
+                        }
+                    ]
                 },
                 "status": {
                     "type": "string",

@@ -1,6 +1,11 @@
 package middleware
 
 import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
 	"github.com/gin-gonic/gin"
 
 	"github.com/ryw-go/ryw/ryw"
@@ -10,7 +15,16 @@ import (
 const (
 	ServedByHeader = "X-Served-By"
 	ReasonHeader   = "X-Routing-Reason"
+	// TokenHeader carries the causal token (lsn mode): the WAL position of
+	// the caller's last write, set on write responses; a client may send it
+	// back, in the header or the TokenCookie, so that read-your-writes holds
+	// for it even while Redis is down.
+	TokenHeader = "X-RYW-Token"
+	TokenCookie = "ryw_token"
 )
+
+// ErrInvalidToken means X-RYW-Token (or its cookie) is not a WAL position.
+var ErrInvalidToken = errors.New("invalid token")
 
 // Access is what an endpoint does with the database, which decides where it
 // may read.
@@ -30,7 +44,7 @@ const (
 // response carry X-Served-By (the node that really ran the request's
 // queries, or "none" when no query ran) and X-Routing-Reason. OwnRead needs
 // Identity before it.
-func Route(router *ryw.Router, access Access) gin.HandlerFunc {
+func Route(router *ryw.Router, access Access, tokenTTL time.Duration) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		ctx := c.Request.Context()
 		var d ryw.Decision
@@ -40,18 +54,50 @@ func Route(router *ryw.Router, access Access) gin.HandlerFunc {
 		case StaleRead:
 			d = router.ForStaleRead()
 		case OwnRead:
+			token, err := clientToken(c)
+			if err != nil {
+				fail(c, err)
+				return
+			}
+			if token > 0 {
+				ctx = ryw.WithClientToken(ctx, token)
+			}
 			user, _ := UserFrom(ctx)
 			d = router.ForOwnRead(ctx, user.String())
 		}
 		ctx, obs := ryw.WithObservation(ryw.WithDecision(ctx, d))
 		c.Request = c.Request.WithContext(ctx)
-		if w, ok := c.Writer.(*routedWriter); ok {
-			w.decision, w.obs = d, obs
-		} else {
-			c.Writer = &routedWriter{ResponseWriter: c.Writer, decision: d, obs: obs}
+		w, ok := c.Writer.(*routedWriter)
+		if !ok {
+			w = &routedWriter{ResponseWriter: c.Writer}
+			c.Writer = w
 		}
+		w.decision, w.obs, w.tokenTTL = d, obs, tokenTTL
+		w.secure = c.Request.TLS != nil || c.GetHeader("X-Forwarded-Proto") == "https"
 		c.Next()
 	}
+}
+
+// clientToken reads the token the client sent back: the header, else the
+// cookie.
+func clientToken(c *gin.Context) (ryw.LSN, error) {
+	raw, source := c.GetHeader(TokenHeader), TokenHeader
+	if raw == "" {
+		if ck, err := c.Request.Cookie(TokenCookie); err == nil {
+			raw, source = ck.Value, "the "+TokenCookie+" cookie"
+		}
+	}
+	if raw == "" {
+		return 0, nil
+	}
+	t, err := ryw.ParseLSN(raw)
+	if err != nil {
+		if len(raw) > 40 {
+			raw = raw[:40] + "..."
+		}
+		return 0, fmt.Errorf("%w: %s must be a WAL position like 0/3000148, as returned by a write, got %q", ErrInvalidToken, source, raw)
+	}
+	return t, nil
 }
 
 // RoutingHeaders makes every response carry the routing headers, even one
@@ -74,6 +120,8 @@ type routedWriter struct {
 	gin.ResponseWriter
 	decision ryw.Decision
 	obs      *ryw.Observation
+	tokenTTL time.Duration
+	secure   bool
 	done     bool
 }
 
@@ -95,6 +143,17 @@ func (w *routedWriter) addHeaders() {
 	h := w.ResponseWriter.Header()
 	h.Set(ServedByHeader, node)
 	h.Set(ReasonHeader, string(reason))
+	if w.obs == nil {
+		return
+	}
+	if t := w.obs.Token(); t > 0 {
+		h.Set(TokenHeader, t.String())
+		ck := &http.Cookie{
+			Name: TokenCookie, Value: t.String(), Path: "/", MaxAge: int(w.tokenTTL.Seconds()),
+			HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: w.secure,
+		}
+		h.Add("Set-Cookie", ck.String())
+	}
 }
 
 func (w *routedWriter) WriteHeader(code int) {

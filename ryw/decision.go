@@ -21,6 +21,10 @@ const (
 	ReasonRYWOff             Reason = "ryw-off"             // RYW_MODE=off: every read goes to a replica
 	ReasonNoReplica          Reason = "no-replica"          // no healthy replica (or none configured)
 	ReasonReplicaFailed      Reason = "replica-failed"      // the read failed on a replica and was retried on the primary
+	ReasonLSNCaughtUp        Reason = "lsn-caught-up"       // lsn mode: a replica that has replayed the user's token
+	ReasonReplicasBehind     Reason = "replicas-behind"     // lsn mode: no replica has replayed the user's token (in time)
+	ReasonNoToken            Reason = "no-token"            // lsn mode: the user has no recent write
+	ReasonReplicaBehind      Reason = "replica-behind"      // the chosen replica turned out behind the token: retried on the primary
 )
 
 // Decision says which node serves the reads of one request, and why.
@@ -28,6 +32,11 @@ type Decision struct {
 	// Node is Primary or the name of a replica.
 	Node   string
 	Reason Reason
+	// MinLSN, for a replica, is how far it must have replayed for the read
+	// to be correct. Each connection checks it before the query runs (see
+	// OpenPool), so a replica whose known position was overstated (it just
+	// restarted, say) never answers; 0 means any position will do.
+	MinLSN LSN
 }
 
 // OnPrimary reports whether the decision sends reads to the primary.
@@ -54,6 +63,7 @@ type Observation struct {
 	mu     sync.Mutex
 	node   string
 	reason Reason
+	token  LSN
 }
 
 type observationKey struct{}
@@ -96,10 +106,39 @@ func (o *Observation) ServedBy() string {
 	return o.node
 }
 
+func (o *Observation) setToken(t LSN) {
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	o.token = max(o.token, t)
+	o.mu.Unlock()
+}
+
+// Token returns the causal token of the request's write (lsn mode), or 0.
+func (o *Observation) Token() LSN {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.token
+}
+
 // Reason returns the reason that replaced the original decision's (after a
 // retry), or "".
 func (o *Observation) Reason() Reason {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.reason
+}
+
+type clientTokenKey struct{}
+
+// WithClientToken stores the causal token the client sent back (the
+// X-RYW-Token header or cookie): the position of its last write it knows of.
+func WithClientToken(ctx context.Context, t LSN) context.Context {
+	return context.WithValue(ctx, clientTokenKey{}, t)
+}
+
+func clientToken(ctx context.Context) LSN {
+	t, _ := ctx.Value(clientTokenKey{}).(LSN)
+	return t
 }

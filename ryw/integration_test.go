@@ -145,12 +145,14 @@ func TestReadRetriesOnThePrimaryWhenTheReplicaIsDown(t *testing.T) {
 	}
 }
 
+// recordingReplicas records what the router reports about replicas.
 type recordingReplicas struct{ down string }
 
-func (r *recordingReplicas) Fresh(time.Time) []string { return nil }
-func (r *recordingReplicas) MarkDown(name string, _ error) {
-	r.down = name
-}
+func (r *recordingReplicas) CaughtUp(ryw.LSN) []string             { return nil }
+func (r *recordingReplicas) RequiredLSN(time.Time) (ryw.LSN, bool) { return 0, false }
+func (r *recordingReplicas) Refresh(context.Context, []string)     {}
+func (r *recordingReplicas) Behind(string, ryw.LSN)                {}
+func (r *recordingReplicas) MarkDown(name string, _ error)         { r.down = name }
 
 func TestRedisTracker(t *testing.T) {
 	ctx := t.Context()
@@ -255,16 +257,20 @@ func TestMonitorSeesLagAndFreshness(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.Poll(ctx)
-	fresh := m.Fresh(before)
+	need, ok := m.RequiredLSN(before)
+	if !ok {
+		t.Fatal("RequiredLSN(a moment ago) unknown")
+	}
+	fresh := m.CaughtUp(need)
 	if strings.Join(fresh, ",") != "replica2" {
-		t.Errorf("Fresh(before the write) = %v; want only replica2, replica1 is paused before it", fresh)
+		t.Errorf("replicas with every commit before the write = %v; want only replica2, replica1 is paused before it", fresh)
 	}
 	st := m.Status()[0]
 	if !st.Healthy || st.LagBytes == 0 || st.Lag <= 0 {
 		t.Errorf("paused replica1 behind a write: %+v; want healthy with lag", st)
 	}
-	if all := m.Fresh(time.Time{}); len(all) != 2 {
-		t.Errorf("Fresh(zero) = %v; a lagging replica is still healthy", all)
+	if all := m.CaughtUp(0); len(all) != 2 {
+		t.Errorf("CaughtUp(0) = %v; a lagging replica is still healthy", all)
 	}
 
 	if err := r1.ResumeReplay(ctx); err != nil {
@@ -277,8 +283,8 @@ func TestMonitorSeesLagAndFreshness(t *testing.T) {
 	if st := m.Status()[0]; st.LagBytes != 0 || st.Lag != 0 {
 		t.Errorf("replica1 after catching up: %+v; want no lag", st)
 	}
-	if fresh := m.Fresh(before); len(fresh) != 2 {
-		t.Errorf("Fresh(before) after catch-up = %v, want both", fresh)
+	if fresh := m.CaughtUp(need); len(fresh) != 2 {
+		t.Errorf("CaughtUp after catch-up = %v, want both", fresh)
 	}
 }
 
@@ -291,12 +297,12 @@ func TestMonitorTakesADownReplicaOutUntilItAnswers(t *testing.T) {
 	if st := m.Status()[1]; st.Healthy || st.Error == "" {
 		t.Errorf("stopped replica2: %+v", st)
 	}
-	if fresh := m.Fresh(time.Time{}); strings.Join(fresh, ",") != "replica1" {
-		t.Errorf("Fresh = %v with replica2 down", fresh)
+	if fresh := m.CaughtUp(0); strings.Join(fresh, ",") != "replica1" {
+		t.Errorf("CaughtUp = %v with replica2 down", fresh)
 	}
 	m.MarkDown("replica1", errors.New("query failed"))
-	if fresh := m.Fresh(time.Time{}); len(fresh) != 0 {
-		t.Errorf("Fresh = %v after replica1 was marked down", fresh)
+	if fresh := m.CaughtUp(0); len(fresh) != 0 {
+		t.Errorf("CaughtUp = %v after replica1 was marked down", fresh)
 	}
 	if err := r2.Start(ctx); err != nil {
 		t.Fatal(err)
@@ -305,7 +311,7 @@ func TestMonitorTakesADownReplicaOutUntilItAnswers(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.Poll(ctx)
-	if fresh := m.Fresh(time.Time{}); len(fresh) != 2 {
-		t.Errorf("Fresh = %v after replica2 restarted and replica1 answered again", fresh)
+	if fresh := m.CaughtUp(0); len(fresh) != 2 {
+		t.Errorf("CaughtUp = %v after replica2 restarted and replica1 answered again", fresh)
 	}
 }

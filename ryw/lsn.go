@@ -31,3 +31,16 @@ func ParseLSN(s string) (LSN, error) {
 func (l LSN) String() string {
 	return fmt.Sprintf("%X/%X", uint64(l)>>32, uint64(l)&0xFFFFFFFF)
 }
+
+// MarshalText writes the position in PostgreSQL's form, for JSON and logs.
+func (l LSN) MarshalText() ([]byte, error) { return []byte(l.String()), nil }
+
+// UnmarshalText parses PostgreSQL's form.
+func (l *LSN) UnmarshalText(b []byte) error {
+	v, err := ParseLSN(string(b))
+	if err != nil {
+		return err
+	}
+	*l = v
+	return nil
+}

@@ -19,21 +19,22 @@ type NodeDB struct {
 
 // ReplicaStatus is what the monitor knows of one replica.
 type ReplicaStatus struct {
-	Name    string `json:"name"`
-	Healthy bool   `json:"healthy"`
-	// ReplayLSN is the last position the replica was seen to have replayed.
-	ReplayLSN LSN `json:"-"`
+	Name string `json:"name"`
+	// Healthy: it answered the last check, is in recovery, and has not
+	// failed a query since. Only healthy replicas serve reads.
+	Healthy bool `json:"healthy"`
+	// ReplayLSN is the last position the replica was seen to have replayed:
+	// a lower bound of what its queries see, while it does not restart.
+	ReplayLSN LSN `json:"replayLsn"`
 	// LagBytes is how much WAL the primary had written that the replica had
 	// not replayed, at the last check; 0 when caught up.
 	LagBytes uint64 `json:"lagBytes"`
 	// Lag is how long the replica has been missing WAL the primary had: 0
 	// when caught up, even when the primary is idle.
-	Lag time.Duration `json:"-"`
-	// FreshTo is a time before which every commit on the primary is
-	// visible on the replica, as of the last check.
-	FreshTo   time.Time `json:"-"`
-	Error     string    `json:"error,omitempty"`
-	CheckedAt time.Time `json:"checkedAt"`
+	Lag        time.Duration `json:"-"`
+	LagSeconds float64       `json:"lagSeconds"`
+	Error      string        `json:"error,omitempty"`
+	CheckedAt  time.Time     `json:"checkedAt"`
 }
 
 // walSample says that the primary was at lsn when asked at every moment from
@@ -143,6 +144,21 @@ func (m *Monitor) pollPrimary(ctx context.Context) {
 	}
 }
 
+// Refresh asks the named replicas for their replay position now, rather
+// than waiting for their next check: the router does this when the known
+// positions are behind a user's token.
+func (m *Monitor) Refresh(ctx context.Context, names []string) {
+	var wg sync.WaitGroup
+	for _, r := range m.replicas {
+		for _, n := range names {
+			if r.Name == n {
+				wg.Go(func() { m.pollReplica(ctx, r) })
+			}
+		}
+	}
+	wg.Wait()
+}
+
 func (m *Monitor) pollReplica(ctx context.Context, r NodeDB) {
 	ctx, cancel := context.WithTimeout(ctx, m.probeTimeout())
 	defer cancel()
@@ -174,22 +190,42 @@ func (m *Monitor) pollReplica(ctx context.Context, r NodeDB) {
 	if !prev.Healthy && prev.Error != "not checked yet" {
 		m.logger.Info("replica back in rotation", "replica", r.Name, "replayLsn", lsn.String())
 	}
-	st := ReplicaStatus{Name: r.Name, Healthy: true, ReplayLSN: lsn, CheckedAt: now}
-	// The latest sample at or below the replay position says up to when
-	// the replica is fresh; with none (history too short), it is treated
-	// as arbitrarily stale.
-	i := sort.Search(len(m.samples), func(i int) bool { return m.samples[i].lsn > lsn })
+	m.status[r.Name] = m.statusAt(r.Name, lsn, now)
+}
+
+// statusAt describes a healthy replica that has replayed lsn, as of now.
+// The caller holds m.mu.
+func (m *Monitor) statusAt(name string, lsn LSN, now time.Time) ReplicaStatus {
+	st := ReplicaStatus{Name: name, Healthy: true, ReplayLSN: lsn, CheckedAt: now}
+	n := len(m.samples)
+	if n == 0 || lsn >= m.samples[n-1].lsn {
+		return st
+	}
+	st.LagBytes = uint64(m.samples[n-1].lsn - lsn)
+	// The replica is fresh up to the last moment the primary was seen at or
+	// below its position; it has lagged since then.
+	i := sort.Search(n, func(i int) bool { return m.samples[i].lsn > lsn })
 	if i > 0 {
-		st.FreshTo = m.samples[i-1].last
+		st.Lag = now.Sub(m.samples[i-1].last)
+	} else {
+		st.Lag = now.Sub(m.samples[0].first)
 	}
-	if n := len(m.samples); n > 0 && lsn < m.samples[n-1].lsn {
-		st.LagBytes = uint64(m.samples[n-1].lsn - lsn)
-		st.Lag = now.Sub(st.FreshTo)
-		if st.FreshTo.IsZero() {
-			st.Lag = now.Sub(m.samples[0].first)
-		}
+	st.LagSeconds = st.Lag.Seconds()
+	return st
+}
+
+// Behind records that a connection found the replica at lsn, behind its
+// known position (it restarted and is replaying again): the known position
+// must never overstate what its queries see.
+func (m *Monitor) Behind(name string, lsn LSN) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st, ok := m.status[name]
+	if !ok || !st.Healthy || lsn >= st.ReplayLSN {
+		return
 	}
-	m.status[r.Name] = st
+	m.logger.Warn("replica is behind its known position; lowering it", "replica", name, "known", st.ReplayLSN, "seen", lsn)
+	m.status[name] = m.statusAt(name, lsn, m.now())
 }
 
 // MarkDown takes a replica out of rotation after a query on it failed; the
@@ -218,16 +254,28 @@ func (m *Monitor) Status() []ReplicaStatus {
 	return out
 }
 
-// Fresh returns the healthy replicas on which every commit that completed
-// before t is visible, as of their last check. Fresh(time.Time{}) returns
-// every healthy replica.
-func (m *Monitor) Fresh(t time.Time) []string {
+// RequiredLSN returns a WAL position at or past every commit that completed
+// before t: a replica that has replayed it shows all of them. ok is false
+// when t is more recent than the primary's last known position, so that
+// nothing can be promised.
+func (m *Monitor) RequiredLSN(t time.Time) (LSN, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	i := sort.Search(len(m.samples), func(i int) bool { return !m.samples[i].last.Before(t) })
+	if i == len(m.samples) {
+		return 0, false
+	}
+	return m.samples[i].lsn, true
+}
+
+// CaughtUp returns the healthy replicas known to have replayed at least
+// min (every healthy replica for min 0), in configuration order.
+func (m *Monitor) CaughtUp(min LSN) []string {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	var names []string
 	for _, r := range m.replicas {
-		st := m.status[r.Name]
-		if st.Healthy && (t.IsZero() || st.FreshTo.After(t)) {
+		if st := m.status[r.Name]; st.Healthy && st.ReplayLSN >= min {
 			names = append(names, r.Name)
 		}
 	}

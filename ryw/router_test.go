@@ -12,7 +12,12 @@ import (
 // fakeTracker is an in-memory Tracker that can be made to fail.
 type fakeTracker struct {
 	at  map[string]time.Time
+	lsn map[string]LSN
 	err error
+}
+
+func newFakeTracker() *fakeTracker {
+	return &fakeTracker{at: map[string]time.Time{}, lsn: map[string]LSN{}}
 }
 
 func (f *fakeTracker) RecordWrite(_ context.Context, user string, at time.Time) error {
@@ -31,32 +36,67 @@ func (f *fakeTracker) LastWrite(_ context.Context, user string) (time.Time, bool
 	return at, ok, nil
 }
 
-// fakeReplicas says each replica is fresh up to a given time.
-type fakeReplicas struct {
-	freshTo map[string]time.Time // absent: unhealthy
-	order   []string
-	down    []string
+func (f *fakeTracker) RecordLSN(_ context.Context, user string, lsn LSN) error {
+	if f.err != nil {
+		return f.err
+	}
+	f.lsn[user] = max(f.lsn[user], lsn)
+	return nil
 }
 
-func (f *fakeReplicas) Fresh(t time.Time) []string {
+func (f *fakeTracker) LastLSN(_ context.Context, user string) (LSN, bool, error) {
+	if f.err != nil {
+		return 0, false, f.err
+	}
+	l, ok := f.lsn[user]
+	return l, ok, nil
+}
+
+// fakeReplicas models a primary whose WAL position grows by one per
+// millisecond from t0, and replicas that have replayed some position.
+type fakeReplicas struct {
+	replay    map[string]LSN // absent: unhealthy
+	order     []string
+	down      []string
+	refreshed int
+	now       *time.Time
+}
+
+func lsnAt(t time.Time) LSN { return LSN(1_000_000 + t.Sub(t0).Milliseconds()) }
+
+func (f *fakeReplicas) CaughtUp(min LSN) []string {
 	var out []string
 	for _, n := range f.order {
-		ft, ok := f.freshTo[n]
-		if ok && (t.IsZero() || ft.After(t)) {
+		if l, ok := f.replay[n]; ok && l >= min {
 			out = append(out, n)
 		}
 	}
 	return out
 }
 
+func (f *fakeReplicas) RequiredLSN(t time.Time) (LSN, bool) {
+	if f.now != nil && t.After(*f.now) {
+		return 0, false
+	}
+	return lsnAt(t), true
+}
+
+func (f *fakeReplicas) Refresh(context.Context, []string) { f.refreshed++ }
+
 func (f *fakeReplicas) MarkDown(name string, _ error) {
 	f.down = append(f.down, name)
-	delete(f.freshTo, name)
+	delete(f.replay, name)
 }
+
+func (f *fakeReplicas) Behind(name string, lsn LSN) { f.replay[name] = lsn }
 
 var t0 = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 
 func newTestRouter(mode Mode, tr *fakeTracker, reps *fakeReplicas, now *time.Time) *Router {
+	reps.now = now
+	if reps.replay == nil {
+		reps.replay = map[string]LSN{}
+	}
 	return NewRouter(RouterConfig{Mode: mode, Window: 5 * time.Second, Tracker: tr, Replicas: reps, Now: func() time.Time { return *now }})
 }
 
@@ -88,14 +128,15 @@ func TestOwnReadRouting(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			now := t0
-			tr := &fakeTracker{at: map[string]time.Time{}, err: tt.trackErr}
+			tr := newFakeTracker()
+			tr.err = tt.trackErr
 			if tt.lastWrite > 0 {
 				tr.at["u"] = now.Add(-tt.lastWrite)
 			}
-			reps := &fakeReplicas{freshTo: map[string]time.Time{}}
+			reps := &fakeReplicas{replay: map[string]LSN{}}
 			for _, n := range []string{"r1", "r2"} {
 				if d, ok := tt.freshTo[n]; ok {
-					reps.freshTo[n] = now.Add(-d)
+					reps.replay[n] = lsnAt(now.Add(-d))
 					reps.order = append(reps.order, n)
 				}
 			}
@@ -109,24 +150,25 @@ func TestOwnReadRouting(t *testing.T) {
 
 func TestStaleReadAndWrite(t *testing.T) {
 	now := t0
-	reps := &fakeReplicas{freshTo: map[string]time.Time{"r1": now.Add(-time.Hour)}, order: []string{"r1"}}
-	r := newTestRouter(ModeTime, &fakeTracker{at: map[string]time.Time{}}, reps, &now)
-	if d := r.ForStaleRead(); d != (Decision{"r1", ReasonStaleOK}) {
+	reps := &fakeReplicas{replay: map[string]LSN{"r1": lsnAt(now.Add(-time.Hour))}, order: []string{"r1"}}
+	r := newTestRouter(ModeTime, newFakeTracker(), reps, &now)
+	if d := r.ForStaleRead(); d != (Decision{"r1", ReasonStaleOK, 0}) {
 		t.Errorf("ForStaleRead = %+v: any healthy replica, however stale", d)
 	}
-	if d := r.ForWrite(); d != (Decision{Primary, ReasonWrite}) {
+	if d := r.ForWrite(); d != (Decision{Node: Primary, Reason: ReasonWrite}) {
 		t.Errorf("ForWrite = %+v", d)
 	}
-	delete(reps.freshTo, "r1")
-	if d := r.ForStaleRead(); d != (Decision{Primary, ReasonNoReplica}) {
+	delete(reps.replay, "r1")
+	if d := r.ForStaleRead(); d != (Decision{Node: Primary, Reason: ReasonNoReplica}) {
 		t.Errorf("ForStaleRead without replicas = %+v", d)
 	}
 }
 
 func TestRecordWriteFallsBackToThisInstance(t *testing.T) {
 	now := t0
-	tr := &fakeTracker{at: map[string]time.Time{}, err: errors.New("redis down")}
-	reps := &fakeReplicas{freshTo: map[string]time.Time{"r1": now}, order: []string{"r1"}}
+	tr := newFakeTracker()
+	tr.err = errors.New("redis down")
+	reps := &fakeReplicas{replay: map[string]LSN{"r1": lsnAt(now)}, order: []string{"r1"}}
 	r := newTestRouter(ModeTime, tr, reps, &now)
 	if err := r.RecordWrite(t.Context(), "u"); err == nil {
 		t.Fatal("RecordWrite hid the tracker's failure")
@@ -135,22 +177,22 @@ func TestRecordWriteFallsBackToThisInstance(t *testing.T) {
 	// the primary for the window, and only for the window.
 	tr.err = nil
 	now = t0.Add(4 * time.Second)
-	if d := r.ForOwnRead(t.Context(), "u"); d != (Decision{Primary, ReasonRecentWrite}) {
+	if d := r.ForOwnRead(t.Context(), "u"); d != (Decision{Node: Primary, Reason: ReasonRecentWrite}) {
 		t.Errorf("inside the window after a failed record: %+v", d)
 	}
 	if d := r.ForOwnRead(t.Context(), "someone-else"); d.Node != "r1" {
 		t.Errorf("another user went to %+v", d)
 	}
 	now = t0.Add(5 * time.Second)
-	reps.freshTo["r1"] = now
-	if d := r.ForOwnRead(t.Context(), "u"); d != (Decision{"r1", ReasonNoRecentWrite}) {
+	reps.replay["r1"] = lsnAt(now)
+	if d := r.ForOwnRead(t.Context(), "u"); d.Node != "r1" || d.Reason != ReasonNoRecentWrite || d.MinLSN != lsnAt(t0) {
 		t.Errorf("after the window: %+v", d)
 	}
 }
 
 func TestRecordWriteStoresTheCommitTime(t *testing.T) {
 	now := t0
-	tr := &fakeTracker{at: map[string]time.Time{}}
+	tr := newFakeTracker()
 	r := newTestRouter(ModeTime, tr, &fakeReplicas{}, &now)
 	if err := r.RecordWrite(t.Context(), "u"); err != nil {
 		t.Fatal(err)
@@ -162,11 +204,11 @@ func TestRecordWriteStoresTheCommitTime(t *testing.T) {
 
 func TestReadRetriesOnThePrimary(t *testing.T) {
 	now := t0
-	reps := &fakeReplicas{freshTo: map[string]time.Time{"r1": now}, order: []string{"r1"}}
-	r := newTestRouter(ModeTime, &fakeTracker{at: map[string]time.Time{}}, reps, &now)
+	reps := &fakeReplicas{replay: map[string]LSN{"r1": lsnAt(now)}, order: []string{"r1"}}
+	r := newTestRouter(ModeTime, newFakeTracker(), reps, &now)
 	unreachable := fmt.Errorf("query: %w", errors.Join(errors.New("x"), errUnexpectedEOF()))
 
-	ctx, obs := WithObservation(WithDecision(t.Context(), Decision{"r1", ReasonStaleOK}))
+	ctx, obs := WithObservation(WithDecision(t.Context(), Decision{Node: "r1", Reason: ReasonStaleOK}))
 	var ran []string
 	err := r.Read(ctx, func(ctx context.Context) error {
 		d, _ := DecisionFrom(ctx)
@@ -186,7 +228,7 @@ func TestReadRetriesOnThePrimary(t *testing.T) {
 	// A query error that is the query's fault is not retried.
 	ran = nil
 	bad := errors.New("syntax error")
-	err = r.Read(WithDecision(t.Context(), Decision{"r2", ReasonStaleOK}), func(ctx context.Context) error {
+	err = r.Read(WithDecision(t.Context(), Decision{Node: "r2", Reason: ReasonStaleOK}), func(ctx context.Context) error {
 		d, _ := DecisionFrom(ctx)
 		ran = append(ran, d.Node)
 		return bad

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -17,6 +18,11 @@ type Tracker interface {
 	// LastWrite returns the time of the user's last recorded write; ok is
 	// false when there is none (or it has expired).
 	LastWrite(ctx context.Context, userID string) (at time.Time, ok bool, err error)
+	// RecordLSN raises the user's causal token to lsn (never lowers it).
+	RecordLSN(ctx context.Context, userID string, lsn LSN) error
+	// LastLSN returns the user's causal token; ok is false when there is
+	// none.
+	LastLSN(ctx context.Context, userID string) (lsn LSN, ok bool, err error)
 }
 
 // DefaultTrackerTimeout bounds every Redis call of the tracker.
@@ -75,4 +81,52 @@ func (t *RedisTracker) LastWrite(ctx context.Context, userID string) (time.Time,
 		return time.Time{}, false, fmt.Errorf("marker %s holds %q, not an RFC 3339 time", MarkerKey(userID), v)
 	}
 	return at, true, nil
+}
+
+// TokenKey is the Redis key of the user's causal token (lsn mode).
+func TokenKey(userID string) string {
+	return "user:" + userID + ":last_write_lsn"
+}
+
+// raiseToken sets the key to ARGV[1] if that is greater than what it holds,
+// and renews the TTL either way, atomically. Tokens are stored as 16
+// uppercase hex digits, so that comparing strings compares positions (Lua
+// numbers are doubles and cannot hold every 64-bit LSN).
+var raiseToken = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if (not cur) or ARGV[1] > cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 0
+`)
+
+// RecordLSN raises the user's token to lsn, with the marker's TTL.
+func (t *RedisTracker) RecordLSN(ctx context.Context, userID string, lsn LSN) error {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	err := raiseToken.Run(ctx, t.client, []string{TokenKey(userID)}, fmt.Sprintf("%016X", uint64(lsn)), t.ttl.Milliseconds()).Err()
+	if err != nil {
+		return fmt.Errorf("record token in redis: %w", err)
+	}
+	return nil
+}
+
+// LastLSN reads the user's token.
+func (t *RedisTracker) LastLSN(ctx context.Context, userID string) (LSN, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	v, err := t.client.Get(ctx, TokenKey(userID)).Result()
+	if errors.Is(err, redis.Nil) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("read token from redis: %w", err)
+	}
+	n, err := strconv.ParseUint(v, 16, 64)
+	if err != nil || len(v) != 16 {
+		return 0, false, fmt.Errorf("token %s holds %q, not 16 hex digits", TokenKey(userID), v)
+	}
+	return LSN(n), true, nil
 }

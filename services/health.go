@@ -6,6 +6,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/ryw-go/ryw/ryw"
 )
 
 // Probe checks that one dependency answers.
@@ -21,6 +23,25 @@ type Health struct {
 	replicas []Probe
 	redis    Probe
 	timeout  time.Duration
+	monitor  ReplicaMonitor
+	counts   DecisionCounter
+}
+
+// ReplicaMonitor is what readiness shows of the replica monitor.
+type ReplicaMonitor interface {
+	Status() []ryw.ReplicaStatus
+}
+
+// DecisionCounter is what readiness shows of the router.
+type DecisionCounter interface {
+	Counts() ryw.CountsSnapshot
+}
+
+// WithRouting adds the monitor's view of each replica and the routing
+// counters to the report.
+func (h *Health) WithRouting(m ReplicaMonitor, c DecisionCounter) *Health {
+	h.monitor, h.counts = m, c
+	return h
 }
 
 // NewHealth builds the readiness check. Each probe gets timeout to answer.
@@ -41,6 +62,9 @@ type Readiness struct {
 	Primary  Component   `json:"primary"`
 	Replicas []Component `json:"replicas"`
 	Redis    Component   `json:"redis"`
+	// Routing counts the routing decisions made since start, by reason
+	// and by node.
+	Routing *ryw.CountsSnapshot `json:"routing,omitempty"`
 }
 
 // Component is one dependency's state.
@@ -49,6 +73,9 @@ type Component struct {
 	Up        bool    `json:"up"`
 	LatencyMs float64 `json:"latencyMs" example:"0.4"`
 	Error     string  `json:"error,omitempty" example:"dial tcp 127.0.0.1:5433: connect: connection refused"`
+	// Replication is the replica monitor's view: whether the replica is in
+	// rotation, how far it has replayed and how far it lags.
+	Replication *ryw.ReplicaStatus `json:"replication,omitempty"`
 }
 
 // Check probes every dependency in parallel.
@@ -71,6 +98,19 @@ func (h *Health) Check(ctx context.Context) Readiness {
 		if !c.Up && r.Status == StatusReady {
 			r.Status = StatusDegraded
 		}
+	}
+	if h.monitor != nil {
+		for _, st := range h.monitor.Status() {
+			for i := range r.Replicas {
+				if r.Replicas[i].Name == st.Name {
+					r.Replicas[i].Replication = &st
+				}
+			}
+		}
+	}
+	if h.counts != nil {
+		c := h.counts.Counts()
+		r.Routing = &c
 	}
 	return r
 }

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 	gormlogger "gorm.io/gorm/logger"
@@ -57,14 +56,14 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 	a.logger.Info("starting", "config", cfg)
 
 	// sql.Open connects lazily: nothing here fails because a node is down.
-	if a.primary, err = openDB(cfg.DatabaseURL, 20); err != nil {
+	if a.primary, err = openDB(cfg.DatabaseURL, false, 20); err != nil {
 		return nil, fmt.Errorf("primary: %w", err)
 	}
 	if err := a.migrate(ctx); err != nil {
 		return nil, err
 	}
 	for _, r := range cfg.Replicas {
-		db, err := openDB(r.URL, 20)
+		db, err := openDB(r.URL, true, 20)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", r.Name, err)
 		}
@@ -84,14 +83,14 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 
 	// The monitor watches the replicas on pools of its own, so that a busy
 	// application pool never delays a health check.
-	monPrimary, err := openDB(cfg.DatabaseURL, 1)
+	monPrimary, err := openDB(cfg.DatabaseURL, false, 1)
 	if err != nil {
 		return nil, err
 	}
 	a.monPools = append(a.monPools, monPrimary)
 	var monReplicas, appReplicas []ryw.NodeDB
 	for _, r := range cfg.Replicas {
-		db, err := openDB(r.URL, 1)
+		db, err := openDB(r.URL, false, 1)
 		if err != nil {
 			return nil, err
 		}
@@ -110,18 +109,25 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 	if err != nil {
 		return nil, err
 	}
+	wal := ryw.PrimaryWAL{DB: a.primary}
+	if cfg.Mode == ryw.ModeLSN {
+		if err := wal.CheckTokenSafety(ctx); err != nil {
+			return nil, fmt.Errorf("RYW_MODE=lsn: %w", err)
+		}
+	}
 	router := ryw.NewRouter(ryw.RouterConfig{
-		Mode: cfg.Mode, Window: cfg.Window, Logger: a.logger,
-		Tracker: ryw.NewRedisTracker(a.redis, cfg.MarkerTTL), Replicas: a.monitor,
+		Mode: cfg.Mode, Window: cfg.Window, MaxWait: cfg.MaxWait, Logger: a.logger,
+		Tracker: ryw.NewRedisTracker(a.redis, cfg.MarkerTTL), Replicas: a.monitor, WAL: wal,
 	})
 	profiles := services.NewProfiles(repositories.NewUsers(db, router), router, a.logger)
 	catalog := services.NewCatalog(repositories.NewProducts(db, router))
 
-	health := services.NewHealth(a.probes())
+	health := services.NewHealth(a.probes()).WithRouting(a.monitor, router)
 	gin.SetMode(gin.ReleaseMode)
 	a.handler = controllers.NewRouter(controllers.Deps{
 		Logger:   a.logger,
 		Router:   router,
+		TokenTTL: cfg.MarkerTTL,
 		Health:   controllers.NewHealthController(health),
 		Me:       controllers.NewMeController(profiles),
 		Products: controllers.NewProductsController(catalog),
@@ -235,17 +241,12 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// openDB opens a pgx-backed pool without connecting.
-func openDB(url string, maxOpen int) (*sql.DB, error) {
-	db, err := sql.Open("pgx", url)
-	if err != nil {
-		return nil, err
-	}
-	db.SetMaxOpenConns(maxOpen)
-	db.SetMaxIdleConns(maxOpen / 2)
-	db.SetConnMaxLifetime(30 * time.Minute)
-	db.SetConnMaxIdleTime(5 * time.Minute)
-	return db, nil
+// openDB opens a pool of up to maxOpen connections without connecting; a
+// replica pool checks each read's MinLSN on the connection (ryw.OpenPool).
+func openDB(url string, replica bool, maxOpen int) (*sql.DB, error) {
+	return ryw.OpenPool(url, replica, ryw.PoolOptions{
+		MaxOpen: maxOpen, MaxIdle: max(1, maxOpen/2), MaxLifetime: 30 * time.Minute, MaxIdleTime: 5 * time.Minute,
+	})
 }
 
 // pingReplica checks that the node answers and really is a standby: a

@@ -427,7 +427,7 @@ func TestTwoInstancesMigrateAtOnce(t *testing.T) {
 	wait1()
 	wait2()
 
-	db, err := openDB(dbURL, 2)
+	db, err := openDB(dbURL, false, 2)
 	if err != nil {
 		t.Fatal(err)
 	}

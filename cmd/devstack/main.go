@@ -6,7 +6,7 @@
 //
 // Usage:
 //
-//	devstack [-replicas 2] [-replica-delay 2s] [-mode time|off]
+//	devstack [-replicas 2] [-replica-delay 2s] [-mode time|lsn|off]
 //	         [-addr 127.0.0.1:8080] [-instances 1] [-state FILE] [-api-bin PATH]
 package main
 
@@ -60,7 +60,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	fs.IntVar(&o.replicas, "replicas", 2, "number of streaming replicas")
 	fs.DurationVar(&o.replicaDelay, "replica-delay", 2*time.Second, "recovery_min_apply_delay of the last replica, so lag is visible (0 disables)")
-	fs.StringVar(&o.mode, "mode", envOr("RYW_MODE", "time"), "read-your-writes mode of the API: time or off")
+	fs.StringVar(&o.mode, "mode", envOr("RYW_MODE", "time"), "read-your-writes mode of the API: time, lsn or off")
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "address of the first API instance; the others take the next ports (port 0: free ports)")
 	fs.IntVar(&o.instances, "instances", 1, "number of API processes")
 	fs.StringVar(&o.state, "state", "", "write the stack's URLs as JSON to this file once ready (removed on exit)")
@@ -75,8 +75,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-replicas must be >= 0, got %d", o.replicas)
 	case o.replicaDelay < 0:
 		return o, fmt.Errorf("-replica-delay must be >= 0, got %s", o.replicaDelay)
-	case o.mode != "time" && o.mode != "off":
-		return o, fmt.Errorf("-mode must be time or off, got %q", o.mode)
+	case o.mode != "time" && o.mode != "lsn" && o.mode != "off":
+		return o, fmt.Errorf("-mode must be time, lsn or off, got %q", o.mode)
 	case o.instances < 1:
 		return o, fmt.Errorf("-instances must be >= 1, got %d", o.instances)
 	}
