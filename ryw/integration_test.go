@@ -315,3 +315,76 @@ func TestMonitorTakesADownReplicaOutUntilItAnswers(t *testing.T) {
 		t.Errorf("CaughtUp = %v after replica2 restarted and replica1 answered again", fresh)
 	}
 }
+
+// TestReplicaPoolChecksTheReplayPositionOnEachConnection: a read whose
+// decision needs a position the replica has not replayed fails with
+// BehindError before its query runs, on fresh and on reused connections.
+func TestReplicaPoolChecksTheReplayPositionOnEachConnection(t *testing.T) {
+	ctx := t.Context()
+	r := stack.Replicas[0]
+	pool, err := ryw.OpenPool(r.URL, true, ryw.PoolOptions{MaxOpen: 2, MaxIdle: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	stack.PauseReplayForTest(t, r)
+	replayed, err := r.ReplayLSN(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := fmt.Sprintf("t_%d", seq.Add(1))
+	if err := stack.Primary.Exec(ctx, "CREATE TABLE "+table+" (k int)"); err != nil {
+		t.Fatal(err)
+	}
+	ahead, err := stack.Primary.CurrentLSN(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	query := func(min ryw.LSN) error {
+		qctx := ryw.WithDecision(ctx, ryw.Decision{Node: r.Name, MinLSN: min})
+		var one int
+		return pool.QueryRowContext(qctx, "SELECT 1").Scan(&one)
+	}
+	for i := range 3 { // the first connection is new, the next ones reused
+		if err := query(replayed); err != nil {
+			t.Fatalf("round %d: a read the replica can serve failed: %v", i, err)
+		}
+		var behind *ryw.BehindError
+		err := query(ahead)
+		if !errors.As(err, &behind) || behind.Need != ahead || behind.Replayed != replayed {
+			t.Fatalf("round %d: a read needing %s on a replica at %s = %v; want BehindError", i, ahead, replayed, err)
+		}
+	}
+	// Without a MinLSN there is nothing to check.
+	var one int
+	if err := pool.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTokensOnlyRise(t *testing.T) {
+	ctx := t.Context()
+	client, err := ryw.NewRedisClient(stack.Redis.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	tracker := ryw.NewRedisTracker(client, time.Minute)
+	user := fmt.Sprintf("user-%d", seq.Add(1))
+	for _, l := range []ryw.LSN{0x1_00000010, 0x2_00000001, 0x1_FFFFFFFF, 0xFFFFFFFF_00000000, 5} {
+		if err := tracker.RecordLSN(ctx, user, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, ok, err := tracker.LastLSN(ctx, user)
+	if err != nil || !ok || got != 0xFFFFFFFF_00000000 {
+		t.Errorf("LastLSN = %s, %v, %v; want the highest, FFFFFFFF/0", got, ok, err)
+	}
+	if ttl := client.PTTL(ctx, ryw.TokenKey(user)).Val(); ttl <= 50*time.Second || ttl > time.Minute {
+		t.Errorf("token TTL = %v, want about a minute", ttl)
+	}
+	if _, ok, err := tracker.LastLSN(ctx, "nobody"); ok || err != nil {
+		t.Errorf("LastLSN of a user without writes = %v, %v", ok, err)
+	}
+}
