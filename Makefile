@@ -3,7 +3,7 @@ GO      ?= go
 ARGS    ?=
 BIN     := bin
 
-.PHONY: run test docs lint build clean help
+.PHONY: run test bench docs lint build clean help
 
 ## run: start a primary, 2 streaming replicas, Redis and the API on this machine (Ctrl-C stops all).
 ##      Pass devstack flags with ARGS, e.g. make run ARGS="-mode lsn -instances 2".
@@ -13,6 +13,12 @@ run: build
 ## test: every test, with the race detector, against real PostgreSQL and Redis started by devstack.
 test:
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+## bench: time, lsn and off modes side by side on a real cluster; see docs/BENCHMARKS.md.
+##        Pass flags with ARGS, e.g. make bench ARGS="-users 64 -duration 30s".
+bench: build
+	$(GO) build -o $(BIN)/rywbench ./cmd/rywbench
+	./$(BIN)/rywbench -api-bin $(BIN)/ryw-api $(ARGS)
 
 ## docs: regenerate the Swagger spec in docs/ from the handlers' annotations.
 docs:

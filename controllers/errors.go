@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -45,6 +46,10 @@ var errInternal = &httpError{status: http.StatusInternalServerError, code: "inte
 // the request may succeed if retried.
 var errUnavailable = &httpError{status: http.StatusServiceUnavailable, code: "unavailable", message: "the database is unavailable; try again shortly"}
 
+// errCanceled is a request whose client went away: nobody reads the answer,
+// and it is no fault of the service (499, nginx's "client closed request").
+var errCanceled = &httpError{status: 499, code: "canceled", message: "the client closed the request"}
+
 // classify is the one place that decides how an error is shown. Only the
 // errors listed here reach the client with their message; any other is an
 // internal error, logged and never shown.
@@ -71,6 +76,8 @@ func classify(err error) *httpError {
 		return &httpError{status: http.StatusRequestEntityTooLarge, code: "body_too_large", message: fmt.Sprintf("request body too large: the limit is %d bytes", tooLarge.Limit)}
 	case errors.Is(err, middleware.ErrUnsupportedMediaType):
 		return &httpError{status: http.StatusUnsupportedMediaType, code: "unsupported_media_type", message: err.Error()}
+	case errors.Is(err, context.Canceled):
+		return errCanceled
 	case ryw.IsUnavailable(err):
 		return errUnavailable
 	default:

@@ -234,7 +234,9 @@ func (r *Router) RecordWrite(ctx context.Context, userID string) error {
 func (r *Router) Read(ctx context.Context, read func(context.Context) error) error {
 	err := read(ctx)
 	d, ok := DecisionFrom(ctx)
-	if err == nil || !ok || d.OnPrimary() {
+	if err == nil || !ok || d.OnPrimary() || ctx.Err() != nil {
+		// A request that was cancelled or timed out says nothing about the
+		// replica.
 		return err
 	}
 	reason := ReasonReplicaFailed

@@ -102,9 +102,9 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 	a.monitor.Poll(ctx) // know the replicas before the first request
 
 	db, err := ryw.Open(a.primary, appReplicas, &gorm.Config{
-		Logger: gormlogger.NewSlogLogger(a.logger, gormlogger.Config{
-			SlowThreshold: 500 * time.Millisecond, LogLevel: gormlogger.Warn, IgnoreRecordNotFoundError: true,
-		}),
+		Logger: slowQueries{gormlogger.NewSlogLogger(a.logger, gormlogger.Config{
+			SlowThreshold: 500 * time.Millisecond, LogLevel: gormlogger.Warn,
+		})},
 	})
 	if err != nil {
 		return nil, err
@@ -268,4 +268,19 @@ func pingTimeout(ctx context.Context, d time.Duration, f func(context.Context) e
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	return f(ctx)
+}
+
+// slowQueries logs GORM's slow queries only. Failed queries are the app's
+// to judge: a read that fails on a replica is retried, a cancelled one is
+// the client's doing, and the rest are logged with the request id.
+type slowQueries struct{ gormlogger.Interface }
+
+func (l slowQueries) Trace(ctx context.Context, begin time.Time, fc func() (string, int64), err error) {
+	if err == nil {
+		l.Interface.Trace(ctx, begin, fc, nil)
+	}
+}
+
+func (l slowQueries) LogMode(level gormlogger.LogLevel) gormlogger.Interface {
+	return slowQueries{l.Interface.LogMode(level)}
 }

@@ -17,10 +17,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
-	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -101,7 +98,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			return err
 		}
 		defer os.RemoveAll(dir)
-		if o.apiBin, err = buildAPI(ctx, dir, stderr); err != nil {
+		fmt.Fprintln(stderr, "devstack: building ./cmd/api")
+		if o.apiBin, err = devstack.BuildAPI(ctx, dir, stderr); err != nil {
 			return err
 		}
 	}
@@ -158,40 +156,4 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 
 	<-ctx.Done()
 	return nil
-}
-
-// buildAPI builds cmd/api of the checkout devstack runs in.
-func buildAPI(ctx context.Context, dir string, stderr io.Writer) (string, error) {
-	root, err := moduleRoot()
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "ryw-api")
-	fmt.Fprintln(stderr, "devstack: building ./cmd/api")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/api")
-	cmd.Dir = root
-	cmd.Stdout, cmd.Stderr = stderr, stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/api: %w", err)
-	}
-	return bin, nil
-}
-
-// moduleRoot finds the ryw checkout from the working directory upwards.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && strings.Contains(string(b), "module github.com/ryw-go/ryw\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("not inside the ryw checkout, so there is no ./cmd/api to build: run devstack from the checkout, or pass -api-bin")
-		}
-		dir = parent
-	}
 }

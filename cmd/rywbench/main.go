@@ -1,0 +1,377 @@
+// Command rywbench measures read-your-writes routing on a real cluster: a
+// primary, streaming replicas (the last one delayed) and Redis, started by
+// devstack. For each mode it runs the API and many users who each save
+// their profile, wait 0-100 ms, and read it back, and it reports:
+//
+//   - the share of those own-write reads that replicas served;
+//   - read and write latency, p50 and p99;
+//   - violations: reads that did not show the user's last acknowledged
+//     write, checked on every read.
+//
+// The first mode is the baseline: the others are also given as ratios to
+// it, measured in the same run. Traffic stays on loopback and the run ends
+// by itself.
+//
+// Usage:
+//
+//	rywbench [-modes time,lsn,off] [-users 32] [-duration 15s] [-read-after 100ms]
+//	         [-replicas 2] [-replica-delay 20ms] [-api-bin PATH] [-out FILE]
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/ryw-go/ryw/internal/devstack"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "rywbench:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	modes        []string
+	users        int
+	duration     time.Duration
+	readAfter    time.Duration
+	replicas     int
+	replicaDelay time.Duration
+	apiBin       string
+	out          string
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	var modes string
+	fs := flag.NewFlagSet("rywbench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&modes, "modes", "time,lsn,off", "RYW_MODEs to measure, in order; the first is the baseline")
+	fs.IntVar(&o.users, "users", 32, "concurrent users, each writing then reading its own profile")
+	fs.DurationVar(&o.duration, "duration", 15*time.Second, "how long each mode runs")
+	fs.DurationVar(&o.readAfter, "read-after", 100*time.Millisecond, "each read comes a uniformly random 0..read-after after its write")
+	fs.IntVar(&o.replicas, "replicas", 2, "streaming replicas")
+	fs.DurationVar(&o.replicaDelay, "replica-delay", 20*time.Millisecond, "recovery_min_apply_delay of the last replica (its lag)")
+	fs.StringVar(&o.apiBin, "api-bin", "", "API executable (default: go build ./cmd/api)")
+	fs.StringVar(&o.out, "out", "", "also write the Markdown report to this file")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	for _, m := range strings.Split(modes, ",") {
+		if m != "time" && m != "lsn" && m != "off" {
+			return o, fmt.Errorf("-modes: %q is not time, lsn or off", m)
+		}
+		o.modes = append(o.modes, m)
+	}
+	switch {
+	case fs.NArg() > 0:
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	case o.users < 1 || o.users > 1000:
+		return o, fmt.Errorf("-users must be 1..1000, got %d", o.users)
+	case o.duration <= 0 || o.duration > 10*time.Minute:
+		return o, fmt.Errorf("-duration must be positive and at most 10m, got %s", o.duration)
+	case o.readAfter < 0:
+		return o, fmt.Errorf("-read-after must be >= 0, got %s", o.readAfter)
+	case o.replicas < 1:
+		return o, fmt.Errorf("-replicas must be >= 1, got %d", o.replicas)
+	}
+	return o, nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	if o.apiBin == "" {
+		dir, err := os.MkdirTemp("", "rywbench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		fmt.Fprintln(stderr, "rywbench: building ./cmd/api")
+		if o.apiBin, err = devstack.BuildAPI(ctx, dir, stderr); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stderr, "rywbench: starting a primary, %d replicas (the last %s behind) and Redis\n", o.replicas, o.replicaDelay)
+	stack, err := devstack.Start(ctx, devstack.Options{Replicas: o.replicas, ReplicaDelay: o.replicaDelay, Migrate: true})
+	if err != nil {
+		return err
+	}
+	defer stack.Close()
+
+	var results []result
+	for _, mode := range o.modes {
+		fmt.Fprintf(stderr, "rywbench: %s mode, %d users for %s\n", mode, o.users, o.duration)
+		apis, err := stack.StartAPI(ctx, devstack.APIOptions{
+			Binary: o.apiBin, Env: []string{"RYW_MODE=" + mode, "LOG_LEVEL=error"}, Output: stderr,
+		})
+		if err != nil {
+			return err
+		}
+		res := measure(ctx, apis[0].URL, mode, o)
+		if err := apis[0].Stop(ctx); err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		results = append(results, res)
+	}
+	report := render(results, o)
+	fmt.Fprint(stdout, report)
+	if o.out != "" {
+		if err := os.WriteFile(o.out, []byte(report), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// result is one mode's measurements.
+type result struct {
+	mode          string
+	reads         int
+	replicaReads  int
+	violations    int
+	errors        int
+	readLatency   []time.Duration
+	writeLatency  []time.Duration
+	reasons       map[string]int
+	firstProblems []string
+}
+
+func (r *result) merge(o *result) {
+	r.reads += o.reads
+	r.replicaReads += o.replicaReads
+	r.violations += o.violations
+	r.errors += o.errors
+	r.readLatency = append(r.readLatency, o.readLatency...)
+	r.writeLatency = append(r.writeLatency, o.writeLatency...)
+	for k, v := range o.reasons {
+		r.reasons[k] += v
+	}
+	for _, p := range o.firstProblems {
+		if len(r.firstProblems) < 5 {
+			r.firstProblems = append(r.firstProblems, p)
+		}
+	}
+}
+
+// measure runs the workload against one API for the duration.
+func measure(ctx context.Context, api, mode string, o options) result {
+	ctx, cancel := context.WithTimeout(ctx, o.duration)
+	defer cancel()
+	client := &http.Client{
+		Timeout:   10 * time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: o.users, MaxConnsPerHost: 2 * o.users},
+	}
+	total := result{mode: mode, reasons: map[string]int{}}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for range o.users {
+		wg.Go(func() {
+			r := user(ctx, client, api, o.readAfter)
+			mu.Lock()
+			total.merge(&r)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return total
+}
+
+// user writes its profile with an increasing version, then reads it back
+// after a random delay, and checks that the read shows at least the version
+// the write acknowledged.
+func user(ctx context.Context, client *http.Client, api string, readAfter time.Duration) result {
+	r := result{reasons: map[string]int{}}
+	id := uuid.New()
+	problem := func(format string, args ...any) {
+		if len(r.firstProblems) < 5 {
+			r.firstProblems = append(r.firstProblems, fmt.Sprintf(format, args...))
+		}
+	}
+	for version := 1; ; version++ {
+		body := fmt.Sprintf(`{"email":"bench@example.com","name":"v%d"}`, version)
+		start := time.Now()
+		status, _, _, err := call(ctx, client, http.MethodPost, api+"/api/me/profile", id, body)
+		if ctx.Err() != nil {
+			return r
+		}
+		if err != nil || status != http.StatusOK {
+			r.errors++
+			problem("write: %d %v", status, err)
+			continue
+		}
+		r.writeLatency = append(r.writeLatency, time.Since(start))
+
+		wait := time.Duration(rand.Int64N(int64(readAfter) + 1))
+		select {
+		case <-ctx.Done():
+			return r
+		case <-time.After(wait):
+		}
+
+		start = time.Now()
+		status, resp, got, err := call(ctx, client, http.MethodGet, api+"/api/me", id, "")
+		if ctx.Err() != nil {
+			return r
+		}
+		if err != nil || (status != http.StatusOK && status != http.StatusNotFound) {
+			r.errors++
+			problem("read: %d %v", status, err)
+			continue
+		}
+		r.readLatency = append(r.readLatency, time.Since(start))
+		r.reads++
+		servedBy := resp.Header.Get("X-Served-By")
+		if strings.HasPrefix(servedBy, "replica") {
+			r.replicaReads++
+		}
+		r.reasons[resp.Header.Get("X-Routing-Reason")]++
+		var seen int
+		if status == http.StatusOK {
+			fmt.Sscanf(got.Name, "v%d", &seen)
+		}
+		if seen < version {
+			r.violations++
+			problem("read %d ms after writing v%d showed %q (served by %s, %s)",
+				wait.Milliseconds(), version, got.Name, servedBy, resp.Header.Get("X-Routing-Reason"))
+		}
+	}
+}
+
+type profile struct {
+	Name string `json:"name"`
+}
+
+func call(ctx context.Context, client *http.Client, method, url string, user uuid.UUID, body string) (int, *http.Response, profile, error) {
+	var p profile
+	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
+	if err != nil {
+		return 0, nil, p, err
+	}
+	req.Header.Set("X-Demo-UserId", user.String())
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, nil, p, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return resp.StatusCode, resp, p, err
+	}
+	if resp.StatusCode == http.StatusOK {
+		_ = json.Unmarshal(b, &p)
+	}
+	return resp.StatusCode, resp, p, nil
+}
+
+// percentile returns the q-quantile (0..1) of ds, nearest rank.
+func percentile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(q*float64(len(s))+0.5) - 1
+	return s[min(max(i, 0), len(s)-1)]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
+
+func ratio(a, b float64) string {
+	if b == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2fx", a/b)
+}
+
+// render writes the report as Markdown.
+func render(results []result, o options) string {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "Workload: %d users, %s per mode; each user saves its profile, waits a uniform 0-%s, reads it back.\n",
+		o.users, o.duration, o.readAfter)
+	fmt.Fprintf(&b, "Cluster: a primary and %d streaming replicas on loopback, the last one applying WAL %s late; Redis.\n\n", o.replicas, o.replicaDelay)
+	w := tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.Debug)
+	fmt.Fprintln(w, "| mode\t own-write reads\t served by replicas\t violations\t errors\t read p50\t read p99\t write p50\t write p99\t")
+	fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t")
+	for _, r := range results {
+		fmt.Fprintf(w, "| %s\t %d\t %.1f%%\t %d\t %d\t %s\t %s\t %s\t %s\t\n", r.mode, r.reads, share(r), r.violations, r.errors,
+			ms(percentile(r.readLatency, .5)), ms(percentile(r.readLatency, .99)),
+			ms(percentile(r.writeLatency, .5)), ms(percentile(r.writeLatency, .99)))
+	}
+	w.Flush()
+	if len(results) > 1 {
+		base := results[0]
+		fmt.Fprintf(&b, "\nAgainst the baseline (%s mode, same run):\n\n", base.mode)
+		w = tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.Debug)
+		fmt.Fprintln(w, "| mode\t replica share\t read p50\t read p99\t")
+		fmt.Fprintln(w, "|---\t---\t---\t---\t")
+		for _, r := range results[1:] {
+			fmt.Fprintf(w, "| %s\t %+.1f points\t %s\t %s\t\n", r.mode, share(r)-share(base),
+				ratio(float64(percentile(r.readLatency, .5)), float64(percentile(base.readLatency, .5))),
+				ratio(float64(percentile(r.readLatency, .99)), float64(percentile(base.readLatency, .99))))
+		}
+		w.Flush()
+	}
+	fmt.Fprintln(&b, "\nRouting reasons of the own-write reads:")
+	fmt.Fprintln(&b)
+	for _, r := range results {
+		var keys []string
+		for k := range r.reasons {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		var parts []string
+		for _, k := range keys {
+			parts = append(parts, fmt.Sprintf("%s %d", k, r.reasons[k]))
+		}
+		fmt.Fprintf(&b, "- %s: %s\n", r.mode, strings.Join(parts, ", "))
+	}
+	for _, r := range results {
+		if len(r.firstProblems) > 0 {
+			fmt.Fprintf(&b, "\nFirst problems seen in %s mode:\n\n", r.mode)
+			for _, p := range r.firstProblems {
+				fmt.Fprintf(&b, "- %s\n", p)
+			}
+		}
+	}
+	return b.String()
+}
+
+func share(r result) float64 {
+	if r.reads == 0 {
+		return 0
+	}
+	return 100 * float64(r.replicaReads) / float64(r.reads)
+}
