@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/uuid"
@@ -28,6 +29,7 @@ func TestMain(m *testing.M) {
 // freshDB creates an empty database for one test.
 func freshDB(t *testing.T, name string) *sql.DB {
 	t.Helper()
+	name = fmt.Sprintf("%s_%d", name, dbSeq.Add(1))
 	if err := stack.Primary.Exec(t.Context(), "CREATE DATABASE "+name); err != nil {
 		t.Fatal(err)
 	}
@@ -38,6 +40,8 @@ func freshDB(t *testing.T, name string) *sql.DB {
 	t.Cleanup(func() { db.Close() })
 	return db
 }
+
+var dbSeq atomic.Int64
 
 var quiet = slog.New(slog.DiscardHandler)
 

@@ -417,10 +417,11 @@ func TestSIGTERMStopsGracefully(t *testing.T) {
 func TestTwoInstancesMigrateAtOnce(t *testing.T) {
 	// A fresh database, so that both really have work to do.
 	ctx := t.Context()
-	if err := stack.Primary.Exec(ctx, "CREATE DATABASE twoinstances"); err != nil {
+	name := fmt.Sprintf("twoinstances_%d", time.Now().UnixNano())
+	if err := stack.Primary.Exec(ctx, "CREATE DATABASE "+name); err != nil {
 		t.Fatal(err)
 	}
-	dbURL := strings.Replace(stack.Primary.URL, "/ryw?", "/twoinstances?", 1)
+	dbURL := strings.Replace(stack.Primary.URL, "/ryw?", "/"+name+"?", 1)
 	env1 := stackEnv(t, "DATABASE_URL="+dbURL)
 	env2 := stackEnv(t, "DATABASE_URL="+dbURL)
 	wait1, wait2 := launch(t, env1), launch(t, env2)
