@@ -24,13 +24,15 @@ type response struct {
 	servedBy string
 	reason   string
 	body     []byte
+	header   http.Header
 }
 
 func (r response) String() string {
 	return fmt.Sprintf("%d served-by=%s reason=%s %s", r.status, r.servedBy, r.reason, r.body)
 }
 
-func do(t *testing.T, method, url string, user uuid.UUID, contentType string, body io.Reader) response {
+// do sends a request as user (none for uuid.Nil); with adds to it.
+func do(t *testing.T, method, url string, user uuid.UUID, contentType string, body io.Reader, with ...func(*http.Request)) response {
 	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), method, url, body)
 	if err != nil {
@@ -42,6 +44,9 @@ func do(t *testing.T, method, url string, user uuid.UUID, contentType string, bo
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
+	for _, f := range with {
+		f(req)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -51,7 +56,7 @@ func do(t *testing.T, method, url string, user uuid.UUID, contentType string, bo
 	if err != nil {
 		t.Fatal(err)
 	}
-	return response{resp.StatusCode, resp.Header.Get("X-Served-By"), resp.Header.Get("X-Routing-Reason"), b}
+	return response{resp.StatusCode, resp.Header.Get("X-Served-By"), resp.Header.Get("X-Routing-Reason"), b, resp.Header}
 }
 
 func saveProfile(t *testing.T, api string, user uuid.UUID, name string) response {

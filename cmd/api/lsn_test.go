@@ -17,7 +17,7 @@ import (
 	"github.com/ryw-go/ryw/ryw"
 )
 
-// lsnResponse is a response plus the causal token it carried.
+// lsnResponse is a write's response and the causal token it carried.
 type lsnResponse struct {
 	response
 	token  string
@@ -26,23 +26,12 @@ type lsnResponse struct {
 
 func post(t *testing.T, api string, user uuid.UUID, name string) lsnResponse {
 	t.Helper()
-	body := fmt.Sprintf(`{"email":"u@example.com","name":%q}`, name)
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, api+"/api/me/profile", strings.NewReader(body))
-	req.Header.Set("X-Demo-UserId", user.String())
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	r := lsnResponse{response: response{status: resp.StatusCode, servedBy: resp.Header.Get("X-Served-By"), reason: resp.Header.Get("X-Routing-Reason")}, token: resp.Header.Get("X-RYW-Token")}
-	for _, c := range resp.Cookies() {
+	r := lsnResponse{response: saveProfile(t, api, user, name)}
+	r.token = r.header.Get("X-RYW-Token")
+	for _, c := range (&http.Response{Header: r.header}).Cookies() {
 		if c.Name == "ryw_token" {
 			r.cookie = c.Value
 		}
-	}
-	if r.status != http.StatusOK {
-		t.Fatalf("POST /api/me/profile = %d", r.status)
 	}
 	return r
 }
@@ -51,24 +40,14 @@ func post(t *testing.T, api string, user uuid.UUID, name string) lsnResponse {
 // cookie ("cookie") or not at all ("").
 func getWith(t *testing.T, api string, user uuid.UUID, token, via string) response {
 	t.Helper()
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, api+"/api/me", nil)
-	req.Header.Set("X-Demo-UserId", user.String())
-	switch via {
-	case "header":
-		req.Header.Set("X-RYW-Token", token)
-	case "cookie":
-		req.AddCookie(&http.Cookie{Name: "ryw_token", Value: token})
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return response{resp.StatusCode, resp.Header.Get("X-Served-By"), resp.Header.Get("X-Routing-Reason"), b}
+	return do(t, http.MethodGet, api+"/api/me", user, "", nil, func(req *http.Request) {
+		switch via {
+		case "header":
+			req.Header.Set("X-RYW-Token", token)
+		case "cookie":
+			req.AddCookie(&http.Cookie{Name: "ryw_token", Value: token})
+		}
+	})
 }
 
 // TestLSNModeNeverReadsFromTheReplicaThatIsBehind is the regression test
@@ -171,27 +150,16 @@ func TestLSNModeMaxWait(t *testing.T) {
 	pauseAll(t)
 	user := uuid.New()
 	post(t, api, user, "waited for")
-	got := make(chan response, 1)
-	go func() {
-		req, _ := http.NewRequest(http.MethodGet, api+"/api/me", nil)
-		req.Header.Set("X-Demo-UserId", user.String())
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			got <- response{status: -1, body: []byte(err.Error())}
-			return
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		got <- response{resp.StatusCode, resp.Header.Get("X-Served-By"), resp.Header.Get("X-Routing-Reason"), b}
-	}()
+	got := make(chan loadResult, 1)
+	go func() { got <- loadRequest(http.DefaultClient, http.MethodGet, api+"/api/me", user, "") }()
 	// Whether the read is already waiting or not, once replica2 replays
 	// the write it must be the one to answer.
 	if err := stack.Replicas[1].ResumeReplay(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	r := <-got
-	if r.servedBy != "replica2" || r.reason != "lsn-caught-up" || !strings.Contains(string(r.body), "waited for") {
-		t.Errorf("read with RYW_MAX_WAIT = %s; want replica2 once it replayed the write", r)
+	if r.servedBy != "replica2" || r.reason != "lsn-caught-up" || !strings.Contains(r.body, "waited for") {
+		t.Errorf("read with RYW_MAX_WAIT = %+v; want replica2 once it replayed the write", r)
 	}
 }
 

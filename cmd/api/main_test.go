@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -56,27 +54,9 @@ func freePort(t *testing.T) string {
 	return port
 }
 
-// lockedBuffer collects a server's logs from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // startRun runs the API in-process until the test ends and returns its URL
 // once /healthz answers.
-func startRun(t *testing.T, env map[string]string) (string, *lockedBuffer) {
+func startRun(t *testing.T, env map[string]string) (string, *devstack.Buffer) {
 	t.Helper()
 	wait := launch(t, env)
 	return wait()
@@ -84,10 +64,10 @@ func startRun(t *testing.T, env map[string]string) (string, *lockedBuffer) {
 
 // launch starts the API in-process, stopped when the test ends; the returned
 // function waits until /healthz answers. Call it from the test goroutine.
-func launch(t *testing.T, env map[string]string) (wait func() (string, *lockedBuffer)) {
+func launch(t *testing.T, env map[string]string) (wait func() (string, *devstack.Buffer)) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &lockedBuffer{}
+	logs := &devstack.Buffer{}
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, func(k string) string { return env[k] }, logs) }()
 	t.Cleanup(func() {
@@ -97,7 +77,7 @@ func launch(t *testing.T, env map[string]string) (wait func() (string, *lockedBu
 		}
 	})
 	url := "http://" + env["HTTP_ADDR"]
-	return func() (string, *lockedBuffer) {
+	return func() (string, *devstack.Buffer) {
 		t.Helper()
 		waitFor(t, func() bool {
 			select {
@@ -348,14 +328,14 @@ func TestInFlightRequestsFinishOnShutdown(t *testing.T) {
 }
 
 // mainProcess starts this test binary as the api program.
-func mainProcess(t *testing.T, env map[string]string) (*exec.Cmd, *lockedBuffer) {
+func mainProcess(t *testing.T, env map[string]string) (*exec.Cmd, *devstack.Buffer) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = []string{"RYW_TEST_RUN_MAIN=1", "PATH=" + os.Getenv("PATH")}
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	out := &lockedBuffer{}
+	out := &devstack.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	return cmd, out
 }

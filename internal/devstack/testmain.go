@@ -1,9 +1,11 @@
 package devstack
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
+	"sync"
 	"testing"
 	"time"
 )
@@ -88,4 +90,24 @@ func (r *Redis) StopForTest(t testing.TB) {
 			}
 		}
 	})
+}
+
+// Buffer is a bytes.Buffer that several goroutines may write to, for
+// collecting a process's or a server's logs in a test.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+// String returns what was written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
