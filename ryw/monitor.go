@@ -107,11 +107,11 @@ func (m *Monitor) loop(ctx context.Context, poll func(context.Context)) {
 // it to have fresh state without waiting for the loops.
 func (m *Monitor) Poll(ctx context.Context) {
 	m.pollPrimary(ctx)
-	var wg sync.WaitGroup
-	for _, r := range m.replicas {
-		wg.Go(func() { m.pollReplica(ctx, r) })
+	names := make([]string, len(m.replicas))
+	for i, r := range m.replicas {
+		names[i] = r.Name
 	}
-	wg.Wait()
+	m.Refresh(ctx, names)
 }
 
 func (m *Monitor) probeTimeout() time.Duration {

@@ -151,7 +151,7 @@ func (r *Router) lsnRead(ctx context.Context, userID string) Decision {
 	if token == 0 {
 		return r.replicaOrPrimary(0, ReasonNoToken)
 	}
-	if d, ok := r.caughtUp(token); ok {
+	if d, ok := r.pick(token, ReasonLSNCaughtUp); ok {
 		return d
 	}
 	// The known positions are behind the token; they may only be stale.
@@ -159,7 +159,7 @@ func (r *Router) lsnRead(ctx context.Context, userID string) Decision {
 	deadline := r.cfg.Now().Add(r.cfg.MaxWait)
 	for {
 		r.cfg.Replicas.Refresh(ctx, r.cfg.Replicas.CaughtUp(0))
-		if d, ok := r.caughtUp(token); ok {
+		if d, ok := r.pick(token, ReasonLSNCaughtUp); ok {
 			return d
 		}
 		left := deadline.Sub(r.cfg.Now())
@@ -173,22 +173,22 @@ func (r *Router) lsnRead(ctx context.Context, userID string) Decision {
 	}
 }
 
-func (r *Router) caughtUp(token LSN) (Decision, bool) {
-	names := r.cfg.Replicas.CaughtUp(token)
+// pick chooses a random healthy replica known to have replayed min; ok is
+// false when there is none.
+func (r *Router) pick(min LSN, reason Reason) (d Decision, ok bool) {
+	names := r.cfg.Replicas.CaughtUp(min)
 	if len(names) == 0 {
 		return Decision{}, false
 	}
-	return Decision{Node: names[rand.IntN(len(names))], Reason: ReasonLSNCaughtUp, MinLSN: token}, true
+	return Decision{Node: names[rand.IntN(len(names))], Reason: reason, MinLSN: min}, true
 }
 
-// replicaOrPrimary picks a random healthy replica that has replayed min,
-// else the primary.
+// replicaOrPrimary picks a replica that has replayed min, else the primary.
 func (r *Router) replicaOrPrimary(min LSN, reason Reason) Decision {
-	names := r.cfg.Replicas.CaughtUp(min)
-	if len(names) == 0 {
-		return Decision{Node: Primary, Reason: ReasonNoReplica}
+	if d, ok := r.pick(min, reason); ok {
+		return d
 	}
-	return Decision{Node: names[rand.IntN(len(names))], Reason: reason, MinLSN: min}
+	return Decision{Node: Primary, Reason: ReasonNoReplica}
 }
 
 func (r *Router) counted(d Decision) Decision {

@@ -35,8 +35,8 @@ type app struct {
 	cfg      config.Config
 	logger   *slog.Logger
 	primary  *sql.DB
-	replicas map[string]*sql.DB
-	monPools []*sql.DB // the monitor's own small pools
+	replicas []ryw.NodeDB // the application's replica pools
+	monPools []*sql.DB    // the monitor's own small pools
 	redis    redis.UniversalClient
 	monitor  *ryw.Monitor
 	handler  http.Handler
@@ -47,7 +47,7 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	a := &app{cfg: cfg, logger: newLogger(cfg, stderr), replicas: map[string]*sql.DB{}}
+	a := &app{cfg: cfg, logger: newLogger(cfg, stderr)}
 	defer func() {
 		if err != nil {
 			a.close()
@@ -55,7 +55,7 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 	}()
 	a.logger.Info("starting", "config", cfg)
 
-	// sql.Open connects lazily: nothing here fails because a node is down.
+	// Pools connect lazily: nothing here fails because a node is down.
 	if a.primary, err = openDB(cfg.DatabaseURL, false, 20); err != nil {
 		return nil, fmt.Errorf("primary: %w", err)
 	}
@@ -67,12 +67,7 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", r.Name, err)
 		}
-		a.replicas[r.Name] = db
-		// A replica that is down now is not fatal: database/sql reconnects
-		// on use, and /readyz shows it down until it answers.
-		if err := pingReplica(ctx, db); err != nil {
-			a.logger.Warn("replica unavailable at start-up; it is retried on use", "replica", r.Name, "err", err)
-		}
+		a.replicas = append(a.replicas, ryw.NodeDB{Name: r.Name, DB: db})
 	}
 	if a.redis, err = ryw.NewRedisClient(cfg.RedisURL); err != nil {
 		return nil, fmt.Errorf("redis: %w", err)
@@ -88,7 +83,7 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 		return nil, err
 	}
 	a.monPools = append(a.monPools, monPrimary)
-	var monReplicas, appReplicas []ryw.NodeDB
+	var monReplicas []ryw.NodeDB
 	for _, r := range cfg.Replicas {
 		db, err := openDB(r.URL, false, 1)
 		if err != nil {
@@ -96,12 +91,18 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 		}
 		a.monPools = append(a.monPools, db)
 		monReplicas = append(monReplicas, ryw.NodeDB{Name: r.Name, DB: db})
-		appReplicas = append(appReplicas, ryw.NodeDB{Name: r.Name, DB: a.replicas[r.Name]})
 	}
 	a.monitor = ryw.NewMonitor(monPrimary, monReplicas, cfg.PollInterval, a.logger)
-	a.monitor.Poll(ctx) // know the replicas before the first request
+	// Know the replicas before the first request. One that is down is not
+	// fatal: the monitor keeps checking, and it rejoins once it answers.
+	a.monitor.Poll(ctx)
+	for _, st := range a.monitor.Status() {
+		if !st.Healthy {
+			a.logger.Warn("replica unavailable at start-up; it is retried on use", "replica", st.Name, "err", st.Error)
+		}
+	}
 
-	db, err := ryw.Open(a.primary, appReplicas, &gorm.Config{
+	db, err := ryw.Open(a.primary, a.replicas, &gorm.Config{
 		Logger: slowQueries{gormlogger.NewSlogLogger(a.logger, gormlogger.Config{
 			SlowThreshold: 500 * time.Millisecond, LogLevel: gormlogger.Warn,
 		})},
@@ -161,9 +162,8 @@ func (a *app) migrate(ctx context.Context) error {
 func (a *app) probes() (services.Probe, []services.Probe, services.Probe, time.Duration) {
 	primary := services.Probe{Name: "primary", Check: func(ctx context.Context) error { return a.primary.PingContext(ctx) }}
 	var replicas []services.Probe
-	for _, r := range a.cfg.Replicas {
-		db := a.replicas[r.Name]
-		replicas = append(replicas, services.Probe{Name: r.Name, Check: func(ctx context.Context) error { return pingReplica(ctx, db) }})
+	for _, r := range a.replicas {
+		replicas = append(replicas, services.Probe{Name: r.Name, Check: func(ctx context.Context) error { return pingReplica(ctx, r.DB) }})
 	}
 	redisProbe := services.Probe{Name: "redis", Check: func(ctx context.Context) error { return a.redis.Ping(ctx).Err() }}
 	return primary, replicas, redisProbe, time.Second
@@ -219,8 +219,8 @@ func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, wait tim
 }
 
 func (a *app) close() {
-	for _, db := range a.replicas {
-		db.Close()
+	for _, r := range a.replicas {
+		r.DB.Close()
 	}
 	for _, db := range a.monPools {
 		db.Close()
@@ -252,16 +252,14 @@ func openDB(url string, replica bool, maxOpen int) (*sql.DB, error) {
 // pingReplica checks that the node answers and really is a standby: a
 // promoted former replica must not be mistaken for one.
 func pingReplica(ctx context.Context, db *sql.DB) error {
-	return pingTimeout(ctx, time.Second, func(ctx context.Context) error {
-		var standby bool
-		if err := db.QueryRowContext(ctx, "SELECT pg_is_in_recovery()").Scan(&standby); err != nil {
-			return err
-		}
-		if !standby {
-			return errors.New("not in recovery: the node is not a standby")
-		}
-		return nil
-	})
+	var standby bool
+	if err := db.QueryRowContext(ctx, "SELECT pg_is_in_recovery()").Scan(&standby); err != nil {
+		return err
+	}
+	if !standby {
+		return errors.New("not in recovery: the node is not a standby")
+	}
+	return nil
 }
 
 func pingTimeout(ctx context.Context, d time.Duration, f func(context.Context) error) error {

@@ -145,14 +145,7 @@ func (a *API) Start(ctx context.Context) error {
 func (a *API) Stop(ctx context.Context) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.proc == nil || a.proc.exited() {
-		return nil
-	}
-	grace := 20 * time.Second
-	if d, ok := ctx.Deadline(); ok {
-		grace = time.Until(d)
-	}
-	return a.proc.stop(syscall.SIGTERM, grace)
+	return a.proc.halt(ctx, syscall.SIGTERM, 20*time.Second)
 }
 
 // Running reports whether the process is alive.

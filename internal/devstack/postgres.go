@@ -120,14 +120,7 @@ func (n *Node) Kill(ctx context.Context) error {
 func (n *Node) halt(ctx context.Context, sig syscall.Signal) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.proc == nil || n.proc.exited() {
-		return nil
-	}
-	grace := 30 * time.Second
-	if d, ok := ctx.Deadline(); ok {
-		grace = time.Until(d)
-	}
-	return n.proc.stop(sig, grace)
+	return n.proc.halt(ctx, sig, 30*time.Second)
 }
 
 // Running reports whether the server process is alive.

@@ -228,6 +228,19 @@ func (p *proc) stop(sig syscall.Signal, grace time.Duration) error {
 	return fmt.Errorf("%s did not stop within %s after %s and was killed", p.name, grace, sig)
 }
 
+// halt stops the process, if there is one running, with sig, allowing it
+// until ctx's deadline to exit (def without one).
+func (p *proc) halt(ctx context.Context, sig syscall.Signal, def time.Duration) error {
+	if p == nil {
+		return nil
+	}
+	grace := def
+	if d, ok := ctx.Deadline(); ok {
+		grace = time.Until(d)
+	}
+	return p.stop(sig, grace)
+}
+
 // logTail returns the last lines of the process's log, for error messages.
 func (p *proc) logTail(lines int) string {
 	if p == nil || p.logPath == "" {

@@ -67,14 +67,7 @@ func (r *Redis) Start(ctx context.Context) error {
 func (r *Redis) Stop(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.proc == nil || r.proc.exited() {
-		return nil
-	}
-	grace := 10 * time.Second
-	if d, ok := ctx.Deadline(); ok {
-		grace = time.Until(d)
-	}
-	return r.proc.stop(syscall.SIGTERM, grace)
+	return r.proc.halt(ctx, syscall.SIGTERM, 10*time.Second)
 }
 
 // Running reports whether redis-server is alive.
