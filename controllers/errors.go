@@ -46,6 +46,11 @@ var errInternal = &httpError{status: http.StatusInternalServerError, code: "inte
 // the request may succeed if retried.
 var errUnavailable = &httpError{status: http.StatusServiceUnavailable, code: "unavailable", message: "the database is unavailable; try again shortly"}
 
+// errUnconfirmed is a write that committed but could not be secured for
+// read-your-writes (Redis and the primary both failed it): the client must
+// know, and may retry, since saving a profile is idempotent.
+var errUnconfirmed = &httpError{status: http.StatusServiceUnavailable, code: "write_unconfirmed", message: "the change was saved, but the service could not make sure your next reads show it; repeat the request"}
+
 // errCanceled is a request whose client went away: nobody reads the answer,
 // and it is no fault of the service (499, nginx's "client closed request").
 var errCanceled = &httpError{status: 499, code: "canceled", message: "the client closed the request"}
@@ -76,6 +81,8 @@ func classify(err error) *httpError {
 		return &httpError{status: http.StatusRequestEntityTooLarge, code: "body_too_large", message: fmt.Sprintf("request body too large: the limit is %d bytes", tooLarge.Limit)}
 	case errors.Is(err, middleware.ErrUnsupportedMediaType):
 		return &httpError{status: http.StatusUnsupportedMediaType, code: "unsupported_media_type", message: err.Error()}
+	case errors.Is(err, ryw.ErrUnconfirmed):
+		return errUnconfirmed
 	case errors.Is(err, context.Canceled):
 		return errCanceled
 	case ryw.IsUnavailable(err):

@@ -12,6 +12,8 @@ import (
 
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
+
+	"github.com/ryw-go/ryw/ryw"
 )
 
 //go:embed *.sql
@@ -52,7 +54,7 @@ func newProvider(db *sql.DB, logger *slog.Logger) (*goose.Provider, error) {
 	if err != nil {
 		return nil, fmt.Errorf("migration lock: %w", err)
 	}
-	opts := []goose.ProviderOption{goose.WithSessionLocker(locker)}
+	opts := []goose.ProviderOption{goose.WithSessionLocker(locker), goose.WithGoMigrations(fenceMigration())}
 	if logger != nil {
 		opts = append(opts, goose.WithSlog(logger))
 	}
@@ -61,4 +63,19 @@ func newProvider(db *sql.DB, logger *slog.Logger) (*goose.Provider, error) {
 		return nil, fmt.Errorf("load migrations: %w", err)
 	}
 	return p, nil
+}
+
+// fenceMigration creates the read-your-writes core's own table (ryw.Schema),
+// from the core's definition, so that there is one.
+func fenceMigration() *goose.Migration {
+	return goose.NewGoMigration(4,
+		&goose.GoFunc{RunTx: func(ctx context.Context, tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, ryw.Schema)
+			return err
+		}},
+		&goose.GoFunc{RunTx: func(ctx context.Context, tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, "DROP TABLE ryw_fence")
+			return err
+		}},
+	)
 }

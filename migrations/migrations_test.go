@@ -49,16 +49,16 @@ func TestUpIsIdempotent(t *testing.T) {
 	ctx := t.Context()
 	db := freshDB(t, "idempotent")
 	n, err := migrations.Up(ctx, db, quiet)
-	if err != nil || n != 3 {
-		t.Fatalf("first Up = %d, %v; want 3 migrations applied", n, err)
+	if err != nil || n != 4 {
+		t.Fatalf("first Up = %d, %v; want 4 migrations applied", n, err)
 	}
 	n, err = migrations.Up(ctx, db, quiet)
 	if err != nil || n != 0 {
 		t.Fatalf("second Up = %d, %v; want nothing to apply", n, err)
 	}
 	v, err := migrations.Version(ctx, db)
-	if err != nil || v != 3 {
-		t.Errorf("Version = %d, %v; want 3", v, err)
+	if err != nil || v != 4 {
+		t.Errorf("Version = %d, %v; want 4", v, err)
 	}
 	var skus []string
 	rows, err := db.QueryContext(ctx, "SELECT sku FROM products ORDER BY id")
@@ -96,8 +96,8 @@ func TestConcurrentUpAppliesOnce(t *testing.T) {
 		}
 		total += applied[i]
 	}
-	if total != 3 {
-		t.Errorf("instances applied %v migrations in all, want 3 in total (each exactly once)", applied)
+	if total != 4 {
+		t.Errorf("instances applied %v migrations in all, want 4 in total (each exactly once)", applied)
 	}
 	var products int
 	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM products").Scan(&products); err != nil {

@@ -23,8 +23,10 @@ const (
 	ReasonReplicaFailed      Reason = "replica-failed"      // the read failed on a replica and was retried on the primary
 	ReasonLSNCaughtUp        Reason = "lsn-caught-up"       // lsn mode: a replica that has replayed the user's token
 	ReasonReplicasBehind     Reason = "replicas-behind"     // lsn mode: no replica has replayed the user's token (in time)
-	ReasonNoToken            Reason = "no-token"            // lsn mode: the user has no recent write
+	ReasonNoToken            Reason = "no-token"            // lsn mode: the user has no recorded write (replicas still held to the floors)
 	ReasonReplicaBehind      Reason = "replica-behind"      // the chosen replica turned out behind the token: retried on the primary
+	ReasonFenceUnknown       Reason = "fence-unknown"       // the primary's fence was not confirmed within the lease (the primary does not answer the monitor)
+	ReasonWriteFenced        Reason = "write-fenced"        // a write the tracker could not record: secured by the primary's fence instead
 )
 
 // Decision says which node serves the reads of one request, and why.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib"
+	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
@@ -149,61 +150,79 @@ func TestReadRetriesOnThePrimaryWhenTheReplicaIsDown(t *testing.T) {
 type recordingReplicas struct{ down string }
 
 func (r *recordingReplicas) CaughtUp(ryw.LSN) []string             { return nil }
+func (r *recordingReplicas) AllCaughtUp(ryw.LSN) bool              { return false }
+func (r *recordingReplicas) Fence() (ryw.LSN, time.Time)           { return 0, time.Time{} }
 func (r *recordingReplicas) RequiredLSN(time.Time) (ryw.LSN, bool) { return 0, false }
 func (r *recordingReplicas) Refresh(context.Context, []string)     {}
 func (r *recordingReplicas) Behind(string, ryw.LSN)                {}
 func (r *recordingReplicas) MarkDown(name string, _ error)         { r.down = name }
 
-func TestRedisTracker(t *testing.T) {
-	ctx := t.Context()
+func newTracker(t *testing.T, ttl time.Duration) (*ryw.RedisTracker, redis.UniversalClient) {
+	t.Helper()
 	client, err := ryw.NewRedisClient(stack.Redis.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer client.Close()
-	tracker := ryw.NewRedisTracker(client, 10*time.Minute)
+	t.Cleanup(func() { client.Close() })
+	wal := ryw.PrimaryWAL{DB: openPool(t, stack.Primary.URL)}
+	return ryw.NewRedisTracker(client, ryw.TrackerConfig{TTL: ttl, WAL: wal, Logger: quiet()}), client
+}
+
+func TestRedisTracker(t *testing.T) {
+	ctx := t.Context()
+	tracker, client := newTracker(t, 10*time.Minute)
 	user := fmt.Sprintf("user-%d", seq.Add(1))
 
-	if _, ok, err := tracker.LastWrite(ctx, user); ok || err != nil {
-		t.Fatalf("LastWrite of a user who never wrote = %v, %v", ok, err)
+	if m, err := tracker.Lookup(ctx, user); m.HasWrite() || err != nil {
+		t.Fatalf("Lookup of a user who never wrote = %+v, %v", m, err)
 	}
-	at := time.Date(2026, 11, 26, 10, 0, 0, 123456789, time.FixedZone("CET", 3600))
-	if err := tracker.RecordWrite(ctx, user, at); err != nil {
+	before := time.Now()
+	if err := tracker.Record(ctx, user, 0x1_0000ABCD); err != nil {
 		t.Fatal(err)
 	}
 	raw, err := client.Get(ctx, "user:"+user+":last_write_utc").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if raw != "2026-11-26T09:00:00.123456789Z" {
-		t.Errorf("marker = %q, want the RFC 3339 UTC time", raw)
+	at, err := time.Parse(time.RFC3339, raw)
+	if err != nil || !strings.HasSuffix(raw, "Z") || len(raw) != len("2026-11-26T09:00:00.123456Z") {
+		t.Errorf("marker = %q (%v), want a fixed-width RFC 3339 UTC time", raw, err)
 	}
-	ttl, err := client.TTL(ctx, "user:"+user+":last_write_utc").Result()
-	if err != nil || ttl <= 9*time.Minute || ttl > 10*time.Minute {
-		t.Errorf("marker TTL = %v, %v; want 10m", ttl, err)
+	// Redis runs on this machine: its clock is ours.
+	if d := at.Sub(before); d < -time.Second || d > 5*time.Second {
+		t.Errorf("marker %s is %s away from the time of the write", raw, d)
 	}
-	got, ok, err := tracker.LastWrite(ctx, user)
-	if err != nil || !ok || !got.Equal(at) {
-		t.Errorf("LastWrite = %v, %v, %v; want %v", got, ok, err, at)
+	if tok := client.Get(ctx, "user:"+user+":last_write_lsn").Val(); tok != "000000010000ABCD" {
+		t.Errorf("token key = %q, want 16 hex digits", tok)
+	}
+	for _, key := range []string{ryw.MarkerKey(user), ryw.TokenKey(user)} {
+		ttl, err := client.TTL(ctx, key).Result()
+		if err != nil || ttl <= 9*time.Minute || ttl > 10*time.Minute {
+			t.Errorf("%s TTL = %v, %v; want 10m", key, ttl, err)
+		}
+	}
+	m, err := tracker.Lookup(ctx, user)
+	if err != nil || m.Token != 0x1_0000ABCD || !m.WrittenAt.Equal(at) || m.Age < 0 || m.Age > 5*time.Second {
+		t.Errorf("Lookup = %+v, %v; want the token and the time just recorded", m, err)
 	}
 
 	if err := client.Set(ctx, ryw.MarkerKey("garbled"), "yesterday", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := tracker.LastWrite(ctx, "garbled"); err == nil {
+	if _, err := tracker.Lookup(ctx, "garbled"); err == nil {
 		t.Error("a marker that is not a time was taken as valid")
 	}
 
-	// Redis down: calls fail fast, within the tracker's timeout and not
-	// the caller's longer deadline.
+	// Redis down: calls fail within the tracker's timeout, not the
+	// caller's longer deadline.
 	stack.Redis.StopForTest(t)
 	long, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, _, err := tracker.LastWrite(long, user); err == nil {
-		t.Error("LastWrite succeeded with Redis stopped")
+	if _, err := tracker.Lookup(long, user); err == nil {
+		t.Error("Lookup succeeded with Redis stopped")
 	}
-	if err := tracker.RecordWrite(long, user, at); err == nil {
-		t.Error("RecordWrite succeeded with Redis stopped")
+	if err := tracker.Record(long, user, 1); err == nil {
+		t.Error("Record succeeded with Redis stopped")
 	}
 	if long.Err() != nil {
 		t.Error("a tracker call waited for the caller's deadline")
@@ -363,28 +382,48 @@ func TestReplicaPoolChecksTheReplayPositionOnEachConnection(t *testing.T) {
 	}
 }
 
-func TestTokensOnlyRise(t *testing.T) {
+// TestMarksOnlyRise is hole 7 of the fault suite: two writes of one user
+// recorded out of order (or by instances whose clocks differ) must not
+// lower either mark. The control shows that a plain SET, what the tracker
+// did before, lowers the time mark.
+func TestMarksOnlyRise(t *testing.T) {
 	ctx := t.Context()
-	client, err := ryw.NewRedisClient(stack.Redis.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	tracker := ryw.NewRedisTracker(client, time.Minute)
+	tracker, client := newTracker(t, time.Minute)
 	user := fmt.Sprintf("user-%d", seq.Add(1))
 	for _, l := range []ryw.LSN{0x1_00000010, 0x2_00000001, 0x1_FFFFFFFF, 0xFFFFFFFF_00000000, 5} {
-		if err := tracker.RecordLSN(ctx, user, l); err != nil {
+		if err := tracker.Record(ctx, user, l); err != nil {
 			t.Fatal(err)
 		}
 	}
-	got, ok, err := tracker.LastLSN(ctx, user)
-	if err != nil || !ok || got != 0xFFFFFFFF_00000000 {
-		t.Errorf("LastLSN = %s, %v, %v; want the highest, FFFFFFFF/0", got, ok, err)
+	m, err := tracker.Lookup(ctx, user)
+	if err != nil || m.Token != 0xFFFFFFFF_00000000 {
+		t.Errorf("Lookup = %+v, %v; want the highest token, FFFFFFFF/0", m, err)
 	}
 	if ttl := client.PTTL(ctx, ryw.TokenKey(user)).Val(); ttl <= 50*time.Second || ttl > time.Minute {
 		t.Errorf("token TTL = %v, want about a minute", ttl)
 	}
-	if _, ok, err := tracker.LastLSN(ctx, "nobody"); ok || err != nil {
-		t.Errorf("LastLSN of a user without writes = %v, %v", ok, err)
+
+	// A later write's time mark is in Redis (set by an instance whose
+	// record overtook this one's); recording this write must keep it.
+	later := time.Now().UTC().Add(time.Hour).Format("2006-01-02T15:04:05.000000Z")
+	if err := client.Set(ctx, ryw.MarkerKey(user), later, time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tracker.Record(ctx, user, 0x1); err != nil {
+		t.Fatal(err)
+	}
+	if got := client.Get(ctx, ryw.MarkerKey(user)).Val(); got != later {
+		t.Errorf("time mark = %q after an earlier write recorded late; want it kept at %q", got, later)
+	}
+	// Control: a plain SET of the earlier time, what the tracker used to
+	// do, lowers it.
+	if err := client.Set(ctx, ryw.MarkerKey(user), time.Now().UTC().Format(time.RFC3339Nano), time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got := client.Get(ctx, ryw.MarkerKey(user)).Val(); got >= later {
+		t.Errorf("control: a plain SET did not lower the mark (%q)", got)
+	}
+	if m, err := tracker.Lookup(ctx, "nobody"); m.HasWrite() || err != nil {
+		t.Errorf("Lookup of a user without writes = %+v, %v", m, err)
 	}
 }

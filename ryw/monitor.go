@@ -62,6 +62,12 @@ type Monitor struct {
 	mu      sync.RWMutex
 	status  map[string]ReplicaStatus
 	samples []walSample // the primary's positions over time, increasing
+	// fence is the primary's fence (see PrimaryWAL.RaiseFence) as of the
+	// poll that started at fenceAsOf: that poll saw every fence raised
+	// before it started.
+	fence      LSN
+	fenceAsOf  time.Time
+	primaryErr string // the last poll's error, "" when it answered
 }
 
 // NewMonitor builds a monitor that checks every interval. Its pools should
@@ -122,18 +128,30 @@ func (m *Monitor) pollPrimary(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, m.probeTimeout())
 	defer cancel()
 	// The time is taken before asking: every commit that completed before
-	// it is at or below the position the primary answers.
+	// it is at or below the position the primary answers, and every fence
+	// raised before it is in the answer.
 	asked := m.now()
-	var text string
-	if err := m.primary.QueryRowContext(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&text); err != nil {
+	var text, fenceText string
+	err := m.primary.QueryRowContext(ctx, pollPrimaryQuery).Scan(&text, &fenceText)
+	if err != nil {
+		m.primaryFailed(ctx, err)
 		return // replicas are judged against the last known position
 	}
 	lsn, err := ParseLSN(text)
 	if err != nil {
 		return
 	}
+	fence, err := ParseLSN(fenceText)
+	if err != nil {
+		return
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.fenceAsOf.IsZero() || m.primaryErr != "" {
+		m.logger.Info("primary answers the monitor", "walLsn", lsn.String(), "fence", fence.String())
+	}
+	m.primaryErr = ""
+	m.fence, m.fenceAsOf = max(m.fence, fence), asked
 	if n := len(m.samples); n > 0 && m.samples[n-1].lsn == lsn {
 		m.samples[n-1].last = asked
 		return
@@ -142,6 +160,47 @@ func (m *Monitor) pollPrimary(ctx context.Context) {
 	if len(m.samples) > maxSamples {
 		m.samples = append(m.samples[:0], m.samples[len(m.samples)-maxSamples/2:]...)
 	}
+}
+
+// pollPrimaryQuery reads the primary's WAL insert position (at or past
+// every commit that has returned, whatever synchronous_commit is) and its
+// fence.
+const pollPrimaryQuery = `SELECT pg_current_wal_insert_lsn()::text, (SELECT lsn::text FROM ryw_fence WHERE id = 1)`
+
+// primaryFailed logs, once per outage, that the primary does not answer the
+// monitor: own-write reads then stop trusting replicas once the fence is
+// older than the router's lease.
+func (m *Monitor) primaryFailed(ctx context.Context, err error) {
+	if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.primaryErr == "" {
+		m.logger.Warn("the primary does not answer the monitor", "err", err)
+	}
+	m.primaryErr = err.Error()
+}
+
+// Fence returns the highest fence seen on the primary and when the poll
+// that confirmed it started (zero if none has succeeded yet).
+func (m *Monitor) Fence() (LSN, time.Time) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.fence, m.fenceAsOf
+}
+
+// AllCaughtUp reports whether every configured replica is healthy and known
+// to have replayed min: then no replica can serve anything older.
+func (m *Monitor) AllCaughtUp(min LSN) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, r := range m.replicas {
+		if st := m.status[r.Name]; !st.Healthy || st.ReplayLSN < min {
+			return false
+		}
+	}
+	return true
 }
 
 // Refresh asks the named replicas for their replay position now, rather

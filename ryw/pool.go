@@ -30,40 +30,101 @@ type PoolOptions struct {
 }
 
 // OpenPool opens a database/sql pool on pgx for one node, without
-// connecting. For a replica pool, each connection, before it runs the
-// query of a read whose Decision carries a MinLSN, checks on itself that
-// the replica has replayed that far: a connection never outlives its
-// server, and replay only moves forward while the server runs, so the
-// check holds for the query that follows. A replica whose known position
-// was overstated (it crashed and is replaying again) thus fails the read
-// with *BehindError instead of answering it stale, and Router.Read retries
-// it on the primary.
+// connecting.
+//
+// For a replica pool, every statement whose context carries a Decision with
+// a MinLSN first checks, on the very connection that will run it, that the
+// replica has replayed that far; only then is the statement sent. The check
+// lives in the driver's query path, not in the pool's connect or reset
+// hooks, because database/sql does not run those for every statement: it
+// opens connections for waiting requests in the background (without the
+// request's context) and hands a fresh connection over without resetting
+// it. A connection never outlives its server and replay only moves forward
+// while the server runs, so a check that passed holds for the statement
+// that follows, whose snapshot is taken after it. A replica whose known
+// position was overstated (it crashed and is replaying again) thus fails
+// the read with *BehindError instead of answering it stale, and Router.Read
+// retries it on the primary.
 func OpenPool(url string, replica bool, o PoolOptions) (*sql.DB, error) {
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
 		return nil, err
 	}
-	var opts []stdlib.OptionOpenDB
+	connector := stdlib.GetConnector(*cfg)
 	if replica {
-		opts = append(opts,
-			stdlib.OptionAfterConnect(checkReplayed),
-			stdlib.OptionResetSession(func(ctx context.Context, c *pgx.Conn) error {
-				// database/sql ignores ResetSession errors other than
-				// ErrBadConn: drop the connection, and the new one's
-				// AfterConnect check reports the error.
-				if err := checkReplayed(ctx, c); err != nil {
-					return driver.ErrBadConn
-				}
-				return nil
-			}),
-		)
+		connector = checkingConnector{connector}
 	}
-	db := stdlib.OpenDB(*cfg, opts...)
+	db := sql.OpenDB(connector)
 	db.SetMaxOpenConns(o.MaxOpen)
 	db.SetMaxIdleConns(o.MaxIdle)
 	db.SetConnMaxLifetime(o.MaxLifetime)
 	db.SetConnMaxIdleTime(o.MaxIdleTime)
 	return db, nil
+}
+
+// checkingConnector hands out connections that check a read's MinLSN
+// before each statement.
+type checkingConnector struct{ driver.Connector }
+
+func (c checkingConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := c.Connector.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sc, ok := conn.(*stdlib.Conn)
+	if !ok {
+		conn.Close()
+		return nil, fmt.Errorf("ryw: pgx stdlib returned a %T, not a *stdlib.Conn", conn)
+	}
+	return &checkedConn{sc}, nil
+}
+
+// checkedConn is a pgx connection whose statements check the replay
+// position first. Embedding keeps every optional interface of
+// *stdlib.Conn (session reset, validation, named values, transactions).
+type checkedConn struct{ *stdlib.Conn }
+
+func (c *checkedConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	if err := checkReplayed(ctx, c.Conn.Conn()); err != nil {
+		return nil, err
+	}
+	return c.Conn.QueryContext(ctx, query, args)
+}
+
+func (c *checkedConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	if err := checkReplayed(ctx, c.Conn.Conn()); err != nil {
+		return nil, err
+	}
+	return c.Conn.ExecContext(ctx, query, args)
+}
+
+func (c *checkedConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
+	st, err := c.Conn.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return &checkedStmt{Stmt: st, conn: c.Conn.Conn()}, nil
+}
+
+// checkedStmt is a prepared statement (GORM's PrepareStmt mode) that checks
+// the replay position before each execution, like checkedConn.
+type checkedStmt struct {
+	driver.Stmt
+	conn *pgx.Conn
+}
+
+func (s *checkedStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+	if err := checkReplayed(ctx, s.conn); err != nil {
+		return nil, err
+	}
+	return s.Stmt.(driver.StmtQueryContext).QueryContext(ctx, args)
+}
+
+func (s *checkedStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
+	if err := checkReplayed(ctx, s.conn); err != nil {
+		return nil, err
+	}
+	return s.Stmt.(driver.StmtExecContext).ExecContext(ctx, args)
 }
 
 func checkReplayed(ctx context.Context, c *pgx.Conn) error {
@@ -88,33 +149,24 @@ func checkReplayed(ctx context.Context, c *pgx.Conn) error {
 	return nil
 }
 
-// PrimaryWAL reads the primary's WAL position.
+// PrimaryWAL reads the primary's WAL position and keeps the fence (see
+// RaiseFence) there.
 type PrimaryWAL struct {
 	DB *sql.DB
 }
 
-// CurrentLSN returns pg_current_wal_lsn(). Taken after a commit returned,
-// it is at or past that commit's record as long as commits wait for the
-// local WAL flush (synchronous_commit is not off; see CheckTokenSafety).
+// CurrentLSN returns the primary's WAL insert position. Taken after a commit
+// returned, it is at or past that commit's record whatever
+// synchronous_commit is: the record was inserted before the commit
+// returned, while with synchronous_commit = off it may not be written or
+// flushed yet (pg_current_wal_lsn, the write position, can then be short of
+// it). A replica that has replayed this position shows the write. Nothing
+// about the session, the role or the server's configuration can make the
+// token too low, so none of it needs policing.
 func (w PrimaryWAL) CurrentLSN(ctx context.Context) (LSN, error) {
 	var text string
-	if err := w.DB.QueryRowContext(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&text); err != nil {
+	if err := w.DB.QueryRowContext(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&text); err != nil {
 		return 0, err
 	}
 	return ParseLSN(text)
-}
-
-// CheckTokenSafety refuses a primary on which commits may return before
-// their WAL is flushed (synchronous_commit = off): a position read after
-// such a commit could be short of it, and a replica at that position would
-// not show the write.
-func (w PrimaryWAL) CheckTokenSafety(ctx context.Context) error {
-	var setting string
-	if err := w.DB.QueryRowContext(ctx, "SELECT current_setting('synchronous_commit')").Scan(&setting); err != nil {
-		return err
-	}
-	if setting == "off" {
-		return fmt.Errorf("synchronous_commit is off for this service's sessions on the primary: lsn mode needs commits to wait for the WAL flush (local or stronger)")
-	}
-	return nil
 }

@@ -8,13 +8,16 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Redis holds routing hints only, so a slow Redis must never slow requests
-// down: its client gets tight timeouts, honours context deadlines, and a
-// failure makes the router read from the primary instead of waiting.
+// Redis holds routing state, so a dead Redis must not hold requests for
+// long: its client has timeouts, honours context deadlines, and a failure
+// makes the router read from the primary instead of waiting. The timeouts
+// are sized for a loaded machine, where a request may wait tens of
+// milliseconds for a CPU: one that fires under normal load silently gives
+// up offload (and, for a write, costs the fence).
 const (
-	redisDialTimeout = 250 * time.Millisecond
-	redisIOTimeout   = 100 * time.Millisecond
-	redisPoolTimeout = 100 * time.Millisecond
+	redisDialTimeout = time.Second
+	redisIOTimeout   = DefaultTrackerTimeout
+	redisPoolTimeout = DefaultTrackerTimeout
 )
 
 // NewRedisClient builds a client for any Redis deployment from one URL:

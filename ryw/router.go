@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"sync"
 	"time"
 )
 
@@ -26,14 +25,20 @@ const (
 	ModeOff Mode = "off"
 )
 
-// Replicas is what the router needs to know of the replicas. *Monitor
-// implements it.
+// Replicas is what the router needs to know of the replicas and of the
+// primary's fence. *Monitor implements it.
 type Replicas interface {
 	// CaughtUp returns the healthy replicas known to have replayed min.
 	CaughtUp(min LSN) []string
+	// AllCaughtUp reports whether every replica is healthy and known to
+	// have replayed min.
+	AllCaughtUp(min LSN) bool
 	// RequiredLSN returns a position at or past every commit that
 	// completed before t; ok is false if none is known yet.
 	RequiredLSN(t time.Time) (lsn LSN, ok bool)
+	// Fence returns the primary's fence and when the poll that read it
+	// started (zero if none has).
+	Fence() (fence LSN, asOf time.Time)
 	// Refresh asks the named replicas for their position now.
 	Refresh(ctx context.Context, names []string)
 	// MarkDown takes a replica out of rotation after a query on it failed.
@@ -42,32 +47,62 @@ type Replicas interface {
 	Behind(name string, lsn LSN)
 }
 
-// WAL reads the primary's current WAL position: the causal token of a write
-// that has just committed. PrimaryWAL implements it.
+// WAL is the router's view of the primary's write-ahead log. PrimaryWAL
+// implements it.
 type WAL interface {
+	// CurrentLSN returns a position at or past every commit that has
+	// returned: the causal token of a write that has just committed.
 	CurrentLSN(ctx context.Context) (LSN, error)
+	// RaiseFence raises the position every own-write read must see.
+	RaiseFence(ctx context.Context, lsn LSN) error
 }
+
+// ErrUnconfirmed means a write committed, but neither the tracker nor the
+// fence could record it, and the replicas had not all replayed it in time:
+// another instance could still serve the user a read without it. The
+// client should be told, not answered as if all were well.
+var ErrUnconfirmed = errors.New("the write committed, but read-your-writes could not be secured for it")
 
 // RouterConfig configures a Router.
 type RouterConfig struct {
 	Mode   Mode
 	Window time.Duration // time mode: how long after a write a user's reads go to the primary
+	// MarkerTTL is how long the tracker keeps a user's marks. A replica
+	// further behind than that never serves an own-write read, marks or
+	// not: a user without marks may have written just before they expired.
+	MarkerTTL time.Duration
 	// MaxWait is how long an lsn-mode read may wait for a replica to replay
 	// the user's token before it goes to the primary (0: not at all).
 	MaxWait  time.Duration
 	Tracker  Tracker
 	Replicas Replicas
-	WAL      WAL // required in lsn mode
-	Logger   *slog.Logger
-	// Now is the clock (default time.Now).
+	WAL      WAL
+	// FenceLease is how long after a successful poll of the primary an
+	// instance trusts the fence it read (default 1 s). A write whose marks
+	// could not be recorded raises the fence and waits out the lease before
+	// it is answered, so that every instance knows of it by then.
+	FenceLease time.Duration
+	// RecordBudget bounds how long recording a write may take, retries,
+	// fence and lease included (default 4 s).
+	RecordBudget time.Duration
+	Logger       *slog.Logger
+	// Now is the clock (default time.Now). It is only ever compared with
+	// itself.
 	Now func() time.Time
 }
+
+// Defaults of RouterConfig.
+const (
+	DefaultFenceLease   = time.Second
+	DefaultRecordBudget = 4 * time.Second
+	// recordAttempts is how many times a tracker write is tried.
+	recordAttempts = 3
+)
 
 // Router makes the per-request routing decisions: it is the read-your-writes
 // policy. When unsure, it reads from the primary.
 type Router struct {
 	cfg    RouterConfig
-	local  localMarks
 	counts Counters
 }
 
@@ -79,7 +114,13 @@ func NewRouter(cfg RouterConfig) *Router {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Router{cfg: cfg, local: localMarks{marks: map[string]localMark{}}, counts: newCounters()}
+	if cfg.FenceLease <= 0 {
+		cfg.FenceLease = DefaultFenceLease
+	}
+	if cfg.RecordBudget <= 0 {
+		cfg.RecordBudget = DefaultRecordBudget
+	}
+	return &Router{cfg: cfg, counts: newCounters()}
 }
 
 // Mode returns the router's mode.
@@ -102,69 +143,98 @@ func (r *Router) ForStaleRead() Decision {
 // ForOwnRead is the decision for a read that must show the user's own
 // writes.
 func (r *Router) ForOwnRead(ctx context.Context, userID string) Decision {
-	switch r.cfg.Mode {
-	case ModeOff:
+	if r.cfg.Mode == ModeOff {
 		return r.counted(r.replicaOrPrimary(0, ReasonRYWOff))
-	case ModeLSN:
-		return r.counted(r.lsnRead(ctx, userID))
-	default:
-		return r.counted(r.timeRead(ctx, userID))
 	}
+	return r.counted(r.ownRead(ctx, userID))
 }
 
-func (r *Router) timeRead(ctx context.Context, userID string) Decision {
-	now := r.cfg.Now()
-	at, ok, err := r.cfg.Tracker.LastWrite(ctx, userID)
-	if err != nil {
+// ownRead routes a read that must show the user's writes. Whatever the
+// mode, a replica serves it only if it has replayed the highest of:
+//
+//   - the user's token, from the tracker or sent back by the client;
+//   - the tracker's floor, after Redis lost its state;
+//   - the primary's fence, raised by writes the tracker could not record,
+//     as confirmed by a poll of the primary within the fence lease;
+//   - where the primary was RYW_MARKER_TTL ago (less a tenth): marks expire
+//     after that long, so no replica further behind may serve, marks or
+//     not.
+//
+// Time mode also sends the user to the primary for RYW_WINDOW after a
+// write, judged on the tracker's clock alone.
+func (r *Router) ownRead(ctx context.Context, userID string) Decision {
+	client := clientToken(ctx)
+	marks, err := r.cfg.Tracker.Lookup(ctx, userID)
+	switch {
+	case err != nil && (client == 0 || r.cfg.Mode == ModeTime):
 		r.cfg.Logger.WarnContext(ctx, "tracker unavailable; reading from the primary", "user", userID, "err", err)
 		return Decision{Node: Primary, Reason: ReasonTrackerUnavailable}
-	}
-	if (ok && now.Sub(at) < r.cfg.Window) || r.local.recent(userID, now, r.cfg.Window) {
-		return Decision{Node: Primary, Reason: ReasonRecentWrite}
-	}
-	// Outside the window a replica may serve, but only one that has
-	// replayed every commit before the user's last write (or, without a
-	// marker, before the window): one lagging more than that is skipped.
-	need := now.Add(-r.cfg.Window)
-	if ok && at.Before(need) {
-		need = at
-	}
-	min, known := r.cfg.Replicas.RequiredLSN(need)
-	if !known {
-		return Decision{Node: Primary, Reason: ReasonNoReplica}
-	}
-	return r.replicaOrPrimary(min, ReasonNoRecentWrite)
-}
-
-func (r *Router) lsnRead(ctx context.Context, userID string) Decision {
-	token := clientToken(ctx)
-	stored, _, err := r.cfg.Tracker.LastLSN(ctx, userID)
-	if err != nil {
-		if token == 0 {
-			r.cfg.Logger.WarnContext(ctx, "tracker unavailable and no client token; reading from the primary", "user", userID, "err", err)
-			return Decision{Node: Primary, Reason: ReasonTrackerUnavailable}
-		}
+	case err != nil:
 		// The client's own token still holds its writes: route by it.
 		r.cfg.Logger.DebugContext(ctx, "tracker unavailable; routing by the client's token", "user", userID, "err", err)
+		marks = Marks{}
+	case marks.Unreliable && !marks.HasWrite() && client == 0:
+		// Redis may have evicted the user's marks: nothing is known.
+		return Decision{Node: Primary, Reason: ReasonTrackerUnavailable}
 	}
-	token = max(token, stored, r.local.lsn(userID, r.cfg.Now()))
-	if token == 0 {
-		return r.replicaOrPrimary(0, ReasonNoToken)
+	if r.cfg.Mode == ModeTime && marks.HasWrite() && (marks.Age < r.cfg.Window || marks.Token == 0) {
+		return Decision{Node: Primary, Reason: ReasonRecentWrite}
 	}
-	if d, ok := r.pick(token, ReasonLSNCaughtUp); ok {
+	token := max(marks.Token, client)
+	need, ok := r.ownReadFloor(token, marks.Floor)
+	if !ok {
+		return Decision{Node: Primary, Reason: ReasonFenceUnknown}
+	}
+	reason := ReasonNoRecentWrite
+	if r.cfg.Mode == ModeLSN {
+		reason = ReasonLSNCaughtUp
+		if token == 0 {
+			reason = ReasonNoToken
+		}
+	}
+	if d, ok := r.pick(need, reason); ok {
 		return d
 	}
-	// The known positions are behind the token; they may only be stale.
-	// Ask the healthy replicas directly, and keep asking until MaxWait.
+	if r.cfg.Mode == ModeLSN {
+		if d, ok := r.waitFor(ctx, need, reason); ok {
+			return d
+		}
+	}
+	if len(r.cfg.Replicas.CaughtUp(0)) == 0 {
+		return Decision{Node: Primary, Reason: ReasonNoReplica}
+	}
+	return Decision{Node: Primary, Reason: ReasonReplicasBehind}
+}
+
+// ownReadFloor returns what a replica must have replayed to serve an
+// own-write read of a user with token and tracker floor; ok is false when
+// the fence cannot be vouched for (no poll of the primary within the
+// lease), and the read must go to the primary.
+func (r *Router) ownReadFloor(token, floor LSN) (need LSN, ok bool) {
+	now := r.cfg.Now()
+	fence, asOf := r.cfg.Replicas.Fence()
+	if asOf.IsZero() || now.Sub(asOf) >= r.cfg.FenceLease {
+		return 0, false
+	}
+	bound, ok := r.cfg.Replicas.RequiredLSN(now.Add(-r.cfg.MarkerTTL * 9 / 10))
+	if !ok {
+		return 0, false
+	}
+	return max(token, floor, fence, bound), true
+}
+
+// waitFor asks the healthy replicas for their position directly, since
+// the known ones may only be stale, and keeps asking until MaxWait.
+func (r *Router) waitFor(ctx context.Context, need LSN, reason Reason) (Decision, bool) {
 	deadline := r.cfg.Now().Add(r.cfg.MaxWait)
 	for {
 		r.cfg.Replicas.Refresh(ctx, r.cfg.Replicas.CaughtUp(0))
-		if d, ok := r.pick(token, ReasonLSNCaughtUp); ok {
-			return d
+		if d, ok := r.pick(need, reason); ok {
+			return d, true
 		}
 		left := deadline.Sub(r.cfg.Now())
 		if left <= 0 || ctx.Err() != nil {
-			return Decision{Node: Primary, Reason: ReasonReplicasBehind}
+			return Decision{}, false
 		}
 		select {
 		case <-ctx.Done():
@@ -196,34 +266,80 @@ func (r *Router) counted(d Decision) Decision {
 	return d
 }
 
-// RecordWrite notes a committed write of the user. Call it after the
-// commit and before answering. In lsn mode it takes the primary's WAL
-// position as the write's causal token, stores it (only ever rising) and
-// puts it in the request's Observation, for the client. If the tracker
-// fails, this instance still routes the user's reads as if it had
-// succeeded, and the error is returned for the caller to log: the write
-// itself succeeded.
+// RecordWrite secures a committed write of the user for read-your-writes.
+// Call it after the commit and before answering. It takes the primary's WAL
+// position as the write's causal token, puts it in the request's
+// Observation (for the client's copy) and records it in the tracker,
+// retrying within a bounded budget. If the tracker cannot record it, it
+// raises the primary's fence to the token instead and waits out the fence
+// lease (or less, if every replica has replayed the write by then), so that
+// every instance keeps every user's reads off replicas that lack the write;
+// the response then says write-fenced. Only if that fails too does it
+// return ErrUnconfirmed. Recording goes on if the client goes away: the
+// write committed either way.
 func (r *Router) RecordWrite(ctx context.Context, userID string) error {
-	now := r.cfg.Now()
-	if r.cfg.Mode != ModeLSN {
-		if err := r.cfg.Tracker.RecordWrite(ctx, userID, now); err != nil {
-			r.local.mark(userID, localMark{at: now}, now, r.cfg.Window)
-			return err
-		}
-		return nil
-	}
-	token, err := r.cfg.WAL.CurrentLSN(ctx)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.RecordBudget)
+	defer cancel()
+	var token LSN
+	err := retry(ctx, func(ctx context.Context) (err error) {
+		token, err = r.cfg.WAL.CurrentLSN(ctx)
+		return err
+	})
 	if err != nil {
-		// No token: keep the user on the primary here for a while.
-		r.local.mark(userID, localMark{at: now, unknown: true}, now, r.cfg.Window)
-		return fmt.Errorf("read the write's WAL position: %w", err)
+		return fmt.Errorf("%w: read the write's WAL position: %v", ErrUnconfirmed, err)
 	}
 	observationFrom(ctx).setToken(token)
-	if err := r.cfg.Tracker.RecordLSN(ctx, userID, token); err != nil {
-		r.local.mark(userID, localMark{at: now, lsn: token}, now, r.cfg.Window)
-		return err
+	err = retry(ctx, func(ctx context.Context) error { return r.cfg.Tracker.Record(ctx, userID, token) })
+	if err == nil {
+		return nil
 	}
-	return nil
+	r.cfg.Logger.WarnContext(ctx, "write committed but not recorded in the tracker; raising the fence", "user", userID, "token", token.String(), "err", err)
+	return r.fence(ctx, token)
+}
+
+// fence secures a write the tracker could not record: see RecordWrite.
+func (r *Router) fence(ctx context.Context, token LSN) error {
+	fenceErr := retry(ctx, func(ctx context.Context) error { return r.cfg.WAL.RaiseFence(ctx, token) })
+	// An instance trusts the fence it read for the lease after the poll
+	// that read it started; once the lease has passed since the fence
+	// committed, every instance's view is newer than it. A tenth more
+	// covers clocks that run at slightly different rates.
+	until := r.cfg.Now().Add(r.cfg.FenceLease + r.cfg.FenceLease/10)
+	if fenceErr != nil {
+		r.cfg.Logger.ErrorContext(ctx, "could not raise the fence either; waiting for every replica to replay the write", "token", token.String(), "err", fenceErr)
+	}
+	for {
+		if r.cfg.Replicas.AllCaughtUp(token) || (fenceErr == nil && !r.cfg.Now().Before(until)) {
+			observationFrom(ctx).setReason(ReasonWriteFenced)
+			r.counts.add(Decision{Node: Primary, Reason: ReasonWriteFenced})
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: tracker and fence failed and the replicas did not all replay %s in time: %v", ErrUnconfirmed, token, fenceErr)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// retry runs f up to recordAttempts times, backing off a little, while ctx
+// lasts.
+func retry(ctx context.Context, f func(context.Context) error) error {
+	var err error
+	for i := range recordAttempts {
+		if err = f(ctx); err == nil {
+			return nil
+		}
+		if i == recordAttempts-1 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(10<<i) * time.Millisecond):
+		}
+	}
+	return err
 }
 
 // Read runs read with the decision in ctx. If it fails on a replica because
@@ -258,64 +374,3 @@ func (r *Router) Read(ctx context.Context, read func(context.Context) error) err
 	}
 	return nil
 }
-
-// localMarks remembers, in this instance only, the users whose write could
-// not be recorded in the tracker, for the window.
-type localMarks struct {
-	mu    sync.Mutex
-	marks map[string]localMark
-}
-
-type localMark struct {
-	at      time.Time
-	lsn     LSN  // lsn mode: the write's token
-	unknown bool // lsn mode: the token could not be read
-}
-
-func (l *localMarks) mark(user string, m localMark, now time.Time, window time.Duration) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if old, ok := l.marks[user]; ok && old.lsn > m.lsn {
-		m.lsn = old.lsn
-	}
-	l.marks[user] = m
-	if len(l.marks) > 10_000 {
-		for u, m := range l.marks {
-			if now.Sub(m.at) >= window {
-				delete(l.marks, u)
-			}
-		}
-	}
-}
-
-// recent reports a mark younger than window (time mode).
-func (l *localMarks) recent(user string, now time.Time, window time.Duration) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	m, ok := l.marks[user]
-	if ok && now.Sub(m.at) >= window {
-		delete(l.marks, user)
-		return false
-	}
-	return ok
-}
-
-// lsn returns the user's local token (lsn mode). A write whose token could
-// not be read counts as a token no replica has reached, so that the user's
-// reads go to the primary.
-func (l *localMarks) lsn(user string, now time.Time) LSN {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	m, ok := l.marks[user]
-	if !ok {
-		return 0
-	}
-	if m.unknown && now.Sub(m.at) < localUnknownHold {
-		return ^LSN(0)
-	}
-	return m.lsn
-}
-
-// localUnknownHold is how long a write without a token keeps its user on
-// the primary in lsn mode.
-const localUnknownHold = 10 * time.Second

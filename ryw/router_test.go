@@ -11,45 +11,30 @@ import (
 
 // fakeTracker is an in-memory Tracker that can be made to fail.
 type fakeTracker struct {
-	at  map[string]time.Time
-	lsn map[string]LSN
-	err error
+	marks map[string]Marks
+	err   error
+	calls int
 }
 
-func newFakeTracker() *fakeTracker {
-	return &fakeTracker{at: map[string]time.Time{}, lsn: map[string]LSN{}}
-}
+func newFakeTracker() *fakeTracker { return &fakeTracker{marks: map[string]Marks{}} }
 
-func (f *fakeTracker) RecordWrite(_ context.Context, user string, at time.Time) error {
+func (f *fakeTracker) Record(_ context.Context, user string, token LSN) error {
+	f.calls++
 	if f.err != nil {
 		return f.err
 	}
-	f.at[user] = at
+	m := f.marks[user]
+	m.Token = max(m.Token, token)
+	m.WrittenAt, m.Age = t0, 0
+	f.marks[user] = m
 	return nil
 }
 
-func (f *fakeTracker) LastWrite(_ context.Context, user string) (time.Time, bool, error) {
+func (f *fakeTracker) Lookup(_ context.Context, user string) (Marks, error) {
 	if f.err != nil {
-		return time.Time{}, false, f.err
+		return Marks{}, f.err
 	}
-	at, ok := f.at[user]
-	return at, ok, nil
-}
-
-func (f *fakeTracker) RecordLSN(_ context.Context, user string, lsn LSN) error {
-	if f.err != nil {
-		return f.err
-	}
-	f.lsn[user] = max(f.lsn[user], lsn)
-	return nil
-}
-
-func (f *fakeTracker) LastLSN(_ context.Context, user string) (LSN, bool, error) {
-	if f.err != nil {
-		return 0, false, f.err
-	}
-	l, ok := f.lsn[user]
-	return l, ok, nil
+	return f.marks[user], nil
 }
 
 // fakeReplicas models a primary whose WAL position grows by one per
@@ -59,7 +44,8 @@ type fakeReplicas struct {
 	order     []string
 	down      []string
 	refreshed int
-	now       *time.Time
+	fence     LSN
+	fenceAsOf time.Time
 }
 
 func lsnAt(t time.Time) LSN { return LSN(1_000_000 + t.Sub(t0).Milliseconds()) }
@@ -74,12 +60,13 @@ func (f *fakeReplicas) CaughtUp(min LSN) []string {
 	return out
 }
 
-func (f *fakeReplicas) RequiredLSN(t time.Time) (LSN, bool) {
-	if f.now != nil && t.After(*f.now) {
-		return 0, false
-	}
-	return lsnAt(t), true
+func (f *fakeReplicas) AllCaughtUp(min LSN) bool {
+	return len(f.CaughtUp(min)) == len(f.order)
 }
+
+func (f *fakeReplicas) RequiredLSN(t time.Time) (LSN, bool) { return lsnAt(t), true }
+
+func (f *fakeReplicas) Fence() (LSN, time.Time) { return f.fence, f.fenceAsOf }
 
 func (f *fakeReplicas) Refresh(context.Context, []string) { f.refreshed++ }
 
@@ -90,59 +77,114 @@ func (f *fakeReplicas) MarkDown(name string, _ error) {
 
 func (f *fakeReplicas) Behind(name string, lsn LSN) { f.replay[name] = lsn }
 
+// fakeWAL is a primary at a fixed position whose fence can be made to fail.
+type fakeWAL struct {
+	at       LSN
+	fence    LSN
+	fenceErr error
+}
+
+func (w *fakeWAL) CurrentLSN(context.Context) (LSN, error) { return w.at, nil }
+
+func (w *fakeWAL) RaiseFence(_ context.Context, lsn LSN) error {
+	if w.fenceErr != nil {
+		return w.fenceErr
+	}
+	w.fence = max(w.fence, lsn)
+	return nil
+}
+
 var t0 = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 
-func newTestRouter(mode Mode, tr *fakeTracker, reps *fakeReplicas, now *time.Time) *Router {
-	reps.now = now
+const testTTL = 10 * time.Minute
+
+func newTestRouter(mode Mode, tr *fakeTracker, reps *fakeReplicas, wal *fakeWAL, now *time.Time) *Router {
 	if reps.replay == nil {
 		reps.replay = map[string]LSN{}
 	}
-	return NewRouter(RouterConfig{Mode: mode, Window: 5 * time.Second, Tracker: tr, Replicas: reps, Now: func() time.Time { return *now }})
+	if wal == nil {
+		wal = &fakeWAL{at: lsnAt(*now)}
+	}
+	return NewRouter(RouterConfig{
+		Mode: mode, Window: 5 * time.Second, MarkerTTL: testTTL, Tracker: tr, Replicas: reps, WAL: wal,
+		FenceLease: time.Second, RecordBudget: time.Second, Now: func() time.Time { return *now },
+	})
 }
 
 func TestOwnReadRouting(t *testing.T) {
 	down := errors.New("redis: connection refused")
+	now := t0.Add(time.Hour)
+	at := func(ago time.Duration) LSN { return lsnAt(now.Add(-ago)) }
 	tests := []struct {
-		name      string
-		mode      Mode
-		lastWrite time.Duration // before now; 0: no marker
-		trackErr  error
-		freshTo   map[string]time.Duration // replica -> fresh up to now minus this
-		wantNode  string
-		wantWhy   Reason
+		name     string
+		mode     Mode
+		marks    Marks
+		trackErr error
+		client   LSN
+		fence    LSN
+		fenceAge time.Duration
+		fresh    map[string]time.Duration // replica -> fresh up to now minus this
+		want     Decision
 	}{
-		{"inside the window", ModeTime, 2 * time.Second, nil, map[string]time.Duration{"r1": 0}, Primary, ReasonRecentWrite},
-		{"just inside the window", ModeTime, 5*time.Second - time.Nanosecond, nil, map[string]time.Duration{"r1": 0}, Primary, ReasonRecentWrite},
-		{"outside the window", ModeTime, 6 * time.Second, nil, map[string]time.Duration{"r1": 0}, "r1", ReasonNoRecentWrite},
-		{"no marker", ModeTime, 0, nil, map[string]time.Duration{"r1": time.Second}, "r1", ReasonNoRecentWrite},
-		{"replica behind the write", ModeTime, 6 * time.Second, nil, map[string]time.Duration{"r1": 7 * time.Second}, Primary, ReasonNoReplica},
-		{"only the fresh replica", ModeTime, 6 * time.Second, nil, map[string]time.Duration{"r1": 7 * time.Second, "r2": time.Second}, "r2", ReasonNoRecentWrite},
-		{"old write, lagging replica still past it", ModeTime, time.Minute, nil, map[string]time.Duration{"r1": 30 * time.Second}, "r1", ReasonNoRecentWrite},
-		{"no marker, replica lagging more than the window", ModeTime, 0, nil, map[string]time.Duration{"r1": 6 * time.Second}, Primary, ReasonNoReplica},
-		{"no healthy replica", ModeTime, 6 * time.Second, nil, nil, Primary, ReasonNoReplica},
-		{"tracker down", ModeTime, 0, down, map[string]time.Duration{"r1": 0}, Primary, ReasonTrackerUnavailable},
-		{"off ignores the write", ModeOff, time.Second, nil, map[string]time.Duration{"r1": time.Minute}, "r1", ReasonRYWOff},
-		{"off ignores the tracker", ModeOff, 0, down, map[string]time.Duration{"r1": 0}, "r1", ReasonRYWOff},
-		{"off without replicas", ModeOff, 0, nil, nil, Primary, ReasonNoReplica},
+		{name: "time: inside the window", mode: ModeTime, marks: Marks{Token: at(2 * time.Second), Age: 2 * time.Second},
+			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Primary, ReasonRecentWrite, 0}},
+		{name: "time: a time mark without a token", mode: ModeTime, marks: Marks{WrittenAt: t0, Age: time.Minute},
+			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Primary, ReasonRecentWrite, 0}},
+		{name: "time: outside the window, routed by the token", mode: ModeTime, marks: Marks{Token: at(6 * time.Second), Age: 6 * time.Second},
+			fresh: map[string]time.Duration{"r1": 0}, want: Decision{"r1", ReasonNoRecentWrite, at(6 * time.Second)}},
+		{name: "time: outside the window, replica behind the token", mode: ModeTime, marks: Marks{Token: at(6 * time.Second), Age: 6 * time.Second},
+			fresh: map[string]time.Duration{"r1": 7 * time.Second}, want: Decision{Primary, ReasonReplicasBehind, 0}},
+		{name: "time: only the replica past the token", mode: ModeTime, marks: Marks{Token: at(6 * time.Second), Age: 6 * time.Second},
+			fresh: map[string]time.Duration{"r1": 7 * time.Second, "r2": time.Second}, want: Decision{"r2", ReasonNoRecentWrite, at(6 * time.Second)}},
+		{name: "time: no marks, held to the lag bound", mode: ModeTime,
+			fresh: map[string]time.Duration{"r1": time.Minute}, want: Decision{"r1", ReasonNoRecentWrite, at(9 * time.Minute)}},
+		{name: "lsn: no marks, replica beyond the lag bound", mode: ModeLSN,
+			fresh: map[string]time.Duration{"r1": 9*time.Minute + time.Second}, want: Decision{Primary, ReasonReplicasBehind, 0}},
+		{name: "lsn: caught up", mode: ModeLSN, marks: Marks{Token: at(time.Second)},
+			fresh: map[string]time.Duration{"r1": 0}, want: Decision{"r1", ReasonLSNCaughtUp, at(time.Second)}},
+		{name: "lsn: the client's token is higher", mode: ModeLSN, marks: Marks{Token: at(time.Minute)}, client: at(time.Second),
+			fresh: map[string]time.Duration{"r1": 2 * time.Second, "r2": 0}, want: Decision{"r2", ReasonLSNCaughtUp, at(time.Second)}},
+		{name: "lsn: the tracker's floor after a loss", mode: ModeLSN, marks: Marks{Floor: at(time.Second)},
+			fresh: map[string]time.Duration{"r1": 2 * time.Second, "r2": 0}, want: Decision{"r2", ReasonNoToken, at(time.Second)}},
+		{name: "lsn: the fence", mode: ModeLSN, marks: Marks{Token: at(time.Minute)}, fence: at(time.Second),
+			fresh: map[string]time.Duration{"r1": 2 * time.Second, "r2": 0}, want: Decision{"r2", ReasonLSNCaughtUp, at(time.Second)}},
+		{name: "lsn: a fence older than the lease", mode: ModeLSN, marks: Marks{Token: at(time.Minute)}, fenceAge: time.Second,
+			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Primary, ReasonFenceUnknown, 0}},
+		{name: "lsn: marks that Redis may evict", mode: ModeLSN, marks: Marks{Unreliable: true},
+			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Primary, ReasonTrackerUnavailable, 0}},
+		{name: "lsn: tracker down, no client token", mode: ModeLSN, trackErr: down,
+			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Primary, ReasonTrackerUnavailable, 0}},
+		{name: "lsn: tracker down, the client's token", mode: ModeLSN, trackErr: down, client: at(time.Second),
+			fresh: map[string]time.Duration{"r1": 0}, want: Decision{"r1", ReasonLSNCaughtUp, at(time.Second)}},
+		{name: "time: tracker down, even with a client token", mode: ModeTime, trackErr: down, client: at(time.Minute),
+			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Primary, ReasonTrackerUnavailable, 0}},
+		{name: "no healthy replica", mode: ModeLSN, marks: Marks{Token: at(time.Minute)},
+			want: Decision{Primary, ReasonNoReplica, 0}},
+		{name: "off ignores the write", mode: ModeOff, marks: Marks{Token: at(0)},
+			fresh: map[string]time.Duration{"r1": time.Hour}, want: Decision{"r1", ReasonRYWOff, 0}},
+		{name: "off ignores the tracker", mode: ModeOff, trackErr: down,
+			fresh: map[string]time.Duration{"r1": 0}, want: Decision{"r1", ReasonRYWOff, 0}},
+		{name: "off without replicas", mode: ModeOff, want: Decision{Primary, ReasonNoReplica, 0}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			now := t0
 			tr := newFakeTracker()
 			tr.err = tt.trackErr
-			if tt.lastWrite > 0 {
-				tr.at["u"] = now.Add(-tt.lastWrite)
-			}
-			reps := &fakeReplicas{replay: map[string]LSN{}}
+			tr.marks["u"] = tt.marks
+			reps := &fakeReplicas{replay: map[string]LSN{}, fence: tt.fence, fenceAsOf: now.Add(-tt.fenceAge)}
 			for _, n := range []string{"r1", "r2"} {
-				if d, ok := tt.freshTo[n]; ok {
-					reps.replay[n] = lsnAt(now.Add(-d))
+				if d, ok := tt.fresh[n]; ok {
+					reps.replay[n] = at(d)
 					reps.order = append(reps.order, n)
 				}
 			}
-			got := newTestRouter(tt.mode, tr, reps, &now).ForOwnRead(t.Context(), "u")
-			if got.Node != tt.wantNode || got.Reason != tt.wantWhy {
-				t.Errorf("ForOwnRead = %+v, want {%s %s}", got, tt.wantNode, tt.wantWhy)
+			ctx := t.Context()
+			if tt.client > 0 {
+				ctx = WithClientToken(ctx, tt.client)
+			}
+			got := newTestRouter(tt.mode, tr, reps, nil, &now).ForOwnRead(ctx, "u")
+			if got != tt.want {
+				t.Errorf("ForOwnRead = %+v, want %+v", got, tt.want)
 			}
 		})
 	}
@@ -151,7 +193,7 @@ func TestOwnReadRouting(t *testing.T) {
 func TestStaleReadAndWrite(t *testing.T) {
 	now := t0
 	reps := &fakeReplicas{replay: map[string]LSN{"r1": lsnAt(now.Add(-time.Hour))}, order: []string{"r1"}}
-	r := newTestRouter(ModeTime, newFakeTracker(), reps, &now)
+	r := newTestRouter(ModeTime, newFakeTracker(), reps, nil, &now)
 	if d := r.ForStaleRead(); d != (Decision{"r1", ReasonStaleOK, 0}) {
 		t.Errorf("ForStaleRead = %+v: any healthy replica, however stale", d)
 	}
@@ -164,48 +206,76 @@ func TestStaleReadAndWrite(t *testing.T) {
 	}
 }
 
-func TestRecordWriteFallsBackToThisInstance(t *testing.T) {
-	now := t0
-	tr := newFakeTracker()
-	tr.err = errors.New("redis down")
-	reps := &fakeReplicas{replay: map[string]LSN{"r1": lsnAt(now)}, order: []string{"r1"}}
-	r := newTestRouter(ModeTime, tr, reps, &now)
-	if err := r.RecordWrite(t.Context(), "u"); err == nil {
-		t.Fatal("RecordWrite hid the tracker's failure")
-	}
-	// Redis is back, without the marker: the local mark keeps the user on
-	// the primary for the window, and only for the window.
-	tr.err = nil
-	now = t0.Add(4 * time.Second)
-	if d := r.ForOwnRead(t.Context(), "u"); d != (Decision{Node: Primary, Reason: ReasonRecentWrite}) {
-		t.Errorf("inside the window after a failed record: %+v", d)
-	}
-	if d := r.ForOwnRead(t.Context(), "someone-else"); d.Node != "r1" {
-		t.Errorf("another user went to %+v", d)
-	}
-	now = t0.Add(5 * time.Second)
-	reps.replay["r1"] = lsnAt(now)
-	if d := r.ForOwnRead(t.Context(), "u"); d.Node != "r1" || d.Reason != ReasonNoRecentWrite || d.MinLSN != lsnAt(t0) {
-		t.Errorf("after the window: %+v", d)
+func TestRecordWriteRecordsTheTokenInBothModes(t *testing.T) {
+	for _, mode := range []Mode{ModeTime, ModeLSN} {
+		now := t0
+		tr := newFakeTracker()
+		wal := &fakeWAL{at: 0x5_00000010}
+		r := newTestRouter(mode, tr, &fakeReplicas{}, wal, &now)
+		ctx, obs := WithObservation(t.Context())
+		if err := r.RecordWrite(ctx, "u"); err != nil {
+			t.Fatal(err)
+		}
+		if tr.marks["u"].Token != wal.at || obs.Token() != wal.at || obs.Reason() != "" || wal.fence != 0 {
+			t.Errorf("%s: recorded %s, observed token %s reason %q, fence %s; want %s in the tracker and the response, no fence",
+				mode, tr.marks["u"].Token, obs.Token(), obs.Reason(), wal.fence, wal.at)
+		}
 	}
 }
 
-func TestRecordWriteStoresTheCommitTime(t *testing.T) {
+func TestRecordWriteRaisesTheFenceWhenTheTrackerFails(t *testing.T) {
 	now := t0
 	tr := newFakeTracker()
-	r := newTestRouter(ModeTime, tr, &fakeReplicas{}, &now)
-	if err := r.RecordWrite(t.Context(), "u"); err != nil {
-		t.Fatal(err)
+	tr.err = errors.New("redis: i/o timeout")
+	wal := &fakeWAL{at: 0x5_00000010}
+	// replica r1 lags behind the write, so the writer must wait the lease.
+	reps := &fakeReplicas{replay: map[string]LSN{"r1": 0x4_00000000}, order: []string{"r1"}}
+	r := NewRouter(RouterConfig{
+		Mode: ModeLSN, MarkerTTL: testTTL, Tracker: tr, Replicas: reps, WAL: wal,
+		FenceLease: time.Second, RecordBudget: time.Minute,
+		// Each look at the clock moves it 100 ms on.
+		Now: func() time.Time {
+			now = now.Add(100 * time.Millisecond)
+			return now
+		},
+	})
+	ctx, obs := WithObservation(t.Context())
+	start := now
+	if err := r.RecordWrite(ctx, "u"); err != nil {
+		t.Fatalf("RecordWrite = %v; want the write secured by the fence", err)
 	}
-	if !tr.at["u"].Equal(t0) {
-		t.Errorf("recorded %v, want %v", tr.at["u"], t0)
+	if tr.calls != recordAttempts {
+		t.Errorf("tracker tried %d times, want %d", tr.calls, recordAttempts)
+	}
+	if wal.fence != wal.at || obs.Reason() != ReasonWriteFenced || obs.Token() != wal.at {
+		t.Errorf("fence %s, reason %q, token %s; want the fence at the token and reason write-fenced", wal.fence, obs.Reason(), obs.Token())
+	}
+	if waited := now.Sub(start); waited < 1100*time.Millisecond {
+		t.Errorf("answered %s after the fence; want at least the lease and a tenth", waited)
+	}
+}
+
+func TestRecordWriteWithoutTrackerOrFenceWaitsForEveryReplica(t *testing.T) {
+	now := t0
+	tr := newFakeTracker()
+	tr.err = errors.New("redis down")
+	wal := &fakeWAL{at: 0x5_00000010, fenceErr: errors.New("primary gone")}
+	reps := &fakeReplicas{replay: map[string]LSN{"r1": 0x5_00000010}, order: []string{"r1"}}
+	r := newTestRouter(ModeLSN, tr, reps, wal, &now)
+	ctx, obs := WithObservation(t.Context())
+	if err := r.RecordWrite(ctx, "u"); err != nil || obs.Reason() != ReasonWriteFenced {
+		t.Errorf("every replica has the write: RecordWrite = %v, reason %q; want it secured", err, obs.Reason())
+	}
+	reps.replay["r1"] = 0x4_00000000
+	if err := r.RecordWrite(t.Context(), "u"); !errors.Is(err, ErrUnconfirmed) {
+		t.Errorf("a replica lacks the write: RecordWrite = %v; want ErrUnconfirmed", err)
 	}
 }
 
 func TestReadRetriesOnThePrimary(t *testing.T) {
 	now := t0
 	reps := &fakeReplicas{replay: map[string]LSN{"r1": lsnAt(now)}, order: []string{"r1"}}
-	r := newTestRouter(ModeTime, newFakeTracker(), reps, &now)
+	r := newTestRouter(ModeTime, newFakeTracker(), reps, nil, &now)
 	unreachable := fmt.Errorf("query: %w", errors.Join(errors.New("x"), errUnexpectedEOF()))
 
 	ctx, obs := WithObservation(WithDecision(t.Context(), Decision{Node: "r1", Reason: ReasonStaleOK}))

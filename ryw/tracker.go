@@ -2,91 +2,129 @@ package ryw
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/singleflight"
 )
 
-// Tracker remembers when each user last wrote, across all instances of the
-// service.
-type Tracker interface {
-	// RecordWrite notes that the user's write committed at at.
-	RecordWrite(ctx context.Context, userID string, at time.Time) error
-	// LastWrite returns the time of the user's last recorded write; ok is
-	// false when there is none (or it has expired).
-	LastWrite(ctx context.Context, userID string) (at time.Time, ok bool, err error)
-	// RecordLSN raises the user's causal token to lsn (never lowers it).
-	RecordLSN(ctx context.Context, userID string, lsn LSN) error
-	// LastLSN returns the user's causal token; ok is false when there is
-	// none.
-	LastLSN(ctx context.Context, userID string) (lsn LSN, ok bool, err error)
+// Marks is what the tracker knows of one user's writes.
+type Marks struct {
+	// Token is the WAL position of the user's last recorded write, 0 when
+	// none is recorded.
+	Token LSN
+	// WrittenAt is when the user's last write was recorded, on the
+	// tracker's own clock; zero when none is recorded.
+	WrittenAt time.Time
+	// Age is how long ago WrittenAt was, measured on the same clock, so that
+	// no two machines' clocks are ever compared.
+	Age time.Duration
+	// Floor is at or past every write acknowledged before the tracker last
+	// lost its state (a restart, a failover, a flush): a user without marks
+	// may have written anything up to it.
+	Floor LSN
+	// Unreliable means the tracker may drop marks without a trace (Redis
+	// may evict keys): a user without marks may have written anything.
+	Unreliable bool
 }
 
-// DefaultTrackerTimeout bounds every Redis call of the tracker.
-const DefaultTrackerTimeout = 50 * time.Millisecond
+// HasWrite reports whether a write of the user is recorded.
+func (m Marks) HasWrite() bool { return m.Token > 0 || !m.WrittenAt.IsZero() }
 
-// RedisTracker keeps one marker per user in Redis:
-// user:{id}:last_write_utc = the RFC 3339 UTC time of the last write, with a
-// TTL. Any go-redis client works: single server, Sentinel or Cluster.
+// Tracker remembers each user's last write across all instances of the
+// service.
+type Tracker interface {
+	// Record raises the user's marks to a write whose WAL position is
+	// token, now. Marks never go down, whatever order writes are recorded in.
+	Record(ctx context.Context, userID string, token LSN) error
+	// Lookup returns the user's marks.
+	Lookup(ctx context.Context, userID string) (Marks, error)
+}
+
+// DefaultTrackerTimeout bounds every Redis call of the tracker. Redis
+// answers in well under a millisecond, but on a loaded machine a request can
+// wait for the CPU for tens of milliseconds; a timeout that fires under
+// normal load is a defect, since each one silently gives up offload.
+const DefaultTrackerTimeout = 500 * time.Millisecond
+
+// TrackerConfig configures a RedisTracker.
+type TrackerConfig struct {
+	// TTL is how long marks live after the user's last write.
+	TTL time.Duration
+	// Timeout bounds each Redis call (default DefaultTrackerTimeout).
+	Timeout time.Duration
+	// WAL gives the primary's position when Redis is found to have lost its
+	// state: the floor that users without marks are then held to.
+	WAL    WAL
+	Logger *slog.Logger
+}
+
+// RedisTracker keeps each user's marks in Redis, in two keys that live for
+// the TTL after the user's last write:
+//
+//	user:{id}:last_write_utc  RFC 3339 UTC time of the last write, on Redis's clock
+//	user:{id}:last_write_lsn  its WAL position, as 16 hex digits
+//
+// and one key for the whole service, ryw:epoch, which tells whether Redis
+// still holds what it was told (see Lookup). Any go-redis client works:
+// single server, Sentinel or Cluster.
 type RedisTracker struct {
 	client  redis.UniversalClient
 	ttl     time.Duration
 	timeout time.Duration
+	wal     WAL
+	logger  *slog.Logger
+
+	renewals singleflight.Group
+	mu       sync.Mutex
+	epoch    string // the epoch last seen
+	floor    LSN    // the highest floor of any epoch seen
+	evicting bool   // Redis's maxmemory policy may evict marks
 }
 
-// NewRedisTracker returns a tracker whose markers live for ttl.
-func NewRedisTracker(client redis.UniversalClient, ttl time.Duration) *RedisTracker {
-	return &RedisTracker{client: client, ttl: ttl, timeout: DefaultTrackerTimeout}
-}
-
-// WithTimeout changes how long each Redis call may take.
-func (t *RedisTracker) WithTimeout(d time.Duration) *RedisTracker {
-	t.timeout = d
+// NewRedisTracker builds a tracker. For single servers and Sentinel it
+// checks each new connection's server (see checkServer), so call it with a
+// client built by NewRedisClient, before the client is used.
+func NewRedisTracker(client redis.UniversalClient, cfg TrackerConfig) *RedisTracker {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTrackerTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	t := &RedisTracker{client: client, ttl: cfg.TTL, timeout: cfg.Timeout, wal: cfg.WAL, logger: cfg.Logger}
+	switch c := client.(type) {
+	case *redis.Client:
+		c.Options().OnConnect = t.checkServer
+	case *redis.ClusterClient:
+		// Connections go to many nodes, and the epoch key lives on one:
+		// a cluster relies on the epoch key alone (see docs/CONSISTENCY.md).
+	}
 	return t
 }
 
-// MarkerKey is the Redis key of the user's last-write marker.
+// MarkerKey is the Redis key of the time of the user's last write.
 func MarkerKey(userID string) string {
 	return "user:" + userID + ":last_write_utc"
 }
 
-// RecordWrite sets the user's marker to at, in UTC, for the TTL.
-func (t *RedisTracker) RecordWrite(ctx context.Context, userID string, at time.Time) error {
-	ctx, cancel := context.WithTimeout(ctx, t.timeout)
-	defer cancel()
-	if err := t.client.Set(ctx, MarkerKey(userID), at.UTC().Format(time.RFC3339Nano), t.ttl).Err(); err != nil {
-		return fmt.Errorf("record write in redis: %w", err)
-	}
-	return nil
-}
-
-// LastWrite reads the user's marker.
-func (t *RedisTracker) LastWrite(ctx context.Context, userID string) (time.Time, bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, t.timeout)
-	defer cancel()
-	v, err := t.client.Get(ctx, MarkerKey(userID)).Result()
-	if errors.Is(err, redis.Nil) {
-		return time.Time{}, false, nil
-	}
-	if err != nil {
-		return time.Time{}, false, fmt.Errorf("read last write from redis: %w", err)
-	}
-	at, err := time.Parse(time.RFC3339Nano, v)
-	if err != nil {
-		// A marker we cannot read says nothing safe: treat it as a failure
-		// so that the read goes to the primary.
-		return time.Time{}, false, fmt.Errorf("marker %s holds %q, not an RFC 3339 time", MarkerKey(userID), v)
-	}
-	return at, true, nil
-}
-
-// TokenKey is the Redis key of the user's causal token (lsn mode).
+// TokenKey is the Redis key of the WAL position of the user's last write.
 func TokenKey(userID string) string {
 	return "user:" + userID + ":last_write_lsn"
 }
+
+// EpochKey names the current epoch of the tracker's Redis state:
+// "<server run id> <floor> <random>". It is created when missing and
+// replaced when the server changes; a change means marks may be lost.
+const EpochKey = "ryw:epoch"
 
 // raiseToken sets the key to ARGV[1] if that is greater than what it holds,
 // and renews the TTL either way, atomically. Tokens are stored as 16
@@ -102,31 +140,250 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 0
 `)
 
-// RecordLSN raises the user's token to lsn, with the marker's TTL.
-func (t *RedisTracker) RecordLSN(ctx context.Context, userID string, lsn LSN) error {
+// raiseMarker stamps the key with Redis's own time, as fixed-width RFC 3339
+// UTC (so that comparing strings compares times), if that is later than
+// what it holds, and renews the TTL either way, atomically. Using Redis's
+// clock for both the mark and its age means no instance's clock is ever
+// compared with another's.
+var raiseMarker = redis.NewScript(`
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local s = tonumber(t[1])
+local days = math.floor(s / 86400)
+local rem = s - days * 86400
+local z = days + 719468
+local era = math.floor(z / 146097)
+local doe = z - era * 146097
+local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+local mp = math.floor((5 * doy + 2) / 153)
+local d = doy - math.floor((153 * mp + 2) / 5) + 1
+local m = mp < 10 and mp + 3 or mp - 9
+local y = yoe + era * 400
+if m <= 2 then y = y + 1 end
+local v = string.format('%04d-%02d-%02dT%02d:%02d:%02d.%06dZ', y, m, d,
+  math.floor(rem / 3600), math.floor((rem % 3600) / 60), rem % 60, tonumber(t[2]))
+local cur = redis.call('GET', KEYS[1])
+if (not cur) or v > cur then
+  redis.call('SET', KEYS[1], v, 'PX', ARGV[1])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return v
+`)
+
+// replaceEpoch sets KEYS[1] to ARGV[2] if it still holds ARGV[1] ("" for
+// missing), and returns what it holds afterwards: of instances that find
+// the same change at once, one renews the epoch and the others adopt it.
+var replaceEpoch = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1]) or ''
+if cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return ARGV[2]
+end
+return cur
+`)
+
+// Record raises both of the user's marks in one round trip.
+func (t *RedisTracker) Record(ctx context.Context, userID string, token LSN) error {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
-	err := raiseToken.Run(ctx, t.client, []string{TokenKey(userID)}, fmt.Sprintf("%016X", uint64(lsn)), t.ttl.Milliseconds()).Err()
+	err := t.record(ctx, userID, token, true)
+	if redis.HasErrorPrefix(err, "NOSCRIPT") {
+		// Redis restarted and forgot the scripts: send them whole.
+		err = t.record(ctx, userID, token, false)
+	}
 	if err != nil {
-		return fmt.Errorf("record token in redis: %w", err)
+		return fmt.Errorf("record the write in redis: %w", err)
 	}
 	return nil
 }
 
-// LastLSN reads the user's token.
-func (t *RedisTracker) LastLSN(ctx context.Context, userID string) (LSN, bool, error) {
+func (t *RedisTracker) record(ctx context.Context, userID string, token LSN, bySHA bool) error {
+	ttl := t.ttl.Milliseconds()
+	pipe := t.client.Pipeline()
+	run := (*redis.Script).Eval
+	if bySHA {
+		run = (*redis.Script).EvalSha
+	}
+	marker := run(raiseMarker, ctx, pipe, []string{MarkerKey(userID)}, ttl)
+	tok := run(raiseToken, ctx, pipe, []string{TokenKey(userID)}, fmt.Sprintf("%016X", uint64(token)), ttl)
+	_, _ = pipe.Exec(ctx)
+	if err := marker.Err(); err != nil {
+		return err
+	}
+	return tok.Err()
+}
+
+// Lookup reads the user's marks, the epoch and Redis's clock in one round
+// trip. An epoch that is missing or other than the one this instance knew
+// means Redis lost its state since: the marks that are missing may have
+// been lost, so Marks.Floor then holds the user to everything the primary
+// had written when the loss was found.
+func (t *RedisTracker) Lookup(ctx context.Context, userID string) (Marks, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
-	v, err := t.client.Get(ctx, TokenKey(userID)).Result()
-	if errors.Is(err, redis.Nil) {
-		return 0, false, nil
+	pipe := t.client.Pipeline()
+	atCmd := pipe.Get(ctx, MarkerKey(userID))
+	tokCmd := pipe.Get(ctx, TokenKey(userID))
+	epochCmd := pipe.Get(ctx, EpochKey)
+	nowCmd := pipe.Time(ctx)
+	_, _ = pipe.Exec(ctx)
+	for _, c := range []redis.Cmder{atCmd, tokCmd, epochCmd, nowCmd} {
+		if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return Marks{}, fmt.Errorf("read marks from redis: %w", err)
+		}
 	}
+	var m Marks
+	if v := atCmd.Val(); v != "" {
+		at, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			// A mark we cannot read says nothing safe: a failure sends the
+			// read to the primary.
+			return Marks{}, fmt.Errorf("marker %s holds %q, not an RFC 3339 time", MarkerKey(userID), v)
+		}
+		m.WrittenAt, m.Age = at, nowCmd.Val().Sub(at)
+	}
+	if v := tokCmd.Val(); v != "" {
+		n, err := strconv.ParseUint(v, 16, 64)
+		if err != nil || len(v) != 16 {
+			return Marks{}, fmt.Errorf("token %s holds %q, not 16 hex digits", TokenKey(userID), v)
+		}
+		m.Token = LSN(n)
+	}
+	floor, err := t.adopt(ctx, epochCmd.Val())
 	if err != nil {
-		return 0, false, fmt.Errorf("read token from redis: %w", err)
+		return Marks{}, err
 	}
-	n, err := strconv.ParseUint(v, 16, 64)
-	if err != nil || len(v) != 16 {
-		return 0, false, fmt.Errorf("token %s holds %q, not 16 hex digits", TokenKey(userID), v)
+	m.Floor = floor
+	t.mu.Lock()
+	m.Unreliable = t.evicting
+	t.mu.Unlock()
+	return m, nil
+}
+
+// adopt returns the floor after seeing epoch, renewing a missing epoch.
+func (t *RedisTracker) adopt(ctx context.Context, epoch string) (LSN, error) {
+	t.mu.Lock()
+	if epoch != "" && epoch == t.epoch {
+		defer t.mu.Unlock()
+		return t.floor, nil
 	}
-	return LSN(n), true, nil
+	t.mu.Unlock()
+	if epoch == "" {
+		renewed, err, _ := t.renewals.Do("", func() (any, error) { return t.renew(ctx, t.client, "", "") })
+		if err != nil {
+			return 0, err
+		}
+		epoch = renewed.(string)
+	}
+	return t.learn(epoch)
+}
+
+// learn takes epoch as the current one and returns the floor.
+func (t *RedisTracker) learn(epoch string) (LSN, error) {
+	_, floor, err := parseEpoch(epoch)
+	if err != nil {
+		return 0, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if epoch == t.epoch {
+		return t.floor, nil
+	}
+	if t.epoch != "" {
+		t.logger.Warn("redis lost its state: users without marks are held to the floor", "floor", floor.String(), "epoch", epoch)
+	}
+	t.epoch, t.floor = epoch, max(t.floor, floor)
+	return t.floor, nil
+}
+
+// renew replaces the epoch that holds old ("" for none) by one for the
+// server runID, whose floor is the primary's position now, and returns the
+// epoch in force afterwards (another instance's, if it renewed first).
+func (t *RedisTracker) renew(ctx context.Context, c redis.Scripter, old, runID string) (string, error) {
+	if t.wal == nil {
+		return "", errors.New("redis lost its state and the tracker has no WAL to take a floor from")
+	}
+	floor, err := t.wal.CurrentLSN(ctx)
+	if err != nil {
+		return "", fmt.Errorf("redis lost its state; read the primary's position for the floor: %w", err)
+	}
+	var random [8]byte
+	_, _ = rand.Read(random[:])
+	if runID == "" {
+		runID = "-"
+	}
+	fresh := fmt.Sprintf("%s %016X %s", runID, uint64(floor), hex.EncodeToString(random[:]))
+	epoch, err := replaceEpoch.Run(ctx, c, []string{EpochKey}, old, fresh).Text()
+	if err != nil {
+		return "", fmt.Errorf("renew the epoch in redis: %w", err)
+	}
+	if epoch == fresh {
+		t.logger.Warn("started a new tracker epoch: marks recorded before it may be lost", "floor", floor.String(), "replaced", old)
+	}
+	return epoch, nil
+}
+
+func parseEpoch(epoch string) (runID string, floor LSN, err error) {
+	f := strings.Fields(epoch)
+	if len(f) == 3 && len(f[1]) == 16 {
+		if n, err := strconv.ParseUint(f[1], 16, 64); err == nil {
+			return f[0], LSN(n), nil
+		}
+	}
+	return "", 0, fmt.Errorf("redis key %s holds %q, not an epoch; delete it and ryw starts a new one", EpochKey, epoch)
+}
+
+// checkServer runs on every new connection (single server and Sentinel):
+// a restart or a failover always means new connections, so this is where a
+// server that may have lost marks is found, before any command runs on it.
+// A server other than the one the epoch was made for, or no epoch at all,
+// starts a new epoch. It also notes whether the server may evict marks.
+func (t *RedisTracker) checkServer(ctx context.Context, cn *redis.Conn) error {
+	fields := map[string]string{}
+	for _, section := range []string{"server", "memory"} {
+		info, err := cn.Info(ctx, section).Result()
+		if err != nil {
+			return fmt.Errorf("redis INFO %s on connect: %w", section, err)
+		}
+		parseInfo(info, fields)
+	}
+	t.noteEviction(fields["maxmemory"], fields["maxmemory_policy"])
+	runID := fields["run_id"]
+	epoch, err := cn.Get(ctx, EpochKey).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("redis GET %s on connect: %w", EpochKey, err)
+	}
+	if epoch != "" {
+		if id, _, err := parseEpoch(epoch); err == nil && (id == runID || runID == "") {
+			_, err = t.learn(epoch)
+			return err
+		}
+	}
+	epoch, err = t.renew(ctx, cn, epoch, runID)
+	if err != nil {
+		return err
+	}
+	_, err = t.learn(epoch)
+	return err
+}
+
+func (t *RedisTracker) noteEviction(maxmemory, policy string) {
+	evicting := maxmemory != "" && maxmemory != "0" && policy != "" && policy != "noeviction"
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if evicting && !t.evicting {
+		t.logger.Error("redis may evict read-your-writes marks (maxmemory with an eviction policy): users without marks are read from the primary; set maxmemory-policy noeviction",
+			"maxmemory", maxmemory, "policy", policy)
+	}
+	t.evicting = evicting
+}
+
+func parseInfo(info string, fields map[string]string) {
+	for _, line := range strings.Split(info, "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
+			fields[k] = v
+		}
+	}
 }

@@ -75,9 +75,10 @@ func (p *Profiles) Get(ctx context.Context, userID uuid.UUID) (models.User, erro
 
 // Save validates the input, then creates or replaces the user's profile on
 // the primary. Once it has committed, the write is recorded for routing,
-// before the caller answers, so that the user's next read sees it. A
-// failure to record does not undo or fail the write: the router then keeps
-// this instance's reads for the user on the primary.
+// before the caller answers, so that the user's next read sees it. If it
+// cannot be secured (see ryw.Router.RecordWrite), Save returns the saved
+// profile and an error that wraps ryw.ErrUnconfirmed: the write is not
+// undone, but the caller must not answer as if all were well.
 func (p *Profiles) Save(ctx context.Context, userID uuid.UUID, in ProfileInput) (models.User, error) {
 	if err := in.validate(); err != nil {
 		return models.User{}, err
@@ -87,8 +88,7 @@ func (p *Profiles) Save(ctx context.Context, userID uuid.UUID, in ProfileInput) 
 		return models.User{}, fmt.Errorf("save profile: %w", err)
 	}
 	if err := p.writes.RecordWrite(ctx, userID.String()); err != nil {
-		p.logger.WarnContext(ctx, "write committed but not recorded in the tracker; this instance reads the user from the primary for the window",
-			"user", userID, "err", err)
+		return saved, fmt.Errorf("profile saved: %w", err)
 	}
 	return saved, nil
 }

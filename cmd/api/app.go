@@ -111,14 +111,14 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 		return nil, err
 	}
 	wal := ryw.PrimaryWAL{DB: a.primary}
-	if cfg.Mode == ryw.ModeLSN {
-		if err := wal.CheckTokenSafety(ctx); err != nil {
-			return nil, fmt.Errorf("RYW_MODE=lsn: %w", err)
-		}
-	}
+	tracker := ryw.NewRedisTracker(a.redis, ryw.TrackerConfig{TTL: cfg.MarkerTTL, WAL: wal, Logger: a.logger})
 	router := ryw.NewRouter(ryw.RouterConfig{
-		Mode: cfg.Mode, Window: cfg.Window, MaxWait: cfg.MaxWait, Logger: a.logger,
-		Tracker: ryw.NewRedisTracker(a.redis, cfg.MarkerTTL), Replicas: a.monitor, WAL: wal,
+		Mode: cfg.Mode, Window: cfg.Window, MarkerTTL: cfg.MarkerTTL, MaxWait: cfg.MaxWait, Logger: a.logger,
+		Tracker: tracker, Replicas: a.monitor, WAL: wal,
+		// The monitor polls the primary every PollInterval: the lease
+		// leaves room for many polls to be late before reads fall back to
+		// the primary.
+		FenceLease: max(ryw.DefaultFenceLease, 10*cfg.PollInterval),
 	})
 	profiles := services.NewProfiles(repositories.NewUsers(db, router), router, a.logger)
 	catalog := services.NewCatalog(repositories.NewProducts(db, router))
