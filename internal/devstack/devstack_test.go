@@ -448,3 +448,44 @@ func TestFindBinaries(t *testing.T) {
 		t.Errorf("findBinaries chose %s, which lacks the server programs", b.pgBin)
 	}
 }
+
+func TestProxyForwardsBlackholesAndHeals(t *testing.T) {
+	ctx := t.Context()
+	p, url, err := StartProxyForURL(stack.Redis.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt.MaxRetries = -1
+	c := redis.NewClient(opt)
+	defer c.Close()
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("through the proxy: %v", err)
+	}
+	if err := p.Blackhole(); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if err := c.Ping(short).Err(); err == nil {
+		t.Fatal("a blackholed link answered")
+	}
+	if err := p.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	if err := poll(ctx, 10*time.Millisecond, func(ctx context.Context) (bool, error) { return c.Ping(ctx).Err() == nil, nil }); err != nil {
+		t.Fatalf("after Heal: %v", err)
+	}
+	if err := p.Reset(); err != nil {
+		t.Fatal(err)
+	}
+	c2 := redis.NewClient(opt)
+	defer c2.Close()
+	if err := c2.Ping(ctx).Err(); err == nil {
+		t.Fatal("a reset link answered")
+	}
+}
