@@ -3,7 +3,7 @@ GO      ?= go
 ARGS    ?=
 BIN     := bin
 
-.PHONY: run test bench docs lint build clean help
+.PHONY: run test chaos bench docs lint build clean help
 
 ## run: start a primary, 2 streaming replicas, Redis and the API on this machine (Ctrl-C stops all).
 ##      Pass devstack flags with ARGS, e.g. make run ARGS="-mode lsn -instances 2".
@@ -13,6 +13,13 @@ run: build
 ## test: every test, with the race detector, against real PostgreSQL and Redis started by devstack.
 test:
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+## chaos: the history checker: 100k requests per mode over 2 API instances while replicas pause,
+##        crash and restart, Redis restarts empty and loses one instance; writes docs/CHAOS.md.
+##        Pass flags with ARGS, e.g. make chaos ARGS="-ops 20000 -modes lsn".
+chaos: build
+	$(GO) build -o $(BIN)/rywchaos ./cmd/rywchaos
+	./$(BIN)/rywchaos -api-bin $(BIN)/ryw-api -out docs/CHAOS.md $(ARGS)
 
 ## bench: time, lsn and off modes side by side on a real cluster; see docs/BENCHMARKS.md.
 ##        Pass flags with ARGS, e.g. make bench ARGS="-users 64 -duration 30s".

@@ -282,3 +282,10 @@ func (l slowQueries) Trace(ctx context.Context, begin time.Time, fc func() (stri
 func (l slowQueries) LogMode(level gormlogger.LogLevel) gormlogger.Interface {
 	return slowQueries{l.Interface.LogMode(level)}
 }
+
+// quietRedis discards go-redis's own log lines (dial failures while Redis
+// is down, mostly): they are expected, and the tracker and the readiness
+// report say what matters, in the service's log format.
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}

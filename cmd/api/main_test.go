@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/ryw-go/ryw/internal/devstack"
 	"github.com/ryw-go/ryw/migrations"
 	"github.com/ryw-go/ryw/services"
@@ -30,6 +32,7 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
+	redis.SetLogger(quietRedis{})
 	os.Exit(devstack.RunTests(m, devstack.Options{Replicas: 2}, &stack))
 }
 

@@ -26,6 +26,9 @@ type APIOptions struct {
 	// Env is added to the processes' environment after the stack's own
 	// settings (DATABASE_URL, ...), so it can override them, e.g. RYW_MODE.
 	Env []string
+	// InstanceEnv, when set, adds settings for instance i (0-based) after
+	// Env: REDIS_URL through a proxy for one instance only, say.
+	InstanceEnv func(i int) []string
 	// Output receives the processes' logs, each line prefixed with the
 	// instance's name. Nil discards them.
 	Output io.Writer
@@ -80,6 +83,9 @@ func (s *Stack) StartAPI(ctx context.Context, opts APIOptions) ([]*API, error) {
 		env := append(os.Environ(), s.Env()...)
 		env = append(env, "HTTP_ADDR="+addr)
 		env = append(env, opts.Env...)
+		if opts.InstanceEnv != nil {
+			env = append(env, opts.InstanceEnv(i)...)
+		}
 		a.spec = procSpec{name: a.Name, argv: []string{opts.Binary}, env: env, deathSignal: syscall.SIGTERM}
 		apis = append(apis, a)
 		s.mu.Lock()

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ryw-go/ryw/internal/devstack"
+)
+
+// TestShortChaosRun is the short form of make chaos: every fault of the
+// schedule at least once, in every mode. Read-your-writes modes must see no
+// violation, no 5xx and no lost write; the control (off) must see
+// violations.
+func TestShortChaosRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a cluster and two API processes")
+	}
+	bin, err := devstack.BuildAPI(t.Context(), t.TempDir(), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, logs strings.Builder
+	ok, err := run(t.Context(), []string{"-api-bin", bin, "-ops", "3000", "-users", "30", "-fault-every", "3s"}, &out, &logs)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, logs.String())
+	}
+	t.Log("\n" + out.String())
+	if !ok {
+		t.Errorf("the history check failed:\n%s", out.String())
+	}
+	for _, fault := range []string{"replica killed and restarted", "redis killed and restarted empty", "redis unreachable from the last instance", "replica replay paused"} {
+		for _, mode := range []string{"- time:", "- lsn:", "- off:"} {
+			line := lineWith(out.String(), mode, "Faults injected:")
+			if !strings.Contains(line, fault) {
+				t.Errorf("%s mode: fault %q was never injected: %s", mode, fault, line)
+			}
+		}
+	}
+}
+
+// lineWith returns the first line starting with prefix after the line
+// after.
+func lineWith(s, prefix, after string) string {
+	_, rest, _ := strings.Cut(s, after)
+	for _, l := range strings.Split(rest, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			return l
+		}
+	}
+	return ""
+}
+
+func TestFlags(t *testing.T) {
+	o, err := parseFlags(nil, io.Discard)
+	if err != nil || strings.Join(o.modes, ",") != "time,lsn,off" || o.ops != 100_000 || o.instances != 2 || o.faultEvery != 8*time.Second {
+		t.Errorf("defaults = %+v, %v", o, err)
+	}
+	for _, args := range [][]string{{"-modes", "time,fast"}, {"-ops", "10"}, {"-instances", "1"}, {"-users", "0"}, {"-fault-every", "1s"}, {"x"}} {
+		if _, err := parseFlags(args, io.Discard); err == nil {
+			t.Errorf("parseFlags(%q) accepted bad input", args)
+		}
+	}
+}
+
+func TestVerdict(t *testing.T) {
+	good := []result{{mode: "lsn", ops: 10}, {mode: "off", ops: 10, violations: 3}}
+	if v := verdict(good); v != "" {
+		t.Errorf("verdict(good) = %q", v)
+	}
+	for _, bad := range [][]result{
+		{{mode: "lsn", ops: 10, violations: 1}},
+		{{mode: "time", ops: 10, status5xx: 1}},
+		{{mode: "lsn", ops: 10, lost: 1}},
+		{{mode: "off", ops: 10}},
+		{{mode: "lsn"}},
+	} {
+		if verdict(bad) == "" {
+			t.Errorf("verdict(%+v) passed", bad)
+		}
+	}
+}
