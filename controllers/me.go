@@ -53,14 +53,15 @@ type ProfileRequest struct {
 // Get godoc
 //
 //	@Summary		The caller's profile
-//	@Description	Always shows the caller's own writes: within RYW_WINDOW of the caller's last write it is read from the primary, otherwise from a replica that has replayed that write. X-Served-By and X-Routing-Reason say where it was read and why.
+//	@Description	Always shows the caller's own writes: it is read from a replica only if that replica has replayed the caller's last write (and, in time mode, not within RYW_WINDOW of it), else from the primary. Sending back the X-RYW-Token of the caller's last write (header or ryw_token cookie) is optional. X-Served-By and X-Routing-Reason say where it was read and why.
 //	@Tags			me
 //	@Produce		json
 //	@Param			X-Demo-UserId	header		string	false	"the caller's user id (a UUID); a default demo user when absent"
 //	@Success		200				{object}	Profile
 //	@Header			200				{string}	X-Served-By			"primary or the replica's name"
-//	@Header			200				{string}	X-Routing-Reason	"recent-write, no-recent-write, tracker-unavailable, ryw-off, no-replica, replica-failed"
-//	@Failure		400				{object}	ErrorBody	"malformed X-Demo-UserId"
+//	@Param			X-RYW-Token		header		string	false	"the token of the caller's last write, as a write returned it (optional)"
+//	@Header			200				{string}	X-Routing-Reason	"recent-write, no-recent-write, lsn-caught-up, no-token, replicas-behind, replica-behind, fence-unknown, tracker-unavailable, ryw-off, no-replica, replica-failed"
+//	@Failure		400				{object}	ErrorBody	"malformed X-Demo-UserId or X-RYW-Token"
 //	@Failure		404				{object}	ErrorBody	"the caller has no profile yet"
 //	@Failure		503				{object}	ErrorBody	"the database is unavailable"
 //	@Router			/api/me [get]
@@ -85,11 +86,12 @@ func (h *MeController) Get(c *gin.Context) {
 //	@Param			profile			body		ProfileRequest	true	"the profile"
 //	@Success		200				{object}	Profile
 //	@Header			200				{string}	X-Served-By			"primary"
-//	@Header			200				{string}	X-Routing-Reason	"write"
+//	@Header			200				{string}	X-Routing-Reason	"write, or write-fenced when Redis could not record it and the primary's fence secured it instead"
+//	@Header			200				{string}	X-RYW-Token			"the write's WAL position; also set as the ryw_token cookie"
 //	@Failure		400				{object}	ErrorBody	"malformed JSON, an unknown field, or an invalid value (the message names the field)"
 //	@Failure		413				{object}	ErrorBody	"body over 64 KiB"
 //	@Failure		415				{object}	ErrorBody	"Content-Type is not application/json"
-//	@Failure		503				{object}	ErrorBody	"the primary is unavailable"
+//	@Failure		503				{object}	ErrorBody	"the primary is unavailable; or (code write_unconfirmed) the change was saved but could not be secured for read-your-writes: repeat the request"
 //	@Router			/api/me/profile [post]
 func (h *MeController) SaveProfile(c *gin.Context) {
 	var req ProfileRequest

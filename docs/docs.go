@@ -17,7 +17,7 @@ const docTemplate = `{
     "paths": {
         "/api/me": {
             "get": {
-                "description": "Always shows the caller's own writes: within RYW_WINDOW of the caller's last write it is read from the primary, otherwise from a replica that has replayed that write. X-Served-By and X-Routing-Reason say where it was read and why.",
+                "description": "Always shows the caller's own writes: it is read from a replica only if that replica has replayed the caller's last write (and, in time mode, not within RYW_WINDOW of it), else from the primary. Sending back the X-RYW-Token of the caller's last write (header or ryw_token cookie) is optional. X-Served-By and X-Routing-Reason say where it was read and why.",
                 "produces": [
                     "application/json"
                 ],
@@ -31,6 +31,12 @@ const docTemplate = `{
                         "description": "the caller's user id (a UUID); a default demo user when absent",
                         "name": "X-Demo-UserId",
                         "in": "header"
+                    },
+                    {
+                        "type": "string",
+                        "description": "the token of the caller's last write, as a write returned it (optional)",
+                        "name": "X-RYW-Token",
+                        "in": "header"
                     }
                 ],
                 "responses": {
@@ -42,7 +48,7 @@ const docTemplate = `{
                         "headers": {
                             "X-Routing-Reason": {
                                 "type": "string",
-                                "description": "recent-write, no-recent-write, tracker-unavailable, ryw-off, no-replica, replica-failed"
+                                "description": "recent-write, no-recent-write, lsn-caught-up, no-token, replicas-behind, replica-behind, fence-unknown, tracker-unavailable, ryw-off, no-replica, replica-failed"
                             },
                             "X-Served-By": {
                                 "type": "string",
@@ -51,7 +57,7 @@ const docTemplate = `{
                         }
                     },
                     "400": {
-                        "description": "malformed X-Demo-UserId",
+                        "description": "malformed X-Demo-UserId or X-RYW-Token",
                         "schema": {
                             "$ref": "#/definitions/controllers.ErrorBody"
                         }
@@ -108,9 +114,13 @@ const docTemplate = `{
                             "$ref": "#/definitions/controllers.Profile"
                         },
                         "headers": {
+                            "X-RYW-Token": {
+                                "type": "string",
+                                "description": "the write's WAL position; also set as the ryw_token cookie"
+                            },
                             "X-Routing-Reason": {
                                 "type": "string",
-                                "description": "write"
+                                "description": "write, or write-fenced when Redis could not record it and the primary's fence secured it instead"
                             },
                             "X-Served-By": {
                                 "type": "string",
@@ -137,7 +147,7 @@ const docTemplate = `{
                         }
                     },
                     "503": {
-                        "description": "the primary is unavailable",
+                        "description": "the primary is unavailable; or (code write_unconfirmed) the change was saved but could not be secured for read-your-writes: repeat the request",
                         "schema": {
                             "$ref": "#/definitions/controllers.ErrorBody"
                         }

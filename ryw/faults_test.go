@@ -286,3 +286,38 @@ func waitUntil(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// Hole 2, eviction flavour: a Redis that may evict keys (maxmemory with an
+// eviction policy) can drop a user's marks without a trace, so a user
+// without marks is then unknown, and read from the primary. The tracker
+// learns the policy on each new connection.
+func TestFaultRedisThatMayEvictMarksIsNotTrustedForAbsence(t *testing.T) {
+	ctx := t.Context()
+	admin, err := ryw.NewRedisClient(stack.Redis.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	for _, policy := range []string{"noeviction", "allkeys-lru"} {
+		t.Run(policy, func(t *testing.T) {
+			if err := admin.ConfigSet(ctx, "maxmemory", "1gb").Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := admin.ConfigSet(ctx, "maxmemory-policy", policy).Err(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				admin.ConfigSet(context.Background(), "maxmemory", "0")
+				admin.ConfigSet(context.Background(), "maxmemory-policy", "noeviction")
+			})
+			tracker, _ := newTracker(t, time.Minute)
+			m, err := tracker.Lookup(ctx, fmt.Sprintf("user-%d", seq.Add(1)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := policy != "noeviction"; m.Unreliable != want {
+				t.Errorf("maxmemory 1gb, policy %s: Unreliable = %v, want %v", policy, m.Unreliable, want)
+			}
+		})
+	}
+}

@@ -72,6 +72,10 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 	if a.redis, err = ryw.NewRedisClient(cfg.RedisURL); err != nil {
 		return nil, fmt.Errorf("redis: %w", err)
 	}
+	// The tracker checks every new Redis connection's server, so it is
+	// built before anything connects.
+	wal := ryw.PrimaryWAL{DB: a.primary}
+	tracker := ryw.NewRedisTracker(a.redis, ryw.TrackerConfig{TTL: cfg.MarkerTTL, WAL: wal, Logger: a.logger})
 	if err := pingTimeout(ctx, time.Second, func(ctx context.Context) error { return a.redis.Ping(ctx).Err() }); err != nil {
 		a.logger.Warn("redis unavailable at start-up; it is retried on use", "err", err)
 	}
@@ -110,8 +114,6 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 	if err != nil {
 		return nil, err
 	}
-	wal := ryw.PrimaryWAL{DB: a.primary}
-	tracker := ryw.NewRedisTracker(a.redis, ryw.TrackerConfig{TTL: cfg.MarkerTTL, WAL: wal, Logger: a.logger})
 	router := ryw.NewRouter(ryw.RouterConfig{
 		Mode: cfg.Mode, Window: cfg.Window, MarkerTTL: cfg.MarkerTTL, MaxWait: cfg.MaxWait, Logger: a.logger,
 		Tracker: tracker, Replicas: a.monitor, WAL: wal,

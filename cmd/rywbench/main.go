@@ -62,6 +62,7 @@ type options struct {
 	replicas     int
 	replicaDelay time.Duration
 	apiBin       string
+	baselineBin  string
 	out          string
 }
 
@@ -77,6 +78,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.replicas, "replicas", 2, "streaming replicas")
 	fs.DurationVar(&o.replicaDelay, "replica-delay", 20*time.Millisecond, "recovery_min_apply_delay of the last replica (its lag)")
 	fs.StringVar(&o.apiBin, "api-bin", "", "API executable (default: go build ./cmd/api)")
+	fs.StringVar(&o.baselineBin, "baseline-bin", "", "another API executable (an older commit, say) to measure in the same run, mode by mode, labelled \"<mode> (baseline)\"")
 	fs.StringVar(&o.out, "out", "", "also write the Markdown report to this file")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -125,23 +127,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer stack.Close()
 
+	bins := []struct{ label, path string }{{"", o.apiBin}}
+	if o.baselineBin != "" {
+		bins = append(bins, struct{ label, path string }{" (baseline)", o.baselineBin})
+	}
 	var results []result
 	for _, mode := range o.modes {
-		fmt.Fprintf(stderr, "rywbench: %s mode, %d users for %s\n", mode, o.users, o.duration)
-		apis, err := stack.StartAPI(ctx, devstack.APIOptions{
-			Binary: o.apiBin, Env: []string{"RYW_MODE=" + mode, "LOG_LEVEL=error"}, Output: stderr,
-		})
-		if err != nil {
-			return err
+		for _, bin := range bins {
+			fmt.Fprintf(stderr, "rywbench: %s%s mode, %d users for %s\n", mode, bin.label, o.users, o.duration)
+			apis, err := stack.StartAPI(ctx, devstack.APIOptions{
+				Binary: bin.path, Env: []string{"RYW_MODE=" + mode, "LOG_LEVEL=error"}, Output: stderr,
+			})
+			if err != nil {
+				return err
+			}
+			res := measure(ctx, apis[0].URL, mode+bin.label, o)
+			if err := apis[0].Stop(ctx); err != nil {
+				return err
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			results = append(results, res)
 		}
-		res := measure(ctx, apis[0].URL, mode, o)
-		if err := apis[0].Stop(ctx); err != nil {
-			return err
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		results = append(results, res)
 	}
 	report := render(results, o)
 	fmt.Fprint(stdout, report)
