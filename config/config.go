@@ -46,6 +46,10 @@ const (
 	DefaultMarkerTTL    = 10 * time.Minute
 	DefaultPollInterval = 50 * time.Millisecond
 	DefaultShutdownWait = 10 * time.Second
+	// MaxPollInterval keeps several polls of the primary inside the fence
+	// lease, so that one late poll does not send own-write reads to the
+	// primary.
+	MaxPollInterval = ryw.DefaultFenceLease / 5
 )
 
 // replicaName is what a replica may be called in DATABASE_REPLICA_URLS.
@@ -75,6 +79,9 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	if cfg.Window > 0 && cfg.MarkerTTL > 0 && cfg.MarkerTTL < cfg.Window {
 		l.fail(fmt.Sprintf("RYW_MARKER_TTL (%s) must be at least RYW_WINDOW (%s), or markers expire inside the window", cfg.MarkerTTL, cfg.Window))
+	}
+	if cfg.PollInterval > MaxPollInterval {
+		l.fail(fmt.Sprintf("RYW_POLL_INTERVAL must be at most %s (a fifth of the fence lease, %s), got %s", MaxPollInterval, ryw.DefaultFenceLease, cfg.PollInterval))
 	}
 	if len(l.errs) > 0 {
 		return Config{}, errors.New(strings.Join(l.errs, "; "))

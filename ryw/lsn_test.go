@@ -34,3 +34,22 @@ func TestLSNStringRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestRecordEnd(t *testing.T) {
+	const block, segment = 8192, 16 << 20
+	for _, tt := range []struct{ insert, want LSN }{
+		{0x1_00002018, 0x1_00002000},      // past a page header: the page boundary
+		{0x1_01000028, 0x1_01000000},      // past a segment's long header
+		{0x1_00002019, 0x1_00002019},      // inside a page: unchanged
+		{0x1_00002028, 0x1_00002028},      // 40 bytes into a page that starts no segment
+		{0x1_00002000, 0x1_00002000},      // on a boundary
+		{0x1_01000018, 0x1_01000018},      // 24 into a segment: not an insert position, left alone
+		{LSN(block + 24), LSN(block)},     // the first pages
+		{LSN(segment + 40), LSN(segment)}, //
+		{LSN(3*segment + 8192 + 24), 3*segment + 8192},
+	} {
+		if got := recordEnd(tt.insert, block, segment); got != tt.want {
+			t.Errorf("recordEnd(%s) = %s, want %s", tt.insert, got, tt.want)
+		}
+	}
+}

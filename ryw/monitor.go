@@ -132,7 +132,8 @@ func (m *Monitor) pollPrimary(ctx context.Context) {
 	// raised before it is in the answer.
 	asked := m.now()
 	var text, fenceText string
-	err := m.primary.QueryRowContext(ctx, pollPrimaryQuery).Scan(&text, &fenceText)
+	var block, segment int64
+	err := m.primary.QueryRowContext(ctx, pollPrimaryQuery).Scan(&text, &block, &segment, &fenceText)
 	if err != nil {
 		m.primaryFailed(ctx, err)
 		return // replicas are judged against the last known position
@@ -141,6 +142,7 @@ func (m *Monitor) pollPrimary(ctx context.Context) {
 	if err != nil {
 		return
 	}
+	lsn = recordEnd(lsn, block, segment)
 	fence, err := ParseLSN(fenceText)
 	if err != nil {
 		return
@@ -163,9 +165,10 @@ func (m *Monitor) pollPrimary(ctx context.Context) {
 }
 
 // pollPrimaryQuery reads the primary's WAL insert position (at or past
-// every commit that has returned, whatever synchronous_commit is) and its
-// fence.
-const pollPrimaryQuery = `SELECT pg_current_wal_insert_lsn()::text, (SELECT lsn::text FROM ryw_fence WHERE id = 1)`
+// every commit that has returned, whatever synchronous_commit is; see
+// PrimaryWAL.CurrentLSN) and its fence.
+const pollPrimaryQuery = `SELECT pg_current_wal_insert_lsn()::text, current_setting('wal_block_size')::bigint,
+	pg_size_bytes(current_setting('wal_segment_size')), (SELECT lsn::text FROM ryw_fence WHERE id = 1)`
 
 // primaryFailed logs, once per outage, that the primary does not answer the
 // monitor: own-write reads then stop trusting replicas once the fence is
@@ -218,8 +221,8 @@ func (m *Monitor) Refresh(ctx context.Context, names []string) {
 	wg.Wait()
 }
 
-func (m *Monitor) pollReplica(ctx context.Context, r NodeDB) {
-	ctx, cancel := context.WithTimeout(ctx, m.probeTimeout())
+func (m *Monitor) pollReplica(parent context.Context, r NodeDB) {
+	ctx, cancel := context.WithTimeout(parent, m.probeTimeout())
 	defer cancel()
 	var inRecovery bool
 	var replay sql.NullString
@@ -239,8 +242,13 @@ func (m *Monitor) pollReplica(ctx context.Context, r NodeDB) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	prev := m.status[r.Name]
+	if err != nil && parent.Err() != nil {
+		// The caller gave up (a request went away, the monitor stops): that
+		// says nothing about the replica.
+		return
+	}
 	if err != nil {
-		if prev.Healthy && ctx.Err() == nil {
+		if prev.Healthy {
 			m.logger.Warn("replica out of rotation", "replica", r.Name, "err", err)
 		}
 		m.status[r.Name] = ReplicaStatus{Name: r.Name, Error: err.Error(), CheckedAt: now}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
@@ -98,6 +99,17 @@ func (c *checkedConn) ExecContext(ctx context.Context, query string, args []driv
 	return c.Conn.ExecContext(ctx, query, args)
 }
 
+// BeginTx checks before BEGIN: in a REPEATABLE READ or SERIALIZABLE
+// transaction the first statement takes the snapshot the whole transaction
+// reads, before it evaluates anything, so a check inside it would come too
+// late. (The statements inside check again; that is harmless.)
+func (c *checkedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	if err := checkReplayed(ctx, c.Conn.Conn()); err != nil {
+		return nil, err
+	}
+	return c.Conn.BeginTx(ctx, opts)
+}
+
 func (c *checkedConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
 	st, err := c.Conn.PrepareContext(ctx, query)
 	if err != nil {
@@ -132,8 +144,17 @@ func checkReplayed(ctx context.Context, c *pgx.Conn) error {
 	if !ok || d.MinLSN == 0 || d.OnPrimary() {
 		return nil
 	}
+	// Like pgx's own statements: a connection already closed, or an error
+	// before anything reached the server, is a bad connection, and
+	// database/sql retries on another one.
+	if c.IsClosed() {
+		return driver.ErrBadConn
+	}
 	var text *string
 	if err := c.QueryRow(ctx, "SELECT pg_last_wal_replay_lsn()::text").Scan(&text); err != nil {
+		if pgconn.SafeToRetry(err) {
+			return driver.ErrBadConn
+		}
 		return err
 	}
 	if text == nil {
@@ -165,8 +186,34 @@ type PrimaryWAL struct {
 // token too low, so none of it needs policing.
 func (w PrimaryWAL) CurrentLSN(ctx context.Context) (LSN, error) {
 	var text string
-	if err := w.DB.QueryRowContext(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&text); err != nil {
+	var block, segment int64
+	if err := w.DB.QueryRowContext(ctx, currentLSNQuery).Scan(&text, &block, &segment); err != nil {
 		return 0, err
 	}
-	return ParseLSN(text)
+	lsn, err := ParseLSN(text)
+	if err != nil {
+		return 0, err
+	}
+	return recordEnd(lsn, block, segment), nil
+}
+
+// currentLSNQuery reads the insert position with the WAL's page and segment
+// sizes (fixed when the cluster was built), for recordEnd.
+const currentLSNQuery = `SELECT pg_current_wal_insert_lsn()::text, current_setting('wal_block_size')::bigint, pg_size_bytes(current_setting('wal_segment_size'))`
+
+// recordEnd turns an insert position into the end of the last record before
+// it, the form replicas report their replay in. They differ only when the
+// last record ended at a page boundary: the insert position then points past
+// the next page's header (24 bytes, or 40 at the start of a segment), where
+// no record can end, and a replica that has replayed everything would never
+// reach it until the next record is written.
+func recordEnd(insert LSN, block, segment int64) LSN {
+	const shortHeader, longHeader = 24, 40
+	switch {
+	case segment > 0 && uint64(insert)%uint64(segment) == longHeader:
+		return insert - longHeader
+	case block > 0 && uint64(insert)%uint64(block) == shortHeader && (segment <= 0 || uint64(insert)%uint64(segment) != shortHeader):
+		return insert - shortHeader
+	}
+	return insert
 }

@@ -78,12 +78,14 @@ type RouterConfig struct {
 	Replicas Replicas
 	WAL      WAL
 	// FenceLease is how long after a successful poll of the primary an
-	// instance trusts the fence it read (default 1 s). A write whose marks
-	// could not be recorded raises the fence and waits out the lease before
-	// it is answered, so that every instance knows of it by then.
+	// instance trusts the fence it read (default DefaultFenceLease). A
+	// write whose marks could not be recorded raises the fence and waits
+	// out the lease before it is answered, so that every instance knows of
+	// it by then: every instance must use the same lease.
 	FenceLease time.Duration
 	// RecordBudget bounds how long recording a write may take, retries,
-	// fence and lease included (default 4 s).
+	// fence and lease included (default, and at least: enough for every
+	// tracker attempt and the lease, plus a second).
 	RecordBudget time.Duration
 	Logger       *slog.Logger
 	// Now is the clock (default time.Now). It is only ever compared with
@@ -93,8 +95,8 @@ type RouterConfig struct {
 
 // Defaults of RouterConfig.
 const (
-	DefaultFenceLease   = time.Second
-	DefaultRecordBudget = 4 * time.Second
+	DefaultFenceLease = time.Second
+	DefaultMarkerTTL  = 10 * time.Minute
 	// recordAttempts is how many times a tracker write is tried.
 	recordAttempts = 3
 )
@@ -117,9 +119,12 @@ func NewRouter(cfg RouterConfig) *Router {
 	if cfg.FenceLease <= 0 {
 		cfg.FenceLease = DefaultFenceLease
 	}
-	if cfg.RecordBudget <= 0 {
-		cfg.RecordBudget = DefaultRecordBudget
+	if cfg.MarkerTTL <= 0 {
+		cfg.MarkerTTL = DefaultMarkerTTL
 	}
+	// Every tracker attempt may take its whole timeout, and the fence its
+	// lease: a budget shorter than that would fail writes it could secure.
+	cfg.RecordBudget = max(cfg.RecordBudget, recordAttempts*DefaultTrackerTimeout+cfg.FenceLease*11/10+time.Second)
 	return &Router{cfg: cfg, counts: newCounters()}
 }
 
@@ -161,36 +166,66 @@ func (r *Router) ForOwnRead(ctx context.Context, userID string) Decision {
 //     not.
 //
 // Time mode also sends the user to the primary for RYW_WINDOW after a
-// write, judged on the tracker's clock alone.
+// write, judged on the tracker's clock alone. When the tracker cannot say
+// what the user wrote, see unknownWrites.
 func (r *Router) ownRead(ctx context.Context, userID string) Decision {
 	client := clientToken(ctx)
 	marks, err := r.cfg.Tracker.Lookup(ctx, userID)
+	unknown := ""
 	switch {
-	case err != nil && (client == 0 || r.cfg.Mode == ModeTime):
-		r.cfg.Logger.WarnContext(ctx, "tracker unavailable; reading from the primary", "user", userID, "err", err)
-		return Decision{Node: Primary, Reason: ReasonTrackerUnavailable}
 	case err != nil:
-		// The client's own token still holds its writes: route by it.
-		r.cfg.Logger.DebugContext(ctx, "tracker unavailable; routing by the client's token", "user", userID, "err", err)
-		marks = Marks{}
-	case marks.Unreliable && !marks.HasWrite() && client == 0:
-		// Redis may have evicted the user's marks: nothing is known.
-		return Decision{Node: Primary, Reason: ReasonTrackerUnavailable}
+		unknown = "tracker unavailable"
+	case marks.Unreliable && (marks.Token == 0 || marks.WrittenAt.IsZero()):
+		// Redis may have evicted the user's marks, or one of them.
+		unknown = "marks may have been evicted"
+	case r.cfg.Mode == ModeLSN && marks.Token == 0 && !marks.WrittenAt.IsZero():
+		// A time mark without its token: the token was lost.
+		unknown = "token missing"
+	}
+	if unknown != "" {
+		return r.unknownWrites(ctx, userID, unknown, err)
 	}
 	if r.cfg.Mode == ModeTime && marks.HasWrite() && (marks.Age < r.cfg.Window || marks.Token == 0) {
 		return Decision{Node: Primary, Reason: ReasonRecentWrite}
 	}
 	token := max(marks.Token, client)
-	need, ok := r.ownReadFloor(token, marks.Floor)
-	if !ok {
-		return Decision{Node: Primary, Reason: ReasonFenceUnknown}
-	}
 	reason := ReasonNoRecentWrite
 	if r.cfg.Mode == ModeLSN {
 		reason = ReasonLSNCaughtUp
 		if token == 0 {
 			reason = ReasonNoToken
 		}
+	}
+	return r.replicaPast(ctx, token, marks.Floor, reason)
+}
+
+// unknownWrites routes an own-write read when the user's writes are not
+// known (Redis failed, or may have lost the user's marks). Time mode reads
+// from the primary, as its window cannot be judged. Lsn mode reads from a
+// replica that has replayed everything the primary had written when the
+// read arrived, which covers every write acknowledged before it, from any
+// device, without Redis; that costs the primary one position query.
+func (r *Router) unknownWrites(ctx context.Context, userID, why string, cause error) Decision {
+	if r.cfg.Mode != ModeLSN {
+		r.cfg.Logger.WarnContext(ctx, "user's writes unknown; reading from the primary", "user", userID, "why", why, "err", cause)
+		return Decision{Node: Primary, Reason: ReasonTrackerUnavailable}
+	}
+	now, err := r.cfg.WAL.CurrentLSN(ctx)
+	if err != nil {
+		r.cfg.Logger.WarnContext(ctx, "user's writes and the primary's position unknown; reading from the primary", "user", userID, "why", why, "err", cause)
+		return Decision{Node: Primary, Reason: ReasonTrackerUnavailable}
+	}
+	r.cfg.Logger.DebugContext(ctx, "user's writes unknown; reading from a replica at the primary's position", "user", userID, "why", why, "err", cause)
+	return r.replicaPast(ctx, now, 0, ReasonTrackerUnavailable)
+}
+
+// replicaPast picks a replica that has replayed token, floor and the
+// own-read floors (see ownReadFloor); in lsn mode it waits up to MaxWait
+// for one; else the primary.
+func (r *Router) replicaPast(ctx context.Context, token, floor LSN, reason Reason) Decision {
+	need, ok := r.ownReadFloor(token, floor)
+	if !ok {
+		return Decision{Node: Primary, Reason: ReasonFenceUnknown}
 	}
 	if d, ok := r.pick(need, reason); ok {
 		return d
@@ -202,6 +237,9 @@ func (r *Router) ownRead(ctx context.Context, userID string) Decision {
 	}
 	if len(r.cfg.Replicas.CaughtUp(0)) == 0 {
 		return Decision{Node: Primary, Reason: ReasonNoReplica}
+	}
+	if reason == ReasonTrackerUnavailable {
+		return Decision{Node: Primary, Reason: reason}
 	}
 	return Decision{Node: Primary, Reason: ReasonReplicasBehind}
 }

@@ -83,11 +83,15 @@ type RedisTracker struct {
 	wal     WAL
 	logger  *slog.Logger
 
-	renewals singleflight.Group
-	mu       sync.Mutex
-	epoch    string // the epoch last seen
-	floor    LSN    // the highest floor of any epoch seen
-	evicting bool   // Redis's maxmemory policy may evict marks
+	renewals    singleflight.Group
+	mu          sync.Mutex
+	epoch       string // the epoch last seen
+	floor       LSN    // the highest floor of any epoch seen
+	evicting    bool   // Redis's maxmemory policy may evict marks
+	infoRefused sync.Once
+	// Redis's clock and this process's at the last lookup: if Redis's
+	// clock jumps forward, marks expire early, which is a loss.
+	redisAt, localAt time.Time
 }
 
 // NewRedisTracker builds a tracker. For single servers and Sentinel it
@@ -103,7 +107,15 @@ func NewRedisTracker(client redis.UniversalClient, cfg TrackerConfig) *RedisTrac
 	t := &RedisTracker{client: client, ttl: cfg.TTL, timeout: cfg.Timeout, wal: cfg.WAL, logger: cfg.Logger}
 	switch c := client.(type) {
 	case *redis.Client:
-		c.Options().OnConnect = t.checkServer
+		prev := c.Options().OnConnect
+		c.Options().OnConnect = func(ctx context.Context, cn *redis.Conn) error {
+			if prev != nil {
+				if err := prev(ctx, cn); err != nil {
+					return err
+				}
+			}
+			return t.checkServer(ctx, cn)
+		}
 	case *redis.ClusterClient:
 		// Connections go to many nodes, and the epoch key lives on one:
 		// a cluster relies on the epoch key alone (see docs/CONSISTENCY.md).
@@ -251,7 +263,16 @@ func (t *RedisTracker) Lookup(ctx context.Context, userID string) (Marks, error)
 		}
 		m.Token = LSN(n)
 	}
-	floor, err := t.adopt(ctx, epochCmd.Val())
+	epoch := epochCmd.Val()
+	if t.clockJumped(nowCmd.Val(), time.Now()) {
+		// Marks may have expired early: the same as losing them.
+		renewed, err := t.renewOnce(ctx, epoch)
+		if err != nil {
+			return Marks{}, err
+		}
+		epoch = renewed
+	}
+	floor, err := t.adopt(ctx, epoch)
 	if err != nil {
 		return Marks{}, err
 	}
@@ -271,13 +292,49 @@ func (t *RedisTracker) adopt(ctx context.Context, epoch string) (LSN, error) {
 	}
 	t.mu.Unlock()
 	if epoch == "" {
-		renewed, err, _ := t.renewals.Do("", func() (any, error) { return t.renew(ctx, t.client, "", "") })
+		renewed, err := t.renewOnce(ctx, "")
 		if err != nil {
 			return 0, err
 		}
-		epoch = renewed.(string)
+		epoch = renewed
 	}
 	return t.learn(epoch)
+}
+
+// renewOnce renews the epoch that holds old, once for all the lookups that
+// find the same loss at the same time. The renewal outlives the caller that
+// started it (up to twice the timeout), so that one client going away does
+// not fail the others' lookups.
+func (t *RedisTracker) renewOnce(ctx context.Context, old string) (string, error) {
+	renewed, err, _ := t.renewals.Do(old, func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*t.timeout)
+		defer cancel()
+		return t.renew(ctx, t.client, old, "")
+	})
+	if err != nil {
+		return "", err
+	}
+	return renewed.(string), nil
+}
+
+// clockJumped reports whether Redis's clock advanced more than this
+// process's since the last lookup (by over a second and a hundredth of the
+// time between them): keys then expire early, all at once.
+func (t *RedisTracker) clockJumped(redisNow, localNow time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	jumped := false
+	if !t.localAt.IsZero() {
+		local := localNow.Sub(t.localAt)
+		if gain := redisNow.Sub(t.redisAt) - local; gain > time.Second+local/100 {
+			t.logger.Warn("redis's clock jumped forward: marks may have expired early", "by", gain)
+			jumped = true
+		}
+	}
+	if localNow.After(t.localAt) {
+		t.redisAt, t.localAt = redisNow, localNow
+	}
+	return jumped
 }
 
 // learn takes epoch as the current one and returns the floor.
@@ -291,7 +348,7 @@ func (t *RedisTracker) learn(epoch string) (LSN, error) {
 	if epoch == t.epoch {
 		return t.floor, nil
 	}
-	if t.epoch != "" {
+	if t.epoch != "" && floor > t.floor {
 		t.logger.Warn("redis lost its state: users without marks are held to the floor", "floor", floor.String(), "epoch", epoch)
 	}
 	t.epoch, t.floor = epoch, max(t.floor, floor)
@@ -301,9 +358,16 @@ func (t *RedisTracker) learn(epoch string) (LSN, error) {
 // renew replaces the epoch that holds old ("" for none) by one for the
 // server runID, whose floor is the primary's position now, and returns the
 // epoch in force afterwards (another instance's, if it renewed first).
-func (t *RedisTracker) renew(ctx context.Context, c redis.Scripter, old, runID string) (string, error) {
+func (t *RedisTracker) renew(ctx context.Context, c scripter, old, runID string) (string, error) {
 	if t.wal == nil {
 		return "", errors.New("redis lost its state and the tracker has no WAL to take a floor from")
+	}
+	if runID == "" {
+		fields, err := t.serverInfo(ctx, c, "server")
+		if err != nil {
+			return "", err
+		}
+		runID = fields["run_id"]
 	}
 	floor, err := t.wal.CurrentLSN(ctx)
 	if err != nil {
@@ -325,6 +389,12 @@ func (t *RedisTracker) renew(ctx context.Context, c redis.Scripter, old, runID s
 	return epoch, nil
 }
 
+// scripter is what renew needs of a client or a connection.
+type scripter interface {
+	redis.Scripter
+	Info(ctx context.Context, sections ...string) *redis.StringCmd
+}
+
 func parseEpoch(epoch string) (runID string, floor LSN, err error) {
 	f := strings.Fields(epoch)
 	if len(f) == 3 && len(f[1]) == 16 {
@@ -341,13 +411,9 @@ func parseEpoch(epoch string) (runID string, floor LSN, err error) {
 // A server other than the one the epoch was made for, or no epoch at all,
 // starts a new epoch. It also notes whether the server may evict marks.
 func (t *RedisTracker) checkServer(ctx context.Context, cn *redis.Conn) error {
-	fields := map[string]string{}
-	for _, section := range []string{"server", "memory"} {
-		info, err := cn.Info(ctx, section).Result()
-		if err != nil {
-			return fmt.Errorf("redis INFO %s on connect: %w", section, err)
-		}
-		parseInfo(info, fields)
+	fields, err := t.serverInfo(ctx, cn, "server", "memory")
+	if err != nil {
+		return err
 	}
 	t.noteEviction(fields["maxmemory"], fields["maxmemory_policy"])
 	runID := fields["run_id"]
@@ -367,6 +433,28 @@ func (t *RedisTracker) checkServer(ctx context.Context, cn *redis.Conn) error {
 	}
 	_, err = t.learn(epoch)
 	return err
+}
+
+// serverInfo reads INFO sections into one map. A server that refuses INFO
+// (renamed away, or a proxy that does not pass it) gives an empty map: the
+// tracker then relies on the epoch key alone, and says so once.
+func (t *RedisTracker) serverInfo(ctx context.Context, c scripter, sections ...string) (map[string]string, error) {
+	fields := map[string]string{}
+	for _, section := range sections {
+		info, err := c.Info(ctx, section).Result()
+		var refused redis.Error
+		if errors.As(err, &refused) {
+			t.infoRefused.Do(func() {
+				t.logger.Warn("redis refuses INFO: server changes are found by the epoch key alone", "err", err)
+			})
+			return map[string]string{}, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("redis INFO %s: %w", section, err)
+		}
+		parseInfo(info, fields)
+	}
+	return fields, nil
 }
 
 func (t *RedisTracker) noteEviction(maxmemory, policy string) {

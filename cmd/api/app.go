@@ -117,10 +117,8 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 	router := ryw.NewRouter(ryw.RouterConfig{
 		Mode: cfg.Mode, Window: cfg.Window, MarkerTTL: cfg.MarkerTTL, MaxWait: cfg.MaxWait, Logger: a.logger,
 		Tracker: tracker, Replicas: a.monitor, WAL: wal,
-		// The monitor polls the primary every PollInterval: the lease
-		// leaves room for many polls to be late before reads fall back to
-		// the primary.
-		FenceLease: max(ryw.DefaultFenceLease, 10*cfg.PollInterval),
+		// The fence lease is the same on every instance (the default), and
+		// config keeps RYW_POLL_INTERVAL well inside it.
 	})
 	profiles := services.NewProfiles(repositories.NewUsers(db, router), router, a.logger)
 	catalog := services.NewCatalog(repositories.NewProducts(db, router))

@@ -163,7 +163,11 @@ func TestLSNModeMaxWait(t *testing.T) {
 	}
 }
 
-func TestLSNModeClientTokenWhileRedisIsDown(t *testing.T) {
+// TestLSNModeWhileRedisIsDown: with Redis down nothing says what a user
+// wrote, so an lsn-mode read goes to a replica that has replayed everything
+// the primary had when the read arrived, or to the primary; never to the
+// paused replica1, token or not. Writes still answer with their token.
+func TestLSNModeWhileRedisIsDown(t *testing.T) {
 	api, _ := startRun(t, stackEnv(t, "RYW_MODE=lsn"))
 	control, _ := startRun(t, stackEnv(t, "RYW_MODE=off"))
 	waitReplicasUsable(t, api)
@@ -171,24 +175,21 @@ func TestLSNModeClientTokenWhileRedisIsDown(t *testing.T) {
 	stack.PauseReplayForTest(t, stack.Replicas[0])
 	stack.Redis.StopForTest(t)
 
-	for i := range 20 {
+	served := map[string]int{}
+	for i := range 6 {
 		user := uuid.New()
 		w := post(t, api, user, "kept")
-		if w.token == "" {
-			t.Fatal("no token on the write response while Redis is down")
+		if w.token == "" || w.reason != "write-fenced" {
+			t.Fatalf("write while Redis is down: token %q, reason %q; want a token, write-fenced", w.token, w.reason)
 		}
-		via := []string{"header", "cookie"}[i%2]
+		via := []string{"header", "cookie", ""}[i%3]
 		r := getWith(t, api, user, w.token, via)
-		if nameIn(t, r) != "kept" || r.servedBy == "replica1" || (r.servedBy == "replica2" && r.reason != "lsn-caught-up") {
-			t.Errorf("read echoing the token (%s) with Redis down = %s; want fresh, from replica2 or the primary", via, r)
-		}
-		if r.servedBy == "primary" && r.reason != "replicas-behind" {
-			t.Errorf("read echoing the token = %s; the token should route it", r)
-		}
-		if r := getWith(t, api, user, "", ""); r.servedBy != "primary" || r.reason != "tracker-unavailable" || nameIn(t, r) != "kept" {
-			t.Errorf("read without the token with Redis down = %s; want the primary (tracker-unavailable)", r)
+		served[r.servedBy]++
+		if nameIn(t, r) != "kept" || r.reason != "tracker-unavailable" || (r.servedBy != "primary" && r.servedBy != "replica2") {
+			t.Errorf("read (token via %q) with Redis down = %s; want fresh, from replica2 or the primary, tracker-unavailable", via, r)
 		}
 	}
+	t.Logf("served by %v", served)
 
 	// The control: the same client, token and all, without RYW.
 	sawStale := false

@@ -1,0 +1,43 @@
+package ryw
+
+import (
+	"log/slog"
+	"testing"
+	"time"
+)
+
+func TestClockJumped(t *testing.T) {
+	tr := &RedisTracker{logger: slog.New(slog.DiscardHandler)}
+	local := time.Now()
+	redis := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	steps := []struct {
+		name         string
+		redis, local time.Duration // since the previous lookup
+		want         bool
+	}{
+		{"first lookup", 0, 0, false},
+		{"both advance alike", time.Minute, time.Minute, false},
+		{"a pipeline's worth of skew", 1500 * time.Millisecond, time.Second, false},
+		{"Redis's clock steps forward", 11 * time.Minute, time.Second, true},
+		{"Redis's clock steps back", -time.Hour, time.Second, false},
+		{"after the step, alike again", time.Second, time.Second, false},
+	}
+	for _, s := range steps {
+		redis, local = redis.Add(s.redis), local.Add(s.local)
+		if got := tr.clockJumped(redis, local); got != s.want {
+			t.Errorf("%s: clockJumped = %v, want %v", s.name, got, s.want)
+		}
+	}
+}
+
+func TestParseEpoch(t *testing.T) {
+	id, floor, err := parseEpoch("abc123 0000000100000020 deadbeef")
+	if err != nil || id != "abc123" || floor != 0x1_00000020 {
+		t.Errorf("parseEpoch = %q, %s, %v", id, floor, err)
+	}
+	for _, bad := range []string{"", "x", "abc 12 r", "abc zzzzzzzzzzzzzzzz r", "a b c d"} {
+		if _, _, err := parseEpoch(bad); err == nil {
+			t.Errorf("parseEpoch(%q) accepted it", bad)
+		}
+	}
+}
