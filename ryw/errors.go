@@ -35,3 +35,18 @@ func isRecoveryConflict(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "40001"
 }
+
+// isSchemaBehind reports whether a query failed for want of a table,
+// column, function or schema: on a replica, a sign that it replays WAL from
+// before they were created (it restarted from an old restart point).
+func isSchemaBehind(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	switch pgErr.Code {
+	case "42P01", "42703", "42883", "3F000": // undefined table, column, function; invalid schema name
+		return true
+	}
+	return false
+}

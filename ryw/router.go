@@ -401,6 +401,11 @@ func (r *Router) Read(ctx context.Context, read func(context.Context) error) err
 		reason = ReasonReplicaBehind
 	case IsUnavailable(err) || isRecoveryConflict(err):
 		r.cfg.Replicas.MarkDown(d.Node, err)
+	case isSchemaBehind(err):
+		// A replica that restarted may come up consistent at a point before
+		// the schema the query needs: it is behind, not broken. (If the
+		// primary lacks the table too, the retry returns its error.)
+		reason = ReasonReplicaBehind
 	default:
 		return err
 	}

@@ -7,6 +7,8 @@ import (
 	"io"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // fakeTracker is an in-memory Tracker that can be made to fail.
@@ -302,6 +304,23 @@ func TestReadRetriesOnThePrimary(t *testing.T) {
 	}
 	if fmt.Sprint(reps.down) != "[r1]" || obs.Reason() != ReasonReplicaFailed {
 		t.Errorf("marked down %v, observed reason %q", reps.down, obs.Reason())
+	}
+
+	// A replica that restarted before the schema existed is behind: the
+	// read is retried on the primary, and the replica stays in rotation.
+	ran = nil
+	ctx, obs = WithObservation(WithDecision(t.Context(), Decision{Node: "r1", Reason: ReasonStaleOK}))
+	reps.replay["r1"] = lsnAt(now)
+	err = r.Read(ctx, func(ctx context.Context) error {
+		d, _ := DecisionFrom(ctx)
+		ran = append(ran, d.Node)
+		if d.Node == "r1" {
+			return &pgconn.PgError{Code: "42P01", Message: `relation "users" does not exist`}
+		}
+		return nil
+	})
+	if err != nil || fmt.Sprint(ran) != "[r1 primary]" || obs.Reason() != ReasonReplicaBehind || len(reps.down) != 1 {
+		t.Errorf("Read = %v after %v, reason %q, down %v; want a retry on the primary, r1 not marked down again", err, ran, obs.Reason(), reps.down)
 	}
 
 	// A query error that is the query's fault is not retried.

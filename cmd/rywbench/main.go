@@ -339,7 +339,9 @@ func render(results []result, o options) string {
 			ms(percentile(r.writeLatency, .5)), ms(percentile(r.writeLatency, .99)))
 	}
 	w.Flush()
-	if len(results) > 1 {
+	if o.baselineBin != "" {
+		compareBuilds(&b, results)
+	} else if len(results) > 1 {
 		base := results[0]
 		fmt.Fprintf(&b, "\nAgainst the baseline (%s mode, same run):\n\n", base.mode)
 		w = tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.Debug)
@@ -375,6 +377,30 @@ func render(results []result, o options) string {
 		}
 	}
 	return b.String()
+}
+
+// compareBuilds sets each mode beside the same mode of the baseline build.
+func compareBuilds(b *bytes.Buffer, results []result) {
+	byMode := map[string]result{}
+	for _, r := range results {
+		byMode[r.mode] = r
+	}
+	fmt.Fprintf(b, "\nThis build against the baseline build, mode by mode (same run):\n\n")
+	w := tabwriter.NewWriter(b, 0, 0, 1, ' ', tabwriter.Debug)
+	fmt.Fprintln(w, "| mode\t replica share\t read p50\t read p99\t write p50\t write p99\t")
+	fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t")
+	for _, r := range results {
+		base, ok := byMode[r.mode+" (baseline)"]
+		if !ok {
+			continue
+		}
+		fmt.Fprintf(w, "| %s\t %+.1f points\t %s\t %s\t %s\t %s\t\n", r.mode, share(r)-share(base),
+			ratio(float64(percentile(r.readLatency, .5)), float64(percentile(base.readLatency, .5))),
+			ratio(float64(percentile(r.readLatency, .99)), float64(percentile(base.readLatency, .99))),
+			ratio(float64(percentile(r.writeLatency, .5)), float64(percentile(base.writeLatency, .5))),
+			ratio(float64(percentile(r.writeLatency, .99)), float64(percentile(base.writeLatency, .99))))
+	}
+	w.Flush()
 }
 
 func share(r result) float64 {

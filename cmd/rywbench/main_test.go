@@ -50,3 +50,16 @@ func TestReportComparesWithTheBaseline(t *testing.T) {
 		}
 	}
 }
+
+func TestReportComparesTwoBuildsModeByMode(t *testing.T) {
+	ms := func(n int) []time.Duration { return []time.Duration{time.Duration(n) * time.Millisecond} }
+	out := render([]result{
+		{mode: "lsn", reads: 10, replicaReads: 10, readLatency: ms(3), writeLatency: ms(2), reasons: map[string]int{}},
+		{mode: "lsn (baseline)", reads: 10, replicaReads: 9, readLatency: ms(2), writeLatency: ms(1), reasons: map[string]int{}},
+	}, options{users: 1, duration: time.Second, readAfter: 100 * time.Millisecond, replicas: 2, baselineBin: "old"})
+	for _, want := range []string{"This build against the baseline build", "| lsn  | +10.0 points  | 1.50x", "2.00x"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+}
