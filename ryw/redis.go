@@ -41,8 +41,7 @@ func NewRedisClient(rawURL string) (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, err
 		}
-		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout, redisPoolTimeout
-		o.ContextTimeoutEnabled, o.MaxRetries = true, 1
+		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.ContextTimeoutEnabled, &o.MaxRetries, &o.DialerRetries)
 		return redis.NewFailoverClient(o), nil
 	case q.Has("addr") || q.Get("cluster") == "true":
 		q.Del("cluster")
@@ -51,16 +50,22 @@ func NewRedisClient(rawURL string) (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, err
 		}
-		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout, redisPoolTimeout
-		o.ContextTimeoutEnabled, o.MaxRetries = true, 1
+		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.ContextTimeoutEnabled, &o.MaxRetries, &o.DialerRetries)
 		return redis.NewClusterClient(o), nil
 	default:
 		o, err := redis.ParseURL(rawURL)
 		if err != nil {
 			return nil, err
 		}
-		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout, redisPoolTimeout
-		o.ContextTimeoutEnabled, o.MaxRetries = true, 1
+		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.ContextTimeoutEnabled, &o.MaxRetries, &o.DialerRetries)
 		return redis.NewClient(o), nil
 	}
+}
+
+// tune sets a client's timeouts and retries. A command is retried once on a
+// network error; a dial is not retried, so that a Redis that refuses
+// connections fails a request at once rather than after the whole timeout.
+func tune(dial, read, write, pool *time.Duration, contextTimeouts *bool, retries, dialRetries *int) {
+	*dial, *read, *write, *pool = redisDialTimeout, redisIOTimeout, redisIOTimeout, redisPoolTimeout
+	*contextTimeouts, *retries, *dialRetries = true, 1, 1
 }

@@ -384,7 +384,15 @@ func (t *RedisTracker) renew(ctx context.Context, c scripter, old, runID string)
 		return "", fmt.Errorf("renew the epoch in redis: %w", err)
 	}
 	if epoch == fresh {
-		t.logger.Warn("started a new tracker epoch: marks recorded before it may be lost", "floor", floor.String(), "replaced", old)
+		t.mu.Lock()
+		first := t.epoch == "" && old == ""
+		t.mu.Unlock()
+		if first {
+			// A new Redis, or one emptied before this instance knew it.
+			t.logger.Info("no tracker epoch in redis: started one; users without marks are held to the floor", "floor", floor.String())
+		} else {
+			t.logger.Warn("started a new tracker epoch: marks recorded before it may be lost", "floor", floor.String(), "replaced", old)
+		}
 	}
 	return epoch, nil
 }
