@@ -60,6 +60,19 @@ func settle(t *testing.T, api string) uuid.UUID {
 	return user
 }
 
+// v2OnlyOnThePrimary starts an API with env, settles a user at v1 on every
+// node, pauses every replica and saves v2 through the API: v2 is then on
+// the primary only, and acknowledged.
+func v2OnlyOnThePrimary(t *testing.T, env ...string) (api string, user uuid.UUID) {
+	t.Helper()
+	api, _ = startRun(t, stackEnv(t, env...))
+	waitReplicasUsable(t, api)
+	user = settle(t, api)
+	pauseAll(t)
+	saveProfile(t, api, user, "v2")
+	return api, user
+}
+
 // Hole 1: a write whose marks cannot be written to Redis (its instance is
 // cut off from Redis) must still be seen by the user's reads through
 // another instance.
@@ -98,11 +111,7 @@ func TestFaultMarkerWriteFailsOnOneInstance(t *testing.T) {
 // must not be read from a replica that lacks their write.
 func TestFaultRedisLosesItsKeys(t *testing.T) {
 	faultModes(t, func(t *testing.T, mode string) (string, response) {
-		api, _ := startRun(t, stackEnv(t, "RYW_MODE="+mode, "RYW_WINDOW=1s"))
-		waitReplicasUsable(t, api)
-		user := settle(t, api)
-		pauseAll(t)
-		saveProfile(t, api, user, "v2")
+		api, user := v2OnlyOnThePrimary(t, "RYW_MODE="+mode, "RYW_WINDOW=1s")
 		restartRedisEmpty(t)
 		return "v2", getMe(t, api, user)
 	})
@@ -113,11 +122,7 @@ func TestFaultRedisLosesItsKeys(t *testing.T) {
 // the marks reached it.
 func TestFaultRedisFailsOverToAServerThatMissedTheMarks(t *testing.T) {
 	faultModes(t, func(t *testing.T, mode string) (string, response) {
-		api, _ := startRun(t, stackEnv(t, "RYW_MODE="+mode, "RYW_WINDOW=1s"))
-		waitReplicasUsable(t, api)
-		user := settle(t, api)
-		pauseAll(t)
-		saveProfile(t, api, user, "v2")
+		api, user := v2OnlyOnThePrimary(t, "RYW_MODE="+mode, "RYW_WINDOW=1s")
 		c := redisClient(t)
 		epoch := c.Get(t.Context(), ryw.EpochKey).Val()
 		restartRedisEmpty(t)
@@ -135,11 +140,7 @@ func TestFaultRedisFailsOverToAServerThatMissedTheMarks(t *testing.T) {
 // may serve the user.
 func TestFaultMarksExpireWhileAReplicaIsStalled(t *testing.T) {
 	faultModes(t, func(t *testing.T, mode string) (string, response) {
-		api, _ := startRun(t, stackEnv(t, "RYW_MODE="+mode, "RYW_WINDOW=1s", "RYW_MARKER_TTL=2s"))
-		waitReplicasUsable(t, api)
-		user := settle(t, api)
-		pauseAll(t)
-		saveProfile(t, api, user, "v2")
+		api, user := v2OnlyOnThePrimary(t, "RYW_MODE="+mode, "RYW_WINDOW=1s", "RYW_MARKER_TTL=2s")
 		c := redisClient(t)
 		waitFor(t, func() bool {
 			n, err := c.Exists(t.Context(), ryw.MarkerKey(user.String()), ryw.TokenKey(user.String())).Result()

@@ -21,7 +21,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -40,6 +39,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/ryw-go/ryw/internal/devstack"
+	"github.com/ryw-go/ryw/internal/loadgen"
 )
 
 func main() {
@@ -83,11 +83,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
-	for _, m := range strings.Split(modes, ",") {
-		if m != "time" && m != "lsn" && m != "off" {
-			return o, fmt.Errorf("-modes: %q is not time, lsn or off", m)
-		}
-		o.modes = append(o.modes, m)
+	var err error
+	if o.modes, err = loadgen.ParseModes(modes); err != nil {
+		return o, err
 	}
 	switch {
 	case fs.NArg() > 0:
@@ -109,17 +107,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if o.apiBin == "" {
-		dir, err := os.MkdirTemp("", "rywbench-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		fmt.Fprintln(stderr, "rywbench: building ./cmd/api")
-		if o.apiBin, err = devstack.BuildAPI(ctx, dir, stderr); err != nil {
-			return err
-		}
+	bin, cleanup, err := loadgen.APIBinary(ctx, o.apiBin, "rywbench", stderr)
+	if err != nil {
+		return err
 	}
+	defer cleanup()
+	o.apiBin = bin
 	fmt.Fprintf(stderr, "rywbench: starting a primary, %d replicas (the last %s behind) and Redis\n", o.replicas, o.replicaDelay)
 	stack, err := devstack.Start(ctx, devstack.Options{Replicas: o.replicas, ReplicaDelay: o.replicaDelay, Migrate: true})
 	if err != nil {
@@ -228,7 +221,7 @@ func user(ctx context.Context, client *http.Client, api string, readAfter time.D
 	for version := 1; ; version++ {
 		body := fmt.Sprintf(`{"email":"bench@example.com","name":"v%d"}`, version)
 		start := time.Now()
-		status, _, _, err := call(ctx, client, http.MethodPost, api+"/api/me/profile", id, body)
+		status, _, _, err := loadgen.Call(ctx, client, http.MethodPost, api+"/api/me/profile", id, body)
 		if ctx.Err() != nil {
 			return r
 		}
@@ -247,7 +240,7 @@ func user(ctx context.Context, client *http.Client, api string, readAfter time.D
 		}
 
 		start = time.Now()
-		status, resp, got, err := call(ctx, client, http.MethodGet, api+"/api/me", id, "")
+		status, header, got, err := loadgen.Call(ctx, client, http.MethodGet, api+"/api/me", id, "")
 		if ctx.Err() != nil {
 			return r
 		}
@@ -258,50 +251,21 @@ func user(ctx context.Context, client *http.Client, api string, readAfter time.D
 		}
 		r.readLatency = append(r.readLatency, time.Since(start))
 		r.reads++
-		servedBy := resp.Header.Get("X-Served-By")
+		servedBy := header.Get("X-Served-By")
 		if strings.HasPrefix(servedBy, "replica") {
 			r.replicaReads++
 		}
-		r.reasons[resp.Header.Get("X-Routing-Reason")]++
+		r.reasons[header.Get("X-Routing-Reason")]++
 		var seen int
 		if status == http.StatusOK {
-			fmt.Sscanf(got.Name, "v%d", &seen)
+			fmt.Sscanf(got, "v%d", &seen)
 		}
 		if seen < version {
 			r.violations++
 			problem("read %d ms after writing v%d showed %q (served by %s, %s)",
-				wait.Milliseconds(), version, got.Name, servedBy, resp.Header.Get("X-Routing-Reason"))
+				wait.Milliseconds(), version, got, servedBy, header.Get("X-Routing-Reason"))
 		}
 	}
-}
-
-type profile struct {
-	Name string `json:"name"`
-}
-
-func call(ctx context.Context, client *http.Client, method, url string, user uuid.UUID, body string) (int, *http.Response, profile, error) {
-	var p profile
-	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
-	if err != nil {
-		return 0, nil, p, err
-	}
-	req.Header.Set("X-Demo-UserId", user.String())
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, nil, p, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return resp.StatusCode, resp, p, err
-	}
-	if resp.StatusCode == http.StatusOK {
-		_ = json.Unmarshal(b, &p)
-	}
-	return resp.StatusCode, resp, p, nil
 }
 
 // percentile returns the q-quantile (0..1) of ds, nearest rank.

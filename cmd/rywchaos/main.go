@@ -30,7 +30,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -49,6 +48,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/ryw-go/ryw/internal/devstack"
+	"github.com/ryw-go/ryw/internal/loadgen"
 )
 
 func main() {
@@ -94,11 +94,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
-	for _, m := range strings.Split(modes, ",") {
-		if m != "time" && m != "lsn" && m != "off" {
-			return o, fmt.Errorf("-modes: %q is not time, lsn or off", m)
-		}
-		o.modes = append(o.modes, m)
+	var err error
+	if o.modes, err = loadgen.ParseModes(modes); err != nil {
+		return o, err
 	}
 	switch {
 	case fs.NArg() > 0:
@@ -125,17 +123,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (ok bool,
 	if err != nil {
 		return false, err
 	}
-	if o.apiBin == "" {
-		dir, err := os.MkdirTemp("", "rywchaos-")
-		if err != nil {
-			return false, err
-		}
-		defer os.RemoveAll(dir)
-		fmt.Fprintln(stderr, "rywchaos: building ./cmd/api")
-		if o.apiBin, err = devstack.BuildAPI(ctx, dir, stderr); err != nil {
-			return false, err
-		}
+	bin, cleanup, err := loadgen.APIBinary(ctx, o.apiBin, "rywchaos", stderr)
+	if err != nil {
+		return false, err
 	}
+	defer cleanup()
+	o.apiBin = bin
 	fmt.Fprintln(stderr, "rywchaos: starting a primary, 2 replicas and Redis")
 	stack, err := devstack.Start(ctx, devstack.Options{Replicas: 2, Migrate: true})
 	if err != nil {
@@ -309,7 +302,7 @@ func (h *history) user(ctx context.Context, client *http.Client, apis []string, 
 		}
 		api := apis[rand.IntN(len(apis))]
 		body := fmt.Sprintf(`{"email":"chaos@example.com","name":"v%d"}`, next)
-		status, hdr, _, err := call(ctx, client, http.MethodPost, api+"/api/me/profile", u.id, body)
+		status, hdr, _, err := loadgen.Call(ctx, client, http.MethodPost, api+"/api/me/profile", u.id, body)
 		if ctx.Err() != nil {
 			return
 		}
@@ -328,7 +321,7 @@ func (h *history) user(ctx context.Context, client *http.Client, apis []string, 
 				return
 			}
 			api := apis[rand.IntN(len(apis))]
-			status, hdr, name, err := call(ctx, client, http.MethodGet, api+"/api/me", u.id, "")
+			status, hdr, name, err := loadgen.Call(ctx, client, http.MethodGet, api+"/api/me", u.id, "")
 			if ctx.Err() != nil {
 				return
 			}
@@ -368,33 +361,6 @@ func version(name string) int {
 	var v int
 	fmt.Sscanf(name, "v%d", &v)
 	return v
-}
-
-func call(ctx context.Context, client *http.Client, method, url string, user uuid.UUID, body string) (int, http.Header, string, error) {
-	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
-	if err != nil {
-		return 0, nil, "", err
-	}
-	req.Header.Set("X-Demo-UserId", user.String())
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, http.Header{}, "", err
-	}
-	defer resp.Body.Close()
-	var p struct {
-		Name string `json:"name"`
-	}
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return resp.StatusCode, resp.Header, "", err
-	}
-	if resp.StatusCode == http.StatusOK {
-		_ = json.Unmarshal(b, &p)
-	}
-	return resp.StatusCode, resp.Header, p.Name, nil
 }
 
 // injector puts faults into the cluster and takes them out again.
