@@ -18,7 +18,7 @@ import (
 type Deps struct {
 	Logger   *slog.Logger
 	Router   *ryw.Router
-	TokenTTL time.Duration // lifetime of the lsn-mode token cookie
+	TokenTTL time.Duration // lifetime of the token cookie
 	Health   *HealthController
 	Me       *MeController
 	Products *ProductsController

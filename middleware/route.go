@@ -15,10 +15,10 @@ import (
 const (
 	ServedByHeader = "X-Served-By"
 	ReasonHeader   = "X-Routing-Reason"
-	// TokenHeader carries the causal token (lsn mode): the WAL position of
-	// the caller's last write, set on write responses; a client may send it
-	// back, in the header or the TokenCookie, so that read-your-writes holds
-	// for it even while Redis is down.
+	// TokenHeader carries the causal token: the WAL position of the
+	// caller's last write, set on write responses (both modes). A client may
+	// send it back, in the header or the TokenCookie, as a second copy of
+	// what Redis records.
 	TokenHeader = "X-RYW-Token"
 	TokenCookie = "ryw_token"
 )

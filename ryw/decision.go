@@ -22,7 +22,7 @@ const (
 	ReasonNoReplica          Reason = "no-replica"          // no healthy replica (or none configured)
 	ReasonReplicaFailed      Reason = "replica-failed"      // the read failed on a replica and was retried on the primary
 	ReasonLSNCaughtUp        Reason = "lsn-caught-up"       // lsn mode: a replica that has replayed the user's token
-	ReasonReplicasBehind     Reason = "replicas-behind"     // lsn mode: no replica has replayed the user's token (in time)
+	ReasonReplicasBehind     Reason = "replicas-behind"     // no replica has replayed what the read needs (lsn mode: within MaxWait)
 	ReasonNoToken            Reason = "no-token"            // lsn mode: the user has no recorded write (replicas still held to the floors)
 	ReasonReplicaBehind      Reason = "replica-behind"      // the chosen replica turned out behind the token: retried on the primary
 	ReasonFenceUnknown       Reason = "fence-unknown"       // the primary's fence was not confirmed within the lease (the primary does not answer the monitor)
@@ -117,7 +117,7 @@ func (o *Observation) setToken(t LSN) {
 	o.mu.Unlock()
 }
 
-// Token returns the causal token of the request's write (lsn mode), or 0.
+// Token returns the causal token of the request's write, or 0.
 func (o *Observation) Token() LSN {
 	o.mu.Lock()
 	defer o.mu.Unlock()
