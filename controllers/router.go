@@ -27,12 +27,14 @@ type Deps struct {
 // MaxBodyBytes bounds request bodies.
 const MaxBodyBytes = 64 << 10
 
-// NewRouter builds the HTTP handler: error rendering outermost, then panic
-// recovery, request ids and access logs, then the routes.
+// NewRouter builds the HTTP handler: request ids and access logs outermost,
+// then error rendering and panic recovery, then the routes.
 func NewRouter(d Deps) *gin.Engine {
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
-	r.Use(Errors(d.Logger), gin.CustomRecoveryWithWriter(nil, recovered), middleware.RequestID(), middleware.AccessLog(d.Logger))
+	// The access log wraps the error renderer, so that it records the
+	// status the client really got; request ids come first, for both.
+	r.Use(middleware.RequestID(), middleware.AccessLog(d.Logger), Errors(d.Logger), gin.CustomRecoveryWithWriter(nil, recovered))
 	r.NoRoute(noRoute)
 	r.NoMethod(noMethod)
 

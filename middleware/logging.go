@@ -7,8 +7,10 @@ import (
 	"github.com/gin-gonic/gin"
 )
 
-// AccessLog logs one line per request, with the request id and the headers
-// that say which node served it.
+// AccessLog logs one line per request, once the response is complete: the
+// final status and size, the duration, the request id and the headers that
+// say which node served it. It must wrap the error renderer, or it would log
+// a refused request before its status is set.
 func AccessLog(logger *slog.Logger) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		start := time.Now()
@@ -25,6 +27,7 @@ func AccessLog(logger *slog.Logger) gin.HandlerFunc {
 			slog.String("method", c.Request.Method),
 			slog.String("path", c.Request.URL.Path),
 			slog.Int("status", status),
+			slog.Int("bytes", max(c.Writer.Size(), 0)),
 			slog.Duration("duration", time.Since(start)),
 			slog.String("requestId", RequestIDFrom(c.Request.Context())),
 		}

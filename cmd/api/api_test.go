@@ -373,7 +373,7 @@ func TestRedisDownFailsSafe(t *testing.T) {
 
 func TestPrimaryDownAnswers503(t *testing.T) {
 	ctx := t.Context()
-	api, _ := startRun(t, stackEnv(t))
+	api, logs := startRun(t, stackEnv(t))
 	waitReplicasUsable(t, api)
 	user := uuid.New()
 	saveProfile(t, api, user, "Before")
@@ -383,6 +383,9 @@ func TestPrimaryDownAnswers503(t *testing.T) {
 	w := do(t, http.MethodPost, api+"/api/me/profile", user, "application/json", strings.NewReader(body))
 	if w.status != http.StatusServiceUnavailable || !bytes.Contains(w.body, []byte(`"code":"unavailable"`)) {
 		t.Errorf("write with the primary down: %s; want 503 unavailable", w)
+	}
+	if line := accessLine(logs, w.header.Get("X-Request-Id")); !strings.Contains(line, "status=503 ") {
+		t.Errorf("access line of the 503 = %q; want status=503", line)
 	}
 	// The user wrote a moment ago: only the primary may answer, and it
 	// cannot, so 503 rather than stale data.
