@@ -32,20 +32,28 @@ type Config struct {
 	MarkerTTL    time.Duration // RYW_MARKER_TTL
 	PollInterval time.Duration // RYW_POLL_INTERVAL: how often replica positions are checked
 	MaxWait      time.Duration // RYW_MAX_WAIT: lsn mode, how long a read may wait for a replica to catch up
-	LogLevel     slog.Level    // LOG_LEVEL
-	LogFormat    string        // LOG_FORMAT: text or json
-	ShutdownWait time.Duration // SHUTDOWN_TIMEOUT
+	// ReplicaTimeout bounds connecting to a replica and each read on it
+	// (RYW_REPLICA_TIMEOUT); a read that overruns is retried on the primary.
+	ReplicaTimeout time.Duration
+	// PrimaryTimeout bounds connecting to the primary and each piece of
+	// work on it (RYW_PRIMARY_TIMEOUT); overrunning answers 503.
+	PrimaryTimeout time.Duration
+	LogLevel       slog.Level    // LOG_LEVEL
+	LogFormat      string        // LOG_FORMAT: text or json
+	ShutdownWait   time.Duration // SHUTDOWN_TIMEOUT
 }
 
 // Defaults for the optional variables.
 const (
-	DefaultHTTPAddr     = ":8080"
-	DefaultRedisURL     = "redis://127.0.0.1:6379/0"
-	DefaultMode         = ryw.ModeTime
-	DefaultWindow       = 5 * time.Second
-	DefaultMarkerTTL    = 10 * time.Minute
-	DefaultPollInterval = 50 * time.Millisecond
-	DefaultShutdownWait = 10 * time.Second
+	DefaultHTTPAddr       = ":8080"
+	DefaultRedisURL       = "redis://127.0.0.1:6379/0"
+	DefaultMode           = ryw.ModeTime
+	DefaultWindow         = 5 * time.Second
+	DefaultMarkerTTL      = 10 * time.Minute
+	DefaultPollInterval   = 50 * time.Millisecond
+	DefaultShutdownWait   = 10 * time.Second
+	DefaultReplicaTimeout = time.Second
+	DefaultPrimaryTimeout = 5 * time.Second
 	// MaxPollInterval keeps several polls of the primary inside the fence
 	// lease, so that one late poll does not send own-write reads to the
 	// primary.
@@ -61,17 +69,19 @@ var replicaName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,62}$`)
 func Load(getenv func(string) string) (Config, error) {
 	l := loader{getenv: getenv}
 	cfg := Config{
-		HTTPAddr:     l.str("HTTP_ADDR", DefaultHTTPAddr),
-		DatabaseURL:  l.postgresURL("DATABASE_URL", l.str("DATABASE_URL", "")),
-		RedisURL:     l.redisURL("REDIS_URL", l.str("REDIS_URL", DefaultRedisURL)),
-		Mode:         l.mode("RYW_MODE"),
-		Window:       l.duration("RYW_WINDOW", DefaultWindow),
-		MarkerTTL:    l.duration("RYW_MARKER_TTL", DefaultMarkerTTL),
-		PollInterval: l.duration("RYW_POLL_INTERVAL", DefaultPollInterval),
-		MaxWait:      l.nonNegativeDuration("RYW_MAX_WAIT", 0),
-		LogLevel:     l.level("LOG_LEVEL"),
-		LogFormat:    l.oneOf("LOG_FORMAT", "text", "text", "json"),
-		ShutdownWait: l.duration("SHUTDOWN_TIMEOUT", DefaultShutdownWait),
+		HTTPAddr:       l.str("HTTP_ADDR", DefaultHTTPAddr),
+		DatabaseURL:    l.postgresURL("DATABASE_URL", l.str("DATABASE_URL", "")),
+		RedisURL:       l.redisURL("REDIS_URL", l.str("REDIS_URL", DefaultRedisURL)),
+		Mode:           l.mode("RYW_MODE"),
+		Window:         l.duration("RYW_WINDOW", DefaultWindow),
+		MarkerTTL:      l.duration("RYW_MARKER_TTL", DefaultMarkerTTL),
+		PollInterval:   l.duration("RYW_POLL_INTERVAL", DefaultPollInterval),
+		MaxWait:        l.nonNegativeDuration("RYW_MAX_WAIT", 0),
+		ReplicaTimeout: l.duration("RYW_REPLICA_TIMEOUT", DefaultReplicaTimeout),
+		PrimaryTimeout: l.duration("RYW_PRIMARY_TIMEOUT", DefaultPrimaryTimeout),
+		LogLevel:       l.level("LOG_LEVEL"),
+		LogFormat:      l.oneOf("LOG_FORMAT", "text", "text", "json"),
+		ShutdownWait:   l.duration("SHUTDOWN_TIMEOUT", DefaultShutdownWait),
 	}
 	cfg.Replicas = l.replicas("DATABASE_REPLICA_URLS")
 	if l.str("DATABASE_URL", "") == "" {
@@ -106,6 +116,8 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("markerTtl", c.MarkerTTL),
 		slog.Duration("pollInterval", c.PollInterval),
 		slog.Duration("maxWait", c.MaxWait),
+		slog.Duration("replicaTimeout", c.ReplicaTimeout),
+		slog.Duration("primaryTimeout", c.PrimaryTimeout),
 	)
 }
 

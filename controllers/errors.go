@@ -51,6 +51,10 @@ var errUnavailable = &httpError{status: http.StatusServiceUnavailable, code: "un
 // know, and may retry, since saving a profile is idempotent.
 var errUnconfirmed = &httpError{status: http.StatusServiceUnavailable, code: "write_unconfirmed", message: "the change was saved, but the service could not make sure your next reads show it; repeat the request"}
 
+// errTimedOut is a request whose database node did not answer within its
+// deadline (RYW_PRIMARY_TIMEOUT): better a prompt 503 than a hang.
+var errTimedOut = &httpError{status: http.StatusServiceUnavailable, code: "unavailable", message: "the database did not answer in time; try again shortly"}
+
 // errCanceled is a request whose client went away: nobody reads the answer,
 // and it is no fault of the service (499, nginx's "client closed request").
 var errCanceled = &httpError{status: 499, code: "canceled", message: "the client closed the request"}
@@ -85,6 +89,8 @@ func classify(err error) *httpError {
 		return errUnconfirmed
 	case errors.Is(err, context.Canceled):
 		return errCanceled
+	case errors.Is(err, context.DeadlineExceeded):
+		return errTimedOut
 	case ryw.IsUnavailable(err):
 		return errUnavailable
 	default:

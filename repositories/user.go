@@ -38,11 +38,13 @@ func (r *Users) Get(ctx context.Context, id uuid.UUID) (models.User, error) {
 // statement, and returns the row as stored.
 func (r *Users) Upsert(ctx context.Context, u models.User) (models.User, error) {
 	var saved models.User
-	err := r.db.WithContext(ctx).Raw(`
+	err := r.reads.Primary(ctx, func(ctx context.Context) error {
+		return r.db.WithContext(ctx).Raw(`
 		INSERT INTO users (id, email, name, avatar_url) VALUES (?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE
 		SET email = EXCLUDED.email, name = EXCLUDED.name, avatar_url = EXCLUDED.avatar_url, updated_at = now()
 		RETURNING id, email, name, avatar_url, created_at, updated_at`,
-		u.ID, u.Email, u.Name, u.AvatarURL).Scan(&saved).Error
+			u.ID, u.Email, u.Name, u.AvatarURL).Scan(&saved).Error
+	})
 	return saved, err
 }

@@ -1,6 +1,7 @@
 package ryw
 
 import (
+	"maps"
 	"sync"
 )
 
@@ -9,10 +10,18 @@ type Counters struct {
 	mu       sync.Mutex
 	byReason map[Reason]uint64
 	byNode   map[string]uint64
+	retries  map[Reason]uint64
 }
 
 func newCounters() Counters {
-	return Counters{byReason: map[Reason]uint64{}, byNode: map[string]uint64{}}
+	return Counters{byReason: map[Reason]uint64{}, byNode: map[string]uint64{}, retries: map[Reason]uint64{}}
+}
+
+// retry counts a read retried on the primary, by cause.
+func (c *Counters) retry(cause Reason) {
+	c.mu.Lock()
+	c.retries[cause]++
+	c.mu.Unlock()
 }
 
 func (c *Counters) add(d Decision) {
@@ -26,17 +35,14 @@ func (c *Counters) add(d Decision) {
 type CountsSnapshot struct {
 	ByReason map[Reason]uint64 `json:"byReason"`
 	ByNode   map[string]uint64 `json:"byNode"`
+	// Retries counts reads retried on the primary after a replica failed
+	// them, by cause (replica-failed, replica-behind).
+	Retries map[Reason]uint64 `json:"retries"`
 }
 
 func (c *Counters) snapshot() CountsSnapshot {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := CountsSnapshot{ByReason: make(map[Reason]uint64, len(c.byReason)), ByNode: make(map[string]uint64, len(c.byNode))}
-	for k, v := range c.byReason {
-		s.ByReason[k] = v
-	}
-	for k, v := range c.byNode {
-		s.ByNode[k] = v
-	}
+	s := CountsSnapshot{ByReason: maps.Clone(c.byReason), ByNode: maps.Clone(c.byNode), Retries: maps.Clone(c.retries)}
 	return s
 }

@@ -28,6 +28,9 @@ type PoolOptions struct {
 	MaxIdle     int
 	MaxLifetime time.Duration
 	MaxIdleTime time.Duration
+	// ConnectTimeout bounds opening a connection (0: pgx's default, none
+	// unless the URL sets connect_timeout).
+	ConnectTimeout time.Duration
 }
 
 // OpenPool opens a database/sql pool on pgx for one node, without
@@ -50,6 +53,9 @@ func OpenPool(url string, replica bool, o PoolOptions) (*sql.DB, error) {
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
 		return nil, err
+	}
+	if o.ConnectTimeout > 0 {
+		cfg.ConnectTimeout = o.ConnectTimeout
 	}
 	connector := stdlib.GetConnector(*cfg)
 	if replica {

@@ -87,7 +87,13 @@ type RouterConfig struct {
 	// fence and lease included (default, and at least: enough for every
 	// tracker attempt and the lease, plus a second).
 	RecordBudget time.Duration
-	Logger       *slog.Logger
+	// ReplicaTimeout bounds each read on a replica (default 1 s): one that
+	// overruns takes the replica out of rotation and is retried on the
+	// primary, so a hung replica costs a request at most this much.
+	ReplicaTimeout time.Duration
+	// PrimaryTimeout bounds each read or write on the primary (default 5 s).
+	PrimaryTimeout time.Duration
+	Logger         *slog.Logger
 	// Now is the clock (default time.Now). It is only ever compared with
 	// itself.
 	Now func() time.Time
@@ -95,8 +101,10 @@ type RouterConfig struct {
 
 // Defaults of RouterConfig.
 const (
-	DefaultFenceLease = time.Second
-	DefaultMarkerTTL  = 10 * time.Minute
+	DefaultFenceLease     = time.Second
+	DefaultMarkerTTL      = 10 * time.Minute
+	DefaultReplicaTimeout = time.Second
+	DefaultPrimaryTimeout = 5 * time.Second
 	// recordAttempts is how many times a tracker write is tried.
 	recordAttempts = 3
 )
@@ -121,6 +129,12 @@ func NewRouter(cfg RouterConfig) *Router {
 	}
 	if cfg.MarkerTTL <= 0 {
 		cfg.MarkerTTL = DefaultMarkerTTL
+	}
+	if cfg.ReplicaTimeout <= 0 {
+		cfg.ReplicaTimeout = DefaultReplicaTimeout
+	}
+	if cfg.PrimaryTimeout <= 0 {
+		cfg.PrimaryTimeout = DefaultPrimaryTimeout
 	}
 	// Every tracker attempt may take its whole timeout, and the fence its
 	// lease: a budget shorter than that would fail writes it could secure.
@@ -380,22 +394,32 @@ func retry(ctx context.Context, f func(context.Context) error) error {
 	return err
 }
 
-// Read runs read with the decision in ctx. If it fails on a replica because
-// the replica is unreachable, restarting, cancelled the query in a replay
+// Read runs read with the decision in ctx. On a replica it gets
+// ReplicaTimeout. If it fails there because the replica is unreachable,
+// does not answer in time, is restarting, cancelled the query in a replay
 // conflict, or turned out behind the read's MinLSN, the replica is taken out
 // of rotation (or its position lowered) and read runs once more, on the
-// primary: the request is answered, not failed.
+// primary, within PrimaryTimeout: the request is answered, not failed.
 func (r *Router) Read(ctx context.Context, read func(context.Context) error) error {
-	err := read(ctx)
 	d, ok := DecisionFrom(ctx)
-	if err == nil || !ok || d.OnPrimary() || ctx.Err() != nil {
-		// A request that was cancelled or timed out says nothing about the
-		// replica.
+	if !ok || d.OnPrimary() {
+		return r.Primary(ctx, read)
+	}
+	rctx, cancel := context.WithTimeout(ctx, r.cfg.ReplicaTimeout)
+	err := read(rctx)
+	timedOut := errors.Is(rctx.Err(), context.DeadlineExceeded)
+	cancel()
+	if err == nil || ctx.Err() != nil {
+		// A request that was cancelled or ran out of time says nothing
+		// about the replica.
 		return err
 	}
 	reason := ReasonReplicaFailed
 	var behind *BehindError
 	switch {
+	case timedOut:
+		err = fmt.Errorf("no answer within %s (RYW_REPLICA_TIMEOUT): %w", r.cfg.ReplicaTimeout, err)
+		r.cfg.Replicas.MarkDown(d.Node, err)
 	case errors.As(err, &behind):
 		r.cfg.Replicas.Behind(d.Node, behind.Replayed)
 		reason = ReasonReplicaBehind
@@ -412,8 +436,18 @@ func (r *Router) Read(ctx context.Context, read func(context.Context) error) err
 	r.cfg.Logger.WarnContext(ctx, "read failed on a replica; retrying on the primary", "replica", d.Node, "err", err)
 	observationFrom(ctx).setReason(reason)
 	r.counts.add(Decision{Node: Primary, Reason: reason})
-	if err := read(WithDecision(ctx, Decision{Node: Primary, Reason: reason})); err != nil {
+	r.counts.retry(reason)
+	if err := r.Primary(WithDecision(ctx, Decision{Node: Primary, Reason: reason}), read); err != nil {
 		return fmt.Errorf("retry on the primary after %s failed: %w", d.Node, err)
 	}
 	return nil
+}
+
+// Primary runs work that needs the primary (a write, or a read routed
+// there) within PrimaryTimeout: a primary that hangs fails the request with
+// context.DeadlineExceeded instead of holding it.
+func (r *Router) Primary(ctx context.Context, work func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.PrimaryTimeout)
+	defer cancel()
+	return work(ctx)
 }

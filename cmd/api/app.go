@@ -56,14 +56,14 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 	a.logger.Info("starting", "config", cfg)
 
 	// Pools connect lazily: nothing here fails because a node is down.
-	if a.primary, err = openDB(cfg.DatabaseURL, false, 20); err != nil {
+	if a.primary, err = openDB(cfg.DatabaseURL, false, 20, cfg.PrimaryTimeout); err != nil {
 		return nil, fmt.Errorf("primary: %w", err)
 	}
 	if err := a.migrate(ctx); err != nil {
 		return nil, err
 	}
 	for _, r := range cfg.Replicas {
-		db, err := openDB(r.URL, true, 20)
+		db, err := openDB(r.URL, true, 20, cfg.ReplicaTimeout)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", r.Name, err)
 		}
@@ -82,14 +82,14 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 
 	// The monitor watches the replicas on pools of its own, so that a busy
 	// application pool never delays a health check.
-	monPrimary, err := openDB(cfg.DatabaseURL, false, 1)
+	monPrimary, err := openDB(cfg.DatabaseURL, false, 1, cfg.PrimaryTimeout)
 	if err != nil {
 		return nil, err
 	}
 	a.monPools = append(a.monPools, monPrimary)
 	var monReplicas []ryw.NodeDB
 	for _, r := range cfg.Replicas {
-		db, err := openDB(r.URL, false, 1)
+		db, err := openDB(r.URL, false, 1, cfg.ReplicaTimeout)
 		if err != nil {
 			return nil, err
 		}
@@ -116,6 +116,7 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 	}
 	router := ryw.NewRouter(ryw.RouterConfig{
 		Mode: cfg.Mode, Window: cfg.Window, MarkerTTL: cfg.MarkerTTL, MaxWait: cfg.MaxWait, Logger: a.logger,
+		ReplicaTimeout: cfg.ReplicaTimeout, PrimaryTimeout: cfg.PrimaryTimeout,
 		Tracker: tracker, Replicas: a.monitor, WAL: wal,
 		// The fence lease is the same on every instance (the default), and
 		// config keeps RYW_POLL_INTERVAL well inside it.
@@ -243,9 +244,10 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 
 // openDB opens a pool of up to maxOpen connections without connecting; a
 // replica pool checks each read's MinLSN on the connection (ryw.OpenPool).
-func openDB(url string, replica bool, maxOpen int) (*sql.DB, error) {
+func openDB(url string, replica bool, maxOpen int, connectTimeout time.Duration) (*sql.DB, error) {
 	return ryw.OpenPool(url, replica, ryw.PoolOptions{
 		MaxOpen: maxOpen, MaxIdle: max(1, maxOpen/2), MaxLifetime: 30 * time.Minute, MaxIdleTime: 5 * time.Minute,
+		ConnectTimeout: connectTimeout,
 	})
 }
 

@@ -4,11 +4,15 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/ryw-go/ryw/internal/devstack"
+	"github.com/ryw-go/ryw/internal/loadgen"
+	"github.com/ryw-go/ryw/ryw"
 )
 
 // accessLine returns the access-log line of the request with id, or "".
@@ -56,4 +60,82 @@ func TestAccessLogRecordsTheFinalStatus(t *testing.T) {
 			t.Errorf("%s: access line %q; want status=%d and the size", tt.name, line, tt.status)
 		}
 	}
+}
+
+// TestABlackholedReplicaIsLeftBehind puts replica1 behind a proxy that
+// swallows every packet (no RST), under load. Every request must still be
+// answered, correctly and well before the old 10 s hang: a read on replica1
+// overruns RYW_REPLICA_TIMEOUT, replica1 leaves the rotation, and the read
+// is retried on the primary. The timings themselves are a benchmark's
+// business; this test only refuses a hang (the client gives up after 5 s).
+func TestABlackholedReplicaIsLeftBehind(t *testing.T) {
+	r1, r2 := stack.Replicas[0], stack.Replicas[1]
+	proxy, r1URL, err := devstack.StartProxyForURL(r1.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proxy.Close)
+	api, _ := startRun(t, stackEnv(t, "RYW_MODE=lsn", "RYW_REPLICA_TIMEOUT=300ms",
+		"DATABASE_REPLICA_URLS="+r1.Name+"="+r1URL+","+r2.Name+"="+r2.URL))
+	waitFor(t, func() bool {
+		return do(t, http.MethodGet, api+"/api/products", uuid.Nil, "", nil).servedBy == r1.Name
+	})
+	if err := proxy.Blackhole(); err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 5 * time.Second}
+	type outcome struct {
+		status   int
+		servedBy string
+		reason   string
+		stale    bool
+		err      error
+	}
+	results := make(chan outcome, 200)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			user := uuid.New()
+			for i := range 12 {
+				name := fmt.Sprintf("v%d", i)
+				body := fmt.Sprintf(`{"email":"u@example.com","name":%q}`, name)
+				st, _, _, err := loadgen.Call(t.Context(), client, http.MethodPost, api+"/api/me/profile", user, body)
+				if err != nil || st != http.StatusOK {
+					results <- outcome{status: st, err: err}
+					continue
+				}
+				for _, path := range []string{"/api/me", "/api/products"} {
+					st, h, got, err := loadgen.Call(t.Context(), client, http.MethodGet, api+path, user, "")
+					results <- outcome{st, h.Get("X-Served-By"), h.Get("X-Routing-Reason"), path == "/api/me" && got != name, err}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(results)
+	var retried, onR1 int
+	for o := range results {
+		switch {
+		case o.err != nil || o.status != http.StatusOK:
+			t.Errorf("request with %s blackholed: %d %v", r1.Name, o.status, o.err)
+		case o.stale:
+			t.Errorf("stale own read from %s (%s)", o.servedBy, o.reason)
+		case o.servedBy == r1.Name:
+			onR1++
+		}
+		if o.reason == string(ryw.ReasonReplicaFailed) {
+			retried++
+		}
+	}
+	if onR1 > 0 {
+		t.Errorf("the blackholed %s served %d requests", r1.Name, onR1)
+	}
+	t.Logf("reads retried on the primary after overrunning on %s: %d", r1.Name, retried)
+
+	if err := proxy.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		return do(t, http.MethodGet, api+"/api/products", uuid.Nil, "", nil).servedBy == r1.Name
+	})
 }
