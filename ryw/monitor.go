@@ -9,6 +9,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 )
 
 // NodeDB is a named connection pool to one PostgreSQL node.
@@ -33,8 +35,12 @@ type ReplicaStatus struct {
 	// when caught up, even when the primary is idle.
 	Lag        time.Duration `json:"-"`
 	LagSeconds float64       `json:"lagSeconds"`
-	Error      string        `json:"error,omitempty"`
-	CheckedAt  time.Time     `json:"checkedAt"`
+	// Quarantined: it answers, but it flapped, and is held out of
+	// rotation until QuarantinedUntil.
+	Quarantined      bool      `json:"quarantined,omitempty"`
+	QuarantinedUntil time.Time `json:"quarantinedUntil,omitzero"`
+	Error            string    `json:"error,omitempty"`
+	CheckedAt        time.Time `json:"checkedAt"`
 }
 
 // walSample says that the primary was at lsn when asked at every moment from
@@ -59,9 +65,12 @@ type Monitor struct {
 	logger   *slog.Logger
 	now      func() time.Time
 
-	mu      sync.RWMutex
-	status  map[string]ReplicaStatus
-	samples []walSample // the primary's positions over time, increasing
+	refreshes singleflight.Group // one position check per replica at a time
+
+	mu         sync.RWMutex
+	status     map[string]ReplicaStatus
+	quarantine map[string]*quarantine
+	samples    []walSample // the primary's positions over time, increasing
 	// fence is the primary's fence (see PrimaryWAL.RaiseFence) as of the
 	// poll that started at fenceAsOf: that poll saw every fence raised
 	// before it started.
@@ -76,9 +85,11 @@ type Monitor struct {
 func NewMonitor(primary *sql.DB, replicas []NodeDB, interval time.Duration, logger *slog.Logger) *Monitor {
 	m := &Monitor{
 		primary: primary, replicas: replicas, interval: interval, logger: logger, now: time.Now,
-		status: make(map[string]ReplicaStatus, len(replicas)),
+		status:     make(map[string]ReplicaStatus, len(replicas)),
+		quarantine: make(map[string]*quarantine, len(replicas)),
 	}
 	for _, r := range replicas {
+		m.quarantine[r.Name] = &quarantine{}
 		// Unknown until checked: not used before the first check.
 		m.status[r.Name] = ReplicaStatus{Name: r.Name, Error: "not checked yet"}
 	}
@@ -208,13 +219,25 @@ func (m *Monitor) AllCaughtUp(min LSN) bool {
 
 // Refresh asks the named replicas for their replay position now, rather
 // than waiting for their next check: the router does this when the known
-// positions are behind a user's token.
+// positions are behind a user's token. Concurrent refreshes of one replica
+// share one check, which does not depend on any caller's context, so that
+// many requests cost a replica one query and a caller that goes away
+// changes nothing; each caller waits at most until its ctx ends.
 func (m *Monitor) Refresh(ctx context.Context, names []string) {
 	var wg sync.WaitGroup
 	for _, r := range m.replicas {
 		for _, n := range names {
 			if r.Name == n {
-				wg.Go(func() { m.pollReplica(ctx, r) })
+				wg.Go(func() {
+					ch := m.refreshes.DoChan(r.Name, func() (any, error) {
+						m.pollReplica(context.Background(), r)
+						return nil, nil
+					})
+					select {
+					case <-ch:
+					case <-ctx.Done():
+					}
+				})
 			}
 		}
 	}
@@ -248,16 +271,39 @@ func (m *Monitor) pollReplica(parent context.Context, r NodeDB) {
 		return
 	}
 	if err != nil {
-		if prev.Healthy {
-			m.logger.Warn("replica out of rotation", "replica", r.Name, "err", err)
-		}
-		m.status[r.Name] = ReplicaStatus{Name: r.Name, Error: err.Error(), CheckedAt: now}
+		m.takeOut(r.Name, "replica out of rotation: its check failed", err, now)
+		return
+	}
+	q := m.quarantine[r.Name]
+	if q.held(now) {
+		m.status[r.Name] = ReplicaStatus{Name: r.Name, Quarantined: true, QuarantinedUntil: q.until, ReplayLSN: lsn,
+			Error: "quarantined after flapping", CheckedAt: now}
 		return
 	}
 	if !prev.Healthy && prev.Error != "not checked yet" {
+		// Back after a failure: a failure soon after counts as flapping.
+		q.up(now)
 		m.logger.Info("replica back in rotation", "replica", r.Name, "replayLsn", lsn.String())
 	}
 	m.status[r.Name] = m.statusAt(r.Name, lsn, now)
+}
+
+// takeOut marks a replica out of rotation for cause, logging the
+// transition once, and quarantines it if it flaps. The caller holds m.mu.
+func (m *Monitor) takeOut(name, msg string, cause error, now time.Time) {
+	prev := m.status[name]
+	st := ReplicaStatus{Name: name, Error: cause.Error(), CheckedAt: now}
+	if prev.Healthy {
+		if hold := m.quarantine[name].down(now); hold > 0 {
+			m.logger.Warn(msg+"; quarantined, it flaps", "replica", name, "err", cause, "for", hold)
+		} else {
+			m.logger.Warn(msg, "replica", name, "err", cause)
+		}
+	}
+	if q := m.quarantine[name]; q.held(now) {
+		st.Quarantined, st.QuarantinedUntil = true, q.until
+	}
+	m.status[name] = st
 }
 
 // statusAt describes a healthy replica that has replayed lsn, as of now.
@@ -300,14 +346,10 @@ func (m *Monitor) Behind(name string, lsn LSN) {
 func (m *Monitor) MarkDown(name string, cause error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	st, ok := m.status[name]
-	if !ok {
+	if _, ok := m.status[name]; !ok {
 		return
 	}
-	if st.Healthy {
-		m.logger.Warn("replica out of rotation after a failed query", "replica", name, "err", cause)
-	}
-	m.status[name] = ReplicaStatus{Name: name, Error: cause.Error(), CheckedAt: m.now()}
+	m.takeOut(name, "replica out of rotation: a query on it failed", cause, m.now())
 }
 
 // Status returns every replica's status, in configuration order.

@@ -276,13 +276,29 @@ func (r *Router) ownReadFloor(token, floor LSN) (need LSN, ok bool) {
 }
 
 // waitFor asks the healthy replicas for their position directly, since
-// the known ones may only be stale, and keeps asking until MaxWait.
+// the known ones may only be stale, and keeps asking until MaxWait. The
+// replicas are asked at once, and the first that qualifies serves: a slow
+// replica delays nobody whom a fast one can serve.
 func (r *Router) waitFor(ctx context.Context, need LSN, reason Reason) (Decision, bool) {
 	deadline := r.cfg.Now().Add(r.cfg.MaxWait)
 	for {
-		r.cfg.Replicas.Refresh(ctx, r.cfg.Replicas.CaughtUp(0))
-		if d, ok := r.pick(need, reason); ok {
-			return d, true
+		names := r.cfg.Replicas.CaughtUp(0)
+		answered := make(chan struct{}, len(names))
+		for _, n := range names {
+			go func() {
+				r.cfg.Replicas.Refresh(ctx, []string{n})
+				answered <- struct{}{}
+			}()
+		}
+		for range names {
+			select {
+			case <-answered:
+			case <-ctx.Done():
+				return Decision{}, false
+			}
+			if d, ok := r.pick(need, reason); ok {
+				return d, true
+			}
 		}
 		left := deadline.Sub(r.cfg.Now())
 		if left <= 0 || ctx.Err() != nil {

@@ -41,3 +41,27 @@ func TestParseEpoch(t *testing.T) {
 		}
 	}
 }
+
+func TestQuarantineBacksOffAFlappingReplica(t *testing.T) {
+	var q quarantine
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if hold := q.down(now); hold != 0 {
+		t.Errorf("first failure: held %s; want it to rejoin at its next good check", hold)
+	}
+	for i, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 30 * time.Second, 30 * time.Second} {
+		if q.held(now) {
+			now = q.until
+		}
+		q.up(now)
+		now = now.Add(3 * time.Second) // fails again soon after rejoining
+		if hold := q.down(now); hold != want || !q.held(now) {
+			t.Errorf("relapse %d: held %s (held now: %v); want %s", i+1, hold, q.held(now), want)
+		}
+	}
+	now = q.until
+	q.up(now)
+	now = now.Add(time.Minute) // a long healthy run
+	if hold := q.down(now); hold != 0 {
+		t.Errorf("failure after a long healthy run: held %s; want 0", hold)
+	}
+}
