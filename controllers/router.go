@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	swaggerfiles "github.com/swaggo/files"
 	ginswagger "github.com/swaggo/gin-swagger"
 
@@ -16,6 +18,9 @@ import (
 
 // Deps is what the router needs.
 type Deps struct {
+	// Metrics is served at /metrics, and request durations are recorded in
+	// it.
+	Metrics  *prometheus.Registry
 	Logger   *slog.Logger
 	Router   *ryw.Router
 	TokenTTL time.Duration // lifetime of the token cookie
@@ -34,12 +39,14 @@ func NewRouter(d Deps) *gin.Engine {
 	r.HandleMethodNotAllowed = true
 	// The access log wraps the error renderer, so that it records the
 	// status the client really got; request ids come first, for both.
-	r.Use(middleware.RequestID(), middleware.AccessLog(d.Logger), Errors(d.Logger), gin.CustomRecoveryWithWriter(nil, recovered))
+	r.Use(middleware.RequestID(), middleware.AccessLog(d.Logger), middleware.RequestMetrics(d.Metrics),
+		Errors(d.Logger), gin.CustomRecoveryWithWriter(nil, recovered))
 	r.NoRoute(noRoute)
 	r.NoMethod(noMethod)
 
 	r.GET("/healthz", d.Health.Healthz)
 	r.GET("/readyz", d.Health.Readyz)
+	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(d.Metrics, promhttp.HandlerOpts{})))
 	r.GET("/swagger/*any", ginswagger.WrapHandler(swaggerfiles.Handler))
 
 	api := r.Group("/api", middleware.RoutingHeaders(), middleware.Identity(middleware.DefaultDemoUser))

@@ -10,11 +10,12 @@ type Counters struct {
 	mu       sync.Mutex
 	byReason map[Reason]uint64
 	byNode   map[string]uint64
+	byBoth   map[Reason]map[string]uint64
 	retries  map[Reason]uint64
 }
 
 func newCounters() Counters {
-	return Counters{byReason: map[Reason]uint64{}, byNode: map[string]uint64{}, retries: map[Reason]uint64{}}
+	return Counters{byReason: map[Reason]uint64{}, byNode: map[string]uint64{}, byBoth: map[Reason]map[string]uint64{}, retries: map[Reason]uint64{}}
 }
 
 // retry counts a read retried on the primary, by cause.
@@ -28,6 +29,10 @@ func (c *Counters) add(d Decision) {
 	c.mu.Lock()
 	c.byReason[d.Reason]++
 	c.byNode[d.Node]++
+	if c.byBoth[d.Reason] == nil {
+		c.byBoth[d.Reason] = map[string]uint64{}
+	}
+	c.byBoth[d.Reason][d.Node]++
 	c.mu.Unlock()
 }
 
@@ -35,6 +40,8 @@ func (c *Counters) add(d Decision) {
 type CountsSnapshot struct {
 	ByReason map[Reason]uint64 `json:"byReason"`
 	ByNode   map[string]uint64 `json:"byNode"`
+	// Decisions counts by reason, then node.
+	Decisions map[Reason]map[string]uint64 `json:"decisions"`
 	// Retries counts reads retried on the primary after a replica failed
 	// them, by cause (replica-failed, replica-behind).
 	Retries map[Reason]uint64 `json:"retries"`
@@ -43,6 +50,10 @@ type CountsSnapshot struct {
 func (c *Counters) snapshot() CountsSnapshot {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := CountsSnapshot{ByReason: maps.Clone(c.byReason), ByNode: maps.Clone(c.byNode), Retries: maps.Clone(c.retries)}
+	s := CountsSnapshot{ByReason: maps.Clone(c.byReason), ByNode: maps.Clone(c.byNode), Retries: maps.Clone(c.retries),
+		Decisions: make(map[Reason]map[string]uint64, len(c.byBoth))}
+	for reason, nodes := range c.byBoth {
+		s.Decisions[reason] = maps.Clone(nodes)
+	}
 	return s
 }

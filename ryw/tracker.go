@@ -65,6 +65,9 @@ type TrackerConfig struct {
 	// state: the floor that users without marks are then held to.
 	WAL    WAL
 	Logger *slog.Logger
+	// Observe, when set, is told of every Redis round trip: "lookup" or
+	// "record", how long it took, and its error. For metrics.
+	Observe func(op string, took time.Duration, err error)
 }
 
 // RedisTracker keeps each user's marks in Redis, in two keys that live for
@@ -82,6 +85,7 @@ type RedisTracker struct {
 	timeout time.Duration
 	wal     WAL
 	logger  *slog.Logger
+	observe func(op string, took time.Duration, err error)
 
 	renewals    singleflight.Group
 	mu          sync.Mutex
@@ -104,7 +108,10 @@ func NewRedisTracker(client redis.UniversalClient, cfg TrackerConfig) *RedisTrac
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	t := &RedisTracker{client: client, ttl: cfg.TTL, timeout: cfg.Timeout, wal: cfg.WAL, logger: cfg.Logger}
+	if cfg.Observe == nil {
+		cfg.Observe = func(string, time.Duration, error) {}
+	}
+	t := &RedisTracker{client: client, ttl: cfg.TTL, timeout: cfg.Timeout, wal: cfg.WAL, logger: cfg.Logger, observe: cfg.Observe}
 	switch c := client.(type) {
 	case *redis.Client:
 		prev := c.Options().OnConnect
@@ -200,11 +207,13 @@ return cur
 func (t *RedisTracker) Record(ctx context.Context, userID string, token LSN) error {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
+	start := time.Now()
 	err := t.record(ctx, userID, token, true)
 	if redis.HasErrorPrefix(err, "NOSCRIPT") {
 		// Redis restarted and forgot the scripts: send them whole.
 		err = t.record(ctx, userID, token, false)
 	}
+	t.observe("record", time.Since(start), err)
 	if err != nil {
 		return fmt.Errorf("record the write in redis: %w", err)
 	}
@@ -240,11 +249,18 @@ func (t *RedisTracker) Lookup(ctx context.Context, userID string) (Marks, error)
 	tokCmd := pipe.Get(ctx, TokenKey(userID))
 	epochCmd := pipe.Get(ctx, EpochKey)
 	nowCmd := pipe.Time(ctx)
+	start := time.Now()
 	_, _ = pipe.Exec(ctx)
+	var failed error
 	for _, c := range []redis.Cmder{atCmd, tokCmd, epochCmd, nowCmd} {
 		if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {
-			return Marks{}, fmt.Errorf("read marks from redis: %w", err)
+			failed = err
+			break
 		}
+	}
+	t.observe("lookup", time.Since(start), failed)
+	if failed != nil {
+		return Marks{}, fmt.Errorf("read marks from redis: %w", failed)
 	}
 	var m Marks
 	if v := atCmd.Val(); v != "" {

@@ -75,7 +75,8 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 	// The tracker checks every new Redis connection's server, so it is
 	// built before anything connects.
 	wal := ryw.PrimaryWAL{DB: a.primary}
-	tracker := ryw.NewRedisTracker(a.redis, ryw.TrackerConfig{TTL: cfg.MarkerTTL, WAL: wal, Logger: a.logger})
+	metrics := newMetrics()
+	tracker := ryw.NewRedisTracker(a.redis, ryw.TrackerConfig{TTL: cfg.MarkerTTL, WAL: wal, Logger: a.logger, Observe: metrics.observeRedis})
 	if err := pingTimeout(ctx, time.Second, func(ctx context.Context) error { return a.redis.Ping(ctx).Err() }); err != nil {
 		a.logger.Warn("redis unavailable at start-up; it is retried on use", "err", err)
 	}
@@ -126,7 +127,9 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 
 	health := services.NewHealth(a.probes()).WithRouting(a.monitor, router)
 	gin.SetMode(gin.ReleaseMode)
+	metrics.watch(router, a.monitor)
 	a.handler = controllers.NewRouter(controllers.Deps{
+		Metrics:  metrics.reg,
 		Logger:   a.logger,
 		Router:   router,
 		TokenTTL: cfg.MarkerTTL,

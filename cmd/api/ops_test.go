@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/ryw-go/ryw/internal/devstack"
 	"github.com/ryw-go/ryw/internal/loadgen"
@@ -137,5 +139,85 @@ func TestABlackholedReplicaIsLeftBehind(t *testing.T) {
 	}
 	waitFor(t, func() bool {
 		return do(t, http.MethodGet, api+"/api/products", uuid.Nil, "", nil).servedBy == r1.Name
+	})
+}
+
+// scrape reads /metrics into name{label=value,...} -> value, for counters,
+// gauges and histogram counts.
+func scrape(t *testing.T, api string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(api + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for name, f := range families {
+		for _, m := range f.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			key := name + "{" + strings.Join(labels, ",") + "}"
+			switch {
+			case m.Counter != nil:
+				out[key] = m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				out[key] = m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				out[key] = float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return out
+}
+
+// TestMetricsFollowTheRouting scrapes /metrics: the counters move as
+// requests are routed, and a paused replica's lag gauges rise.
+func TestMetricsFollowTheRouting(t *testing.T) {
+	api, _ := startRun(t, stackEnv(t, "RYW_MODE=lsn"))
+	waitReplicasUsable(t, api)
+	before := scrape(t, api)
+	user := uuid.New()
+	saveProfile(t, api, user, "metered")
+	for range 3 {
+		getMe(t, api, user)
+	}
+	after := scrape(t, api)
+	grew := func(key string) float64 { return after[key] - before[key] }
+	for key, want := range map[string]float64{
+		"ryw_routing_decisions_total{node=primary,reason=write}":                          1,
+		"ryw_http_request_duration_seconds{method=POST,route=/api/me/profile,status=200}": 1,
+		"ryw_http_request_duration_seconds{method=GET,route=/api/me,status=200}":          3,
+		"ryw_redis_duration_seconds{op=record}":                                           1,
+		"ryw_redis_duration_seconds{op=lookup}":                                           3,
+	} {
+		if got := grew(key); got != want {
+			t.Errorf("%s grew by %v, want %v", key, got, want)
+		}
+	}
+	var ownReads float64
+	for key := range after {
+		if strings.HasPrefix(key, "ryw_routing_decisions_total{") && !strings.Contains(key, "reason=write") && !strings.Contains(key, "reason=stale-ok") {
+			ownReads += grew(key)
+		}
+	}
+	if ownReads != 3 {
+		t.Errorf("own-read decisions grew by %v, want 3", ownReads)
+	}
+	if after["ryw_replica_healthy{replica=replica1}"] != 1 || after["ryw_replica_lag_bytes{replica=replica1}"] != 0 {
+		t.Errorf("replica1 before the pause: healthy %v, lag %v bytes", after["ryw_replica_healthy{replica=replica1}"], after["ryw_replica_lag_bytes{replica=replica1}"])
+	}
+
+	stack.PauseReplayForTest(t, stack.Replicas[0])
+	saveProfile(t, api, user, "ahead of replica1")
+	waitFor(t, func() bool {
+		m := scrape(t, api)
+		return m["ryw_replica_lag_bytes{replica=replica1}"] > 0 && m["ryw_replica_lag_seconds{replica=replica1}"] > 0
 	})
 }

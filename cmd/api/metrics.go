@@ -1,0 +1,104 @@
+package main
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/ryw-go/ryw/ryw"
+)
+
+// metrics is the registry behind /metrics: the Go runtime and the process,
+// the tracker's Redis round trips, and what the read-your-writes core knows
+// (see routingCollector, added by watch once the router exists).
+type metrics struct {
+	reg         *prometheus.Registry
+	redisTime   *prometheus.HistogramVec
+	redisErrors *prometheus.CounterVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		redisTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "ryw_redis_duration_seconds",
+			Help:    "Round trips to Redis by the read-your-writes tracker, by operation (lookup, record).",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5},
+		}, []string{"op"}),
+		redisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ryw_redis_errors_total",
+			Help: "Redis round trips of the tracker that failed (or timed out), by operation.",
+		}, []string{"op"}),
+	}
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), m.redisTime, m.redisErrors)
+	return m
+}
+
+// observeRedis is the tracker's TrackerConfig.Observe.
+func (m *metrics) observeRedis(op string, took time.Duration, err error) {
+	m.redisTime.WithLabelValues(op).Observe(took.Seconds())
+	if err != nil {
+		m.redisErrors.WithLabelValues(op).Inc()
+	}
+}
+
+// watch adds the router's counters and the monitor's view of the replicas.
+func (m *metrics) watch(router *ryw.Router, monitor *ryw.Monitor) {
+	m.reg.MustRegister(&routingCollector{router: router, monitor: monitor})
+}
+
+// routingCollector reads the router's counters and the monitor's view of
+// each replica at scrape time, so that the hot path only bumps counters it
+// already keeps.
+type routingCollector struct {
+	router  *ryw.Router
+	monitor *ryw.Monitor
+}
+
+var (
+	decisionsDesc = prometheus.NewDesc("ryw_routing_decisions_total",
+		"Routing decisions, by reason (X-Routing-Reason) and node. Retries on the primary count as decisions too.", []string{"reason", "node"}, nil)
+	retriesDesc = prometheus.NewDesc("ryw_read_retries_total",
+		"Reads that failed on a replica and were retried on the primary, by cause.", []string{"cause"}, nil)
+	lagSecondsDesc = prometheus.NewDesc("ryw_replica_lag_seconds",
+		"How long the replica has been missing WAL the primary had, at its last check; 0 when caught up.", []string{"replica"}, nil)
+	lagBytesDesc = prometheus.NewDesc("ryw_replica_lag_bytes",
+		"WAL the primary had written that the replica had not replayed, at its last check.", []string{"replica"}, nil)
+	healthyDesc = prometheus.NewDesc("ryw_replica_healthy",
+		"1 while the replica is in rotation, 0 while it is out (failed, or quarantined).", []string{"replica"}, nil)
+	quarantinedDesc = prometheus.NewDesc("ryw_replica_quarantined",
+		"1 while the replica is held out of rotation for flapping.", []string{"replica"}, nil)
+	fenceAgeDesc = prometheus.NewDesc("ryw_fence_age_seconds",
+		"Time since the poll that last confirmed the primary's fence; own-write reads go to the primary beyond the fence lease.", nil, nil)
+)
+
+func (c *routingCollector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
+
+func (c *routingCollector) Collect(ch chan<- prometheus.Metric) {
+	counts := c.router.Counts()
+	for reason, nodes := range counts.Decisions {
+		for node, n := range nodes {
+			ch <- prometheus.MustNewConstMetric(decisionsDesc, prometheus.CounterValue, float64(n), string(reason), node)
+		}
+	}
+	for cause, n := range counts.Retries {
+		ch <- prometheus.MustNewConstMetric(retriesDesc, prometheus.CounterValue, float64(n), string(cause))
+	}
+	for _, st := range c.monitor.Status() {
+		ch <- prometheus.MustNewConstMetric(lagSecondsDesc, prometheus.GaugeValue, st.LagSeconds, st.Name)
+		ch <- prometheus.MustNewConstMetric(lagBytesDesc, prometheus.GaugeValue, float64(st.LagBytes), st.Name)
+		ch <- prometheus.MustNewConstMetric(healthyDesc, prometheus.GaugeValue, boolValue(st.Healthy), st.Name)
+		ch <- prometheus.MustNewConstMetric(quarantinedDesc, prometheus.GaugeValue, boolValue(st.Quarantined), st.Name)
+	}
+	if _, asOf := c.monitor.Fence(); !asOf.IsZero() {
+		ch <- prometheus.MustNewConstMetric(fenceAgeDesc, prometheus.GaugeValue, time.Since(asOf).Seconds())
+	}
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
