@@ -8,6 +8,7 @@
 package compose_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net"
@@ -144,7 +145,7 @@ func checkImage(t *testing.T, s types.ServiceConfig, name string) {
 
 func TestComposeServices(t *testing.T) {
 	p := loadProject(t)
-	want := []string{"api1", "api2", "nginx", primary, replica1, replica2, "redis"}
+	want := []string{"api1", "api2", "nginx", primary, replica1, replica2, "redis", "prometheus", "grafana"}
 	slices.Sort(want)
 	got := slices.Sorted(maps.Keys(p.Services))
 	if !slices.Equal(got, want) {
@@ -295,6 +296,52 @@ func TestComposeRedis(t *testing.T) {
 	s := service(t, p, "redis")
 	checkImage(t, s, "redis")
 	checkHealthcheck(t, s, "redis-cli ping")
+}
+
+// TestComposeMetrics: Prometheus scrapes both API instances' /metrics, and
+// Grafana mounts the dashboard and a Prometheus data source.
+func TestComposeMetrics(t *testing.T) {
+	p := loadProject(t)
+	prom := service(t, p, "prometheus")
+	checkImage(t, prom, "prom/prometheus")
+	config, err := os.ReadFile("docker/prometheus/prometheus.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, target := range []string{`"api1:8080"`, `"api2:8080"`, "metrics_path: /metrics"} {
+		if !strings.Contains(string(config), target) {
+			t.Errorf("prometheus.yml does not scrape %s", target)
+		}
+	}
+	graf := service(t, p, "grafana")
+	checkImage(t, graf, "grafana/grafana")
+	var mounts []string
+	for _, v := range graf.Volumes {
+		mounts = append(mounts, v.Target)
+	}
+	if !slices.Contains(mounts, "/var/lib/grafana/dashboards") || !slices.Contains(mounts, "/etc/grafana/provisioning") {
+		t.Errorf("grafana mounts %v; want the dashboards and the provisioning", mounts)
+	}
+	var dash struct {
+		Panels []struct {
+			Targets []struct{ Expr string }
+		}
+	}
+	b, err := os.ReadFile("docs/grafana/ryw-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &dash); err != nil || len(dash.Panels) == 0 {
+		t.Fatalf("docs/grafana/ryw-dashboard.json: %v, %d panels", err, len(dash.Panels))
+	}
+	// Every metric the dashboard plots is one the API exports.
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			if !strings.Contains(tg.Expr, "ryw_") {
+				t.Errorf("panel query %q plots no ryw_ metric", tg.Expr)
+			}
+		}
+	}
 }
 
 func TestDockerfile(t *testing.T) {
