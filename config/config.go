@@ -41,6 +41,10 @@ type Config struct {
 	LogLevel       slog.Level    // LOG_LEVEL
 	LogFormat      string        // LOG_FORMAT: text or json
 	ShutdownWait   time.Duration // SHUTDOWN_TIMEOUT
+	// TokenKey signs the causal tokens given to clients (RYW_TOKEN_KEY, 32
+	// bytes or more, the same on every instance). Empty: a random key per
+	// process, so that tokens from other instances are ignored.
+	TokenKey string
 }
 
 // Defaults for the optional variables.
@@ -58,6 +62,8 @@ const (
 	// lease, so that one late poll does not send own-write reads to the
 	// primary.
 	MaxPollInterval = ryw.DefaultFenceLease / 5
+	// MinTokenKeyLen is the shortest RYW_TOKEN_KEY: 256 bits.
+	MinTokenKeyLen = 32
 )
 
 // replicaName is what a replica may be called in DATABASE_REPLICA_URLS.
@@ -82,6 +88,7 @@ func Load(getenv func(string) string) (Config, error) {
 		LogLevel:       l.level("LOG_LEVEL"),
 		LogFormat:      l.oneOf("LOG_FORMAT", "text", "text", "json"),
 		ShutdownWait:   l.duration("SHUTDOWN_TIMEOUT", DefaultShutdownWait),
+		TokenKey:       l.getenv("RYW_TOKEN_KEY"),
 	}
 	cfg.Replicas = l.replicas("DATABASE_REPLICA_URLS")
 	if l.str("DATABASE_URL", "") == "" {
@@ -89,6 +96,9 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	if cfg.Window > 0 && cfg.MarkerTTL > 0 && cfg.MarkerTTL < cfg.Window {
 		l.fail(fmt.Sprintf("RYW_MARKER_TTL (%s) must be at least RYW_WINDOW (%s), or markers expire inside the window", cfg.MarkerTTL, cfg.Window))
+	}
+	if n := len(cfg.TokenKey); n > 0 && n < MinTokenKeyLen {
+		l.fail(fmt.Sprintf("RYW_TOKEN_KEY must be at least %d bytes (a random secret, the same on every instance), got %d", MinTokenKeyLen, n))
 	}
 	if cfg.PollInterval > MaxPollInterval {
 		l.fail(fmt.Sprintf("RYW_POLL_INTERVAL must be at most %s (a fifth of the fence lease, %s), got %s", MaxPollInterval, ryw.DefaultFenceLease, cfg.PollInterval))
@@ -118,6 +128,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("maxWait", c.MaxWait),
 		slog.Duration("replicaTimeout", c.ReplicaTimeout),
 		slog.Duration("primaryTimeout", c.PrimaryTimeout),
+		slog.Bool("tokenKeySet", c.TokenKey != ""),
 	)
 }
 

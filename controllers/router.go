@@ -4,7 +4,6 @@ package controllers
 
 import (
 	"log/slog"
-	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,7 +22,7 @@ type Deps struct {
 	Metrics  *prometheus.Registry
 	Logger   *slog.Logger
 	Router   *ryw.Router
-	TokenTTL time.Duration // lifetime of the token cookie
+	Tokens   middleware.Tokens
 	Health   *HealthController
 	Me       *MeController
 	Products *ProductsController
@@ -50,9 +49,9 @@ func NewRouter(d Deps) *gin.Engine {
 	r.GET("/swagger/*any", ginswagger.WrapHandler(swaggerfiles.Handler))
 
 	api := r.Group("/api", middleware.RoutingHeaders(), middleware.Identity(middleware.DefaultDemoUser))
-	api.GET("/me", middleware.Route(d.Router, middleware.OwnRead, d.TokenTTL), d.Me.Get)
-	api.POST("/me/profile", middleware.Route(d.Router, middleware.Write, d.TokenTTL),
+	api.GET("/me", middleware.Route(d.Router, d.Tokens, middleware.OwnRead), d.Me.Get)
+	api.POST("/me/profile", middleware.Route(d.Router, d.Tokens, middleware.Write),
 		middleware.LimitBody(MaxBodyBytes), middleware.RequireJSON(), d.Me.SaveProfile)
-	api.GET("/products", middleware.Route(d.Router, middleware.StaleRead, d.TokenTTL), d.Products.List)
+	api.GET("/products", middleware.Route(d.Router, d.Tokens, middleware.StaleRead), d.Products.List)
 	return r
 }

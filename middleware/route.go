@@ -39,14 +39,23 @@ const (
 	StaleRead
 )
 
+// Tokens is how Route reads and writes the causal token.
+type Tokens struct {
+	Signer *ryw.TokenSigner
+	TTL    time.Duration // the cookie's lifetime
+}
+
 // Route asks the router where the request's queries run, stores the
 // Decision in the request context for the GORM plugin, and makes the
 // response carry X-Served-By (the node that really ran the request's
-// queries, or "none" when no query ran) and X-Routing-Reason. OwnRead needs
-// Identity before it.
-func Route(router *ryw.Router, access Access, tokenTTL time.Duration) gin.HandlerFunc {
+// queries, or "none" when no query ran) and X-Routing-Reason, and a write's
+// response its signed token. Route needs Identity before it. A token the
+// client sends back that is not a token at all is refused (400); one whose
+// signature does not hold for the caller is ignored, and counted.
+func Route(router *ryw.Router, tokens Tokens, access Access) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		ctx := c.Request.Context()
+		user, _ := UserFrom(ctx)
 		var d ryw.Decision
 		switch access {
 		case Write:
@@ -54,7 +63,7 @@ func Route(router *ryw.Router, access Access, tokenTTL time.Duration) gin.Handle
 		case StaleRead:
 			d = router.ForStaleRead()
 		case OwnRead:
-			token, err := clientToken(c)
+			token, err := clientToken(c, tokens.Signer, user.String(), router)
 			if err != nil {
 				fail(c, err)
 				return
@@ -62,7 +71,6 @@ func Route(router *ryw.Router, access Access, tokenTTL time.Duration) gin.Handle
 			if token > 0 {
 				ctx = ryw.WithClientToken(ctx, token)
 			}
-			user, _ := UserFrom(ctx)
 			d = router.ForOwnRead(ctx, user.String())
 		}
 		ctx, obs := ryw.WithObservation(ryw.WithDecision(ctx, d))
@@ -72,15 +80,15 @@ func Route(router *ryw.Router, access Access, tokenTTL time.Duration) gin.Handle
 			w = &routedWriter{ResponseWriter: c.Writer}
 			c.Writer = w
 		}
-		w.decision, w.obs, w.tokenTTL = d, obs, tokenTTL
+		w.decision, w.obs, w.tokens, w.user = d, obs, tokens, user.String()
 		w.secure = c.Request.TLS != nil || c.GetHeader("X-Forwarded-Proto") == "https"
 		c.Next()
 	}
 }
 
-// clientToken reads the token the client sent back: the header, else the
-// cookie.
-func clientToken(c *gin.Context) (ryw.LSN, error) {
+// clientToken reads the token the client sent back (the header, else the
+// cookie) and returns its position if its signature holds for user, else 0.
+func clientToken(c *gin.Context, signer *ryw.TokenSigner, user string, router *ryw.Router) (ryw.LSN, error) {
 	raw, source := c.GetHeader(TokenHeader), TokenHeader
 	if raw == "" {
 		if ck, err := c.Request.Cookie(TokenCookie); err == nil {
@@ -90,12 +98,16 @@ func clientToken(c *gin.Context) (ryw.LSN, error) {
 	if raw == "" {
 		return 0, nil
 	}
-	t, err := ryw.ParseLSN(raw)
+	t, ok, err := signer.Verify(user, raw)
 	if err != nil {
-		if len(raw) > 40 {
-			raw = raw[:40] + "..."
+		if len(raw) > 80 {
+			raw = raw[:80] + "..."
 		}
-		return 0, fmt.Errorf("%w: %s must be a WAL position like 0/3000148, as returned by a write, got %q", ErrInvalidToken, source, raw)
+		return 0, fmt.Errorf("%w: %s must be a token as a write returned it, like 0/3000148.q1Xz9k3mZg2T0p8Vv1Y4Qw, got %q", ErrInvalidToken, source, raw)
+	}
+	if !ok {
+		router.IgnoreToken(ryw.TokenBadSignature)
+		return 0, nil
 	}
 	return t, nil
 }
@@ -120,7 +132,8 @@ type routedWriter struct {
 	gin.ResponseWriter
 	decision ryw.Decision
 	obs      *ryw.Observation
-	tokenTTL time.Duration
+	tokens   Tokens
+	user     string
 	secure   bool
 	done     bool
 }
@@ -147,9 +160,10 @@ func (w *routedWriter) addHeaders() {
 		return
 	}
 	if t := w.obs.Token(); t > 0 {
-		h.Set(TokenHeader, t.String())
+		signed := w.tokens.Signer.Sign(w.user, t)
+		h.Set(TokenHeader, signed)
 		ck := &http.Cookie{
-			Name: TokenCookie, Value: t.String(), Path: "/", MaxAge: int(w.tokenTTL.Seconds()),
+			Name: TokenCookie, Value: signed, Path: "/", MaxAge: int(w.tokens.TTL.Seconds()),
 			HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: w.secure,
 		}
 		h.Add("Set-Cookie", ck.String())

@@ -152,6 +152,7 @@ type recordingReplicas struct{ down string }
 func (r *recordingReplicas) CaughtUp(ryw.LSN) []string             { return nil }
 func (r *recordingReplicas) AllCaughtUp(ryw.LSN) bool              { return false }
 func (r *recordingReplicas) Fence() (ryw.LSN, time.Time)           { return 0, time.Time{} }
+func (r *recordingReplicas) PrimaryLSN() ryw.LSN                   { return 0 }
 func (r *recordingReplicas) RequiredLSN(time.Time) (ryw.LSN, bool) { return 0, false }
 func (r *recordingReplicas) Refresh(context.Context, []string)     {}
 func (r *recordingReplicas) Behind(string, ryw.LSN)                {}

@@ -1,6 +1,9 @@
 package ryw
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestParseLSN(t *testing.T) {
 	valid := map[string]LSN{
@@ -50,6 +53,39 @@ func TestRecordEnd(t *testing.T) {
 	} {
 		if got := recordEnd(tt.insert, block, segment); got != tt.want {
 			t.Errorf("recordEnd(%s) = %s, want %s", tt.insert, got, tt.want)
+		}
+	}
+}
+
+func TestTokenSigner(t *testing.T) {
+	s := NewTokenSigner([]byte("0123456789abcdef0123456789abcdef"))
+	tok := s.Sign("alice", 0x1_0000ABCD)
+	if !strings.HasPrefix(tok, "1/ABCD.") {
+		t.Errorf("token %q does not start with the readable position", tok)
+	}
+	if lsn, ok, err := s.Verify("alice", tok); !ok || err != nil || lsn != 0x1_0000ABCD {
+		t.Errorf("Verify(own token) = %s, %v, %v", lsn, ok, err)
+	}
+	other := NewTokenSigner([]byte("another key, just as long as the other"))
+	for name, raw := range map[string]string{
+		"another user's token": tok,
+		"no signature":         "FFFFFFFF/FFFFFFFF",
+		"a raised position":    "FFFFFFFF/FFFFFFFF" + tok[strings.Index(tok, "."):],
+		"a garbled signature":  tok + "x",
+		"another key's token":  other.Sign("alice", 0x1_0000ABCD),
+		"an empty signature":   "1/ABCD.",
+	} {
+		user := "alice"
+		if name == "another user's token" {
+			user = "mallory"
+		}
+		if _, ok, err := s.Verify(user, raw); ok || err != nil {
+			t.Errorf("%s: Verify = %v, %v; want ignored, not an error", name, ok, err)
+		}
+	}
+	for _, raw := range []string{"yesterday", "1/2/3.abc", "", ".sig"} {
+		if _, _, err := s.Verify("alice", raw); err == nil {
+			t.Errorf("Verify(%q) took it for a token", raw)
 		}
 	}
 }

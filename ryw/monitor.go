@@ -196,6 +196,17 @@ func (m *Monitor) primaryFailed(ctx context.Context, err error) {
 	m.primaryErr = err.Error()
 }
 
+// PrimaryLSN returns the primary's position at its last successful poll, 0
+// before the first.
+func (m *Monitor) PrimaryLSN() LSN {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if n := len(m.samples); n > 0 {
+		return m.samples[n-1].lsn
+	}
+	return 0
+}
+
 // Fence returns the highest fence seen on the primary and when the poll
 // that confirmed it started (zero if none has succeeded yet).
 func (m *Monitor) Fence() (LSN, time.Time) {

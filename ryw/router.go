@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 )
 
 // Mode selects how reads that must show a user's own writes are routed.
@@ -36,6 +38,8 @@ type Replicas interface {
 	// RequiredLSN returns a position at or past every commit that
 	// completed before t; ok is false if none is known yet.
 	RequiredLSN(t time.Time) (lsn LSN, ok bool)
+	// PrimaryLSN returns the primary's position at its last poll.
+	PrimaryLSN() LSN
 	// Fence returns the primary's fence and when the poll that read it
 	// started (zero if none has).
 	Fence() (fence LSN, asOf time.Time)
@@ -112,8 +116,9 @@ const (
 // Router makes the per-request routing decisions: it is the read-your-writes
 // policy. When unsure, it reads from the primary.
 type Router struct {
-	cfg    RouterConfig
-	counts Counters
+	cfg       RouterConfig
+	counts    Counters
+	positions singleflight.Group // the primary's position, asked once for many requests
 }
 
 // NewRouter builds a router.
@@ -147,6 +152,35 @@ func (r *Router) Mode() Mode { return r.cfg.Mode }
 
 // Counts returns how many decisions were made, by reason and by node.
 func (r *Router) Counts() CountsSnapshot { return r.counts.snapshot() }
+
+// IgnoreToken counts a client token that is not routed on, and why
+// (TokenBadSignature, TokenAhead).
+func (r *Router) IgnoreToken(why string) { r.counts.ignore(why) }
+
+// vetClientToken returns the client's token, or 0 if it is above any
+// position the primary has reached: such a token was not issued by this
+// cluster, and routing on it would pin the user's reads to the primary or
+// make them wait. A token newer than the monitor's last poll (a write since)
+// is checked against the primary itself, once for all the requests that
+// need it at the same time.
+func (r *Router) vetClientToken(ctx context.Context, token LSN) LSN {
+	if token == 0 || token <= r.cfg.Replicas.PrimaryLSN() {
+		return token
+	}
+	now, err, _ := r.positions.Do("", func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.PrimaryTimeout)
+		defer cancel()
+		return r.cfg.WAL.CurrentLSN(ctx)
+	})
+	if err == nil && token <= now.(LSN) {
+		return token
+	}
+	if err == nil {
+		r.counts.ignore(TokenAhead)
+		r.cfg.Logger.WarnContext(ctx, "client token ahead of the primary; ignored", "token", token.String(), "primary", now.(LSN).String())
+	}
+	return 0
+}
 
 // ForWrite is the decision for a request that writes: the primary.
 func (r *Router) ForWrite() Decision {
@@ -183,7 +217,7 @@ func (r *Router) ForOwnRead(ctx context.Context, userID string) Decision {
 // write, judged on the tracker's clock alone. When the tracker cannot say
 // what the user wrote, see unknownWrites.
 func (r *Router) ownRead(ctx context.Context, userID string) Decision {
-	client := clientToken(ctx)
+	client := r.vetClientToken(ctx, clientToken(ctx))
 	marks, err := r.cfg.Tracker.Lookup(ctx, userID)
 	unknown := ""
 	switch {

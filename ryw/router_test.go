@@ -68,6 +68,8 @@ func (f *fakeReplicas) AllCaughtUp(min LSN) bool {
 
 func (f *fakeReplicas) RequiredLSN(t time.Time) (LSN, bool) { return lsnAt(t), true }
 
+func (f *fakeReplicas) PrimaryLSN() LSN { return lsnAt(t0.Add(time.Hour)) }
+
 func (f *fakeReplicas) Fence() (LSN, time.Time) { return f.fence, f.fenceAsOf }
 
 func (f *fakeReplicas) Refresh(context.Context, []string) { f.refreshed++ }
@@ -198,6 +200,27 @@ func TestOwnReadRouting(t *testing.T) {
 				t.Errorf("ForOwnRead = %+v, want %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestClientTokensAheadOfThePrimaryAreIgnored(t *testing.T) {
+	now := t0.Add(time.Hour)
+	tr := newFakeTracker()
+	tr.marks["u"] = Marks{Token: lsnAt(now.Add(-time.Second))}
+	reps := &fakeReplicas{replay: map[string]LSN{"r1": lsnAt(now)}, order: []string{"r1"}, fenceAsOf: now}
+	r := newTestRouter(ModeLSN, tr, reps, nil, &now)
+	for _, client := range []LSN{lsnAt(now) + 1, ^LSN(0)} {
+		d := r.ForOwnRead(WithClientToken(t.Context(), client), "u")
+		if d != (Decision{"r1", ReasonLSNCaughtUp, lsnAt(now.Add(-time.Second))}) {
+			t.Errorf("client token %s ahead of the primary (%s): %+v; want it ignored", client, lsnAt(now), d)
+		}
+	}
+	if n := r.Counts().IgnoredTokens[TokenAhead]; n != 2 {
+		t.Errorf("ignored tokens counted %d, want 2", n)
+	}
+	// A token the primary has reached is routed on.
+	if d := r.ForOwnRead(WithClientToken(t.Context(), lsnAt(now)), "u"); d.MinLSN != lsnAt(now) {
+		t.Errorf("a reachable client token: %+v", d)
 	}
 }
 

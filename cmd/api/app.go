@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"github.com/ryw-go/ryw/config"
 	"github.com/ryw-go/ryw/controllers"
 	_ "github.com/ryw-go/ryw/docs" // swagger spec, served at /swagger/index.html
+	"github.com/ryw-go/ryw/middleware"
 	"github.com/ryw-go/ryw/migrations"
 	"github.com/ryw-go/ryw/repositories"
 	"github.com/ryw-go/ryw/ryw"
@@ -128,11 +130,17 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 	health := services.NewHealth(a.probes()).WithRouting(a.monitor, router)
 	gin.SetMode(gin.ReleaseMode)
 	metrics.watch(router, a.monitor)
+	tokenKey := []byte(cfg.TokenKey)
+	if len(tokenKey) == 0 {
+		tokenKey = make([]byte, 32)
+		_, _ = rand.Read(tokenKey)
+		a.logger.Warn("RYW_TOKEN_KEY is not set: this process signs tokens with a random key, so tokens from other instances are ignored (read-your-writes still holds through Redis); set the same key on every instance")
+	}
 	a.handler = controllers.NewRouter(controllers.Deps{
 		Metrics:  metrics.reg,
 		Logger:   a.logger,
 		Router:   router,
-		TokenTTL: cfg.MarkerTTL,
+		Tokens:   middleware.Tokens{Signer: ryw.NewTokenSigner(tokenKey), TTL: cfg.MarkerTTL},
 		Health:   controllers.NewHealthController(health),
 		Me:       controllers.NewMeController(profiles),
 		Products: controllers.NewProductsController(catalog),

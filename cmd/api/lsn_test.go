@@ -69,8 +69,9 @@ func TestLSNModeNeverReadsFromTheReplicaThatIsBehind(t *testing.T) {
 		if w.token == "" || w.cookie != w.token {
 			t.Fatalf("write response token %q, cookie %q; want the same token in both", w.token, w.cookie)
 		}
-		if _, err := ryw.ParseLSN(w.token); err != nil {
-			t.Fatalf("token %q: %v", w.token, err)
+		lsn, _, signed := strings.Cut(w.token, ".")
+		if _, err := ryw.ParseLSN(lsn); err != nil || !signed {
+			t.Fatalf("token %q: %v; want a signed WAL position", w.token, err)
 		}
 		r := getMe(t, api, user)
 		served[r.servedBy]++

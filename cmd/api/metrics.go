@@ -69,6 +69,8 @@ var (
 		"1 while the replica is in rotation, 0 while it is out (failed, or quarantined).", []string{"replica"}, nil)
 	quarantinedDesc = prometheus.NewDesc("ryw_replica_quarantined",
 		"1 while the replica is held out of rotation for flapping.", []string{"replica"}, nil)
+	ignoredTokensDesc = prometheus.NewDesc("ryw_client_tokens_ignored_total",
+		"Tokens clients sent back that were not routed on, by why: signature (forged, another user's, another key) or ahead (above the primary's position).", []string{"reason"}, nil)
 	fenceAgeDesc = prometheus.NewDesc("ryw_fence_age_seconds",
 		"Time since the poll that last confirmed the primary's fence; own-write reads go to the primary beyond the fence lease.", nil, nil)
 )
@@ -81,6 +83,9 @@ func (c *routingCollector) Collect(ch chan<- prometheus.Metric) {
 		for node, n := range nodes {
 			ch <- prometheus.MustNewConstMetric(decisionsDesc, prometheus.CounterValue, float64(n), string(reason), node)
 		}
+	}
+	for why, n := range counts.IgnoredTokens {
+		ch <- prometheus.MustNewConstMetric(ignoredTokensDesc, prometheus.CounterValue, float64(n), why)
 	}
 	for cause, n := range counts.Retries {
 		ch <- prometheus.MustNewConstMetric(retriesDesc, prometheus.CounterValue, float64(n), string(cause))

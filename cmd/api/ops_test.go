@@ -221,3 +221,47 @@ func TestMetricsFollowTheRouting(t *testing.T) {
 		return m["ryw_replica_lag_bytes{replica=replica1}"] > 0 && m["ryw_replica_lag_seconds{replica=replica1}"] > 0
 	})
 }
+
+// TestClientTokensCannotBeAbused: a token the service did not sign for the
+// caller, or one above any position the primary has reached, is ignored:
+// the read is routed as if none were sent (not pinned to the primary, no
+// wait), answered 200, and counted. A token that is not a token at all is
+// a 400.
+func TestClientTokensCannotBeAbused(t *testing.T) {
+	key := "test-token-key-0123456789abcdef-0123456789"
+	api, _ := startRun(t, stackEnv(t, "RYW_MODE=lsn", "RYW_MAX_WAIT=1s", "RYW_TOKEN_KEY="+key))
+	waitReplicasUsable(t, api)
+	alice, mallory := uuid.New(), uuid.New()
+	saveProfile(t, api, alice, "alice")
+	w := post(t, api, mallory, "mallory")
+	signer := ryw.NewTokenSigner([]byte(key))
+	ahead := signer.Sign(alice.String(), ryw.LSN(0xFFFFFFFF_00000000))
+	before := scrape(t, api)
+	for name, tok := range map[string]string{
+		"unsigned, far ahead":        "FFFFFFFF/FFFFFFFF",
+		"another user's token":       w.token,
+		"a signature from elsewhere": "FFFFFFFF/FFFFFFFF.AAAAAAAAAAAAAAAAAAAAAA",
+		"signed, but ahead":          ahead,
+	} {
+		for _, via := range []string{"header", "cookie"} {
+			r := getWith(t, api, alice, tok, via)
+			if r.status != http.StatusOK || nameIn(t, r) != "alice" {
+				t.Errorf("%s in the %s: %s; want alice's profile", name, via, r)
+			}
+			if r.reason == "replicas-behind" {
+				t.Errorf("%s in the %s was routed on: %s", name, via, r)
+			}
+		}
+	}
+	after := scrape(t, api)
+	if n := after["ryw_client_tokens_ignored_total{reason=signature}"] - before["ryw_client_tokens_ignored_total{reason=signature}"]; n != 6 {
+		t.Errorf("tokens ignored for their signature: %v, want 6", n)
+	}
+	if n := after["ryw_client_tokens_ignored_total{reason=ahead}"] - before["ryw_client_tokens_ignored_total{reason=ahead}"]; n != 2 {
+		t.Errorf("tokens ignored for being ahead: %v, want 2", n)
+	}
+	// Mallory's own token still routes Mallory's reads.
+	if r := getWith(t, api, mallory, w.token, "header"); r.status != http.StatusOK || nameIn(t, r) != "mallory" {
+		t.Errorf("mallory's own token: %s", r)
+	}
+}

@@ -3,6 +3,8 @@ package devstack
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -67,6 +69,13 @@ func (s *Stack) StartAPI(ctx context.Context, opts APIOptions) ([]*API, error) {
 		return nil, fmt.Errorf("API address %q: bad port", opts.Addr)
 	}
 	out := &syncWriter{w: opts.Output}
+	// The instances share one token key, as a deployment's must; opts.Env
+	// may set another.
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	tokenKey := "RYW_TOKEN_KEY=" + hex.EncodeToString(key)
 	var apis []*API
 	for i := range opts.Instances {
 		port := 0
@@ -81,7 +90,7 @@ func (s *Stack) StartAPI(ctx context.Context, opts APIOptions) ([]*API, error) {
 		addr := net.JoinHostPort(host, strconv.Itoa(port))
 		a := &API{Name: fmt.Sprintf("api%d", i+1), Addr: addr, URL: "http://" + addr, out: out}
 		env := append(os.Environ(), s.Env()...)
-		env = append(env, "HTTP_ADDR="+addr)
+		env = append(env, "HTTP_ADDR="+addr, tokenKey)
 		env = append(env, opts.Env...)
 		if opts.InstanceEnv != nil {
 			env = append(env, opts.InstanceEnv(i)...)
