@@ -59,7 +59,7 @@ type ProfileRequest struct {
 //	@Param			X-Demo-UserId	header		string	false	"the caller's user id (a UUID); a default demo user when absent"
 //	@Success		200				{object}	Profile
 //	@Header			200				{string}	X-Served-By			"primary or the replica's name"
-//	@Param			X-RYW-Token		header		string	false	"the token of the caller's last write, as a write returned it (optional)"
+//	@Param			X-RYW-Token		header		string	false	"the token of the caller's last write, as a write returned it (optional; one not signed for the caller is ignored)"
 //	@Header			200				{string}	X-Routing-Reason	"recent-write, no-recent-write, lsn-caught-up, no-token, replicas-behind, replica-behind, fence-unknown, tracker-unavailable, ryw-off, no-replica, replica-failed"
 //	@Failure		400				{object}	ErrorBody	"malformed X-Demo-UserId or X-RYW-Token"
 //	@Failure		404				{object}	ErrorBody	"the caller has no profile yet"
@@ -87,7 +87,7 @@ func (h *MeController) Get(c *gin.Context) {
 //	@Success		200				{object}	Profile
 //	@Header			200				{string}	X-Served-By			"primary"
 //	@Header			200				{string}	X-Routing-Reason	"write, or write-fenced when Redis could not record it and the primary's fence secured it instead"
-//	@Header			200				{string}	X-RYW-Token			"the write's WAL position; also set as the ryw_token cookie"
+//	@Header			200				{string}	X-RYW-Token			"the write's token: its WAL position, signed for the caller (0/3000148.q1Xz9k3mZg2T0p8Vv1Y4Qw); also set as the ryw_token cookie"
 //	@Failure		400				{object}	ErrorBody	"malformed JSON, an unknown field, or an invalid value (the message names the field)"
 //	@Failure		413				{object}	ErrorBody	"body over 64 KiB"
 //	@Failure		415				{object}	ErrorBody	"Content-Type is not application/json"

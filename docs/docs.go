@@ -34,7 +34,7 @@ const docTemplate = `{
                     },
                     {
                         "type": "string",
-                        "description": "the token of the caller's last write, as a write returned it (optional)",
+                        "description": "the token of the caller's last write, as a write returned it (optional; one not signed for the caller is ignored)",
                         "name": "X-RYW-Token",
                         "in": "header"
                     }
@@ -116,7 +116,7 @@ const docTemplate = `{
                         "headers": {
                             "X-RYW-Token": {
                                 "type": "string",
-                                "description": "the write's WAL position; also set as the ryw_token cookie"
+                                "description": "the write's token: its WAL position, signed for the caller (0/3000148.q1Xz9k3mZg2T0p8Vv1Y4Qw); also set as the ryw_token cookie"
                             },
                             "X-Routing-Reason": {
                                 "type": "string",
@@ -372,6 +372,33 @@ const docTemplate = `{
                         "type": "integer",
                         "format": "int64"
                     }
+                },
+                "decisions": {
+                    "description": "Decisions counts by reason, then node.",
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "object",
+                        "additionalProperties": {
+                            "type": "integer",
+                            "format": "int64"
+                        }
+                    }
+                },
+                "ignoredTokens": {
+                    "description": "IgnoredTokens counts client tokens not routed on, by why\n(TokenBadSignature, TokenAhead).",
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "integer",
+                        "format": "int64"
+                    }
+                },
+                "retries": {
+                    "description": "Retries counts reads retried on the primary after a replica failed\nthem, by cause (replica-failed, replica-behind).",
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "integer",
+                        "format": "int64"
+                    }
                 }
             }
         },
@@ -396,6 +423,13 @@ const docTemplate = `{
                     "type": "number"
                 },
                 "name": {
+                    "type": "string"
+                },
+                "quarantined": {
+                    "description": "Quarantined: it answers, but it flapped, and is held out of\nrotation until QuarantinedUntil.",
+                    "type": "boolean"
+                },
+                "quarantinedUntil": {
                     "type": "string"
                 },
                 "replayLsn": {
