@@ -45,6 +45,9 @@ type Config struct {
 	// bytes or more, the same on every instance). Empty: a random key per
 	// process, so that tokens from other instances are ignored.
 	TokenKey string
+	// ReadyzDetails makes /readyz show error texts, WAL positions and the
+	// routing counters (READYZ_DETAILS); off, it says only what is up.
+	ReadyzDetails bool
 }
 
 // Defaults for the optional variables.
@@ -89,6 +92,7 @@ func Load(getenv func(string) string) (Config, error) {
 		LogFormat:      l.oneOf("LOG_FORMAT", "text", "text", "json"),
 		ShutdownWait:   l.duration("SHUTDOWN_TIMEOUT", DefaultShutdownWait),
 		TokenKey:       l.getenv("RYW_TOKEN_KEY"),
+		ReadyzDetails:  l.oneOf("READYZ_DETAILS", "false", "false", "true") == "true",
 	}
 	cfg.Replicas = l.replicas("DATABASE_REPLICA_URLS")
 	if l.str("DATABASE_URL", "") == "" {

@@ -213,7 +213,7 @@ const docTemplate = `{
         },
         "/readyz": {
             "get": {
-                "description": "Probes the primary, each replica and Redis. 200 while the primary answers (status \"ready\", or \"degraded\" when a replica or Redis does not); 503 with status \"unavailable\" when the primary does not.",
+                "description": "Probes the primary, each replica and Redis. 200 while the primary answers (status \"ready\", or \"degraded\" when a replica or Redis does not); 503 with status \"unavailable\" when the primary does not. Error texts, WAL positions and routing counters appear only with READYZ_DETAILS=true (the figures are on /metrics).",
                 "produces": [
                     "application/json"
                 ],
@@ -442,6 +442,7 @@ const docTemplate = `{
             "type": "object",
             "properties": {
                 "error": {
+                    "description": "Error is why the dependency is down (with READYZ_DETAILS only).",
                     "type": "string",
                     "example": "dial tcp 127.0.0.1:5433: connect: connection refused"
                 },

@@ -25,6 +25,7 @@ type Health struct {
 	timeout  time.Duration
 	monitor  ReplicaMonitor
 	counts   DecisionCounter
+	details  bool
 }
 
 // ReplicaMonitor is what readiness shows of the replica monitor.
@@ -41,6 +42,14 @@ type DecisionCounter interface {
 // counters to the report.
 func (h *Health) WithRouting(m ReplicaMonitor, c DecisionCounter) *Health {
 	h.monitor, h.counts = m, c
+	return h
+}
+
+// WithDetails makes the report include what is internal: error texts, WAL
+// positions and lag, and the routing counters. Off by default, so that a
+// public /readyz says only what is up; /metrics has the figures.
+func (h *Health) WithDetails(on bool) *Health {
+	h.details = on
 	return h
 }
 
@@ -72,7 +81,8 @@ type Component struct {
 	Name      string  `json:"name" example:"replica1"`
 	Up        bool    `json:"up"`
 	LatencyMs float64 `json:"latencyMs" example:"0.4"`
-	Error     string  `json:"error,omitempty" example:"dial tcp 127.0.0.1:5433: connect: connection refused"`
+	// Error is why the dependency is down (with READYZ_DETAILS only).
+	Error string `json:"error,omitempty" example:"dial tcp 127.0.0.1:5433: connect: connection refused"`
 	// Replication is the replica monitor's view: whether the replica is in
 	// rotation, how far it has replayed and how far it lags.
 	Replication *ryw.ReplicaStatus `json:"replication,omitempty"`
@@ -99,6 +109,12 @@ func (h *Health) Check(ctx context.Context) Readiness {
 			r.Status = StatusDegraded
 		}
 	}
+	if !h.details {
+		for _, c := range append([]*Component{&r.Primary, &r.Redis}, pointers(r.Replicas)...) {
+			c.Error = ""
+		}
+		return r
+	}
 	if h.monitor != nil {
 		for _, st := range h.monitor.Status() {
 			for i := range r.Replicas {
@@ -113,6 +129,14 @@ func (h *Health) Check(ctx context.Context) Readiness {
 		r.Routing = &c
 	}
 	return r
+}
+
+func pointers(cs []Component) []*Component {
+	out := make([]*Component, len(cs))
+	for i := range cs {
+		out[i] = &cs[i]
+	}
+	return out
 }
 
 func (h *Health) probe(ctx context.Context, p Probe) Component {

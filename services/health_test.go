@@ -43,12 +43,20 @@ func TestHealthStatus(t *testing.T) {
 
 func TestHealthProbeTimesOut(t *testing.T) {
 	hang := Probe{Name: "primary", Check: func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }}
-	h := NewHealth(hang, nil, probe("redis", nil), 20*time.Millisecond)
+	h := NewHealth(hang, nil, probe("redis", nil), 20*time.Millisecond).WithDetails(true)
 	r := h.Check(t.Context())
 	if r.Status != StatusUnavailable || r.Primary.Up || r.Primary.Error != context.DeadlineExceeded.Error() {
 		t.Errorf("a hanging primary gave %+v", r)
 	}
 	if r.Replicas == nil || len(r.Replicas) != 0 {
 		t.Errorf("no replicas should report an empty list, got %#v", r.Replicas)
+	}
+}
+
+func TestHealthHidesErrorsWithoutDetails(t *testing.T) {
+	down := probe("primary", errors.New("dial tcp 10.0.0.5:5432: connection refused"))
+	r := NewHealth(down, nil, probe("redis", nil), time.Second).Check(t.Context())
+	if r.Primary.Up || r.Primary.Error != "" || r.Status != StatusUnavailable {
+		t.Errorf("without details: %+v; want the primary down, without its error text", r.Primary)
 	}
 }

@@ -127,7 +127,7 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 	profiles := services.NewProfiles(repositories.NewUsers(db, router), router, a.logger)
 	catalog := services.NewCatalog(repositories.NewProducts(db, router))
 
-	health := services.NewHealth(a.probes()).WithRouting(a.monitor, router)
+	health := services.NewHealth(a.probes()).WithRouting(a.monitor, router).WithDetails(cfg.ReadyzDetails)
 	gin.SetMode(gin.ReleaseMode)
 	metrics.watch(router, a.monitor)
 	tokenKey := []byte(cfg.TokenKey)

@@ -319,7 +319,7 @@ func loadRequest(c *http.Client, method, url string, user uuid.UUID, body string
 }
 
 func TestReadinessShowsTheMonitorAndCounters(t *testing.T) {
-	api, _ := startRun(t, stackEnv(t, "RYW_MODE=lsn"))
+	api, _ := startRun(t, stackEnv(t, "RYW_MODE=lsn", "READYZ_DETAILS=true"))
 	waitReplicasUsable(t, api)
 	stack.PauseReplayForTest(t, stack.Replicas[0])
 	user := uuid.New()

@@ -205,7 +205,7 @@ func TestUnknownRouteAnswersTheJSONErrorShape(t *testing.T) {
 
 func TestReadinessFollowsDependencies(t *testing.T) {
 	ctx := t.Context()
-	url, _ := startRun(t, stackEnv(t))
+	url, _ := startRun(t, stackEnv(t, "READYZ_DETAILS=true"))
 
 	// A replica and Redis down: degraded, still 200 (the primary serves).
 	stack.Replicas[1].StopForTest(t)

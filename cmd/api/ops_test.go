@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -263,5 +264,26 @@ func TestClientTokensCannotBeAbused(t *testing.T) {
 	// Mallory's own token still routes Mallory's reads.
 	if r := getWith(t, api, mallory, w.token, "header"); r.status != http.StatusOK || nameIn(t, r) != "mallory" {
 		t.Errorf("mallory's own token: %s", r)
+	}
+}
+
+// TestReadyzKeepsInternalsPrivateByDefault: without READYZ_DETAILS, /readyz
+// says what is up and nothing more.
+func TestReadyzKeepsInternalsPrivateByDefault(t *testing.T) {
+	api, _ := startRun(t, stackEnv(t))
+	waitReplicasUsable(t, api)
+	resp, err := http.Get(api + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, internal := range []string{"replayLsn", "routing", "byReason", "lagBytes"} {
+		if strings.Contains(string(body), internal) {
+			t.Errorf("public /readyz shows %q: %s", internal, body)
+		}
+	}
+	if !strings.Contains(string(body), `"status":"ready"`) {
+		t.Errorf("/readyz = %s; want the status", body)
 	}
 }

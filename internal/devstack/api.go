@@ -90,7 +90,8 @@ func (s *Stack) StartAPI(ctx context.Context, opts APIOptions) ([]*API, error) {
 		addr := net.JoinHostPort(host, strconv.Itoa(port))
 		a := &API{Name: fmt.Sprintf("api%d", i+1), Addr: addr, URL: "http://" + addr, out: out}
 		env := append(os.Environ(), s.Env()...)
-		env = append(env, "HTTP_ADDR="+addr, tokenKey)
+		// A development stack shows its internals on /readyz.
+		env = append(env, "HTTP_ADDR="+addr, tokenKey, "READYZ_DETAILS=true")
 		env = append(env, opts.Env...)
 		if opts.InstanceEnv != nil {
 			env = append(env, opts.InstanceEnv(i)...)
