@@ -26,7 +26,7 @@ func TestHealthStatus(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := NewHealth(probe("primary", tt.primary), []Probe{probe("replica1", nil), probe("replica2", tt.rep)}, probe("redis", tt.redis), time.Second)
+			h := NewHealth(probe("primary", tt.primary), []Probe{probe("replica1", nil), probe("replica2", tt.rep)}, probe("redis", tt.redis), time.Second).WithDetails(true)
 			r := h.Check(t.Context())
 			if r.Status != tt.want {
 				t.Errorf("status = %q, want %q", r.Status, tt.want)
