@@ -35,6 +35,9 @@ type ReplicaStatus struct {
 	// when caught up, even when the primary is idle.
 	Lag        time.Duration `json:"-"`
 	LagSeconds float64       `json:"lagSeconds"`
+	// RTT is the round trip of its checks, smoothed.
+	RTT   time.Duration `json:"-"`
+	RTTMs float64       `json:"rttMs"`
 	// Quarantined: it answers, but it flapped, and is held out of
 	// rotation until QuarantinedUntil.
 	Quarantined      bool      `json:"quarantined,omitempty"`
@@ -260,7 +263,9 @@ func (m *Monitor) pollReplica(parent context.Context, r NodeDB) {
 	defer cancel()
 	var inRecovery bool
 	var replay sql.NullString
+	asked := time.Now()
 	err := r.DB.QueryRowContext(ctx, "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text").Scan(&inRecovery, &replay)
+	rtt := time.Since(asked)
 	switch {
 	case err != nil:
 	case !inRecovery:
@@ -296,7 +301,15 @@ func (m *Monitor) pollReplica(parent context.Context, r NodeDB) {
 		q.up(now)
 		m.logger.Info("replica back in rotation", "replica", r.Name, "replayLsn", lsn.String())
 	}
-	m.status[r.Name] = m.statusAt(r.Name, lsn, now)
+	st := m.statusAt(r.Name, lsn, now)
+	// The round trip, smoothed: a replica that answers slowly is passed
+	// over while a fast one can serve (see CaughtUp).
+	st.RTT = rtt
+	if prev.RTT > 0 {
+		st.RTT = (prev.RTT*7 + rtt*3) / 10
+	}
+	st.RTTMs = float64(st.RTT.Microseconds()) / 1000
+	m.status[r.Name] = st
 }
 
 // takeOut marks a replica out of rotation for cause, logging the
@@ -390,14 +403,36 @@ func (m *Monitor) RequiredLSN(t time.Time) (LSN, bool) {
 
 // CaughtUp returns the healthy replicas known to have replayed at least
 // min (every healthy replica for min 0), in configuration order.
+//
+// Replicas that answer much more slowly than the fastest of them (over four
+// times its round trip, and by more than slowMargin) are left out while a
+// faster one qualifies: a replica with a slow link would make every read it
+// serves slow, and can serve when nothing else can.
 func (m *Monitor) CaughtUp(min LSN) []string {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	var names []string
+	fastest := time.Duration(-1)
 	for _, r := range m.replicas {
 		if st := m.status[r.Name]; st.Healthy && st.ReplayLSN >= min {
 			names = append(names, r.Name)
+			if fastest < 0 || st.RTT < fastest {
+				fastest = st.RTT
+			}
 		}
 	}
-	return names
+	if len(names) < 2 {
+		return names
+	}
+	fast := names[:0:0]
+	for _, n := range names {
+		if rtt := m.status[n].RTT; rtt <= 4*fastest || rtt-fastest <= slowMargin {
+			fast = append(fast, n)
+		}
+	}
+	return fast
 }
+
+// slowMargin is how much slower than the fastest replica a replica may
+// answer and still share the reads.
+const slowMargin = 10 * time.Millisecond

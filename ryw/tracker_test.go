@@ -1,6 +1,7 @@
 package ryw
 
 import (
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -63,5 +64,37 @@ func TestQuarantineBacksOffAFlappingReplica(t *testing.T) {
 	now = now.Add(time.Minute) // a long healthy run
 	if hold := q.down(now); hold != 0 {
 		t.Errorf("failure after a long healthy run: held %s; want 0", hold)
+	}
+}
+
+func TestCaughtUpPassesOverASlowReplicaWhileAFastOneQualifies(t *testing.T) {
+	m := NewMonitor(nil, []NodeDB{{Name: "r1"}, {Name: "r2"}, {Name: "r3"}}, time.Second, slog.New(slog.DiscardHandler))
+	set := func(name string, lsn LSN, rtt time.Duration) {
+		m.status[name] = ReplicaStatus{Name: name, Healthy: true, ReplayLSN: lsn, RTT: rtt}
+	}
+	set("r1", 100, 200*time.Millisecond) // a slow link
+	set("r2", 100, time.Millisecond)
+	set("r3", 50, 2*time.Millisecond)
+	for _, tt := range []struct {
+		min  LSN
+		want string
+	}{
+		{0, "[r2 r3]"}, // the slow one is passed over
+		{100, "[r2]"},  // the fast one qualifies
+		{60, "[r2]"},   // r3 is behind
+		{101, "[]"},    // none qualifies
+	} {
+		if got := fmt.Sprint(m.CaughtUp(tt.min)); got != tt.want {
+			t.Errorf("CaughtUp(%d) = %s, want %s", tt.min, got, tt.want)
+		}
+	}
+	set("r2", 90, time.Millisecond)
+	if got := fmt.Sprint(m.CaughtUp(100)); got != "[r1]" {
+		t.Errorf("only the slow replica qualifies: CaughtUp = %s, want [r1]", got)
+	}
+	set("r1", 100, 8*time.Millisecond) // slower, but within the margin
+	set("r2", 100, time.Millisecond)
+	if got := fmt.Sprint(m.CaughtUp(100)); got != "[r1 r2]" {
+		t.Errorf("a replica within the margin: CaughtUp = %s, want both", got)
 	}
 }

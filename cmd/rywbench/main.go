@@ -63,6 +63,7 @@ type options struct {
 	replicaDelay time.Duration
 	apiBin       string
 	baselineBin  string
+	scenarios    []string
 	out          string
 }
 
@@ -79,6 +80,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.replicaDelay, "replica-delay", 20*time.Millisecond, "recovery_min_apply_delay of the last replica (its lag)")
 	fs.StringVar(&o.apiBin, "api-bin", "", "API executable (default: go build ./cmd/api)")
 	fs.StringVar(&o.baselineBin, "baseline-bin", "", "another API executable (an older commit, say) to measure in the same run, mode by mode, labelled \"<mode> (baseline)\"")
+	var scenarios string
+	fs.StringVar(&scenarios, "scenarios", "", "instead of the modes, measure lsn mode under faults between the API and replica1: a comma-separated list of none,blackhole,slow,flood (none first: the baseline)")
 	fs.StringVar(&o.out, "out", "", "also write the Markdown report to this file")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -86,6 +89,14 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var err error
 	if o.modes, err = loadgen.ParseModes(modes); err != nil {
 		return o, err
+	}
+	if scenarios != "" {
+		for _, s := range strings.Split(scenarios, ",") {
+			if !slices.Contains(scenarioNames, s) {
+				return o, fmt.Errorf("-scenarios: %q is not one of %s", s, strings.Join(scenarioNames, ","))
+			}
+			o.scenarios = append(o.scenarios, s)
+		}
 	}
 	switch {
 	case fs.NArg() > 0:
@@ -120,6 +131,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer stack.Close()
 
+	if len(o.scenarios) > 0 {
+		scs, err := runScenarios(ctx, stack, o, stderr)
+		if err != nil {
+			return err
+		}
+		var b bytes.Buffer
+		renderScenarios(&b, scs, o)
+		return emit(b.String(), o, stdout)
+	}
 	bins := []struct{ label, path string }{{"", o.apiBin}}
 	if o.baselineBin != "" {
 		bins = append(bins, struct{ label, path string }{" (baseline)", o.baselineBin})
@@ -144,12 +164,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			results = append(results, res)
 		}
 	}
-	report := render(results, o)
+	return emit(render(results, o), o, stdout)
+}
+
+// emit prints the report and, with -out, writes it to a file.
+func emit(report string, o options, stdout io.Writer) error {
 	fmt.Fprint(stdout, report)
 	if o.out != "" {
-		if err := os.WriteFile(o.out, []byte(report), 0o644); err != nil {
-			return err
-		}
+		return os.WriteFile(o.out, []byte(report), 0o644)
 	}
 	return nil
 }
