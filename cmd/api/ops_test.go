@@ -287,3 +287,41 @@ func TestReadyzKeepsInternalsPrivateByDefault(t *testing.T) {
 		t.Errorf("/readyz = %s; want the status", body)
 	}
 }
+
+// TestAHungPrimaryAnswers503: with the primary's link swallowing every
+// packet, a write answers a JSON 503 once RYW_PRIMARY_TIMEOUT has passed,
+// instead of hanging (the client gives up after 10 s), and so does an own
+// read that needs the primary.
+func TestAHungPrimaryAnswers503(t *testing.T) {
+	proxy, primaryURL, err := devstack.StartProxyForURL(stack.Primary.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proxy.Close)
+	api, _ := startRun(t, stackEnv(t, "DATABASE_URL="+primaryURL, "RYW_PRIMARY_TIMEOUT=500ms"))
+	user := uuid.New()
+	saveProfile(t, api, user, "before")
+	if err := proxy.Blackhole(); err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	body := `{"email":"u@example.com","name":"during"}`
+	st, h, _, err := loadgen.Call(t.Context(), client, http.MethodPost, api+"/api/me/profile", user, body)
+	if err != nil || st != http.StatusServiceUnavailable {
+		t.Errorf("write with the primary hung: %d %v; want 503", st, err)
+	}
+	if h.Get("Content-Type") != "application/json; charset=utf-8" {
+		t.Errorf("503 without the JSON error shape: Content-Type %q", h.Get("Content-Type"))
+	}
+	// Inside the window the user's read needs the primary: 503, not stale.
+	if st, _, _, err := loadgen.Call(t.Context(), client, http.MethodGet, api+"/api/me", user, ""); err != nil || st != http.StatusServiceUnavailable {
+		t.Errorf("own read with the primary hung: %d %v; want 503", st, err)
+	}
+	if err := proxy.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		st, _, _, _ := loadgen.Call(t.Context(), client, http.MethodPost, api+"/api/me/profile", user, body)
+		return st == http.StatusOK
+	})
+}
