@@ -435,6 +435,9 @@ const docTemplate = `{
                 "replayLsn": {
                     "description": "ReplayLSN is the last position the replica was seen to have replayed:\na lower bound of what its queries see, while it does not restart.",
                     "type": "integer"
+                },
+                "rttMs": {
+                    "type": "number"
                 }
             }
         },
