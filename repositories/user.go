@@ -3,6 +3,7 @@ package repositories
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/google/uuid"
 	"gorm.io/gorm"
@@ -46,5 +47,8 @@ func (r *Users) Upsert(ctx context.Context, u models.User) (models.User, error) 
 		RETURNING id, email, name, avatar_url, created_at, updated_at`,
 			u.ID, u.Email, u.Name, u.AvatarURL).Scan(&saved).Error
 	})
+	if ryw.MayHaveCommitted(err) {
+		return models.User{}, fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+	}
 	return saved, err
 }

@@ -1,6 +1,7 @@
 package ryw
 
 import (
+	"context"
 	"database/sql/driver"
 	"errors"
 	"io"
@@ -27,6 +28,21 @@ func IsUnavailable(err error) bool {
 	var netErr net.Error
 	return errors.As(err, &connErr) || errors.As(err, &netErr) ||
 		errors.Is(err, driver.ErrBadConn) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// MayHaveCommitted reports whether a statement that failed with err may
+// still have committed on the server: its deadline passed or its
+// connection broke after the statement was sent. A write that fails so is
+// neither known done nor known undone.
+//
+// A server error (a *pgconn.PgError, such as "terminating connection due to
+// administrator command") means the statement did not commit.
+func MayHaveCommitted(err error) bool {
+	var pgErr *pgconn.PgError
+	if err == nil || pgconn.SafeToRetry(err) || errors.As(err, &pgErr) {
+		return false
+	}
+	return errors.Is(err, context.DeadlineExceeded) || IsUnavailable(err)
 }
 
 // isRecoveryConflict reports whether a replica cancelled the query because

@@ -287,7 +287,7 @@ func (m *Monitor) pollReplica(parent context.Context, r NodeDB) {
 		return
 	}
 	if err != nil {
-		m.takeOut(r.Name, "replica out of rotation: its check failed", err, now)
+		m.takeOut(r.Name, "replica out of rotation: its check failed", err, now, true)
 		return
 	}
 	q := m.quarantine[r.Name]
@@ -313,12 +313,17 @@ func (m *Monitor) pollReplica(parent context.Context, r NodeDB) {
 }
 
 // takeOut marks a replica out of rotation for cause, logging the
-// transition once, and quarantines it if it flaps. The caller holds m.mu.
-func (m *Monitor) takeOut(name, msg string, cause error, now time.Time) {
+// transition once, and, if flap, quarantines it when it flaps. The caller
+// holds m.mu.
+func (m *Monitor) takeOut(name, msg string, cause error, now time.Time, flap bool) {
 	prev := m.status[name]
-	st := ReplicaStatus{Name: name, Error: cause.Error(), CheckedAt: now}
+	st := ReplicaStatus{Name: name, Error: cause.Error(), CheckedAt: now, RTT: prev.RTT, RTTMs: prev.RTTMs}
 	if prev.Healthy {
-		if hold := m.quarantine[name].down(now); hold > 0 {
+		hold := time.Duration(0)
+		if flap {
+			hold = m.quarantine[name].down(now)
+		}
+		if hold > 0 {
 			m.logger.Warn(msg+"; quarantined, it flaps", "replica", name, "err", cause, "for", hold)
 		} else {
 			m.logger.Warn(msg, "replica", name, "err", cause)
@@ -362,7 +367,9 @@ func (m *Monitor) Behind(name string, lsn LSN) {
 		return
 	}
 	m.logger.Warn("replica is behind its known position; lowering it", "replica", name, "known", st.ReplayLSN, "seen", lsn)
-	m.status[name] = m.statusAt(name, lsn, m.now())
+	next := m.statusAt(name, lsn, m.now())
+	next.RTT, next.RTTMs = st.RTT, st.RTTMs
+	m.status[name] = next
 }
 
 // MarkDown takes a replica out of rotation after a query on it failed; the
@@ -373,7 +380,10 @@ func (m *Monitor) MarkDown(name string, cause error) {
 	if _, ok := m.status[name]; !ok {
 		return
 	}
-	m.takeOut(name, "replica out of rotation: a query on it failed", cause, m.now())
+	// A query that overran its deadline may have waited for a pooled
+	// connection, or been a slow query on a busy, healthy node: it takes the
+	// replica out until its next good check, but does not count as flapping.
+	m.takeOut(name, "replica out of rotation: a query on it failed", cause, m.now(), !errors.Is(cause, context.DeadlineExceeded))
 }
 
 // Status returns every replica's status, in configuration order.
@@ -416,12 +426,12 @@ func (m *Monitor) CaughtUp(min LSN) []string {
 	for _, r := range m.replicas {
 		if st := m.status[r.Name]; st.Healthy && st.ReplayLSN >= min {
 			names = append(names, r.Name)
-			if fastest < 0 || st.RTT < fastest {
+			if st.RTT > 0 && (fastest < 0 || st.RTT < fastest) {
 				fastest = st.RTT
 			}
 		}
 	}
-	if len(names) < 2 {
+	if len(names) < 2 || fastest < 0 {
 		return names
 	}
 	fast := names[:0:0]

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -31,6 +32,10 @@ type PoolOptions struct {
 	// ConnectTimeout bounds opening a connection (0: pgx's default, none
 	// unless the URL sets connect_timeout).
 	ConnectTimeout time.Duration
+	// StatementTimeout sets the sessions' statement_timeout, so that a
+	// statement whose client gave up (a deadline only closes the socket)
+	// does not run on: 0 leaves the server's setting.
+	StatementTimeout time.Duration
 }
 
 // OpenPool opens a database/sql pool on pgx for one node, without
@@ -56,6 +61,9 @@ func OpenPool(url string, replica bool, o PoolOptions) (*sql.DB, error) {
 	}
 	if o.ConnectTimeout > 0 {
 		cfg.ConnectTimeout = o.ConnectTimeout
+	}
+	if o.StatementTimeout > 0 {
+		cfg.RuntimeParams["statement_timeout"] = strconv.FormatInt(o.StatementTimeout.Milliseconds(), 10)
 	}
 	connector := stdlib.GetConnector(*cfg)
 	if replica {

@@ -164,22 +164,42 @@ func (r *Router) IgnoreToken(why string) { r.counts.ignore(why) }
 // is checked against the primary itself, once for all the requests that
 // need it at the same time.
 func (r *Router) vetClientToken(ctx context.Context, token LSN) LSN {
-	if token == 0 || token <= r.cfg.Replicas.PrimaryLSN() {
+	if token <= r.cfg.Replicas.PrimaryLSN() {
 		return token
 	}
-	now, err, _ := r.positions.Do("", func() (any, error) {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.PrimaryTimeout)
-		defer cancel()
-		return r.cfg.WAL.CurrentLSN(ctx)
-	})
-	if err == nil && token <= now.(LSN) {
+	arrived := time.Now()
+	res, err, _ := r.positions.Do("", func() (any, error) { return r.primaryPosition(ctx) })
+	pos, _ := res.(position)
+	if err == nil && pos.asked.Before(arrived) && token > pos.lsn {
+		// That answer was asked for before this request arrived, perhaps
+		// before the client's write committed: ask again, for this token.
+		pos, err = r.primaryPosition(ctx)
+	}
+	if err != nil {
+		// Nothing to judge by: the signature held, so route on it.
 		return token
 	}
-	if err == nil {
-		r.counts.ignore(TokenAhead)
-		r.cfg.Logger.WarnContext(ctx, "client token ahead of the primary; ignored", "token", token.String(), "primary", now.(LSN).String())
+	if token <= pos.lsn {
+		return token
 	}
+	r.counts.ignore(TokenAhead)
+	r.cfg.Logger.DebugContext(ctx, "client token ahead of the primary; ignored", "token", token.String(), "primary", pos.lsn.String())
 	return 0
+}
+
+// position is the primary's WAL position and when it was asked for.
+type position struct {
+	lsn   LSN
+	asked time.Time
+}
+
+func (r *Router) primaryPosition(ctx context.Context) (position, error) {
+	p := position{asked: time.Now()}
+	err := r.Primary(context.WithoutCancel(ctx), func(ctx context.Context) (err error) {
+		p.lsn, err = r.cfg.WAL.CurrentLSN(ctx)
+		return err
+	})
+	return p, err
 }
 
 // ForWrite is the decision for a request that writes: the primary.
@@ -217,7 +237,6 @@ func (r *Router) ForOwnRead(ctx context.Context, userID string) Decision {
 // write, judged on the tracker's clock alone. When the tracker cannot say
 // what the user wrote, see unknownWrites.
 func (r *Router) ownRead(ctx context.Context, userID string) Decision {
-	client := r.vetClientToken(ctx, clientToken(ctx))
 	marks, err := r.cfg.Tracker.Lookup(ctx, userID)
 	unknown := ""
 	switch {
@@ -236,7 +255,11 @@ func (r *Router) ownRead(ctx context.Context, userID string) Decision {
 	if r.cfg.Mode == ModeTime && marks.HasWrite() && (marks.Age < r.cfg.Window || marks.Token == 0) {
 		return Decision{Node: Primary, Reason: ReasonRecentWrite}
 	}
-	token := max(marks.Token, client)
+	token := marks.Token
+	if client := clientToken(ctx); client > token {
+		// The client knows of a later write than Redis does (or claims to).
+		token = max(token, r.vetClientToken(ctx, client))
+	}
 	reason := ReasonNoRecentWrite
 	if r.cfg.Mode == ModeLSN {
 		reason = ReasonLSNCaughtUp
@@ -258,7 +281,11 @@ func (r *Router) unknownWrites(ctx context.Context, userID, why string, cause er
 		r.cfg.Logger.WarnContext(ctx, "user's writes unknown; reading from the primary", "user", userID, "why", why, "err", cause)
 		return Decision{Node: Primary, Reason: ReasonTrackerUnavailable}
 	}
-	now, err := r.cfg.WAL.CurrentLSN(ctx)
+	var now LSN
+	err := r.Primary(ctx, func(ctx context.Context) (err error) {
+		now, err = r.cfg.WAL.CurrentLSN(ctx)
+		return err
+	})
 	if err != nil {
 		r.cfg.Logger.WarnContext(ctx, "user's writes and the primary's position unknown; reading from the primary", "user", userID, "why", why, "err", cause)
 		return Decision{Node: Primary, Reason: ReasonTrackerUnavailable}
@@ -315,19 +342,23 @@ func (r *Router) ownReadFloor(token, floor LSN) (need LSN, ok bool) {
 // replica delays nobody whom a fast one can serve.
 func (r *Router) waitFor(ctx context.Context, need LSN, reason Reason) (Decision, bool) {
 	deadline := r.cfg.Now().Add(r.cfg.MaxWait)
+	// A replica that hangs must not hold the read: each round of asking
+	// ends by MaxWait, or after refreshGrace when MaxWait is shorter.
+	wctx, cancel := context.WithTimeout(ctx, max(r.cfg.MaxWait, refreshGrace))
+	defer cancel()
 	for {
 		names := r.cfg.Replicas.CaughtUp(0)
 		answered := make(chan struct{}, len(names))
 		for _, n := range names {
 			go func() {
-				r.cfg.Replicas.Refresh(ctx, []string{n})
+				r.cfg.Replicas.Refresh(wctx, []string{n})
 				answered <- struct{}{}
 			}()
 		}
 		for range names {
 			select {
 			case <-answered:
-			case <-ctx.Done():
+			case <-wctx.Done():
 				return Decision{}, false
 			}
 			if d, ok := r.pick(need, reason); ok {
@@ -344,6 +375,11 @@ func (r *Router) waitFor(ctx context.Context, need LSN, reason Reason) (Decision
 		}
 	}
 }
+
+// refreshGrace bounds how long a read with a short RYW_MAX_WAIT (or none)
+// waits for the replicas to tell their positions: a healthy replica
+// answers in well under it.
+const refreshGrace = 50 * time.Millisecond
 
 // pick chooses a random healthy replica known to have replayed min; ok is
 // false when there is none.
@@ -383,9 +419,11 @@ func (r *Router) RecordWrite(ctx context.Context, userID string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.RecordBudget)
 	defer cancel()
 	var token LSN
-	err := retry(ctx, func(ctx context.Context) (err error) {
-		token, err = r.cfg.WAL.CurrentLSN(ctx)
-		return err
+	err := retry(ctx, func(ctx context.Context) error {
+		return r.Primary(ctx, func(ctx context.Context) (err error) {
+			token, err = r.cfg.WAL.CurrentLSN(ctx)
+			return err
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("%w: read the write's WAL position: %v", ErrUnconfirmed, err)
@@ -401,7 +439,9 @@ func (r *Router) RecordWrite(ctx context.Context, userID string) error {
 
 // fence secures a write the tracker could not record: see RecordWrite.
 func (r *Router) fence(ctx context.Context, token LSN) error {
-	fenceErr := retry(ctx, func(ctx context.Context) error { return r.cfg.WAL.RaiseFence(ctx, token) })
+	fenceErr := retry(ctx, func(ctx context.Context) error {
+		return r.Primary(ctx, func(ctx context.Context) error { return r.cfg.WAL.RaiseFence(ctx, token) })
+	})
 	// An instance trusts the fence it read for the lease after the poll
 	// that read it started; once the lease has passed since the fence
 	// committed, every instance's view is newer than it. A tenth more

@@ -1,10 +1,15 @@
 package ryw
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 func TestClockJumped(t *testing.T) {
@@ -96,5 +101,24 @@ func TestCaughtUpPassesOverASlowReplicaWhileAFastOneQualifies(t *testing.T) {
 	set("r2", 100, time.Millisecond)
 	if got := fmt.Sprint(m.CaughtUp(100)); got != "[r1 r2]" {
 		t.Errorf("a replica within the margin: CaughtUp = %s, want both", got)
+	}
+}
+
+func TestMayHaveCommitted(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"no error", nil, false},
+		{"deadline passed after sending", fmt.Errorf("query: %w", context.DeadlineExceeded), true},
+		{"connection broke after sending", fmt.Errorf("read: %w", io.ErrUnexpectedEOF), true},
+		{"a server error", &pgconn.PgError{Code: "57P01", Message: "terminating connection due to administrator command"}, false},
+		{"a constraint", &pgconn.PgError{Code: "23505"}, false},
+		{"a plain error", errors.New("syntax"), false},
+	} {
+		if got := MayHaveCommitted(tt.err); got != tt.want {
+			t.Errorf("%s: MayHaveCommitted = %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }

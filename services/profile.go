@@ -84,6 +84,13 @@ func (p *Profiles) Save(ctx context.Context, userID uuid.UUID, in ProfileInput) 
 		return models.User{}, err
 	}
 	saved, err := p.users.Upsert(ctx, models.User{ID: userID, Email: in.Email, Name: in.Name, AvatarURL: in.AvatarURL})
+	if errors.Is(err, repositories.ErrOutcomeUnknown) {
+		// It may have committed: secure it as if it had (RecordWrite
+		// outlives the request), and tell the client it is unconfirmed.
+		if rerr := p.writes.RecordWrite(ctx, userID.String()); rerr != nil {
+			p.logger.WarnContext(ctx, "a write of unknown outcome could not be recorded either", "user", userID, "err", rerr)
+		}
+	}
 	if err != nil {
 		return models.User{}, fmt.Errorf("save profile: %w", err)
 	}

@@ -255,11 +255,17 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 
 // openDB opens a pool of up to maxOpen connections without connecting; a
 // replica pool checks each read's MinLSN on the connection (ryw.OpenPool).
-func openDB(url string, replica bool, maxOpen int, connectTimeout time.Duration) (*sql.DB, error) {
-	return ryw.OpenPool(url, replica, ryw.PoolOptions{
+// timeout bounds connecting and, on a replica, as statement_timeout, each
+// statement (not on the primary, where migrations run).
+func openDB(url string, replica bool, maxOpen int, timeout time.Duration) (*sql.DB, error) {
+	o := ryw.PoolOptions{
 		MaxOpen: maxOpen, MaxIdle: max(1, maxOpen/2), MaxLifetime: 30 * time.Minute, MaxIdleTime: 5 * time.Minute,
-		ConnectTimeout: connectTimeout,
-	})
+		ConnectTimeout: timeout,
+	}
+	if replica {
+		o.StatementTimeout = timeout
+	}
+	return ryw.OpenPool(url, replica, o)
 }
 
 // pingReplica checks that the node answers and really is a standby: a

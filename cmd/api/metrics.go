@@ -62,7 +62,7 @@ var (
 	retriesDesc = prometheus.NewDesc("ryw_read_retries_total",
 		"Reads that failed on a replica and were retried on the primary, by cause.", []string{"cause"}, nil)
 	lagSecondsDesc = prometheus.NewDesc("ryw_replica_lag_seconds",
-		"How long the replica has been missing WAL the primary had, at its last check; 0 when caught up.", []string{"replica"}, nil)
+		"How long the replica has been missing WAL the primary had, at its last check; 0 when caught up; absent while it is out of rotation.", []string{"replica"}, nil)
 	lagBytesDesc = prometheus.NewDesc("ryw_replica_lag_bytes",
 		"WAL the primary had written that the replica had not replayed, at its last check.", []string{"replica"}, nil)
 	healthyDesc = prometheus.NewDesc("ryw_replica_healthy",
@@ -91,8 +91,12 @@ func (c *routingCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(retriesDesc, prometheus.CounterValue, float64(n), string(cause))
 	}
 	for _, st := range c.monitor.Status() {
-		ch <- prometheus.MustNewConstMetric(lagSecondsDesc, prometheus.GaugeValue, st.LagSeconds, st.Name)
-		ch <- prometheus.MustNewConstMetric(lagBytesDesc, prometheus.GaugeValue, float64(st.LagBytes), st.Name)
+		if st.Healthy {
+			// A replica out of rotation has no known lag: no series, rather
+			// than a 0 that would read as caught up.
+			ch <- prometheus.MustNewConstMetric(lagSecondsDesc, prometheus.GaugeValue, st.LagSeconds, st.Name)
+			ch <- prometheus.MustNewConstMetric(lagBytesDesc, prometheus.GaugeValue, float64(st.LagBytes), st.Name)
+		}
 		ch <- prometheus.MustNewConstMetric(healthyDesc, prometheus.GaugeValue, boolValue(st.Healthy), st.Name)
 		ch <- prometheus.MustNewConstMetric(quarantinedDesc, prometheus.GaugeValue, boolValue(st.Quarantined), st.Name)
 	}
