@@ -88,6 +88,7 @@ type RedisTracker struct {
 	observe func(op string, took time.Duration, err error)
 
 	renewals    singleflight.Group
+	breaker     breaker
 	mu          sync.Mutex
 	epoch       string // the epoch last seen
 	floor       LSN    // the highest floor of any epoch seen
@@ -205,14 +206,19 @@ return cur
 
 // Record raises both of the user's marks in one round trip.
 func (t *RedisTracker) Record(ctx context.Context, userID string, token LSN) error {
+	start := time.Now()
+	if !t.breaker.allow(start) {
+		t.observe("record", 0, ErrTrackerShedding)
+		return ErrTrackerShedding
+	}
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
-	start := time.Now()
 	err := t.record(ctx, userID, token, true)
 	if redis.HasErrorPrefix(err, "NOSCRIPT") {
 		// Redis restarted and forgot the scripts: send them whole.
 		err = t.record(ctx, userID, token, false)
 	}
+	t.breaker.done(err, time.Now())
 	t.observe("record", time.Since(start), err)
 	if err != nil {
 		return fmt.Errorf("record the write in redis: %w", err)
@@ -242,6 +248,10 @@ func (t *RedisTracker) record(ctx context.Context, userID string, token LSN, byS
 // been lost, so Marks.Floor then holds the user to everything the primary
 // had written when the loss was found.
 func (t *RedisTracker) Lookup(ctx context.Context, userID string) (Marks, error) {
+	if !t.breaker.allow(time.Now()) {
+		t.observe("lookup", 0, ErrTrackerShedding)
+		return Marks{}, ErrTrackerShedding
+	}
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
 	pipe := t.client.Pipeline()
@@ -258,6 +268,7 @@ func (t *RedisTracker) Lookup(ctx context.Context, userID string) (Marks, error)
 			break
 		}
 	}
+	t.breaker.done(failed, time.Now())
 	t.observe("lookup", time.Since(start), failed)
 	if failed != nil {
 		return Marks{}, fmt.Errorf("read marks from redis: %w", failed)

@@ -122,3 +122,30 @@ func TestMayHaveCommitted(t *testing.T) {
 		}
 	}
 }
+
+func TestBreakerShedsCallsAfterRedisFailsToAnswer(t *testing.T) {
+	var b breaker
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if !b.allow(now) {
+		t.Fatal("a closed breaker refused a call")
+	}
+	b.done(errors.New("WRONGTYPE"), now) // an answer, if an error one
+	if !b.allow(now) {
+		t.Fatal("an error reply opened the breaker")
+	}
+	b.done(fmt.Errorf("pipeline: %w", context.DeadlineExceeded), now)
+	if b.allow(now.Add(500 * time.Millisecond)) {
+		t.Error("calls went through within the cooldown after a timeout")
+	}
+	later := now.Add(breakerCooldown)
+	if !b.allow(later) {
+		t.Fatal("no trial call after the cooldown")
+	}
+	if b.allow(later) {
+		t.Error("a second call went through while the trial was in flight")
+	}
+	b.done(nil, later)
+	if !b.allow(later) || !b.allow(later) {
+		t.Error("a successful trial did not close the breaker")
+	}
+}
