@@ -434,3 +434,63 @@ func TestMarksOnlyRise(t *testing.T) {
 		t.Errorf("Lookup of a user without writes = %+v, %v", m, err)
 	}
 }
+
+// TestAConnectionSkipsChecksItHasAlreadySettled: once a connection has seen
+// its replica replay past a position, reads that need no more than that
+// skip the round trip, since replay only moves forward while the connection
+// lives; a read that needs more is still checked, and still refused by a
+// replica that has not replayed it.
+func TestAConnectionSkipsChecksItHasAlreadySettled(t *testing.T) {
+	ctx := t.Context()
+	r := stack.Replicas[0]
+	pool, err := ryw.OpenPool(r.URL, true, ryw.PoolOptions{MaxOpen: 1, MaxIdle: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	stack.PauseReplayForTest(t, r)
+	replayed, err := r.ReplayLSN(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stack.Primary.Exec(ctx, "CREATE TABLE "+fmt.Sprintf("t_%d", seq.Add(1))+" (k int)"); err != nil {
+		t.Fatal(err)
+	}
+	ahead, err := stack.Primary.CurrentLSN(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	query := func(min ryw.LSN) error {
+		var one int
+		return pool.QueryRowContext(ryw.WithDecision(ctx, ryw.Decision{Node: r.Name, MinLSN: min}), "SELECT 1").Scan(&one)
+	}
+	checks := func(f func()) int64 {
+		before := ryw.ChecksRun()
+		f()
+		return ryw.ChecksRun() - before
+	}
+	if n := checks(func() {
+		if err := query(replayed); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 1 {
+		t.Errorf("first read: %d checks, want 1", n)
+	}
+	if n := checks(func() {
+		for _, min := range []ryw.LSN{replayed, replayed - 1, 1} {
+			if err := query(min); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}); n != 0 {
+		t.Errorf("reads the connection has settled: %d checks, want 0", n)
+	}
+	var behind *ryw.BehindError
+	if n := checks(func() {
+		if err := query(ahead); !errors.As(err, &behind) {
+			t.Errorf("a read past the paused replica = %v; want BehindError", err)
+		}
+	}); n != 1 {
+		t.Errorf("a read needing more: %d checks, want 1", n)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -91,23 +92,33 @@ func (c checkingConnector) Connect(ctx context.Context) (driver.Conn, error) {
 		conn.Close()
 		return nil, fmt.Errorf("ryw: pgx stdlib returned a %T, not a *stdlib.Conn", conn)
 	}
-	return &checkedConn{sc}, nil
+	return &checkedConn{Conn: sc}, nil
 }
 
 // checkedConn is a pgx connection whose statements check the replay
 // position first. Embedding keeps every optional interface of
 // *stdlib.Conn (session reset, validation, named values, transactions).
-type checkedConn struct{ *stdlib.Conn }
+type checkedConn struct {
+	*stdlib.Conn
+	// replayed is the highest replay position this connection has seen.
+	// Replay only moves forward while the server runs, and the connection
+	// dies with the server, so a read that needs no more than this is known
+	// to be served and skips the check: the round trip is paid only by
+	// reads that need more than the connection has seen (a read right after
+	// a write, mostly). database/sql hands a connection to one goroutine at
+	// a time, so it needs no lock.
+	replayed LSN
+}
 
 func (c *checkedConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
-	if err := checkReplayed(ctx, c.Conn.Conn()); err != nil {
+	if err := c.check(ctx); err != nil {
 		return nil, err
 	}
 	return c.Conn.QueryContext(ctx, query, args)
 }
 
 func (c *checkedConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
-	if err := checkReplayed(ctx, c.Conn.Conn()); err != nil {
+	if err := c.check(ctx); err != nil {
 		return nil, err
 	}
 	return c.Conn.ExecContext(ctx, query, args)
@@ -118,7 +129,7 @@ func (c *checkedConn) ExecContext(ctx context.Context, query string, args []driv
 // reads, before it evaluates anything, so a check inside it would come too
 // late. (The statements inside check again; that is harmless.)
 func (c *checkedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
-	if err := checkReplayed(ctx, c.Conn.Conn()); err != nil {
+	if err := c.check(ctx); err != nil {
 		return nil, err
 	}
 	return c.Conn.BeginTx(ctx, opts)
@@ -129,35 +140,43 @@ func (c *checkedConn) PrepareContext(ctx context.Context, query string) (driver.
 	if err != nil {
 		return nil, err
 	}
-	return &checkedStmt{Stmt: st, conn: c.Conn.Conn()}, nil
+	return &checkedStmt{Stmt: st, conn: c}, nil
 }
 
 // checkedStmt is a prepared statement (GORM's PrepareStmt mode) that checks
 // the replay position before each execution, like checkedConn.
 type checkedStmt struct {
 	driver.Stmt
-	conn *pgx.Conn
+	conn *checkedConn
 }
 
 func (s *checkedStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
-	if err := checkReplayed(ctx, s.conn); err != nil {
+	if err := s.conn.check(ctx); err != nil {
 		return nil, err
 	}
 	return s.Stmt.(driver.StmtQueryContext).QueryContext(ctx, args)
 }
 
 func (s *checkedStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
-	if err := checkReplayed(ctx, s.conn); err != nil {
+	if err := s.conn.check(ctx); err != nil {
 		return nil, err
 	}
 	return s.Stmt.(driver.StmtExecContext).ExecContext(ctx, args)
 }
 
-func checkReplayed(ctx context.Context, c *pgx.Conn) error {
+// checksRun counts the replay checks that went to a server, for tests.
+var checksRun atomic.Int64
+
+// check makes sure the connection's server has replayed the MinLSN of the
+// decision in ctx, asking it only when what the connection has already
+// seen does not settle it.
+func (cc *checkedConn) check(ctx context.Context) error {
 	d, ok := DecisionFrom(ctx)
-	if !ok || d.MinLSN == 0 || d.OnPrimary() {
+	if !ok || d.MinLSN == 0 || d.OnPrimary() || d.MinLSN <= cc.replayed {
 		return nil
 	}
+	checksRun.Add(1)
+	c := cc.Conn.Conn()
 	// Like pgx's own statements: a connection already closed, or an error
 	// before anything reached the server, is a bad connection, and
 	// database/sql retries on another one.
@@ -178,6 +197,7 @@ func checkReplayed(ctx context.Context, c *pgx.Conn) error {
 	if err != nil {
 		return err
 	}
+	cc.replayed = max(cc.replayed, lsn)
 	if lsn < d.MinLSN {
 		return &BehindError{Replayed: lsn, Need: d.MinLSN}
 	}
