@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"regexp"
 	"strings"
@@ -48,6 +49,10 @@ type Config struct {
 	// ReadyzDetails makes /readyz show error texts, WAL positions and the
 	// routing counters (READYZ_DETAILS); off, it says only what is up.
 	ReadyzDetails bool
+	// PprofAddr, when set, serves Go's profiler (net/http/pprof) on this
+	// address (PPROF_ADDR), apart from the public listener: keep it on
+	// loopback.
+	PprofAddr string
 }
 
 // Defaults for the optional variables.
@@ -93,6 +98,7 @@ func Load(getenv func(string) string) (Config, error) {
 		ShutdownWait:   l.duration("SHUTDOWN_TIMEOUT", DefaultShutdownWait),
 		TokenKey:       l.getenv("RYW_TOKEN_KEY"),
 		ReadyzDetails:  l.oneOf("READYZ_DETAILS", "false", "false", "true") == "true",
+		PprofAddr:      l.hostPort("PPROF_ADDR"),
 	}
 	cfg.Replicas = l.replicas("DATABASE_REPLICA_URLS")
 	if l.str("DATABASE_URL", "") == "" {
@@ -207,6 +213,19 @@ func (l *loader) oneOf(name, def string, allowed ...string) string {
 	}
 	l.fail(fmt.Sprintf("%s must be one of %s, got %q", name, strings.Join(allowed, "|"), l.getenv(name)))
 	return def
+}
+
+// hostPort reads an optional listen address, host:port.
+func (l *loader) hostPort(name string) string {
+	raw := l.str(name, "")
+	if raw == "" {
+		return ""
+	}
+	if _, _, err := net.SplitHostPort(raw); err != nil {
+		l.fail(fmt.Sprintf("%s must be host:port, like 127.0.0.1:6060, got %q", name, raw))
+		return ""
+	}
+	return raw
 }
 
 func (l *loader) mode(name string) ryw.Mode {

@@ -79,6 +79,7 @@ func TestLoadErrors(t *testing.T) {
 		{"ttl below window", map[string]string{"RYW_WINDOW": "10s", "RYW_MARKER_TTL": "5s"}, "RYW_MARKER_TTL (5s) must be at least RYW_WINDOW (10s)"},
 		{"negative max wait", map[string]string{"RYW_MAX_WAIT": "-5ms"}, `RYW_MAX_WAIT must be a duration of 0 or more, got "-5ms"`},
 		{"zero poll interval", map[string]string{"RYW_POLL_INTERVAL": "0s"}, `RYW_POLL_INTERVAL must be a positive duration`},
+		{"bad pprof address", map[string]string{"PPROF_ADDR": "6060"}, "PPROF_ADDR must be host:port"},
 		{"short token key", map[string]string{"RYW_TOKEN_KEY": "secret"}, "RYW_TOKEN_KEY must be at least 32 bytes"},
 		{"poll interval beyond the lease", map[string]string{"RYW_POLL_INTERVAL": "500ms"}, `RYW_POLL_INTERVAL must be at most 200ms (a fifth of the fence lease, 1s), got 500ms`},
 		{"bad mode", map[string]string{"RYW_MODE": "eventual"}, `RYW_MODE must be one of time|lsn|off, got "eventual"`},

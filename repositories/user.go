@@ -40,7 +40,7 @@ func (r *Users) Get(ctx context.Context, id uuid.UUID) (models.User, error) {
 func (r *Users) Upsert(ctx context.Context, u models.User) (models.User, error) {
 	var saved models.User
 	err := r.reads.Primary(ctx, func(ctx context.Context) error {
-		return r.db.WithContext(ctx).Raw(`
+		return ryw.OnPrimary(r.db.WithContext(ctx)).Raw(`
 		INSERT INTO users (id, email, name, avatar_url) VALUES (?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE
 		SET email = EXCLUDED.email, name = EXCLUDED.name, avatar_url = EXCLUDED.avatar_url, updated_at = now()

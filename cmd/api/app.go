@@ -202,6 +202,13 @@ func (a *app) serve(ctx context.Context) error {
 		stopMonitor()
 		wg.Wait()
 	}()
+	if a.cfg.PprofAddr != "" {
+		stop, err := servePprof(a.cfg.PprofAddr, a.logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	a.logger.Info("listening", "addr", ln.Addr().String(), "mode", a.cfg.Mode)
 	return serveUntil(ctx, srv, ln, a.cfg.ShutdownWait, a.logger)
 }
