@@ -346,32 +346,7 @@ func TestMonitorTakesADownReplicaOutUntilItAnswers(t *testing.T) {
 // decision needs a position the replica has not replayed fails with
 // BehindError before its query runs, on fresh and on reused connections.
 func TestReplicaPoolChecksTheReplayPositionOnEachConnection(t *testing.T) {
-	ctx := t.Context()
-	r := stack.Replicas[0]
-	pool, err := ryw.OpenPool(r.URL, true, ryw.PoolOptions{MaxOpen: 2, MaxIdle: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	stack.PauseReplayForTest(t, r)
-	replayed, err := r.ReplayLSN(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	table := fmt.Sprintf("t_%d", seq.Add(1))
-	if err := stack.Primary.Exec(ctx, "CREATE TABLE "+table+" (k int)"); err != nil {
-		t.Fatal(err)
-	}
-	ahead, err := stack.Primary.CurrentLSN(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	query := func(min ryw.LSN) error {
-		qctx := ryw.WithDecision(ctx, ryw.Decision{Node: r.Name, MinLSN: min})
-		var one int
-		return pool.QueryRowContext(qctx, "SELECT 1").Scan(&one)
-	}
+	query, replayed, ahead := pausedReplicaPool(t, 2)
 	for i := range 3 { // the first connection is new, the next ones reused
 		if err := query(replayed); err != nil {
 			t.Fatalf("round %d: a read the replica can serve failed: %v", i, err)
@@ -383,10 +358,42 @@ func TestReplicaPoolChecksTheReplayPositionOnEachConnection(t *testing.T) {
 		}
 	}
 	// Without a MinLSN there is nothing to check.
-	var one int
-	if err := pool.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+	if err := query(0); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// pausedReplicaPool pauses replica1's replay, makes the primary write past
+// it, and returns a read through a checking pool of maxOpen connections to
+// replica1 that needs min, with where replica1 stopped and where the
+// primary is.
+func pausedReplicaPool(t *testing.T, maxOpen int) (query func(min ryw.LSN) error, replayed, ahead ryw.LSN) {
+	t.Helper()
+	ctx := t.Context()
+	r := stack.Replicas[0]
+	pool, err := ryw.OpenPool(r.URL, true, ryw.PoolOptions{MaxOpen: maxOpen, MaxIdle: maxOpen})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pool.Close() })
+	stack.PauseReplayForTest(t, r)
+	if replayed, err = r.ReplayLSN(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := stack.Primary.Exec(ctx, "CREATE TABLE "+fmt.Sprintf("t_%d", seq.Add(1))+" (k int)"); err != nil {
+		t.Fatal(err)
+	}
+	if ahead, err = stack.Primary.CurrentLSN(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return func(min ryw.LSN) error {
+		ctx := ctx
+		if min > 0 {
+			ctx = ryw.WithDecision(ctx, ryw.Decision{Node: r.Name, MinLSN: min})
+		}
+		var one int
+		return pool.QueryRowContext(ctx, "SELECT 1").Scan(&one)
+	}, replayed, ahead
 }
 
 // TestMarksOnlyRise is hole 7 of the fault suite: two writes of one user
@@ -441,29 +448,7 @@ func TestMarksOnlyRise(t *testing.T) {
 // lives; a read that needs more is still checked, and still refused by a
 // replica that has not replayed it.
 func TestAConnectionSkipsChecksItHasAlreadySettled(t *testing.T) {
-	ctx := t.Context()
-	r := stack.Replicas[0]
-	pool, err := ryw.OpenPool(r.URL, true, ryw.PoolOptions{MaxOpen: 1, MaxIdle: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	stack.PauseReplayForTest(t, r)
-	replayed, err := r.ReplayLSN(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stack.Primary.Exec(ctx, "CREATE TABLE "+fmt.Sprintf("t_%d", seq.Add(1))+" (k int)"); err != nil {
-		t.Fatal(err)
-	}
-	ahead, err := stack.Primary.CurrentLSN(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	query := func(min ryw.LSN) error {
-		var one int
-		return pool.QueryRowContext(ryw.WithDecision(ctx, ryw.Decision{Node: r.Name, MinLSN: min}), "SELECT 1").Scan(&one)
-	}
+	query, replayed, ahead := pausedReplicaPool(t, 1)
 	checks := func(f func()) int64 {
 		before := ryw.ChecksRun()
 		f()
