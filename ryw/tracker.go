@@ -86,6 +86,7 @@ type RedisTracker struct {
 	wal     WAL
 	logger  *slog.Logger
 	observe func(op string, took time.Duration, err error)
+	batch   *batcher
 
 	renewals    singleflight.Group
 	breaker     breaker
@@ -112,7 +113,8 @@ func NewRedisTracker(client redis.UniversalClient, cfg TrackerConfig) *RedisTrac
 	if cfg.Observe == nil {
 		cfg.Observe = func(string, time.Duration, error) {}
 	}
-	t := &RedisTracker{client: client, ttl: cfg.TTL, timeout: cfg.Timeout, wal: cfg.WAL, logger: cfg.Logger, observe: cfg.Observe}
+	t := &RedisTracker{client: client, ttl: cfg.TTL, timeout: cfg.Timeout, wal: cfg.WAL, logger: cfg.Logger, observe: cfg.Observe,
+		batch: &batcher{client: client, timeout: cfg.Timeout}}
 	switch c := client.(type) {
 	case *redis.Client:
 		prev := c.Options().OnConnect
@@ -243,7 +245,7 @@ func (t *RedisTracker) record(ctx context.Context, userID string, token LSN, byS
 }
 
 // Lookup reads the user's marks, the epoch and Redis's clock in one round
-// trip. An epoch that is missing or other than the one this instance knew
+// trip, shared with the lookups made at the same time (see batcher). An epoch that is missing or other than the one this instance knew
 // means Redis lost its state since: the marks that are missing may have
 // been lost, so Marks.Floor then holds the user to everything the primary
 // had written when the loss was found.
@@ -254,44 +256,35 @@ func (t *RedisTracker) Lookup(ctx context.Context, userID string) (Marks, error)
 	}
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
-	pipe := t.client.Pipeline()
-	atCmd := pipe.Get(ctx, MarkerKey(userID))
-	tokCmd := pipe.Get(ctx, TokenKey(userID))
-	epochCmd := pipe.Get(ctx, EpochKey)
-	nowCmd := pipe.Time(ctx)
-	start := time.Now()
-	_, _ = pipe.Exec(ctx)
-	var failed error
-	for _, c := range []redis.Cmder{atCmd, tokCmd, epochCmd, nowCmd} {
-		if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {
-			failed = err
-			break
-		}
+	raw := t.batch.lookup(ctx, userID)
+	failed := raw.err
+	if errors.Is(failed, redis.Nil) {
+		failed = nil
 	}
 	t.breaker.done(failed, time.Now())
-	t.observe("lookup", time.Since(start), failed)
+	t.observe("lookup", raw.took, failed)
 	if failed != nil {
 		return Marks{}, fmt.Errorf("read marks from redis: %w", failed)
 	}
 	var m Marks
-	if v := atCmd.Val(); v != "" {
+	if v := raw.at; v != "" {
 		at, err := time.Parse(time.RFC3339Nano, v)
 		if err != nil {
 			// A mark we cannot read says nothing safe: a failure sends the
 			// read to the primary.
 			return Marks{}, fmt.Errorf("marker %s holds %q, not an RFC 3339 time", MarkerKey(userID), v)
 		}
-		m.WrittenAt, m.Age = at, nowCmd.Val().Sub(at)
+		m.WrittenAt, m.Age = at, raw.now.Sub(at)
 	}
-	if v := tokCmd.Val(); v != "" {
+	if v := raw.token; v != "" {
 		n, err := strconv.ParseUint(v, 16, 64)
 		if err != nil || len(v) != 16 {
 			return Marks{}, fmt.Errorf("token %s holds %q, not 16 hex digits", TokenKey(userID), v)
 		}
 		m.Token = LSN(n)
 	}
-	epoch := epochCmd.Val()
-	if t.clockJumped(nowCmd.Val(), time.Now()) {
+	epoch := raw.epoch
+	if t.clockJumped(raw.now, time.Now()) {
 		// Marks may have expired early: the same as losing them.
 		renewed, err := t.renewOnce(ctx, epoch)
 		if err != nil {

@@ -1,21 +1,29 @@
 // Command rywbench measures read-your-writes routing on a real cluster: a
-// primary, streaming replicas (the last one delayed) and Redis, started by
-// devstack. For each mode it runs the API and many users who each save
-// their profile, wait 0-100 ms, and read it back, and it reports:
+// primary, streaming replicas and Redis, started by devstack. It has three
+// suites.
 //
-//   - the share of those own-write reads that replicas served;
-//   - read and write latency, p50 and p99;
-//   - violations: reads that did not show the user's last acknowledged
-//     write, checked on every read.
+// throughput (the default, what make bench runs): what read-your-writes
+// costs per request against off mode and against what the nodes can do:
+// closed-loop peak and latency at a constant rate for GET /api/me, pgbench
+// and redis-benchmark on the same nodes, CPU per request by process, and
+// how it all grows with replicas and users. See throughput.go.
 //
-// The first mode is the baseline: the others are also given as ratios to
-// it, measured in the same run. Traffic stays on loopback and the run ends
-// by itself.
+// own-write: many users who each save their profile, wait 0-100 ms, and
+// read it back; it reports the share of those own-write reads that replicas
+// served, read and write latency, and violations: reads that did not show
+// the user's last acknowledged write, checked on every read. The first mode
+// is the baseline; -baseline-bin sets another build beside this one.
+//
+// -scenarios: lsn mode under faults between the API and a replica.
+//
+// Every figure is compared with a baseline measured in the same run.
+// Traffic stays on loopback and the run ends by itself.
 //
 // Usage:
 //
-//	rywbench [-modes time,lsn,off] [-users 32] [-duration 15s] [-read-after 100ms]
-//	         [-replicas 2] [-replica-delay 20ms] [-api-bin PATH] [-out FILE]
+//	rywbench [-suite throughput|own-write] [-modes off,time,lsn] [-rounds 3] [-phase 5s]
+//	         [-conns 32] [-population 1000] [-scale=true] [-users 32] [-duration 15s]
+//	         [-read-after 100ms] [-replicas 2] [-replica-delay 20ms] [-api-bin PATH] [-out FILE]
 package main
 
 import (
@@ -25,9 +33,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"slices"
 	"strings"
@@ -38,6 +48,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/ryw-go/ryw/config"
 	"github.com/ryw-go/ryw/internal/devstack"
 	"github.com/ryw-go/ryw/internal/loadgen"
 )
@@ -65,6 +76,19 @@ type options struct {
 	baselineBin  string
 	scenarios    []string
 	out          string
+
+	// The throughput suite.
+	suite        string
+	rounds       int
+	phase        time.Duration
+	conns        int
+	population   int
+	scale        bool
+	window       time.Duration // the API's read-your-writes window (its default)
+	markerTTL    time.Duration // the API's marker TTL (its default)
+	pollInterval time.Duration // the API's monitor interval (its default)
+	args         string        // the command line, for the report
+	pprofMode    string        // the mode whose API keeps PPROF_ADDR
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -72,7 +96,14 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var modes string
 	fs := flag.NewFlagSet("rywbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&modes, "modes", "time,lsn,off", "RYW_MODEs to measure, in order; the first is the baseline")
+	fs.StringVar(&o.suite, "suite", "throughput", "throughput (GET /api/me peak and latency, CPU per request, ratios to off mode and to pgbench; the make bench default) or own-write (users write then read back; violations and offload)")
+	fs.StringVar(&modes, "modes", "", "RYW_MODEs to measure, in order (default off,time,lsn for throughput, which needs off; time,lsn,off for own-write, whose first is the baseline)")
+	fs.IntVar(&o.rounds, "rounds", 3, "throughput: rounds in which the modes take turns")
+	fs.DurationVar(&o.phase, "phase", 5*time.Second, "throughput: how long each measurement runs")
+	fs.IntVar(&o.conns, "conns", 32, "throughput: closed-loop connections")
+	fs.IntVar(&o.population, "population", 1000, "throughput: users with a profile whom the reads are for")
+	fs.StringVar(&o.pprofMode, "pprof", "", "throughput: the mode whose API process gets PPROF_ADDR from the environment (the others get none), for docs/PROFILING.md")
+	fs.BoolVar(&o.scale, "scale", true, "throughput: also measure 1, 2 and 4 replicas and 100x the population, one round each")
 	fs.IntVar(&o.users, "users", 32, "concurrent users, each writing then reading its own profile")
 	fs.DurationVar(&o.duration, "duration", 15*time.Second, "how long each mode runs")
 	fs.DurationVar(&o.readAfter, "read-after", 100*time.Millisecond, "each read comes a uniformly random 0..read-after after its write")
@@ -87,6 +118,14 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, err
 	}
 	var err error
+	o.args = strings.Join(args, " ")
+	o.window, o.markerTTL, o.pollInterval = config.DefaultWindow, config.DefaultMarkerTTL, config.DefaultPollInterval
+	if modes == "" {
+		modes = "time,lsn,off"
+		if o.suite == "throughput" {
+			modes = "off,time,lsn"
+		}
+	}
 	if o.modes, err = loadgen.ParseModes(modes); err != nil {
 		return o, err
 	}
@@ -109,6 +148,18 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-read-after must be >= 0, got %s", o.readAfter)
 	case o.replicas < 1:
 		return o, fmt.Errorf("-replicas must be >= 1, got %d", o.replicas)
+	case o.suite != "throughput" && o.suite != "own-write":
+		return o, fmt.Errorf("-suite must be throughput or own-write, got %q", o.suite)
+	case o.suite == "throughput" && !slices.Contains(o.modes, "off"):
+		return o, errors.New("-modes: the throughput suite compares with off mode, so it needs off")
+	case o.rounds < 1 || o.rounds > 20:
+		return o, fmt.Errorf("-rounds must be 1..20, got %d", o.rounds)
+	case o.phase < time.Second || o.phase > 10*time.Minute:
+		return o, fmt.Errorf("-phase must be 1s..10m, got %s", o.phase)
+	case o.conns < 1 || o.conns > 1000:
+		return o, fmt.Errorf("-conns must be 1..1000, got %d", o.conns)
+	case o.population < 1 || o.population > 1_000_000:
+		return o, fmt.Errorf("-population must be 1..1000000, got %d", o.population)
 	}
 	return o, nil
 }
@@ -124,6 +175,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer cleanup()
 	o.apiBin = bin
+	if o.suite == "throughput" && len(o.scenarios) == 0 {
+		results, err := runThroughput(ctx, o, stderr)
+		if err != nil {
+			return err
+		}
+		return emit(renderThroughput(results, o, commitOf(ctx, o.apiBin)), o, stdout)
+	}
 	fmt.Fprintf(stderr, "rywbench: starting a primary, %d replicas (the last %s behind) and Redis\n", o.replicas, o.replicaDelay)
 	stack, err := devstack.Start(ctx, devstack.Options{Replicas: o.replicas, ReplicaDelay: o.replicaDelay, Migrate: true})
 	if err != nil {
@@ -167,13 +225,64 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return emit(render(results, o), o, stdout)
 }
 
-// emit prints the report and, with -out, writes it to a file.
+// The markers between which -out replaces the report in a file that has
+// them (docs/BENCHMARKS.md), keeping what is written around it.
+const (
+	beginMarker = "<!-- rywbench:begin -->"
+	endMarker   = "<!-- rywbench:end -->"
+)
+
+// emit prints the report and, with -out, writes it to a file: between the
+// markers if the file has them, else as the whole file.
 func emit(report string, o options, stdout io.Writer) error {
 	fmt.Fprint(stdout, report)
-	if o.out != "" {
-		return os.WriteFile(o.out, []byte(report), 0o644)
+	if o.out == "" {
+		return nil
 	}
-	return nil
+	old, err := os.ReadFile(o.out)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return os.WriteFile(o.out, []byte(splice(string(old), report)), 0o644)
+}
+
+// splice puts report between the markers of doc, or returns it whole when
+// doc has none.
+func splice(doc, report string) string {
+	i := strings.Index(doc, beginMarker)
+	j := strings.Index(doc, endMarker)
+	if i < 0 || j < i {
+		return report
+	}
+	return doc[:i+len(beginMarker)] + "\n" + report + doc[j:]
+}
+
+// commitOf says which commit the API binary was built from, as its build
+// information records it ("unknown" for a binary built outside git).
+func commitOf(ctx context.Context, bin string) string {
+	out, err := exec.CommandContext(ctx, "go", "version", "-m", bin).Output()
+	if err != nil {
+		return "unknown"
+	}
+	var rev, modified string
+	for line := range strings.Lines(string(out)) {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == "build" {
+			if v, ok := strings.CutPrefix(f[1], "vcs.revision="); ok {
+				rev = v
+			}
+			if v, ok := strings.CutPrefix(f[1], "vcs.modified="); ok {
+				modified = v
+			}
+		}
+	}
+	if len(rev) < 7 {
+		return "unknown"
+	}
+	if modified == "true" {
+		return rev[:7] + " with uncommitted changes"
+	}
+	return rev[:7]
 }
 
 // result is one mode's measurements.

@@ -58,6 +58,18 @@ type Node struct {
 	proc *proc
 }
 
+// Pid is the postmaster's process id, or 0 when the node is not running.
+// Benchmarks read the CPU time of it and its children from /proc.
+func (n *Node) Pid() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.proc.pid()
+}
+
+// Program is the path of one of the PostgreSQL client or server programs
+// of the node's version (pgbench, psql, ...).
+func (n *Node) Program(name string) string { return filepath.Join(n.bins.pgBin, name) }
+
 // IsReplica reports whether the node is a streaming replica.
 func (n *Node) IsReplica() bool { return n.replica }
 

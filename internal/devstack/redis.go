@@ -27,6 +27,13 @@ type Redis struct {
 	proc *proc
 }
 
+// Pid is redis-server's process id, or 0 when it is not running.
+func (r *Redis) Pid() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.proc.pid()
+}
+
 // Start starts redis-server and waits until it answers PING.
 func (r *Redis) Start(ctx context.Context) error {
 	r.mu.Lock()

@@ -1,0 +1,906 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/md5"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/google/uuid"
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+	"github.com/redis/go-redis/v9"
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+
+	"github.com/ryw-go/ryw/internal/devstack"
+	"github.com/ryw-go/ryw/ryw"
+)
+
+// The throughput suite (the default) answers "what does read-your-writes
+// cost per request, against what the hardware can do?". On one cluster it
+// runs an API process per mode, all at once, and gives them the same load in
+// turns, over several rounds:
+//
+//   - a closed loop: -conns connections send GET /api/me as fast as the API
+//     answers, each request for the next of -population users who all wrote
+//     their profile long before (the read-your-writes window is past, their
+//     marks are in Redis): the peak;
+//   - a constant rate of half the off-mode peak: p50 and p99 latency;
+//   - pgbench -S -M prepared on the same primary and redis-benchmark GET on
+//     the same Redis: what the nodes themselves can do;
+//   - CPU per request of every process: the API, PostgreSQL (all nodes),
+//     Redis and the load generator (this process).
+//
+// Then the same with other replica counts and populations (-scale), and the
+// own-write workload for the offload and violations.
+
+// tpConfig is one cluster shape the suite measures.
+type tpConfig struct {
+	replicas   int
+	population int
+	rounds     int
+}
+
+func (c tpConfig) String() string {
+	return fmt.Sprintf("%d replica%s, %s users", c.replicas, plural(c.replicas), humanCount(c.population))
+}
+
+// phase is one mode's measurement in one phase of one round.
+type phase struct {
+	requests uint64
+	secs     float64
+	bad      int    // transport errors and answers other than 200
+	replica  uint64 // answers served by a replica
+	p50, p99 time.Duration
+	cpu      cpuUse
+}
+
+func (p phase) rps() float64 { return float64(p.requests) / p.secs }
+
+// perRequest is CPU time per request.
+func (p phase) perRequest(d time.Duration) time.Duration {
+	if p.requests == 0 {
+		return 0
+	}
+	return d / time.Duration(p.requests)
+}
+
+// cpuUse is the CPU time each process used in a phase.
+type cpuUse struct{ api, pg, redis, gen time.Duration }
+
+func (c cpuUse) sub(o cpuUse) cpuUse {
+	return cpuUse{c.api - o.api, c.pg - o.pg, c.redis - o.redis, c.gen - o.gen}
+}
+
+// modeRounds holds one mode's phases, one per round.
+type modeRounds struct {
+	peak []phase
+	rate []phase
+}
+
+// limits are what the nodes do on their own, measured in the same run.
+type limits struct {
+	pgbenchTPS    float64
+	pgbenchCPU    cpuUse // per transaction: pg, and pgbench in gen
+	redisGetRPS   float64
+	redisMemUser  float64       // bytes of Redis memory per user with marks
+	idlePolls     float64       // monitor polls per second per API process
+	idleAPI       time.Duration // CPU per second of one idle API process
+	idlePG        time.Duration // CPU per second of PostgreSQL with all the idle APIs polling
+	idleProcesses int
+}
+
+// configResult is everything measured on one cluster shape.
+type configResult struct {
+	cfg    tpConfig
+	modes  []string
+	rate   int // the constant rate: half the off-mode peak of the first round
+	byMode map[string]*modeRounds
+	limits limits
+	own    []result // the own-write workload, per mode (main config only)
+	// generator is what ran the closed loop.
+	generator string
+}
+
+// tpBench runs the suite on one stack.
+type tpBench struct {
+	o       options
+	stack   *devstack.Stack
+	apis    map[string]*devstack.API
+	headers []http.Header // one per seeded user
+	stderr  io.Writer
+	seeded  int
+
+	generator string // what measured the closed loop
+	wrkFiles  string // wrk's script and user list
+}
+
+func runThroughput(ctx context.Context, o options, stderr io.Writer) ([]configResult, error) {
+	configs := []tpConfig{{replicas: o.replicas, population: o.population, rounds: o.rounds}}
+	if o.scale {
+		// Bigger population on the same stack, then the other replica counts.
+		configs = append(configs, tpConfig{replicas: o.replicas, population: 100 * o.population, rounds: 1})
+		for _, r := range []int{1, 2, 4} {
+			if r != o.replicas {
+				configs = append(configs, tpConfig{replicas: r, population: o.population, rounds: 1})
+			}
+		}
+	}
+	var out []configResult
+	var b *tpBench
+	defer func() {
+		if b != nil {
+			b.stack.Close()
+		}
+	}()
+	for i, cfg := range configs {
+		if b == nil || b.stack == nil || len(b.stack.Replicas) != cfg.replicas {
+			if b != nil {
+				b.stack.Close()
+			}
+			var err error
+			if b, err = startTPBench(ctx, o, cfg.replicas, stderr); err != nil {
+				return nil, err
+			}
+		}
+		fmt.Fprintf(stderr, "rywbench: %s, %d round(s)\n", cfg, cfg.rounds)
+		res, err := b.measureConfig(ctx, cfg, i == 0)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, res)
+	}
+	return out, nil
+}
+
+func startTPBench(ctx context.Context, o options, replicas int, stderr io.Writer) (*tpBench, error) {
+	fmt.Fprintf(stderr, "rywbench: starting a primary, %d replicas and Redis\n", replicas)
+	stack, err := devstack.Start(ctx, devstack.Options{Replicas: replicas, Migrate: true})
+	if err != nil {
+		return nil, err
+	}
+	b := &tpBench{o: o, stack: stack, apis: map[string]*devstack.API{}, stderr: stderr}
+	if err := initPgbench(ctx, stack); err != nil {
+		stack.Close()
+		return nil, err
+	}
+	for _, mode := range o.modes {
+		env := []string{"RYW_MODE=" + mode}
+		if mode != o.pprofMode {
+			env = append(env, "PPROF_ADDR=") // one profiler port, for one process
+		}
+		apis, err := stack.StartAPI(ctx, devstack.APIOptions{Binary: o.apiBin, Env: env, LogDir: stack.Dir})
+		if err != nil {
+			stack.Close()
+			return nil, err
+		}
+		b.apis[mode] = apis[0]
+	}
+	return b, nil
+}
+
+func pgbenchConn(p *devstack.Node) []string {
+	return []string{"-h", "127.0.0.1", "-p", strconv.Itoa(p.Port), "-U", "postgres"}
+}
+
+// initPgbench creates pgbench's tables (scale 1: 100k accounts, in memory
+// like the users) once per stack, and lets the replicas replay them and the
+// primary checkpoint before anything is measured.
+func initPgbench(ctx context.Context, stack *devstack.Stack) error {
+	p := stack.Primary
+	if err := p.Exec(ctx, "CREATE DATABASE pgbench"); err != nil {
+		return err
+	}
+	if out, err := exec.CommandContext(ctx, p.Program("pgbench"), append(pgbenchConn(p), "-i", "-q", "-s", "1", "pgbench")...).CombinedOutput(); err != nil {
+		return fmt.Errorf("pgbench -i: %v: %s", err, lastLine(out))
+	}
+	if err := p.Exec(ctx, "CHECKPOINT"); err != nil {
+		return err
+	}
+	return stack.WaitCaughtUp(ctx)
+}
+
+func (b *tpBench) measureConfig(ctx context.Context, cfg tpConfig, main bool) (configResult, error) {
+	res := configResult{cfg: cfg, modes: b.o.modes, byMode: map[string]*modeRounds{}}
+	for _, m := range b.o.modes {
+		res.byMode[m] = &modeRounds{}
+	}
+	var err error
+	if res.limits.redisMemUser, err = b.seed(ctx, cfg.population); err != nil {
+		return res, err
+	}
+	seededAt := time.Now()
+	if err := b.stack.Primary.Exec(ctx, "CHECKPOINT"); err != nil {
+		return res, err
+	}
+	if err := b.stack.WaitCaughtUp(ctx); err != nil {
+		return res, err
+	}
+	if err := b.idle(ctx, &res.limits); err != nil {
+		return res, err
+	}
+	if err := b.nodeLimits(ctx, &res.limits); err != nil {
+		return res, err
+	}
+	// Every seeded write must be past the read-your-writes window (5 s by
+	// default), as the workload says; the limits above usually take longer.
+	if err := waitUntil(ctx, seededAt.Add(b.o.window+time.Second)); err != nil {
+		return res, err
+	}
+	for _, m := range b.o.modes {
+		if _, err := b.attack(ctx, b.apis[m], 0, time.Second); err != nil { // warm the pools
+			return res, err
+		}
+	}
+	for round := range cfg.rounds {
+		// Rotate the order, so that no mode always goes first or last.
+		order := slices.Clone(b.o.modes)
+		for range round {
+			order = append(order[1:], order[0])
+		}
+		for _, m := range order {
+			fmt.Fprintf(b.stderr, "rywbench:   round %d, %s: closed loop, %d connections, %s\n", round+1, m, b.o.conns, b.o.phase)
+			p, err := b.peak(ctx, b.apis[m], b.o.phase)
+			if err != nil {
+				return res, err
+			}
+			res.byMode[m].peak = append(res.byMode[m].peak, p)
+		}
+		if res.rate == 0 {
+			res.rate = max(1, int(res.byMode["off"].peak[0].rps()/2))
+		}
+		for _, m := range order {
+			fmt.Fprintf(b.stderr, "rywbench:   round %d, %s: %d req/s for %s\n", round+1, m, res.rate, b.o.phase)
+			p, err := b.attack(ctx, b.apis[m], res.rate, b.o.phase)
+			if err != nil {
+				return res, err
+			}
+			res.byMode[m].rate = append(res.byMode[m].rate, p)
+		}
+	}
+	res.generator = b.generator
+	if main {
+		for _, m := range b.o.modes {
+			fmt.Fprintf(b.stderr, "rywbench:   %s: own-write workload, %d users for %s\n", m, b.o.users, b.o.phase)
+			ow := b.o
+			ow.duration = b.o.phase
+			res.own = append(res.own, measure(ctx, b.apis[m].URL, m, ow))
+			if ctx.Err() != nil {
+				return res, ctx.Err()
+			}
+		}
+	}
+	return res, nil
+}
+
+// userID is the i-th seeded user: md5(i) as a UUID, which PostgreSQL
+// computes the same way (md5(i::text)::uuid), so that seeding is one
+// statement.
+func userID(i int) uuid.UUID { return uuid.UUID(md5.Sum([]byte(strconv.Itoa(i)))) }
+
+// seed gives users 0..n-1 a profile and Redis marks as a write leaves them,
+// and returns the Redis memory each user's marks take.
+func (b *tpBench) seed(ctx context.Context, n int) (float64, error) {
+	if n <= b.seeded {
+		return 0, nil
+	}
+	fmt.Fprintf(b.stderr, "rywbench: seeding %d users (profiles and Redis marks)\n", n)
+	err := b.stack.Primary.Exec(ctx, `
+		INSERT INTO users (id, email, name)
+		SELECT md5(i::text)::uuid, 'user' || i || '@example.com', 'User ' || i
+		FROM generate_series($1::int, $2::int - 1) AS i
+		ON CONFLICT (id) DO NOTHING`, b.seeded, n)
+	if err != nil {
+		return 0, fmt.Errorf("seed users: %w", err)
+	}
+	lsn, err := b.stack.Primary.CurrentLSN(ctx)
+	if err != nil {
+		return 0, err
+	}
+	db, err := sql.Open("pgx", b.stack.Primary.URL)
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	opts, err := redis.ParseURL(b.stack.Redis.URL)
+	if err != nil {
+		return 0, err
+	}
+	rc := redis.NewClient(opts)
+	defer rc.Close()
+	tracker := ryw.NewRedisTracker(rc, ryw.TrackerConfig{TTL: b.o.markerTTL, WAL: ryw.PrimaryWAL{DB: db}, Timeout: 5 * time.Second})
+	// The first lookup creates the epoch, as the API's would.
+	if _, err := tracker.Lookup(ctx, userID(0).String()); err != nil {
+		return 0, fmt.Errorf("redis: %w", err)
+	}
+	before, err := usedMemory(ctx, rc)
+	if err != nil {
+		return 0, err
+	}
+	work := make(chan int)
+	var wg sync.WaitGroup
+	var firstErr atomic.Value
+	for range 32 {
+		wg.Go(func() {
+			for i := range work {
+				if err := tracker.Record(ctx, userID(i).String(), lsn); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+				}
+			}
+		})
+	}
+	for i := b.seeded; i < n; i++ {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	if err, _ := firstErr.Load().(error); err != nil {
+		return 0, fmt.Errorf("record marks: %w", err)
+	}
+	after, err := usedMemory(ctx, rc)
+	if err != nil {
+		return 0, err
+	}
+	for i := b.seeded; i < n; i++ {
+		b.headers = append(b.headers, http.Header{"X-Demo-Userid": {userID(i).String()}})
+	}
+	perUser := float64(after-before) / float64(n-b.seeded)
+	b.seeded = n
+	b.wrkFiles = "" // the user list changed
+	return perUser, nil
+}
+
+func usedMemory(ctx context.Context, rc *redis.Client) (int64, error) {
+	info, err := rc.Info(ctx, "memory").Result()
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "used_memory:"); ok {
+			return strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return 0, errors.New("redis INFO memory has no used_memory")
+}
+
+// idle measures what the API processes cost with no requests: the monitor
+// polling every node.
+func (b *tpBench) idle(ctx context.Context, l *limits) error {
+	const window = 3 * time.Second
+	var apiBefore []time.Duration
+	for _, m := range b.o.modes {
+		c, err := procCPU(b.apis[m].Pid(), false)
+		if err != nil {
+			return err
+		}
+		apiBefore = append(apiBefore, c)
+	}
+	pgBefore, err := b.pgCPU()
+	if err != nil {
+		return err
+	}
+	if err := waitUntil(ctx, time.Now().Add(window)); err != nil {
+		return err
+	}
+	var api time.Duration
+	for i, m := range b.o.modes {
+		c, err := procCPU(b.apis[m].Pid(), false)
+		if err != nil {
+			return err
+		}
+		api += c - apiBefore[i]
+	}
+	pg, err := b.pgCPU()
+	if err != nil {
+		return err
+	}
+	n := len(b.o.modes)
+	l.idleProcesses = n
+	l.idleAPI = api / time.Duration(n) * time.Second / window
+	l.idlePG = (pg - pgBefore) * time.Second / window
+	l.idlePolls = float64(len(b.stack.Replicas)+1) * float64(time.Second) / float64(b.o.pollInterval)
+	return nil
+}
+
+var (
+	tpsRE  = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+	rpsCSV = regexp.MustCompile(`^"GET","([0-9.]+)"`)
+)
+
+// nodeLimits runs pgbench -S -M prepared against the primary and
+// redis-benchmark GET against Redis, for the same length as a phase.
+func (b *tpBench) nodeLimits(ctx context.Context, l *limits) error {
+	p := b.stack.Primary
+	conn := pgbenchConn(p)
+	fmt.Fprintf(b.stderr, "rywbench:   pgbench -S -M prepared, 8 clients, %s\n", b.o.phase)
+	secs := strconv.Itoa(max(1, int(b.o.phase.Seconds())))
+	cmd := exec.CommandContext(ctx, p.Program("pgbench"), append(conn, "-S", "-M", "prepared", "-n", "-c", "8", "-j", "2", "-T", secs, "pgbench")...)
+	before, err := b.pgCPU()
+	if err != nil {
+		return err
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("pgbench -S: %v: %s", err, lastLine(out))
+	}
+	after, err := b.pgCPU()
+	if err != nil {
+		return err
+	}
+	m := tpsRE.FindSubmatch(out)
+	if m == nil {
+		return fmt.Errorf("pgbench printed no tps: %s", out)
+	}
+	l.pgbenchTPS, _ = strconv.ParseFloat(string(m[1]), 64)
+	txs := time.Duration(l.pgbenchTPS * float64(max(1, int(b.o.phase.Seconds()))))
+	if txs > 0 {
+		st := cmd.ProcessState
+		l.pgbenchCPU = cpuUse{pg: (after - before) / txs, gen: (st.UserTime() + st.SystemTime()) / txs}
+	}
+
+	fmt.Fprintf(b.stderr, "rywbench:   redis-benchmark GET, 32 clients\n")
+	rb, err := exec.LookPath("redis-benchmark")
+	if err != nil {
+		return fmt.Errorf("redis-benchmark is not on PATH (it comes with redis-server, or Debian's redis-tools): %w", err)
+	}
+	out, err = exec.CommandContext(ctx, rb, "-h", "127.0.0.1", "-p", strconv.Itoa(b.stack.Redis.Port),
+		"-t", "get", "-c", "32", "-n", "300000", "-r", "100000", "--csv").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("redis-benchmark: %v: %s", err, lastLine(out))
+	}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		if m := rpsCSV.FindStringSubmatch(sc.Text()); m != nil {
+			l.redisGetRPS, _ = strconv.ParseFloat(m[1], 64)
+		}
+	}
+	if l.redisGetRPS == 0 {
+		return fmt.Errorf("redis-benchmark printed no GET rate: %s", out)
+	}
+	return nil
+}
+
+func lastLine(b []byte) string {
+	s := strings.TrimSpace(string(b))
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
+
+// pgCPU is the CPU time of every PostgreSQL process of the stack.
+func (b *tpBench) pgCPU() (time.Duration, error) {
+	var total time.Duration
+	for _, n := range append([]*devstack.Node{b.stack.Primary}, b.stack.Replicas...) {
+		c, err := procCPU(n.Pid(), true)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", n.Name, err)
+		}
+		total += c
+	}
+	return total, nil
+}
+
+func (b *tpBench) cpu(api *devstack.API) (cpuUse, error) {
+	var c cpuUse
+	var err error
+	if c.api, err = procCPU(api.Pid(), false); err != nil {
+		return c, fmt.Errorf("%s: %w", api.Name, err)
+	}
+	if c.pg, err = b.pgCPU(); err != nil {
+		return c, err
+	}
+	if c.redis, err = procCPU(b.stack.Redis.Pid(), false); err != nil {
+		return c, fmt.Errorf("redis: %w", err)
+	}
+	c.gen = selfCPU()
+	return c, nil
+}
+
+// wrkScript makes wrk send GET /api/me for each user of a file in turn,
+// the requests formatted once at start-up, so that wrk stays as cheap per
+// request as pgbench's client.
+const wrkScript = `
+local reqs, n, i = {}, 0, 0
+init = function(args)
+  for id in io.lines(args[1]) do
+    n = n + 1
+    reqs[n] = wrk.format("GET", "/api/me", {["X-Demo-UserId"] = id})
+  end
+  i = math.random(n)
+end
+request = function()
+  i = i % n + 1
+  return reqs[i]
+end
+`
+
+var (
+	wrkRateRE = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	wrkReqsRE = regexp.MustCompile(`([0-9]+) requests in ([0-9.]+)(ms|s|m)`)
+	wrkBadRE  = regexp.MustCompile(`Non-2xx or 3xx responses: ([0-9]+)`)
+	wrkErrRE  = regexp.MustCompile(`Socket errors: connect ([0-9]+), read ([0-9]+), write ([0-9]+), timeout ([0-9]+)`)
+)
+
+// peak measures the closed loop: with wrk (as pgbench, a C client that
+// costs little per request) when it is installed, else with vegeta.
+func (b *tpBench) peak(ctx context.Context, api *devstack.API, d time.Duration) (phase, error) {
+	wrk, err := exec.LookPath("wrk")
+	if err != nil {
+		b.generator = "vegeta (wrk is not installed)"
+		return b.attack(ctx, api, 0, d)
+	}
+	b.generator = "wrk"
+	if b.wrkFiles == "" {
+		dir, err := os.MkdirTemp(b.stack.Dir, "wrk-")
+		if err != nil {
+			return phase{}, err
+		}
+		var ids strings.Builder
+		for _, h := range b.headers {
+			ids.WriteString(h.Get("X-Demo-Userid") + "\n")
+		}
+		if err := os.WriteFile(filepath.Join(dir, "users.txt"), []byte(ids.String()), 0o644); err != nil {
+			return phase{}, err
+		}
+		if err := os.WriteFile(filepath.Join(dir, "me.lua"), []byte(wrkScript), 0o644); err != nil {
+			return phase{}, err
+		}
+		b.wrkFiles = dir
+	}
+	secs := max(1, int(d.Seconds()))
+	cmd := exec.CommandContext(ctx, wrk, "-t", "2", "-c", strconv.Itoa(b.o.conns), "-d", strconv.Itoa(secs)+"s",
+		"-s", filepath.Join(b.wrkFiles, "me.lua"), api.URL, "--", filepath.Join(b.wrkFiles, "users.txt"))
+	before, err := b.cpu(api)
+	if err != nil {
+		return phase{}, err
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return phase{}, fmt.Errorf("wrk: %v: %s", err, out)
+	}
+	after, err := b.cpu(api)
+	if err != nil {
+		return phase{}, err
+	}
+	m := wrkReqsRE.FindSubmatch(out)
+	if m == nil {
+		return phase{}, fmt.Errorf("wrk printed no request count: %s", out)
+	}
+	var p phase
+	p.requests, _ = strconv.ParseUint(string(m[1]), 10, 64)
+	p.secs, _ = strconv.ParseFloat(string(m[2]), 64)
+	switch string(m[3]) {
+	case "ms":
+		p.secs /= 1000
+	case "m":
+		p.secs *= 60
+	}
+	if m := wrkBadRE.FindSubmatch(out); m != nil {
+		p.bad, _ = strconv.Atoi(string(m[1]))
+	}
+	if m := wrkErrRE.FindSubmatch(out); m != nil {
+		for _, g := range m[1:] {
+			n, _ := strconv.Atoi(string(g))
+			p.bad += n
+		}
+	}
+	p.cpu = after.sub(before)
+	st := cmd.ProcessState
+	p.cpu.gen = st.UserTime() + st.SystemTime()
+	p.replica = noShare // wrk does not read the answers' headers
+	if p.requests == 0 {
+		return p, fmt.Errorf("%s answered no request: %s", api.Name, out)
+	}
+	return p, nil
+}
+
+// noShare marks a phase whose generator did not look at X-Served-By.
+const noShare = ^uint64(0)
+
+// attack sends GET /api/me for the seeded users in turn: rate 0 is a
+// closed loop over -conns connections, otherwise a constant rate over four
+// times as many.
+func (b *tpBench) attack(ctx context.Context, api *devstack.API, rate int, d time.Duration) (phase, error) {
+	url := api.URL + "/api/me"
+	var next atomic.Uint64
+	targeter := func(t *vegeta.Target) error {
+		i := next.Add(1)
+		t.Method = http.MethodGet
+		t.URL = url
+		t.Header = b.headers[i%uint64(len(b.headers))]
+		return nil
+	}
+	conns := b.o.conns
+	opts := []func(*vegeta.Attacker){
+		vegeta.KeepAlive(true), vegeta.Timeout(10 * time.Second), vegeta.MaxBody(0),
+	}
+	pacer := vegeta.Rate{Freq: rate, Per: time.Second}
+	if rate != 0 {
+		// Enough workers and connections that a burst of slow answers does
+		// not hold back the schedule, bounded so that vegeta never opens
+		// thousands of them when the API falls behind (which would measure
+		// the generator): if it did fall behind, the achieved rate shows it.
+		conns *= 4
+	}
+	opts = append(opts, vegeta.Workers(uint64(conns)), vegeta.MaxWorkers(uint64(conns)),
+		vegeta.Connections(conns), vegeta.MaxConnections(conns))
+	atk := vegeta.NewAttacker(opts...)
+	stop := context.AfterFunc(ctx, func() { atk.Stop() })
+	defer stop()
+
+	before, err := b.cpu(api)
+	if err != nil {
+		return phase{}, err
+	}
+	var m vegeta.Metrics
+	var p phase
+	start := time.Now()
+	for r := range atk.Attack(targeter, pacer, d, "") {
+		m.Add(r)
+		if r.Code != http.StatusOK {
+			p.bad++
+		} else if strings.HasPrefix(r.Headers.Get("X-Served-By"), "replica") {
+			p.replica++
+		}
+	}
+	p.secs = time.Since(start).Seconds()
+	after, err := b.cpu(api)
+	if err != nil {
+		return phase{}, err
+	}
+	m.Close()
+	if ctx.Err() != nil {
+		return phase{}, ctx.Err()
+	}
+	p.requests = m.Requests
+	p.p50, p.p99 = m.Latencies.P50, m.Latencies.P99
+	p.cpu = after.sub(before)
+	if p.requests == 0 {
+		return p, fmt.Errorf("%s answered no request", api.Name)
+	}
+	return p, nil
+}
+
+func waitUntil(ctx context.Context, t time.Time) error {
+	timer := time.NewTimer(time.Until(t))
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+		return nil
+	}
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+func humanCount(n int) string {
+	switch {
+	case n >= 1_000_000 && n%1_000_000 == 0:
+		return fmt.Sprintf("%dM", n/1_000_000)
+	case n >= 1000 && n%1000 == 0:
+		return fmt.Sprintf("%dk", n/1000)
+	}
+	return strconv.Itoa(n)
+}
+
+// median of xs (the mean of the middle two for an even count).
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func each[T any](ps []phase, f func(phase) T) []T {
+	out := make([]T, len(ps))
+	for i, p := range ps {
+		out[i] = f(p)
+	}
+	return out
+}
+
+func us(d time.Duration) string { return fmt.Sprintf("%.0f", float64(d.Nanoseconds())/1000) }
+
+// summary is one mode's medians over the rounds of one config.
+type summary struct {
+	peak, peakRatio         float64
+	p50, p99, p99Ratio      float64 // ms, and the p99 against off's
+	rateAchieved            float64
+	api, pg, redis, gen     time.Duration // CPU per request at the peak
+	replicaShare            float64
+	bad                     int
+	genCoreShare            float64 // the generator's share of one core at the constant rate
+	roundsPeak, roundsRatio []float64
+}
+
+func summarize(c configResult, mode string) summary {
+	mr, off := c.byMode[mode], c.byMode["off"]
+	var s summary
+	s.roundsPeak = each(mr.peak, phase.rps)
+	s.peak = median(s.roundsPeak)
+	for i, p := range mr.peak {
+		s.roundsRatio = append(s.roundsRatio, p.rps()/off.peak[i].rps())
+		s.bad += p.bad
+	}
+	s.peakRatio = median(s.roundsRatio)
+	s.p50 = median(each(mr.rate, func(p phase) float64 { return float64(p.p50.Microseconds()) / 1000 }))
+	s.p99 = median(each(mr.rate, func(p phase) float64 { return float64(p.p99.Microseconds()) / 1000 }))
+	var ratios []float64
+	for i, p := range mr.rate {
+		ratios = append(ratios, float64(p.p99)/float64(off.rate[i].p99))
+		s.bad += p.bad
+	}
+	s.p99Ratio = median(ratios)
+	s.rateAchieved = median(each(mr.rate, phase.rps))
+	s.genCoreShare = median(each(mr.rate, func(p phase) float64 { return p.cpu.gen.Seconds() / p.secs }))
+	dur := func(f func(phase) time.Duration) time.Duration {
+		return time.Duration(median(each(mr.peak, func(p phase) float64 { return float64(f(p)) })))
+	}
+	s.api = dur(func(p phase) time.Duration { return p.perRequest(p.cpu.api) })
+	s.pg = dur(func(p phase) time.Duration { return p.perRequest(p.cpu.pg) })
+	s.redis = dur(func(p phase) time.Duration { return p.perRequest(p.cpu.redis) })
+	s.gen = dur(func(p phase) time.Duration { return p.perRequest(p.cpu.gen) })
+	var served, total uint64
+	for _, p := range append(slices.Clone(mr.peak), mr.rate...) {
+		if p.replica != noShare {
+			served += p.replica
+			total += p.requests
+		}
+	}
+	if total > 0 {
+		s.replicaShare = 100 * float64(served) / float64(total)
+	}
+	return s
+}
+
+// renderThroughput writes the report as Markdown.
+func renderThroughput(results []configResult, o options, commit string) string {
+	var b bytes.Buffer
+	main := results[0]
+	fmt.Fprintf(&b, "Measured on commit `%s`, %s, with `make bench%s`.\n\n", commit, time.Now().UTC().Format("2006-01-02"), argsNote(o))
+	fmt.Fprintf(&b, "Workload: GET /api/me for %s users who saved their profile long before (past the %s window, marks in Redis), "+
+		"in turn; %d connections in a closed loop (%s) for the peak, then a constant rate of half the off-mode peak (vegeta), %s each, "+
+		"%d rounds, the modes' order rotating. One API process per mode, all running, taking turns.\n\n",
+		humanCount(main.cfg.population), o.window, o.conns, main.generator, o.phase, main.cfg.rounds)
+
+	fmt.Fprintf(&b, "### %s\n\n", main.cfg)
+	w := tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.Debug)
+	fmt.Fprintln(w, "| mode\t peak req/s\t vs off\t rounds (vs off)\t p50 at rate\t p99 at rate\t p99 vs off\t served by replicas\t API µs/req\t PostgreSQL µs/req\t Redis µs/req\t generator µs/req\t non-200\t")
+	fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t")
+	for _, m := range main.modes {
+		s := summarize(main, m)
+		var rounds []string
+		for _, r := range s.roundsRatio {
+			rounds = append(rounds, fmt.Sprintf("%.2f", r))
+		}
+		fmt.Fprintf(w, "| %s\t %.0f\t %.2fx\t %s\t %.2f ms\t %.2f ms\t %.2fx\t %.1f%%\t %s\t %s\t %s\t %s\t %d\t\n",
+			m, s.peak, s.peakRatio, strings.Join(rounds, " "), s.p50, s.p99, s.p99Ratio, s.replicaShare,
+			us(s.api), us(s.pg), us(s.redis), us(s.gen), s.bad)
+	}
+	w.Flush()
+	l := main.limits
+	off := summarize(main, "off")
+	fmt.Fprintf(&b, "\nThe constant rate was %d req/s; ", main.rate)
+	var worstRate, worstGen float64 = 1e18, 0
+	for _, m := range main.modes {
+		s := summarize(main, m)
+		worstRate = min(worstRate, s.rateAchieved)
+		worstGen = max(worstGen, s.genCoreShare)
+	}
+	fmt.Fprintf(&b, "every mode got at least %.0f req/s of it, and the generator used at most %.0f%% of one core doing it.\n\n", worstRate, 100*worstGen)
+	fmt.Fprintf(&b, "What the nodes do on their own, same run:\n\n")
+	w = tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.Debug)
+	fmt.Fprintln(w, "| limit\t rate\t off-mode GET /api/me against it\t")
+	fmt.Fprintln(w, "|---\t---\t---\t")
+	fmt.Fprintf(w, "| `pgbench -S -M prepared`, 8 clients, primary\t %.0f tps (PostgreSQL %s µs, pgbench %s µs CPU per transaction)\t %.3fx\t\n",
+		l.pgbenchTPS, us(l.pgbenchCPU.pg), us(l.pgbenchCPU.gen), off.peak/l.pgbenchTPS)
+	fmt.Fprintf(w, "| `redis-benchmark -t get`, 32 clients\t %.0f GET/s\t %.3fx\t\n", l.redisGetRPS, off.peak/l.redisGetRPS)
+	w.Flush()
+
+	fmt.Fprintf(&b, "\nThe issue's targets, from this run:\n\n")
+	for _, m := range main.modes {
+		if m == "off" {
+			continue
+		}
+		s := summarize(main, m)
+		fmt.Fprintf(&b, "- %s mode throughput is %.2fx off (target at least 0.90x): %s\n", m, s.peakRatio, verdict(s.peakRatio >= 0.90))
+	}
+	fmt.Fprintf(&b, "- off mode is %.3fx `pgbench -S -M prepared` (target at least 0.20x): %s\n", off.peak/l.pgbenchTPS, verdict(off.peak/l.pgbenchTPS >= 0.20))
+	if slices.Contains(main.modes, "lsn") {
+		s := summarize(main, "lsn")
+		fmt.Fprintf(&b, "- lsn mode p99 at half the peak is %.2fx off's (target at most 2x): %s\n", s.p99Ratio, verdict(s.p99Ratio <= 2))
+	}
+	for _, r := range main.own {
+		if r.mode == "lsn" {
+			fmt.Fprintf(&b, "- lsn mode serves %.1f%% of own-write reads from replicas (target at least 95%%), with %d violations: %s\n",
+				share(r), r.violations, verdict(share(r) >= 95 && r.violations == 0))
+		}
+	}
+
+	if len(main.own) > 0 {
+		fmt.Fprintf(&b, "\nOwn-write workload (%d users each saving their profile, then reading it back within 0-%s), %s per mode:\n\n",
+			o.users, o.readAfter, o.phase)
+		w = tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.Debug)
+		fmt.Fprintln(w, "| mode\t own-write reads\t served by replicas\t violations\t errors\t read p50\t read p99\t write p50\t write p99\t")
+		fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t")
+		for _, r := range main.own {
+			fmt.Fprintf(w, "| %s\t %d\t %.1f%%\t %d\t %d\t %s\t %s\t %s\t %s\t\n", r.mode, r.reads, share(r), r.violations, r.errors,
+				ms(percentile(r.readLatency, .5)), ms(percentile(r.readLatency, .99)),
+				ms(percentile(r.writeLatency, .5)), ms(percentile(r.writeLatency, .99)))
+		}
+		w.Flush()
+	}
+
+	fmt.Fprintf(&b, "\n### How cost grows\n\n")
+	fmt.Fprintf(&b, "One round per shape after the first (so noisier); peak and CPU per request in the closed loop, latency at half the shape's own off-mode peak.\n\n")
+	w = tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.Debug)
+	fmt.Fprintln(w, "| shape\t mode\t peak req/s\t vs off\t p99 at rate\t p99 vs off\t API µs/req\t PostgreSQL µs/req\t Redis µs/req\t")
+	fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t")
+	for _, c := range results {
+		for _, m := range c.modes {
+			s := summarize(c, m)
+			fmt.Fprintf(w, "| %s\t %s\t %.0f\t %.2fx\t %.2f ms\t %.2fx\t %s\t %s\t %s\t\n", c.cfg, m, s.peak, s.peakRatio, s.p99, s.p99Ratio, us(s.api), us(s.pg), us(s.redis))
+		}
+	}
+	w.Flush()
+	fmt.Fprintf(&b, "\nStanding costs, per shape:\n\n")
+	w = tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.Debug)
+	fmt.Fprintln(w, "| shape\t monitor polls/s per API process\t idle API process CPU\t PostgreSQL CPU for the polls\t per poll\t Redis memory per user\t")
+	fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t")
+	for _, c := range results {
+		l := c.limits
+		perPoll := time.Duration(0)
+		if l.idlePolls > 0 {
+			perPoll = time.Duration(float64(l.idlePG) / (l.idlePolls * float64(l.idleProcesses)))
+		}
+		mem := "(same users)"
+		if l.redisMemUser > 0 {
+			mem = fmt.Sprintf("%.0f bytes", l.redisMemUser)
+		}
+		fmt.Fprintf(w, "| %s\t %.0f\t %.1f ms/s\t %.1f ms/s (%d processes)\t %s µs\t %s\t\n", c.cfg, l.idlePolls,
+			float64(l.idleAPI.Microseconds())/1000, float64(l.idlePG.Microseconds())/1000, l.idleProcesses, us(perPoll), mem)
+	}
+	w.Flush()
+	return b.String()
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "**met**"
+	}
+	return "**not met**"
+}
+
+func argsNote(o options) string {
+	if o.args == "" {
+		return ""
+	}
+	return fmt.Sprintf(` ARGS="%s"`, o.args)
+}
