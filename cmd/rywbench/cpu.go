@@ -49,7 +49,7 @@ func selfCPU() time.Duration {
 }
 
 type statFields struct {
-	ppid                          int
+	ppid                         int
 	utime, stime, cutime, cstime int64
 }
 
