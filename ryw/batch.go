@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -51,6 +52,8 @@ type batcher struct {
 	mu       sync.Mutex
 	pending  []*lookupCall
 	inflight bool
+
+	batches atomic.Int64 // pipelines sent, for tests
 }
 
 // lookup returns the user's raw marks, or ctx's error if the caller gives
@@ -109,6 +112,7 @@ func (b *batcher) run(batch []*lookupCall) {
 	// The batch outlives any one caller: its own deadline only.
 	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
 	defer cancel()
+	b.batches.Add(1)
 	pipe := b.client.Pipeline()
 	nowCmd := pipe.Time(ctx)
 	epochCmd := pipe.Get(ctx, EpochKey)

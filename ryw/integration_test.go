@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -228,6 +229,62 @@ func TestRedisTracker(t *testing.T) {
 	if long.Err() != nil {
 		t.Error("a tracker call waited for the caller's deadline")
 	}
+}
+
+// Lookups made at the same time share pipelines, and each still gets its
+// own user's marks, including users with none and a user whose mark is
+// garbled (an error for that user alone).
+func TestConcurrentLookupsSharePipelinesAndKeepTheirOwnMarks(t *testing.T) {
+	ctx := t.Context()
+	tracker, client := newTracker(t, 10*time.Minute)
+	const users = 300
+	prefix := fmt.Sprintf("batch-%d-", seq.Add(1))
+	for i := range users {
+		if i%3 == 0 {
+			continue // never wrote
+		}
+		if err := tracker.Record(ctx, fmt.Sprint(prefix, i), ryw.LSN(0x1_0000_0000+i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	garbled := prefix + "garbled"
+	if err := client.Set(ctx, ryw.TokenKey(garbled), "not hex", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	before := tracker.LookupBatches()
+	var wg sync.WaitGroup
+	errs := make(chan error, users+1)
+	start := make(chan struct{})
+	for i := range users {
+		wg.Go(func() {
+			<-start
+			m, err := tracker.Lookup(ctx, fmt.Sprint(prefix, i))
+			want := ryw.LSN(0x1_0000_0000 + i)
+			if i%3 == 0 {
+				want = 0
+			}
+			if err != nil || m.Token != want || m.HasWrite() != (want != 0) {
+				errs <- fmt.Errorf("user %d: Lookup = %+v, %v; want token %s", i, m, err, want)
+			}
+		})
+	}
+	wg.Go(func() {
+		<-start
+		if _, err := tracker.Lookup(ctx, garbled); err == nil {
+			errs <- errors.New("a garbled token was taken as valid")
+		}
+	})
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	batches := tracker.LookupBatches() - before
+	if batches < 1 || batches >= users {
+		t.Errorf("%d lookups made at once went out in %d pipelines; want them to share", users+1, batches)
+	}
+	t.Logf("%d lookups, %d pipelines", users+1, batches)
 }
 
 func TestNewRedisClientKinds(t *testing.T) {
