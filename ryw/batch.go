@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,9 +33,10 @@ type rawMarks struct {
 }
 
 // batcher coalesces the lookups that arrive while one is in flight into a
-// single pipeline: TIME and GET ryw:epoch once, then one MGET of the two
-// marks per user (they share the {id} hash tag, so it is one slot on a
-// Redis Cluster too). Under load that turns many round trips, each a write
+// single pipeline: TIME, and one MGET of ryw:epoch and every user's two
+// marks (on a Redis Cluster, where keys of many slots cannot share a
+// command: GET ryw:epoch, and one MGET per user, whose two marks share the
+// {id} hash tag). Under load that turns many round trips, each a write
 // and a read on a socket in the API and a wake-up of Redis, into one. When
 // nothing else is waiting, a lookup goes out at once, alone, as before.
 //
@@ -62,15 +64,17 @@ func (b *batcher) lookup(ctx context.Context, user string) rawMarks {
 	c := &lookupCall{user: user, done: make(chan struct{})}
 	b.mu.Lock()
 	b.pending = append(b.pending, c)
-	var batch []*lookupCall
-	if !b.inflight {
-		b.inflight = true
-		batch = b.take()
-	}
+	lead := !b.inflight
+	b.inflight = true
 	b.mu.Unlock()
-	if batch != nil {
-		b.run(batch)
-		b.next()
+	if lead {
+		// Let the goroutines that are ready to run go first: under load,
+		// some are about to look up too, and join this batch.
+		runtime.Gosched()
+		b.mu.Lock()
+		batch := b.take()
+		b.mu.Unlock()
+		b.next(b.run(batch))
 	}
 	select {
 	case <-c.done:
@@ -92,74 +96,112 @@ func (b *batcher) take() []*lookupCall {
 }
 
 // next sends the calls that queued while a batch was in flight, or ends
-// the flight.
-func (b *batcher) next() {
+// the flight. If that batch got no answer (Redis hangs or is gone), the
+// calls that queued behind it fail at once with its error rather than wait
+// out a timeout of their own: a lookup never waits much longer than the
+// tracker's timeout, and the breaker then sheds the ones that follow.
+func (b *batcher) next(prev error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if len(b.pending) == 0 {
 		b.inflight = false
 		return
 	}
+	if prev != nil && unanswered(prev) {
+		for _, c := range b.pending {
+			c.raw = rawMarks{err: prev}
+			close(c.done)
+		}
+		clear(b.pending)
+		b.pending = b.pending[:0]
+		b.inflight = false
+		return
+	}
 	batch := b.take()
-	go func() {
-		b.run(batch)
-		b.next()
-	}()
+	go func() { b.next(b.run(batch)) }()
 }
 
-// run sends one batch and hands each call its answer.
-func (b *batcher) run(batch []*lookupCall) {
+// run sends one batch, hands each call its answer, and returns the error
+// the whole batch got, if any.
+func (b *batcher) run(batch []*lookupCall) error {
 	// The batch outlives any one caller: its own deadline only.
 	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
 	defer cancel()
 	b.batches.Add(1)
 	pipe := b.client.Pipeline()
 	nowCmd := pipe.Time(ctx)
-	epochCmd := pipe.Get(ctx, EpochKey)
-	marks := make([]*redis.SliceCmd, len(batch))
-	for i, c := range batch {
-		marks[i] = pipe.MGet(ctx, MarkerKey(c.user), TokenKey(c.user))
+	var one *redis.SliceCmd       // epoch, then each user's two marks
+	var perUser []*redis.SliceCmd // a cluster's: one MGET per user's slot
+	epochCmd := (*redis.StringCmd)(nil)
+	if _, cluster := b.client.(*redis.ClusterClient); cluster {
+		epochCmd = pipe.Get(ctx, EpochKey)
+		perUser = make([]*redis.SliceCmd, len(batch))
+		for i, c := range batch {
+			perUser[i] = pipe.MGet(ctx, MarkerKey(c.user), TokenKey(c.user))
+		}
+	} else {
+		keys := make([]string, 1, 1+2*len(batch))
+		keys[0] = EpochKey
+		for _, c := range batch {
+			keys = append(keys, MarkerKey(c.user), TokenKey(c.user))
+		}
+		one = pipe.MGet(ctx, keys...)
 	}
 	start := time.Now()
 	_, _ = pipe.Exec(ctx)
-	took := time.Since(start)
-	shared := rawMarks{now: nowCmd.Val(), epoch: epochCmd.Val(), took: took}
-	for _, err := range []error{nowCmd.Err(), epochCmd.Err()} {
-		if err != nil && !errors.Is(err, redis.Nil) {
-			shared.err = err
-			break
+	shared := rawMarks{now: nowCmd.Val(), took: time.Since(start), err: nowCmd.Err()}
+	var vals []any
+	switch {
+	case shared.err != nil:
+	case one != nil:
+		vals, shared.err = one.Result()
+		if shared.err == nil && len(vals) != 1+2*len(batch) {
+			shared.err = fmt.Errorf("MGET of %d keys returned %d values", 1+2*len(batch), len(vals))
+		}
+		if shared.err == nil {
+			shared.epoch, shared.err = str(vals[0])
+		}
+	default:
+		shared.epoch, shared.err = epochCmd.Result()
+		if errors.Is(shared.err, redis.Nil) {
+			shared.err = nil
 		}
 	}
 	for i, c := range batch {
 		c.raw = shared
 		if c.raw.err == nil {
-			c.raw.at, c.raw.token, c.raw.err = markValues(marks[i])
+			if one != nil {
+				c.raw.at, c.raw.token, c.raw.err = pair(vals[1+2*i], vals[2+2*i])
+			} else if v, err := perUser[i].Result(); err != nil {
+				c.raw.err = err
+			} else if len(v) != 2 {
+				c.raw.err = fmt.Errorf("MGET of 2 keys returned %d values", len(v))
+			} else {
+				c.raw.at, c.raw.token, c.raw.err = pair(v[0], v[1])
+			}
 		}
 		close(c.done)
 	}
+	return shared.err
 }
 
-// markValues reads an MGET of the two marks; a missing key is "".
-func markValues(cmd *redis.SliceCmd) (at, token string, err error) {
-	if err := cmd.Err(); err != nil {
+// pair reads the two marks of one user; a missing key is "".
+func pair(at, token any) (string, string, error) {
+	a, err := str(at)
+	if err != nil {
 		return "", "", err
 	}
-	vals := cmd.Val()
-	if len(vals) != 2 {
-		return "", "", fmt.Errorf("MGET of the two marks returned %d values", len(vals))
+	t, err := str(token)
+	return a, t, err
+}
+
+// str reads one MGET value: a string, or nil for a missing key.
+func str(v any) (string, error) {
+	switch v := v.(type) {
+	case nil:
+		return "", nil
+	case string:
+		return v, nil
 	}
-	str := func(v any) (string, error) {
-		switch v := v.(type) {
-		case nil:
-			return "", nil
-		case string:
-			return v, nil
-		}
-		return "", errors.New("a mark is not a string")
-	}
-	if at, err = str(vals[0]); err != nil {
-		return "", "", err
-	}
-	token, err = str(vals[1])
-	return at, token, err
+	return "", fmt.Errorf("redis returned %T for a string key", v)
 }

@@ -251,7 +251,7 @@ func TestConcurrentLookupsSharePipelinesAndKeepTheirOwnMarks(t *testing.T) {
 	if err := client.Set(ctx, ryw.TokenKey(garbled), "not hex", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	before := tracker.LookupBatches()
+	before := tracker.LookupPipelines()
 	var wg sync.WaitGroup
 	errs := make(chan error, users+1)
 	start := make(chan struct{})
@@ -280,7 +280,7 @@ func TestConcurrentLookupsSharePipelinesAndKeepTheirOwnMarks(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	batches := tracker.LookupBatches() - before
+	batches := tracker.LookupPipelines() - before
 	if batches < 1 || batches >= users {
 		t.Errorf("%d lookups made at once went out in %d pipelines; want them to share", users+1, batches)
 	}
@@ -507,9 +507,9 @@ func TestMarksOnlyRise(t *testing.T) {
 func TestAConnectionSkipsChecksItHasAlreadySettled(t *testing.T) {
 	query, replayed, ahead := pausedReplicaPool(t, 1)
 	checks := func(f func()) int64 {
-		before := ryw.ChecksRun()
+		before := ryw.ReplayChecks()
 		f()
-		return ryw.ChecksRun() - before
+		return ryw.ReplayChecks() - before
 	}
 	if n := checks(func() {
 		if err := query(replayed); err != nil {

@@ -164,8 +164,13 @@ func (s *checkedStmt) ExecContext(ctx context.Context, args []driver.NamedValue)
 	return s.Stmt.(driver.StmtExecContext).ExecContext(ctx, args)
 }
 
-// checksRun counts the replay checks that went to a server, for tests.
+// checksRun counts the replay checks that went to a server.
 var checksRun atomic.Int64
+
+// ReplayChecks is how many replay checks replica pools have sent to a
+// server in this process: reads whose connection had not already seen the
+// replica replay past what they needed (the rest cost no round trip).
+func ReplayChecks() int64 { return checksRun.Load() }
 
 // check makes sure the connection's server has replayed the MinLSN of the
 // decision in ctx, asking it only when what the connection has already

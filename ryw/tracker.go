@@ -254,8 +254,7 @@ func (t *RedisTracker) Lookup(ctx context.Context, userID string) (Marks, error)
 		t.observe("lookup", 0, ErrTrackerShedding)
 		return Marks{}, ErrTrackerShedding
 	}
-	ctx, cancel := context.WithTimeout(ctx, t.timeout)
-	defer cancel()
+	// No deadline of its own: the batch it joins has one (the timeout).
 	raw := t.batch.lookup(ctx, userID)
 	failed := raw.err
 	if errors.Is(failed, redis.Nil) {
@@ -302,6 +301,10 @@ func (t *RedisTracker) Lookup(ctx context.Context, userID string) (Marks, error)
 	t.mu.Unlock()
 	return m, nil
 }
+
+// LookupPipelines is how many pipelines lookups have sent: fewer than
+// lookups when lookups made at the same time shared one (see batcher).
+func (t *RedisTracker) LookupPipelines() int64 { return t.batch.batches.Load() }
 
 // adopt returns the floor after seeing epoch, renewing a missing epoch.
 func (t *RedisTracker) adopt(ctx context.Context, epoch string) (LSN, error) {

@@ -79,6 +79,7 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 	wal := ryw.PrimaryWAL{DB: a.primary}
 	metrics := newMetrics()
 	tracker := ryw.NewRedisTracker(a.redis, ryw.TrackerConfig{TTL: cfg.MarkerTTL, WAL: wal, Logger: a.logger, Observe: metrics.observeRedis})
+	metrics.watchTracker(tracker)
 	if err := pingTimeout(ctx, time.Second, func(ctx context.Context) error { return a.redis.Ping(ctx).Err() }); err != nil {
 		a.logger.Warn("redis unavailable at start-up; it is retried on use", "err", err)
 	}

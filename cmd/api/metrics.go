@@ -16,6 +16,8 @@ type metrics struct {
 	reg         *prometheus.Registry
 	redisTime   *prometheus.HistogramVec
 	redisErrors *prometheus.CounterVec
+	lookup      redisOp
+	record      redisOp
 }
 
 func newMetrics() *metrics {
@@ -32,15 +34,50 @@ func newMetrics() *metrics {
 		}, []string{"op"}),
 	}
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), m.redisTime, m.redisErrors)
+	for op, o := range map[string]*redisOp{"lookup": &m.lookup, "record": &m.record} {
+		o.time, o.errors = m.redisTime.WithLabelValues(op), m.redisErrors.WithLabelValues(op)
+	}
 	return m
 }
 
-// observeRedis is the tracker's TrackerConfig.Observe.
+// observeRedis is the tracker's TrackerConfig.Observe. The two
+// operations' series are looked up once, not on every request.
 func (m *metrics) observeRedis(op string, took time.Duration, err error) {
-	m.redisTime.WithLabelValues(op).Observe(took.Seconds())
-	if err != nil {
-		m.redisErrors.WithLabelValues(op).Inc()
+	var o *redisOp
+	switch op {
+	case "lookup":
+		o = &m.lookup
+	case "record":
+		o = &m.record
+	default:
+		m.redisTime.WithLabelValues(op).Observe(took.Seconds())
+		if err != nil {
+			m.redisErrors.WithLabelValues(op).Inc()
+		}
+		return
 	}
+	o.time.Observe(took.Seconds())
+	if err != nil {
+		o.errors.Inc()
+	}
+}
+
+// redisOp is one operation's series.
+type redisOp struct {
+	time   prometheus.Observer
+	errors prometheus.Counter
+}
+
+// watchTracker counts the tracker's lookup pipelines: with the lookups in
+// ryw_redis_duration_seconds_count{op="lookup"}, how many share each.
+func (m *metrics) watchTracker(t *ryw.RedisTracker) {
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "ryw_redis_lookup_pipelines_total",
+		Help: "Pipelines the tracker's lookups sent to Redis; lookups made at the same time share one.",
+	}, func() float64 { return float64(t.LookupPipelines()) }), prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "ryw_replay_checks_total",
+		Help: "Replay checks sent to replicas: reads whose connection had not yet seen the replica replay past what they needed (the others cost no extra round trip).",
+	}, func() float64 { return float64(ryw.ReplayChecks()) }))
 }
 
 // watch adds the router's counters and the monitor's view of the replicas.

@@ -14,6 +14,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -66,8 +68,10 @@ type phase struct {
 	secs     float64
 	bad      int    // transport errors and answers other than 200
 	replica  uint64 // answers served by a replica
-	p50, p99 time.Duration
-	cpu      cpuUse
+	// lookups and pipelines are the tracker's, from the API's /metrics.
+	lookups, pipelines float64
+	p50, p99           time.Duration
+	cpu                cpuUse
 }
 
 func (p phase) rps() float64 { return float64(p.requests) / p.secs }
@@ -115,6 +119,9 @@ type configResult struct {
 	own    []result // the own-write workload, per mode (main config only)
 	// generator is what ran the closed loop.
 	generator string
+	// healthz is GET /healthz at the constant rate: the generator's and
+	// the HTTP stack's own latency, with no node involved.
+	healthz phase
 }
 
 // tpBench runs the suite on one stack.
@@ -275,6 +282,10 @@ func (b *tpBench) measureConfig(ctx context.Context, cfg tpConfig, main bool) (c
 	}
 	res.generator = b.generator
 	if main {
+		fmt.Fprintf(b.stderr, "rywbench:   generator check: GET /healthz at %d req/s for %s\n", res.rate, b.o.phase)
+		if res.healthz, err = b.attackPath(ctx, b.apis["off"], "/healthz", res.rate, b.o.phase); err != nil {
+			return res, err
+		}
 		for _, m := range b.o.modes {
 			fmt.Fprintf(b.stderr, "rywbench:   %s: own-write workload, %d users for %s\n", m, b.o.users, b.o.phase)
 			ow := b.o
@@ -539,9 +550,9 @@ var (
 
 // peak measures the closed loop: with wrk (as pgbench, a C client that
 // costs little per request) when it is installed, else with vegeta.
-func (b *tpBench) peak(ctx context.Context, api *devstack.API, d time.Duration) (phase, error) {
-	wrk, err := exec.LookPath("wrk")
-	if err != nil {
+func (b *tpBench) peak(ctx context.Context, api *devstack.API, d time.Duration) (ph phase, err error) {
+	wrk, lookErr := exec.LookPath("wrk")
+	if lookErr != nil {
 		b.generator = "vegeta (wrk is not installed)"
 		return b.attack(ctx, api, 0, d)
 	}
@@ -564,8 +575,14 @@ func (b *tpBench) peak(ctx context.Context, api *devstack.API, d time.Duration) 
 		b.wrkFiles = dir
 	}
 	secs := max(1, int(d.Seconds()))
+	l0, p0 := scrapeLookups(ctx, api)
+	defer func() {
+		l1, p1 := scrapeLookups(ctx, api)
+		ph.lookups, ph.pipelines = l1-l0, p1-p0
+	}()
 	cmd := exec.CommandContext(ctx, wrk, "-t", "2", "-c", strconv.Itoa(b.o.conns), "-d", strconv.Itoa(secs)+"s",
 		"-s", filepath.Join(b.wrkFiles, "me.lua"), api.URL, "--", filepath.Join(b.wrkFiles, "users.txt"))
+	settle()
 	before, err := b.cpu(api)
 	if err != nil {
 		return phase{}, err
@@ -607,7 +624,35 @@ func (b *tpBench) peak(ctx context.Context, api *devstack.API, d time.Duration) 
 	if p.requests == 0 {
 		return p, fmt.Errorf("%s answered no request: %s", api.Name, out)
 	}
-	return p, nil
+	ph = p
+	return ph, nil
+}
+
+var (
+	lookupsRE   = regexp.MustCompile(`(?m)^ryw_redis_duration_seconds_count\{op="lookup"\} ([0-9.e+]+)$`)
+	pipelinesRE = regexp.MustCompile(`(?m)^ryw_redis_lookup_pipelines_total ([0-9.e+]+)$`)
+)
+
+// scrapeLookups reads the tracker's lookups and lookup pipelines so far from
+// the API's /metrics (0, 0 if it has none: off mode, or an older build).
+func scrapeLookups(ctx context.Context, api *devstack.API) (lookups, pipelines float64) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api.URL+"/metrics", nil)
+	if err != nil {
+		return 0, 0
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, 0
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if m := lookupsRE.FindSubmatch(body); m != nil {
+		lookups, _ = strconv.ParseFloat(string(m[1]), 64)
+	}
+	if m := pipelinesRE.FindSubmatch(body); m != nil {
+		pipelines, _ = strconv.ParseFloat(string(m[1]), 64)
+	}
+	return lookups, pipelines
 }
 
 // noShare marks a phase whose generator did not look at X-Served-By.
@@ -617,7 +662,13 @@ const noShare = ^uint64(0)
 // closed loop over -conns connections, otherwise a constant rate over four
 // times as many.
 func (b *tpBench) attack(ctx context.Context, api *devstack.API, rate int, d time.Duration) (phase, error) {
-	url := api.URL + "/api/me"
+	return b.attackPath(ctx, api, "/api/me", rate, d)
+}
+
+// attackPath is attack on another path: /healthz, which touches no node,
+// tells what the generator and the HTTP stack alone add to latency.
+func (b *tpBench) attackPath(ctx context.Context, api *devstack.API, path string, rate int, d time.Duration) (phase, error) {
+	url := api.URL + path
 	var next atomic.Uint64
 	targeter := func(t *vegeta.Target) error {
 		i := next.Add(1)
@@ -644,6 +695,7 @@ func (b *tpBench) attack(ctx context.Context, api *devstack.API, rate int, d tim
 	stop := context.AfterFunc(ctx, func() { atk.Stop() })
 	defer stop()
 
+	settle()
 	before, err := b.cpu(api)
 	if err != nil {
 		return phase{}, err
@@ -675,6 +727,14 @@ func (b *tpBench) attack(ctx context.Context, api *devstack.API, rate int, d tim
 		return p, fmt.Errorf("%s answered no request", api.Name)
 	}
 	return p, nil
+}
+
+// settle collects this process's garbage (a constant-rate phase leaves
+// plenty) before a phase starts, so that the collector does not run in the
+// middle of the next one and take CPU from the processes measured.
+func settle() {
+	runtime.GC()
+	debug.FreeOSMemory()
 }
 
 func waitUntil(ctx context.Context, t time.Time) error {
@@ -737,6 +797,7 @@ type summary struct {
 	replicaShare            float64
 	bad                     int
 	genCoreShare            float64 // the generator's share of one core at the constant rate
+	perPipeline             float64 // tracker lookups per Redis pipeline at the peak (0: none)
 	roundsPeak, roundsRatio []float64
 }
 
@@ -767,6 +828,14 @@ func summarize(c configResult, mode string) summary {
 	s.pg = dur(func(p phase) time.Duration { return p.perRequest(p.cpu.pg) })
 	s.redis = dur(func(p phase) time.Duration { return p.perRequest(p.cpu.redis) })
 	s.gen = dur(func(p phase) time.Duration { return p.perRequest(p.cpu.gen) })
+	var lookups, pipelines float64
+	for _, p := range mr.peak {
+		lookups += p.lookups
+		pipelines += p.pipelines
+	}
+	if pipelines > 0 {
+		s.perPipeline = lookups / pipelines
+	}
 	var served, total uint64
 	for _, p := range append(slices.Clone(mr.peak), mr.rate...) {
 		if p.replica != noShare {
@@ -792,17 +861,21 @@ func renderThroughput(results []configResult, o options, commit string) string {
 
 	fmt.Fprintf(&b, "### %s\n\n", main.cfg)
 	w := tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.Debug)
-	fmt.Fprintln(w, "| mode\t peak req/s\t vs off\t rounds (vs off)\t p50 at rate\t p99 at rate\t p99 vs off\t served by replicas\t API µs/req\t PostgreSQL µs/req\t Redis µs/req\t generator µs/req\t non-200\t")
-	fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t")
+	fmt.Fprintln(w, "| mode\t peak req/s\t vs off\t rounds (vs off)\t p50 at rate\t p99 at rate\t p99 vs off\t served by replicas\t API µs/req\t PostgreSQL µs/req\t Redis µs/req\t generator µs/req\t lookups per Redis pipeline\t non-200\t")
+	fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t")
 	for _, m := range main.modes {
 		s := summarize(main, m)
 		var rounds []string
 		for _, r := range s.roundsRatio {
 			rounds = append(rounds, fmt.Sprintf("%.2f", r))
 		}
-		fmt.Fprintf(w, "| %s\t %.0f\t %.2fx\t %s\t %.2f ms\t %.2f ms\t %.2fx\t %.1f%%\t %s\t %s\t %s\t %s\t %d\t\n",
+		perPipeline := "-"
+		if s.perPipeline > 0 {
+			perPipeline = fmt.Sprintf("%.1f", s.perPipeline)
+		}
+		fmt.Fprintf(w, "| %s\t %.0f\t %.2fx\t %s\t %.2f ms\t %.2f ms\t %.2fx\t %.1f%%\t %s\t %s\t %s\t %s\t %s\t %d\t\n",
 			m, s.peak, s.peakRatio, strings.Join(rounds, " "), s.p50, s.p99, s.p99Ratio, s.replicaShare,
-			us(s.api), us(s.pg), us(s.redis), us(s.gen), s.bad)
+			us(s.api), us(s.pg), us(s.redis), us(s.gen), perPipeline, s.bad)
 	}
 	w.Flush()
 	l := main.limits
@@ -814,7 +887,12 @@ func renderThroughput(results []configResult, o options, commit string) string {
 		worstRate = min(worstRate, s.rateAchieved)
 		worstGen = max(worstGen, s.genCoreShare)
 	}
-	fmt.Fprintf(&b, "every mode got at least %.0f req/s of it, and the generator used at most %.0f%% of one core doing it.\n\n", worstRate, 100*worstGen)
+	fmt.Fprintf(&b, "every mode got at least %.0f req/s of it, and the generator used at most %.0f%% of one core doing it. ", worstRate, 100*worstGen)
+	if h := main.healthz; h.requests > 0 {
+		fmt.Fprintf(&b, "GET /healthz (no node involved) at the same rate from the same generator: p50 %s, p99 %s, %.0f req/s.",
+			ms(h.p50), ms(h.p99), h.rps())
+	}
+	fmt.Fprintf(&b, "\n\n")
 	fmt.Fprintf(&b, "What the nodes do on their own, same run:\n\n")
 	w = tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.Debug)
 	fmt.Fprintln(w, "| limit\t rate\t off-mode GET /api/me against it\t")
