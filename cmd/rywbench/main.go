@@ -296,6 +296,7 @@ type result struct {
 	writeLatency  []time.Duration
 	reasons       map[string]int
 	firstProblems []string
+	replayChecks  float64 // replay checks the API sent (from its /metrics)
 }
 
 func (r *result) merge(o *result) {

@@ -27,10 +27,17 @@ func TestPercentile(t *testing.T) {
 
 func TestFlags(t *testing.T) {
 	o, err := parseFlags(nil, io.Discard)
-	if err != nil || strings.Join(o.modes, ",") != "time,lsn,off" || o.users != 32 || o.readAfter != 100*time.Millisecond {
+	if err != nil || o.suite != "throughput" || strings.Join(o.modes, ",") != "off,time,lsn" || o.rounds != 3 || o.conns != 32 || o.population != 1000 || !o.scale {
 		t.Errorf("defaults = %+v, %v", o, err)
 	}
-	for _, args := range [][]string{{"-modes", "time,fast"}, {"-users", "0"}, {"-duration", "0s"}, {"-duration", "1h"}, {"-replicas", "0"}, {"x"}} {
+	o, err = parseFlags([]string{"-suite", "own-write"}, io.Discard)
+	if err != nil || strings.Join(o.modes, ",") != "time,lsn,off" || o.users != 32 || o.readAfter != 100*time.Millisecond {
+		t.Errorf("own-write defaults = %+v, %v", o, err)
+	}
+	for _, args := range [][]string{
+		{"-modes", "time,fast"}, {"-users", "0"}, {"-duration", "0s"}, {"-duration", "1h"}, {"-replicas", "0"}, {"x"},
+		{"-suite", "fast"}, {"-modes", "time,lsn"}, {"-rounds", "0"}, {"-phase", "10ms"}, {"-conns", "0"}, {"-population", "0"},
+	} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("parseFlags(%q) accepted bad input", args)
 		}
@@ -58,6 +65,71 @@ func TestReportComparesTwoBuildsModeByMode(t *testing.T) {
 		{mode: "lsn (baseline)", reads: 10, replicaReads: 9, readLatency: ms(2), writeLatency: ms(1), reasons: map[string]int{}},
 	}, options{users: 1, duration: time.Second, readAfter: 100 * time.Millisecond, replicas: 2, baselineBin: "old"})
 	for _, want := range []string{"This build against the baseline build", "| lsn  | +10.0 points  | 1.50x", "2.00x"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestParseStat(t *testing.T) {
+	// The command name may hold spaces and parentheses.
+	st, err := parseStat("4242 (postgres: a (b) c) S 17 4242 4242 0 -1 4194560 100 0 0 0 250 75 12 3 20 0 1 0 123 456 789")
+	if err != nil || st.ppid != 17 || st.utime != 250 || st.stime != 75 || st.cutime != 12 || st.cstime != 3 {
+		t.Errorf("parseStat = %+v, %v", st, err)
+	}
+	for _, bad := range []string{"", "4242 (x S 1", "1 (x) S 1 2"} {
+		if _, err := parseStat(bad); err == nil {
+			t.Errorf("parseStat(%q) accepted it", bad)
+		}
+	}
+}
+
+func TestSpliceKeepsWhatSurroundsTheMarkers(t *testing.T) {
+	doc := "# Benchmarks\n\nprose\n" + beginMarker + "\nold table\n" + endMarker + "\n\nmore prose\n"
+	got := splice(doc, "new table\n")
+	want := "# Benchmarks\n\nprose\n" + beginMarker + "\nnew table\n" + endMarker + "\n\nmore prose\n"
+	if got != want {
+		t.Errorf("splice = %q, want %q", got, want)
+	}
+	if got := splice("no markers", "report"); got != "report" {
+		t.Errorf("splice without markers = %q, want the report alone", got)
+	}
+}
+
+func TestMedianAndCounts(t *testing.T) {
+	if m := median([]float64{3, 1, 2}); m != 2 {
+		t.Errorf("median(3,1,2) = %v", m)
+	}
+	if m := median([]float64{4, 1, 2, 3}); m != 2.5 {
+		t.Errorf("median(4,1,2,3) = %v", m)
+	}
+	for n, want := range map[int]string{1000: "1k", 100000: "100k", 2_000_000: "2M", 1500: "1500"} {
+		if got := humanCount(n); got != want {
+			t.Errorf("humanCount(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+func TestThroughputReportStatesTheTargets(t *testing.T) {
+	ph := func(reqs uint64, api time.Duration, p99 time.Duration) phase {
+		return phase{requests: reqs, secs: 1, p50: p99 / 4, p99: p99, cpu: cpuUse{api: api * time.Duration(reqs)}}
+	}
+	cfg := configResult{
+		cfg: tpConfig{replicas: 2, population: 1000, rounds: 1}, modes: []string{"off", "lsn"}, rate: 500, generator: "wrk",
+		byMode: map[string]*modeRounds{
+			"off": {peak: []phase{ph(1000, 100*time.Microsecond, 0)}, rate: []phase{ph(500, 0, 4*time.Millisecond)}},
+			"lsn": {peak: []phase{ph(950, 110*time.Microsecond, 0)}, rate: []phase{ph(500, 0, 10*time.Millisecond)}},
+		},
+		limits: limits{pgbenchTPS: 4000, redisGetRPS: 50000},
+	}
+	out := renderThroughput([]configResult{cfg}, options{window: 5 * time.Second, conns: 32, phase: time.Second}, "abc1234")
+	for _, want := range []string{
+		"commit `abc1234`", "closed loop (wrk)",
+		"lsn mode throughput is 0.95x off (target at least 0.90x): **met**",
+		"off mode is 0.250x `pgbench -S -M prepared` (target at least 0.20x): **met**",
+		"lsn mode p99 at half the peak is 2.50x off's (target at most 2x): **not met**",
+		"| lsn  | 950", "| 110 ",
+	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)
 		}

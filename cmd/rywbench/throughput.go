@@ -106,6 +106,7 @@ type limits struct {
 	idlePolls     float64       // monitor polls per second per API process
 	idleAPI       time.Duration // CPU per second of one idle API process
 	idlePG        time.Duration // CPU per second of PostgreSQL with all the idle APIs polling
+	idleRedis     time.Duration // CPU per second of Redis with no requests
 	idleProcesses int
 }
 
@@ -290,7 +291,10 @@ func (b *tpBench) measureConfig(ctx context.Context, cfg tpConfig, main bool) (c
 			fmt.Fprintf(b.stderr, "rywbench:   %s: own-write workload, %d users for %s\n", m, b.o.users, b.o.phase)
 			ow := b.o
 			ow.duration = b.o.phase
-			res.own = append(res.own, measure(ctx, b.apis[m].URL, m, ow))
+			c0 := scrapeCounter(ctx, b.apis[m], replayChecksRE)
+			r := measure(ctx, b.apis[m].URL, m, ow)
+			r.replayChecks = scrapeCounter(ctx, b.apis[m], replayChecksRE) - c0
+			res.own = append(res.own, r)
 			if ctx.Err() != nil {
 				return res, ctx.Err()
 			}
@@ -405,9 +409,18 @@ func (b *tpBench) idle(ctx context.Context, l *limits) error {
 	if err != nil {
 		return err
 	}
+	redisBefore, err := procCPU(b.stack.Redis.Pid(), false)
+	if err != nil {
+		return err
+	}
 	if err := waitUntil(ctx, time.Now().Add(window)); err != nil {
 		return err
 	}
+	redisAfter, err := procCPU(b.stack.Redis.Pid(), false)
+	if err != nil {
+		return err
+	}
+	l.idleRedis = (redisAfter - redisBefore) * time.Second / window
 	var api time.Duration
 	for i, m := range b.o.modes {
 		c, err := procCPU(b.apis[m].Pid(), false)
@@ -628,31 +641,35 @@ func (b *tpBench) peak(ctx context.Context, api *devstack.API, d time.Duration) 
 	return ph, nil
 }
 
+// scrapeCounter reads one series from the API's /metrics (0 if absent).
+func scrapeCounter(ctx context.Context, api *devstack.API, re *regexp.Regexp) float64 {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api.URL+"/metrics", nil)
+	if err != nil {
+		return 0
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if m := re.FindSubmatch(body); m != nil {
+		v, _ := strconv.ParseFloat(string(m[1]), 64)
+		return v
+	}
+	return 0
+}
+
 var (
-	lookupsRE   = regexp.MustCompile(`(?m)^ryw_redis_duration_seconds_count\{op="lookup"\} ([0-9.e+]+)$`)
-	pipelinesRE = regexp.MustCompile(`(?m)^ryw_redis_lookup_pipelines_total ([0-9.e+]+)$`)
+	replayChecksRE = regexp.MustCompile(`(?m)^ryw_replay_checks_total ([0-9.e+]+)$`)
+	lookupsRE      = regexp.MustCompile(`(?m)^ryw_redis_duration_seconds_count\{op="lookup"\} ([0-9.e+]+)$`)
+	pipelinesRE    = regexp.MustCompile(`(?m)^ryw_redis_lookup_pipelines_total ([0-9.e+]+)$`)
 )
 
 // scrapeLookups reads the tracker's lookups and lookup pipelines so far from
 // the API's /metrics (0, 0 if it has none: off mode, or an older build).
 func scrapeLookups(ctx context.Context, api *devstack.API) (lookups, pipelines float64) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api.URL+"/metrics", nil)
-	if err != nil {
-		return 0, 0
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, 0
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if m := lookupsRE.FindSubmatch(body); m != nil {
-		lookups, _ = strconv.ParseFloat(string(m[1]), 64)
-	}
-	if m := pipelinesRE.FindSubmatch(body); m != nil {
-		pipelines, _ = strconv.ParseFloat(string(m[1]), 64)
-	}
-	return lookups, pipelines
+	return scrapeCounter(ctx, api, lookupsRE), scrapeCounter(ctx, api, pipelinesRE)
 }
 
 // noShare marks a phase whose generator did not look at X-Served-By.
@@ -926,10 +943,11 @@ func renderThroughput(results []configResult, o options, commit string) string {
 		fmt.Fprintf(&b, "\nOwn-write workload (%d users each saving their profile, then reading it back within 0-%s), %s per mode:\n\n",
 			o.users, o.readAfter, o.phase)
 		w = tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.Debug)
-		fmt.Fprintln(w, "| mode\t own-write reads\t served by replicas\t violations\t errors\t read p50\t read p99\t write p50\t write p99\t")
-		fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t")
+		fmt.Fprintln(w, "| mode\t own-write reads\t served by replicas\t replay checks per read\t violations\t errors\t read p50\t read p99\t write p50\t write p99\t")
+		fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t")
 		for _, r := range main.own {
-			fmt.Fprintf(w, "| %s\t %d\t %.1f%%\t %d\t %d\t %s\t %s\t %s\t %s\t\n", r.mode, r.reads, share(r), r.violations, r.errors,
+			fmt.Fprintf(w, "| %s\t %d\t %.1f%%\t %.2f\t %d\t %d\t %s\t %s\t %s\t %s\t\n", r.mode, r.reads, share(r),
+				r.replayChecks/float64(max(r.reads, 1)), r.violations, r.errors,
 				ms(percentile(r.readLatency, .5)), ms(percentile(r.readLatency, .99)),
 				ms(percentile(r.writeLatency, .5)), ms(percentile(r.writeLatency, .99)))
 		}
@@ -950,8 +968,8 @@ func renderThroughput(results []configResult, o options, commit string) string {
 	w.Flush()
 	fmt.Fprintf(&b, "\nStanding costs, per shape:\n\n")
 	w = tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.Debug)
-	fmt.Fprintln(w, "| shape\t monitor polls/s per API process\t idle API process CPU\t PostgreSQL CPU for the polls\t per poll\t Redis memory per user\t")
-	fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t")
+	fmt.Fprintln(w, "| shape\t monitor polls/s per API process\t idle API process CPU\t PostgreSQL CPU for the polls\t per poll\t idle Redis CPU\t Redis memory per user\t")
+	fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t---\t")
 	for _, c := range results {
 		l := c.limits
 		perPoll := time.Duration(0)
@@ -962,8 +980,9 @@ func renderThroughput(results []configResult, o options, commit string) string {
 		if l.redisMemUser > 0 {
 			mem = fmt.Sprintf("%.0f bytes", l.redisMemUser)
 		}
-		fmt.Fprintf(w, "| %s\t %.0f\t %.1f ms/s\t %.1f ms/s (%d processes)\t %s µs\t %s\t\n", c.cfg, l.idlePolls,
-			float64(l.idleAPI.Microseconds())/1000, float64(l.idlePG.Microseconds())/1000, l.idleProcesses, us(perPoll), mem)
+		fmt.Fprintf(w, "| %s\t %.0f\t %.1f ms/s\t %.1f ms/s (%d processes)\t %s µs\t %.1f ms/s\t %s\t\n", c.cfg, l.idlePolls,
+			float64(l.idleAPI.Microseconds())/1000, float64(l.idlePG.Microseconds())/1000, l.idleProcesses, us(perPoll),
+			float64(l.idleRedis.Microseconds())/1000, mem)
 	}
 	w.Flush()
 	return b.String()
