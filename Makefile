@@ -21,11 +21,15 @@ chaos: build
 	$(GO) build -o $(BIN)/rywchaos ./cmd/rywchaos
 	./$(BIN)/rywchaos -api-bin $(BIN)/ryw-api -out docs/CHAOS.md $(ARGS)
 
-## bench: time, lsn and off modes side by side on a real cluster; see docs/BENCHMARKS.md.
-##        Pass flags with ARGS, e.g. make bench ARGS="-users 64 -duration 30s".
+## bench: what read-your-writes costs per request: off, time and lsn API processes taking turns on
+##        one cluster (closed-loop peak with wrk if installed, latency at half the off-mode peak,
+##        pgbench -S and redis-benchmark on the same nodes, CPU per request by process, 1/2/4
+##        replicas, 1k/100k users); about 8 minutes; writes its section of docs/BENCHMARKS.md.
+##        Pass flags with ARGS, e.g. make bench ARGS="-rounds 3 -scale=false", or
+##        ARGS="-suite own-write" for the write-then-read workload (bin/rywbench -h lists them).
 bench: build
 	$(GO) build -o $(BIN)/rywbench ./cmd/rywbench
-	./$(BIN)/rywbench -api-bin $(BIN)/ryw-api $(ARGS)
+	./$(BIN)/rywbench -api-bin $(BIN)/ryw-api -out docs/BENCHMARKS.md $(ARGS)
 
 ## docs: regenerate the Swagger spec in docs/ from the handlers' annotations.
 docs:

@@ -98,7 +98,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.suite, "suite", "throughput", "throughput (GET /api/me peak and latency, CPU per request, ratios to off mode and to pgbench; the make bench default) or own-write (users write then read back; violations and offload)")
 	fs.StringVar(&modes, "modes", "", "RYW_MODEs to measure, in order (default off,time,lsn for throughput, which needs off; time,lsn,off for own-write, whose first is the baseline)")
-	fs.IntVar(&o.rounds, "rounds", 3, "throughput: rounds in which the modes take turns")
+	fs.IntVar(&o.rounds, "rounds", 5, "throughput: rounds in which the modes take turns")
 	fs.DurationVar(&o.phase, "phase", 5*time.Second, "throughput: how long each measurement runs")
 	fs.IntVar(&o.conns, "conns", 32, "throughput: closed-loop connections")
 	fs.IntVar(&o.population, "population", 1000, "throughput: users with a profile whom the reads are for")

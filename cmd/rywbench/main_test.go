@@ -27,7 +27,7 @@ func TestPercentile(t *testing.T) {
 
 func TestFlags(t *testing.T) {
 	o, err := parseFlags(nil, io.Discard)
-	if err != nil || o.suite != "throughput" || strings.Join(o.modes, ",") != "off,time,lsn" || o.rounds != 3 || o.conns != 32 || o.population != 1000 || !o.scale {
+	if err != nil || o.suite != "throughput" || strings.Join(o.modes, ",") != "off,time,lsn" || o.rounds != 5 || o.conns != 32 || o.population != 1000 || !o.scale {
 		t.Errorf("defaults = %+v, %v", o, err)
 	}
 	o, err = parseFlags([]string{"-suite", "own-write"}, io.Discard)
