@@ -176,11 +176,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer cleanup()
 	o.apiBin = bin
 	if o.suite == "throughput" && len(o.scenarios) == 0 {
+		commit := commitOf(ctx, o.apiBin) // before the report changes the checkout
 		results, err := runThroughput(ctx, o, stderr)
 		if err != nil {
 			return err
 		}
-		return emit(renderThroughput(results, o, commitOf(ctx, o.apiBin)), o, stdout)
+		return emit(renderThroughput(results, o, commit), o, stdout)
 	}
 	fmt.Fprintf(stderr, "rywbench: starting a primary, %d replicas (the last %s behind) and Redis\n", o.replicas, o.replicaDelay)
 	stack, err := devstack.Start(ctx, devstack.Options{Replicas: o.replicas, ReplicaDelay: o.replicaDelay, Migrate: true})
@@ -257,32 +258,39 @@ func splice(doc, report string) string {
 	return doc[:i+len(beginMarker)] + "\n" + report + doc[j:]
 }
 
-// commitOf says which commit the API binary was built from, as its build
-// information records it ("unknown" for a binary built outside git).
+// commitOf says which commit the API binary was built from: as its build
+// information records it, or else (GOFLAGS=-buildvcs=false, say) the
+// checkout it runs in, which make bench has just built it from.
 func commitOf(ctx context.Context, bin string) string {
-	out, err := exec.CommandContext(ctx, "go", "version", "-m", bin).Output()
+	if out, err := exec.CommandContext(ctx, "go", "version", "-m", bin).Output(); err == nil {
+		var rev, modified string
+		for line := range strings.Lines(string(out)) {
+			f := strings.Fields(line)
+			if len(f) == 2 && f[0] == "build" {
+				if v, ok := strings.CutPrefix(f[1], "vcs.revision="); ok {
+					rev = v
+				}
+				if v, ok := strings.CutPrefix(f[1], "vcs.modified="); ok {
+					modified = v
+				}
+			}
+		}
+		if len(rev) >= 7 {
+			if modified == "true" {
+				return rev[:7] + " with uncommitted changes"
+			}
+			return rev[:7]
+		}
+	}
+	out, err := exec.CommandContext(ctx, "git", "rev-parse", "--short=7", "HEAD").Output()
 	if err != nil {
 		return "unknown"
 	}
-	var rev, modified string
-	for line := range strings.Lines(string(out)) {
-		f := strings.Fields(line)
-		if len(f) == 2 && f[0] == "build" {
-			if v, ok := strings.CutPrefix(f[1], "vcs.revision="); ok {
-				rev = v
-			}
-			if v, ok := strings.CutPrefix(f[1], "vcs.modified="); ok {
-				modified = v
-			}
-		}
+	rev := strings.TrimSpace(string(out))
+	if st, err := exec.CommandContext(ctx, "git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
+		return rev + " with uncommitted changes"
 	}
-	if len(rev) < 7 {
-		return "unknown"
-	}
-	if modified == "true" {
-		return rev[:7] + " with uncommitted changes"
-	}
-	return rev[:7]
+	return rev
 }
 
 // result is one mode's measurements.
