@@ -118,7 +118,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, err
 	}
 	var err error
-	o.args = strings.Join(args, " ")
+	o.args = userArgs(args)
 	o.window, o.markerTTL, o.pollInterval = config.DefaultWindow, config.DefaultMarkerTTL, config.DefaultPollInterval
 	if modes == "" {
 		modes = "time,lsn,off"
@@ -224,6 +224,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return emit(render(results, o), o, stdout)
+}
+
+// userArgs is the command line without the flags make bench itself passes
+// (-api-bin, -out), as a user would write it in ARGS.
+func userArgs(args []string) string {
+	var kept []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.HasPrefix(a, "-") && (name == "api-bin" || name == "out") {
+			if !hasValue {
+				i++ // its value is the next argument
+			}
+			continue
+		}
+		kept = append(kept, a)
+	}
+	return strings.Join(kept, " ")
 }
 
 // The markers between which -out replaces the report in a file that has

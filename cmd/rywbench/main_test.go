@@ -135,3 +135,10 @@ func TestThroughputReportStatesTheTargets(t *testing.T) {
 		}
 	}
 }
+
+func TestUserArgsLeaveOutWhatMakeBenchPasses(t *testing.T) {
+	got := userArgs([]string{"-api-bin", "bin/ryw-api", "-out=docs/BENCHMARKS.md", "-rounds", "3", "--scale=false"})
+	if got != "-rounds 3 --scale=false" {
+		t.Errorf("userArgs = %q", got)
+	}
+}
