@@ -34,9 +34,8 @@ type rawMarks struct {
 
 // batcher coalesces the lookups that arrive while one is in flight into a
 // single pipeline: TIME, and one MGET of ryw:epoch and every user's two
-// marks (on a Redis Cluster, where keys of many slots cannot share a
-// command: GET ryw:epoch, and one MGET per user, whose two marks share the
-// {id} hash tag). Under load that turns many round trips, each a write
+// marks (on a Redis Cluster, where one command cannot span slots: a GET of
+// each key, which go-redis sends to each key's node). Under load that turns many round trips, each a write
 // and a read on a socket in the API and a wake-up of Redis, into one. When
 // nothing else is waiting, a lookup goes out at once, alone, as before.
 //
@@ -130,14 +129,14 @@ func (b *batcher) run(batch []*lookupCall) error {
 	b.batches.Add(1)
 	pipe := b.client.Pipeline()
 	nowCmd := pipe.Time(ctx)
-	var one *redis.SliceCmd       // epoch, then each user's two marks
-	var perUser []*redis.SliceCmd // a cluster's: one MGET per user's slot
+	var one *redis.SliceCmd          // epoch, then each user's two marks
+	var perKey [][2]*redis.StringCmd // a cluster's: each user's two GETs
 	epochCmd := (*redis.StringCmd)(nil)
 	if _, cluster := b.client.(*redis.ClusterClient); cluster {
 		epochCmd = pipe.Get(ctx, EpochKey)
-		perUser = make([]*redis.SliceCmd, len(batch))
+		perKey = make([][2]*redis.StringCmd, len(batch))
 		for i, c := range batch {
-			perUser[i] = pipe.MGet(ctx, MarkerKey(c.user), TokenKey(c.user))
+			perKey[i] = [2]*redis.StringCmd{pipe.Get(ctx, MarkerKey(c.user)), pipe.Get(ctx, TokenKey(c.user))}
 		}
 	} else {
 		keys := make([]string, 1, 1+2*len(batch))
@@ -172,17 +171,26 @@ func (b *batcher) run(batch []*lookupCall) error {
 		if c.raw.err == nil {
 			if one != nil {
 				c.raw.at, c.raw.token, c.raw.err = pair(vals[1+2*i], vals[2+2*i])
-			} else if v, err := perUser[i].Result(); err != nil {
-				c.raw.err = err
-			} else if len(v) != 2 {
-				c.raw.err = fmt.Errorf("MGET of 2 keys returned %d values", len(v))
 			} else {
-				c.raw.at, c.raw.token, c.raw.err = pair(v[0], v[1])
+				c.raw.at, c.raw.token, c.raw.err = getPair(perKey[i])
 			}
 		}
 		close(c.done)
 	}
 	return shared.err
+}
+
+// getPair reads one user's two GETs; a missing key is "".
+func getPair(cmds [2]*redis.StringCmd) (at, token string, err error) {
+	var vals [2]string
+	for i, c := range cmds {
+		v, err := c.Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return "", "", err
+		}
+		vals[i] = v
+	}
+	return vals[0], vals[1], nil
 }
 
 // pair reads the two marks of one user; a missing key is "".
