@@ -395,7 +395,12 @@ func (f *injector) pauses(ctx context.Context) {
 		if !r.Running() {
 			continue
 		}
-		if err := r.PauseReplay(ctx); err != nil {
+		// A replica the cycle kills meanwhile must not hold the pauses up
+		// for long.
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := r.PauseReplay(pctx)
+		cancel()
+		if err != nil {
 			if ctx.Err() == nil {
 				f.failed("pause replay", err)
 			}

@@ -236,6 +236,11 @@ func (n *Node) PauseReplay(ctx context.Context) error {
 		if err := n.QueryRow(ctx, []any{&state}, "SELECT pg_get_wal_replay_pause_state()"); err != nil {
 			return false, err
 		}
+		if state == "not paused" {
+			// The request was lost: the server restarted (a fault test
+			// killed it), or someone resumed replay. Ask again.
+			return false, n.Exec(ctx, "SELECT pg_wal_replay_pause()")
+		}
 		return state == "paused", nil
 	})
 	if err != nil {
