@@ -54,7 +54,7 @@ type batcher struct {
 	pending  []*lookupCall
 	inflight bool
 
-	batches atomic.Int64 // pipelines sent, for tests
+	batches atomic.Int64 // pipelines sent (ryw_redis_lookup_pipelines_total)
 }
 
 // lookup returns the user's raw marks, or ctx's error if the caller gives
