@@ -16,8 +16,7 @@ type metrics struct {
 	reg         *prometheus.Registry
 	redisTime   *prometheus.HistogramVec
 	redisErrors *prometheus.CounterVec
-	lookup      redisOp
-	record      redisOp
+	ops         map[string]redisOp // the tracker's operations, resolved once
 }
 
 func newMetrics() *metrics {
@@ -34,8 +33,9 @@ func newMetrics() *metrics {
 		}, []string{"op"}),
 	}
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), m.redisTime, m.redisErrors)
-	for op, o := range map[string]*redisOp{"lookup": &m.lookup, "record": &m.record} {
-		o.time, o.errors = m.redisTime.WithLabelValues(op), m.redisErrors.WithLabelValues(op)
+	m.ops = map[string]redisOp{}
+	for _, op := range []string{"lookup", "record"} {
+		m.ops[op] = redisOp{m.redisTime.WithLabelValues(op), m.redisErrors.WithLabelValues(op)}
 	}
 	return m
 }
@@ -43,18 +43,9 @@ func newMetrics() *metrics {
 // observeRedis is the tracker's TrackerConfig.Observe. The two
 // operations' series are looked up once, not on every request.
 func (m *metrics) observeRedis(op string, took time.Duration, err error) {
-	var o *redisOp
-	switch op {
-	case "lookup":
-		o = &m.lookup
-	case "record":
-		o = &m.record
-	default:
-		m.redisTime.WithLabelValues(op).Observe(took.Seconds())
-		if err != nil {
-			m.redisErrors.WithLabelValues(op).Inc()
-		}
-		return
+	o, ok := m.ops[op]
+	if !ok {
+		o = redisOp{m.redisTime.WithLabelValues(op), m.redisErrors.WithLabelValues(op)}
 	}
 	o.time.Observe(took.Seconds())
 	if err != nil {
