@@ -27,7 +27,10 @@ func NewUsers(db *gorm.DB, reads *ryw.Router) *Users {
 func (r *Users) Get(ctx context.Context, id uuid.UUID) (models.User, error) {
 	var u models.User
 	err := r.reads.Read(ctx, func(ctx context.Context) error {
-		return r.db.WithContext(ctx).Take(&u, "id = ?", id).Error
+		// The id as its bytes: pgx encodes a [16]byte as a uuid directly,
+		// where uuid.UUID (a driver.Valuer) goes through its text form and a
+		// failed binary plan first (5% of a read's CPU in the profile).
+		return r.db.WithContext(ctx).Take(&u, "id = ?", [16]byte(id)).Error
 	})
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return models.User{}, ErrNotFound

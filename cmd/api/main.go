@@ -27,7 +27,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	redis.SetLogger(quietRedis{})
-	if err := run(ctx, os.Getenv, os.Stderr); err != nil {
+	logs := newLogWriter(os.Stderr)
+	err := run(ctx, os.Getenv, logs)
+	logs.Close()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "ryw api:", err)
 		os.Exit(1)
 	}

@@ -120,7 +120,7 @@ func TestThroughputReportStatesTheTargets(t *testing.T) {
 			"off": {peak: []phase{ph(1000, 100*time.Microsecond, 0)}, rate: []phase{ph(500, 0, 4*time.Millisecond)}},
 			"lsn": {peak: []phase{ph(950, 110*time.Microsecond, 0)}, rate: []phase{ph(500, 0, 10*time.Millisecond)}},
 		},
-		limits: limits{pgbenchTPS: 4000, redisGetRPS: 50000},
+		limits: limits{pgbench: []pgbenchRun{{tps: 4000}}, redisGetRPS: 50000},
 	}
 	out := renderThroughput([]configResult{cfg}, options{window: 5 * time.Second, conns: 32, phase: time.Second}, "abc1234")
 	for _, want := range []string{
