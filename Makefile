@@ -10,9 +10,11 @@ BIN     := bin
 run: build
 	./$(BIN)/devstack -api-bin $(BIN)/ryw-api $(ARGS)
 
-## test: every test, with the race detector, against real PostgreSQL and Redis started by devstack.
+## test: every test, with the race detector, against real PostgreSQL and Redis started by devstack;
+##       then the API's suite again with bearer tokens (AUTH_MODE=jwt) instead of X-Demo-UserId.
 test:
 	$(GO) test -race -count=1 -timeout 15m ./...
+	RYW_TEST_AUTH=jwt $(GO) test -race -count=1 -timeout 10m ./cmd/api
 
 ## chaos: the history checker: 100k requests per mode over 2 API instances while replicas pause,
 ##        crash and restart, Redis restarts empty and loses one instance; writes docs/CHAOS.md.

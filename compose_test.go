@@ -22,6 +22,8 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/ryw-go/ryw/config"
 )
 
 const (
@@ -500,5 +502,65 @@ func TestComposeNginx(t *testing.T) {
 	slices.Sort(servers)
 	if want := []string{"api1:8080", "api2:8080"}; !slices.Equal(servers, want) {
 		t.Errorf("nginx: upstream %q in %s has servers %v, want %v", pass[1], path, servers, want)
+	}
+}
+
+// TestComposeJWTOverride: docker-compose.jwt.yml turns both APIs to
+// AUTH_MODE=jwt against the development issuer it adds, with an iss and an
+// aud that match what the issuer mints, and a configuration the API
+// accepts.
+func TestComposeJWTOverride(t *testing.T) {
+	opts, err := cli.NewProjectOptions([]string{composeFile, "docker-compose.jwt.yml"},
+		cli.WithName("ryw"), cli.WithWorkingDirectory("."), cli.WithEnv(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := opts.LoadProject(t.Context())
+	if err != nil {
+		t.Fatalf("load with docker-compose.jwt.yml: %v", err)
+	}
+	issuer := service(t, p, "issuer")
+	if issuer.Build == nil || issuer.Build.Target != "issuer" {
+		t.Fatalf("issuer: build %+v, want the Dockerfile's issuer stage", issuer.Build)
+	}
+	df, err := os.ReadFile("Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?im)^FROM\s+\S+\s+AS\s+issuer\s*$`).Match(df) || !regexp.MustCompile(`go build[^\n]*\./cmd/devstack`).Match(df) {
+		t.Error("Dockerfile has no issuer stage built from ./cmd/devstack")
+	}
+	flag := func(name string) string {
+		i := slices.Index(issuer.Command, name)
+		if i < 0 || i+1 >= len(issuer.Command) {
+			t.Fatalf("issuer command %q lacks %s", issuer.Command, name)
+		}
+		return issuer.Command[i+1]
+	}
+	_, port, _ := net.SplitHostPort(flag("-addr"))
+	for _, name := range []string{"api1", "api2"} {
+		s := service(t, p, name)
+		env := map[string]string{}
+		for k, v := range s.Environment {
+			if v != nil {
+				env[k] = *v
+			}
+		}
+		if env["AUTH_MODE"] != "jwt" || env["AUTH_ISSUER"] != flag("-issuer") || env["AUTH_AUDIENCE"] != flag("-audience") {
+			t.Errorf("%s: AUTH_MODE %q, AUTH_ISSUER %q, AUTH_AUDIENCE %q; want jwt and the issuer's -issuer and -audience", name, env["AUTH_MODE"], env["AUTH_ISSUER"], env["AUTH_AUDIENCE"])
+		}
+		u, err := url.Parse(env["AUTH_JWKS_URL"])
+		if err != nil || u.Hostname() != "issuer" || u.Port() != port || u.Path != "/.well-known/jwks.json" {
+			t.Errorf("%s: AUTH_JWKS_URL %q; want the issuer service's JWKS on port %s", name, env["AUTH_JWKS_URL"], port)
+		}
+		if _, ok := s.DependsOn["issuer"]; !ok {
+			t.Errorf("%s does not depend on the issuer", name)
+		}
+		if _, err := config.Load(func(k string) string { return env[k] }); err != nil {
+			t.Errorf("%s: the API refuses this configuration: %v", name, err)
+		}
+		if env["DATABASE_URL"] == "" || env["RYW_MODE"] == "" {
+			t.Errorf("%s: the override lost the base environment: %v", name, env)
+		}
 	}
 }

@@ -53,6 +53,32 @@ type Config struct {
 	// address (PPROF_ADDR), apart from the public listener: keep it on
 	// loopback.
 	PprofAddr string
+	// Auth says who the caller is: AUTH_MODE demo (X-Demo-UserId, not
+	// verified) or jwt (Authorization: Bearer, verified against a JWKS).
+	Auth Auth
+}
+
+// Auth modes.
+const (
+	AuthDemo = "demo"
+	AuthJWT  = "jwt"
+)
+
+// Auth is how callers are identified.
+type Auth struct {
+	Mode string // AUTH_MODE: demo or jwt
+	// The rest is for jwt mode only.
+	JWKSURL  string // AUTH_JWKS_URL: the issuer's key set
+	Issuer   string // AUTH_ISSUER: the tokens' iss
+	Audience string // AUTH_AUDIENCE: the tokens' aud, this service
+	// Leeway absorbs clock skew in exp, nbf and iat (AUTH_LEEWAY).
+	Leeway time.Duration
+	// JWKSRefresh is how often the key set is fetched in the background
+	// (AUTH_JWKS_REFRESH).
+	JWKSRefresh time.Duration
+	// JWKSMinRefresh bounds how often a token with an unknown key makes
+	// the service fetch the key set (AUTH_JWKS_MIN_REFRESH).
+	JWKSMinRefresh time.Duration
 }
 
 // Defaults for the optional variables.
@@ -66,6 +92,9 @@ const (
 	DefaultShutdownWait   = 10 * time.Second
 	DefaultReplicaTimeout = time.Second
 	DefaultPrimaryTimeout = 5 * time.Second
+	DefaultAuthLeeway     = 30 * time.Second
+	DefaultJWKSRefresh    = 5 * time.Minute
+	DefaultJWKSMinRefresh = 10 * time.Second
 	// MaxPollInterval keeps several polls of the primary inside the fence
 	// lease, so that one late poll does not send own-write reads to the
 	// primary.
@@ -101,6 +130,7 @@ func Load(getenv func(string) string) (Config, error) {
 		PprofAddr:      l.hostPort("PPROF_ADDR"),
 	}
 	cfg.Replicas = l.replicas("DATABASE_REPLICA_URLS")
+	cfg.Auth = l.auth()
 	if l.str("DATABASE_URL", "") == "" {
 		l.fail("DATABASE_URL is required: the primary's URL, e.g. postgres://user:pass@localhost:5432/ryw?sslmode=disable")
 	}
@@ -139,6 +169,10 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("replicaTimeout", c.ReplicaTimeout),
 		slog.Duration("primaryTimeout", c.PrimaryTimeout),
 		slog.Bool("tokenKeySet", c.TokenKey != ""),
+		slog.String("authMode", c.Auth.Mode),
+		slog.String("authJwksUrl", RedactURL(c.Auth.JWKSURL)),
+		slog.String("authIssuer", c.Auth.Issuer),
+		slog.String("authAudience", c.Auth.Audience),
 	)
 }
 
@@ -161,6 +195,40 @@ func RedactURL(raw string) string {
 		}
 	}
 	return u.Redacted()
+}
+
+// auth reads AUTH_*: in jwt mode the key set, issuer and audience are
+// required, since a token checked against none of them proves nothing.
+func (l *loader) auth() Auth {
+	a := Auth{Mode: l.oneOf("AUTH_MODE", AuthDemo, AuthDemo, AuthJWT)}
+	jwtOnly := []string{"AUTH_JWKS_URL", "AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_LEEWAY", "AUTH_JWKS_REFRESH", "AUTH_JWKS_MIN_REFRESH"}
+	if a.Mode != AuthJWT {
+		for _, name := range jwtOnly {
+			if l.str(name, "") != "" {
+				l.fail(fmt.Sprintf("%s is set but AUTH_MODE is %q: set AUTH_MODE=jwt to verify bearer tokens, or unset %s", name, a.Mode, name))
+			}
+		}
+		return a
+	}
+	a.JWKSURL = l.str("AUTH_JWKS_URL", "")
+	a.Issuer = l.str("AUTH_ISSUER", "")
+	a.Audience = l.str("AUTH_AUDIENCE", "")
+	a.Leeway = l.nonNegativeDuration("AUTH_LEEWAY", DefaultAuthLeeway)
+	a.JWKSRefresh = l.duration("AUTH_JWKS_REFRESH", DefaultJWKSRefresh)
+	a.JWKSMinRefresh = l.nonNegativeDuration("AUTH_JWKS_MIN_REFRESH", DefaultJWKSMinRefresh)
+	if u, err := url.Parse(a.JWKSURL); a.JWKSURL == "" || err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		l.fail(fmt.Sprintf("AUTH_JWKS_URL must be the issuer's JWKS URL, like https://issuer.example.com/.well-known/jwks.json, got %q", a.JWKSURL))
+	}
+	if a.Issuer == "" {
+		l.fail("AUTH_ISSUER is required with AUTH_MODE=jwt: the iss that tokens must carry")
+	}
+	if a.Audience == "" {
+		l.fail("AUTH_AUDIENCE is required with AUTH_MODE=jwt: the aud that tokens must carry (this service's identifier at the issuer)")
+	}
+	if a.Leeway > 5*time.Minute {
+		l.fail(fmt.Sprintf("AUTH_LEEWAY must be at most 5m (it lets expired tokens through for that long), got %s", a.Leeway))
+	}
+	return a
 }
 
 // loader collects every validation error instead of stopping at the first.

@@ -33,6 +33,23 @@ func TestLoadDefaults(t *testing.T) {
 	}
 }
 
+func TestLoadAuth(t *testing.T) {
+	cfg, err := Load(env(map[string]string{"DATABASE_URL": primary}))
+	if err != nil || cfg.Auth.Mode != AuthDemo {
+		t.Errorf("default auth = %+v, %v; want demo", cfg.Auth, err)
+	}
+	cfg, err = Load(env(map[string]string{"DATABASE_URL": primary, "AUTH_MODE": "jwt",
+		"AUTH_JWKS_URL": "https://issuer.example.com/.well-known/jwks.json", "AUTH_ISSUER": "https://issuer.example.com/", "AUTH_AUDIENCE": "ryw-api"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Auth{Mode: AuthJWT, JWKSURL: "https://issuer.example.com/.well-known/jwks.json", Issuer: "https://issuer.example.com/", Audience: "ryw-api",
+		Leeway: DefaultAuthLeeway, JWKSRefresh: DefaultJWKSRefresh, JWKSMinRefresh: DefaultJWKSMinRefresh}
+	if cfg.Auth != want {
+		t.Errorf("jwt auth = %+v, want %+v", cfg.Auth, want)
+	}
+}
+
 func TestLoadReplicas(t *testing.T) {
 	tests := []struct {
 		name string
@@ -81,6 +98,13 @@ func TestLoadErrors(t *testing.T) {
 		{"zero poll interval", map[string]string{"RYW_POLL_INTERVAL": "0s"}, `RYW_POLL_INTERVAL must be a positive duration`},
 		{"bad pprof address", map[string]string{"PPROF_ADDR": "6060"}, "PPROF_ADDR must be host:port"},
 		{"short token key", map[string]string{"RYW_TOKEN_KEY": "secret"}, "RYW_TOKEN_KEY must be at least 32 bytes"},
+		{"bad auth mode", map[string]string{"AUTH_MODE": "oauth"}, `AUTH_MODE must be one of demo|jwt, got "oauth"`},
+		{"jwt without its settings", map[string]string{"AUTH_MODE": "jwt"}, "AUTH_JWKS_URL must be the issuer's JWKS URL"},
+		{"jwt without an issuer", map[string]string{"AUTH_MODE": "jwt", "AUTH_JWKS_URL": "https://i.example/jwks", "AUTH_AUDIENCE": "api"}, "AUTH_ISSUER is required"},
+		{"jwt without an audience", map[string]string{"AUTH_MODE": "jwt", "AUTH_JWKS_URL": "https://i.example/jwks", "AUTH_ISSUER": "https://i.example/"}, "AUTH_AUDIENCE is required"},
+		{"jwks not http", map[string]string{"AUTH_MODE": "jwt", "AUTH_JWKS_URL": "file:///etc/jwks.json", "AUTH_ISSUER": "i", "AUTH_AUDIENCE": "a"}, "AUTH_JWKS_URL must be"},
+		{"huge leeway", map[string]string{"AUTH_MODE": "jwt", "AUTH_JWKS_URL": "https://i.example/jwks", "AUTH_ISSUER": "i", "AUTH_AUDIENCE": "a", "AUTH_LEEWAY": "1h"}, "AUTH_LEEWAY must be at most 5m"},
+		{"jwt settings in demo mode", map[string]string{"AUTH_JWKS_URL": "https://i.example/jwks"}, `AUTH_JWKS_URL is set but AUTH_MODE is "demo"`},
 		{"poll interval beyond the lease", map[string]string{"RYW_POLL_INTERVAL": "500ms"}, `RYW_POLL_INTERVAL must be at most 200ms (a fifth of the fence lease, 1s), got 500ms`},
 		{"bad mode", map[string]string{"RYW_MODE": "eventual"}, `RYW_MODE must be one of time|lsn|off, got "eventual"`},
 		{"bad redis", map[string]string{"REDIS_URL": "http://cache:6379"}, "REDIS_URL must be a redis://"},

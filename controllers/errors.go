@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 
 	"github.com/gin-gonic/gin"
 
@@ -75,6 +76,12 @@ func classify(err error) *httpError {
 		return &httpError{status: http.StatusBadRequest, code: "invalid_input", message: invalid.Message}
 	case errors.Is(err, services.ErrProfileNotFound):
 		return &httpError{status: http.StatusNotFound, code: "not_found", message: "this user has no profile yet; POST /api/me/profile creates it"}
+	case errors.Is(err, middleware.ErrUnauthenticated):
+		return &httpError{status: http.StatusUnauthorized, code: "unauthenticated", message: err.Error()}
+	case errors.Is(err, middleware.ErrKeysUnavailable):
+		return &httpError{status: http.StatusServiceUnavailable, code: "auth_unavailable", message: "the token issuer's keys cannot be fetched to check this token; try again shortly"}
+	case errors.Is(err, middleware.ErrDemoHeaderRefused):
+		return &httpError{status: http.StatusBadRequest, code: "demo_identity_refused", message: err.Error()}
 	case errors.Is(err, middleware.ErrInvalidUserID):
 		return &httpError{status: http.StatusBadRequest, code: "invalid_user_id", message: err.Error()}
 	case errors.Is(err, middleware.ErrInvalidToken):
@@ -122,8 +129,23 @@ func Errors(logger *slog.Logger) gin.HandlerFunc {
 		if c.Writer.Written() {
 			return
 		}
+		if he.status == http.StatusUnauthorized {
+			// RFC 6750: what the client must send, and why this was refused.
+			c.Header("WWW-Authenticate", fmt.Sprintf(`Bearer realm="ryw", error="invalid_token", error_description=%q`, quoteSafe(he.message)))
+		}
 		c.AbortWithStatusJSON(he.status, ErrorBody{Error: ErrorDetail{Code: he.code, Message: he.message}})
 	}
+}
+
+// quoteSafe keeps a message inside a quoted-string of a header: no quotes,
+// backslashes or control characters (RFC 6750 allows printable ASCII).
+func quoteSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
+			return '\''
+		}
+		return r
+	}, s)
 }
 
 // fail attaches err to the request and stops the chain; Errors renders it.

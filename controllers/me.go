@@ -56,14 +56,16 @@ type ProfileRequest struct {
 //	@Description	Always shows the caller's own writes: it is read from a replica only if that replica has replayed the caller's last write (and, in time mode, not within RYW_WINDOW of it), else from the primary. Sending back the X-RYW-Token of the caller's last write (header or ryw_token cookie) is optional. X-Served-By and X-Routing-Reason say where it was read and why.
 //	@Tags			me
 //	@Produce		json
-//	@Param			X-Demo-UserId	header		string	false	"the caller's user id (a UUID); a default demo user when absent"
+//	@Security		DemoUser
+//	@Security		BearerAuth
 //	@Success		200				{object}	Profile
 //	@Header			200				{string}	X-Served-By			"primary or the replica's name"
 //	@Param			X-RYW-Token		header		string	false	"the token of the caller's last write, as a write returned it (optional; one not signed for the caller is ignored)"
 //	@Header			200				{string}	X-Routing-Reason	"recent-write, no-recent-write, lsn-caught-up, no-token, replicas-behind, replica-behind, fence-unknown, tracker-unavailable, ryw-off, no-replica, replica-failed"
-//	@Failure		400				{object}	ErrorBody	"malformed X-Demo-UserId or X-RYW-Token"
+//	@Failure		400				{object}	ErrorBody	"malformed X-Demo-UserId or X-RYW-Token; X-Demo-UserId sent in jwt mode"
+//	@Failure		401				{object}	ErrorBody	"jwt mode: no bearer token, or an invalid one (expired, wrong issuer or audience, bad signature...)"
 //	@Failure		404				{object}	ErrorBody	"the caller has no profile yet"
-//	@Failure		503				{object}	ErrorBody	"the database is unavailable"
+//	@Failure		503				{object}	ErrorBody	"the database is unavailable; or (code auth_unavailable) the token issuer's keys cannot be fetched"
 //	@Router			/api/me [get]
 func (h *MeController) Get(c *gin.Context) {
 	user, _ := middleware.UserFrom(c.Request.Context())
@@ -82,13 +84,15 @@ func (h *MeController) Get(c *gin.Context) {
 //	@Tags			me
 //	@Accept			json
 //	@Produce		json
-//	@Param			X-Demo-UserId	header		string			false	"the caller's user id (a UUID); a default demo user when absent"
+//	@Security		DemoUser
+//	@Security		BearerAuth
 //	@Param			profile			body		ProfileRequest	true	"the profile"
 //	@Success		200				{object}	Profile
 //	@Header			200				{string}	X-Served-By			"primary"
 //	@Header			200				{string}	X-Routing-Reason	"write, or write-fenced when Redis could not record it and the primary's fence secured it instead"
 //	@Header			200				{string}	X-RYW-Token			"the write's token: its WAL position, signed for the caller (0/3000148.q1Xz9k3mZg2T0p8Vv1Y4Qw); also set as the ryw_token cookie"
 //	@Failure		400				{object}	ErrorBody	"malformed JSON, an unknown field, or an invalid value (the message names the field)"
+//	@Failure		401				{object}	ErrorBody	"jwt mode: no bearer token, or an invalid one"
 //	@Failure		413				{object}	ErrorBody	"body over 64 KiB"
 //	@Failure		415				{object}	ErrorBody	"Content-Type is not application/json"
 //	@Failure		503				{object}	ErrorBody	"the primary is unavailable; or (code write_unconfirmed) the change was saved but could not be secured for read-your-writes: repeat the request"

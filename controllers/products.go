@@ -42,12 +42,13 @@ type ProductList struct {
 // List godoc
 //
 //	@Summary		The product catalog
-//	@Description	May be slightly stale: served by a healthy replica whenever there is one.
+//	@Description	May be slightly stale: served by a healthy replica whenever there is one. Public: no identity needed (a bearer token that is sent is still checked).
 //	@Tags			products
 //	@Produce		json
 //	@Success		200	{object}	ProductList
 //	@Header			200	{string}	X-Served-By			"a replica's name, or primary when none is healthy"
 //	@Header			200	{string}	X-Routing-Reason	"stale-ok or no-replica"
+//	@Failure		401	{object}	ErrorBody	"jwt mode: an invalid bearer token was sent"
 //	@Failure		503	{object}	ErrorBody	"the database is unavailable"
 //	@Router			/api/products [get]
 func (h *ProductsController) List(c *gin.Context) {

@@ -21,7 +21,10 @@ type Deps struct {
 	// it.
 	Metrics  *prometheus.Registry
 	Logger   *slog.Logger
-	Router   *ryw.Router
+	// Identity says who the caller is (AUTH_MODE) and lets anonymous
+	// callers through where the mode allows; Required insists on a user.
+	Identity, Required gin.HandlerFunc
+	Router             *ryw.Router
 	Tokens   middleware.Tokens
 	Health   *HealthController
 	Me       *MeController
@@ -48,10 +51,12 @@ func NewRouter(d Deps) *gin.Engine {
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(d.Metrics, promhttp.HandlerOpts{})))
 	r.GET("/swagger/*any", ginswagger.WrapHandler(swaggerfiles.Handler))
 
-	api := r.Group("/api", middleware.RoutingHeaders(), middleware.Identity(middleware.DefaultDemoUser))
-	api.GET("/me", middleware.Route(d.Router, d.Tokens, middleware.OwnRead), d.Me.Get)
-	api.POST("/me/profile", middleware.Route(d.Router, d.Tokens, middleware.Write),
+	api := r.Group("/api", middleware.RoutingHeaders())
+	api.GET("/me", d.Required, middleware.Route(d.Router, d.Tokens, middleware.OwnRead), d.Me.Get)
+	api.POST("/me/profile", d.Required, middleware.Route(d.Router, d.Tokens, middleware.Write),
 		middleware.LimitBody(MaxBodyBytes), middleware.RequireJSON(), d.Me.SaveProfile)
-	api.GET("/products", middleware.Route(d.Router, d.Tokens, middleware.StaleRead), d.Products.List)
+	// The catalog is public: in jwt mode a caller without a token reads
+	// it too (a token that is sent is still checked).
+	api.GET("/products", d.Identity, middleware.Route(d.Router, d.Tokens, middleware.StaleRead), d.Products.List)
 	return r
 }

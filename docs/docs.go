@@ -17,6 +17,14 @@ const docTemplate = `{
     "paths": {
         "/api/me": {
             "get": {
+                "security": [
+                    {
+                        "DemoUser": []
+                    },
+                    {
+                        "BearerAuth": []
+                    }
+                ],
                 "description": "Always shows the caller's own writes: it is read from a replica only if that replica has replayed the caller's last write (and, in time mode, not within RYW_WINDOW of it), else from the primary. Sending back the X-RYW-Token of the caller's last write (header or ryw_token cookie) is optional. X-Served-By and X-Routing-Reason say where it was read and why.",
                 "produces": [
                     "application/json"
@@ -26,12 +34,6 @@ const docTemplate = `{
                 ],
                 "summary": "The caller's profile",
                 "parameters": [
-                    {
-                        "type": "string",
-                        "description": "the caller's user id (a UUID); a default demo user when absent",
-                        "name": "X-Demo-UserId",
-                        "in": "header"
-                    },
                     {
                         "type": "string",
                         "description": "the token of the caller's last write, as a write returned it (optional; one not signed for the caller is ignored)",
@@ -57,7 +59,13 @@ const docTemplate = `{
                         }
                     },
                     "400": {
-                        "description": "malformed X-Demo-UserId or X-RYW-Token",
+                        "description": "malformed X-Demo-UserId or X-RYW-Token; X-Demo-UserId sent in jwt mode",
+                        "schema": {
+                            "$ref": "#/definitions/controllers.ErrorBody"
+                        }
+                    },
+                    "401": {
+                        "description": "jwt mode: no bearer token, or an invalid one (expired, wrong issuer or audience, bad signature...)",
                         "schema": {
                             "$ref": "#/definitions/controllers.ErrorBody"
                         }
@@ -69,7 +77,7 @@ const docTemplate = `{
                         }
                     },
                     "503": {
-                        "description": "the database is unavailable",
+                        "description": "the database is unavailable; or (code auth_unavailable) the token issuer's keys cannot be fetched",
                         "schema": {
                             "$ref": "#/definitions/controllers.ErrorBody"
                         }
@@ -79,6 +87,14 @@ const docTemplate = `{
         },
         "/api/me/profile": {
             "post": {
+                "security": [
+                    {
+                        "DemoUser": []
+                    },
+                    {
+                        "BearerAuth": []
+                    }
+                ],
                 "description": "Writes on the primary and records the write, so that the caller's next reads show it. Unknown fields, malformed JSON and invalid values are refused with 400 and nothing is written.",
                 "consumes": [
                     "application/json"
@@ -91,12 +107,6 @@ const docTemplate = `{
                 ],
                 "summary": "Create or replace the caller's profile",
                 "parameters": [
-                    {
-                        "type": "string",
-                        "description": "the caller's user id (a UUID); a default demo user when absent",
-                        "name": "X-Demo-UserId",
-                        "in": "header"
-                    },
                     {
                         "description": "the profile",
                         "name": "profile",
@@ -134,6 +144,12 @@ const docTemplate = `{
                             "$ref": "#/definitions/controllers.ErrorBody"
                         }
                     },
+                    "401": {
+                        "description": "jwt mode: no bearer token, or an invalid one",
+                        "schema": {
+                            "$ref": "#/definitions/controllers.ErrorBody"
+                        }
+                    },
                     "413": {
                         "description": "body over 64 KiB",
                         "schema": {
@@ -157,7 +173,7 @@ const docTemplate = `{
         },
         "/api/products": {
             "get": {
-                "description": "May be slightly stale: served by a healthy replica whenever there is one.",
+                "description": "May be slightly stale: served by a healthy replica whenever there is one. Public: no identity needed (a bearer token that is sent is still checked).",
                 "produces": [
                     "application/json"
                 ],
@@ -180,6 +196,12 @@ const docTemplate = `{
                                 "type": "string",
                                 "description": "a replica's name, or primary when none is healthy"
                             }
+                        }
+                    },
+                    "401": {
+                        "description": "jwt mode: an invalid bearer token was sent",
+                        "schema": {
+                            "$ref": "#/definitions/controllers.ErrorBody"
                         }
                     },
                     "503": {
@@ -473,6 +495,14 @@ const docTemplate = `{
         "services.Readiness": {
             "type": "object",
             "properties": {
+                "issuer": {
+                    "description": "Issuer is the token issuer's key set, in AUTH_MODE=jwt only.",
+                    "allOf": [
+                        {
+                            "$ref": "#/definitions/services.Component"
+                        }
+                    ]
+                },
                 "primary": {
                     "$ref": "#/definitions/services.Component"
                 },
@@ -505,8 +535,14 @@ const docTemplate = `{
         }
     },
     "securityDefinitions": {
+        "BearerAuth": {
+            "description": "AUTH_MODE=jwt: type \"Bearer \" and then the token, e.g. Bearer eyJhbGciOi... (with devstack: bin/devstack token \u003cuuid\u003e). The user is the token's sub.",
+            "type": "apiKey",
+            "name": "Authorization",
+            "in": "header"
+        },
         "DemoUser": {
-            "description": "Demo identity: the caller's user id, a UUID.",
+            "description": "AUTH_MODE=demo (the default): the caller's user id, a UUID, NOT verified. Without it, a default demo user. Refused with 400 in jwt mode.",
             "type": "apiKey",
             "name": "X-Demo-UserId",
             "in": "header"

@@ -26,6 +26,7 @@ type Health struct {
 	monitor  ReplicaMonitor
 	counts   DecisionCounter
 	details  bool
+	issuer   func() (haveKeys bool, err error)
 }
 
 // ReplicaMonitor is what readiness shows of the replica monitor.
@@ -53,6 +54,14 @@ func (h *Health) WithDetails(on bool) *Health {
 	return h
 }
 
+// WithIssuer adds the token issuer's key set (AUTH_MODE=jwt): without any
+// key no caller can be identified, so the service is unavailable; with
+// cached keys but a failing refresh, degraded (known keys still verify).
+func (h *Health) WithIssuer(state func() (haveKeys bool, err error)) *Health {
+	h.issuer = state
+	return h
+}
+
 // NewHealth builds the readiness check. Each probe gets timeout to answer.
 func NewHealth(primary Probe, replicas []Probe, redis Probe, timeout time.Duration) *Health {
 	return &Health{primary: primary, replicas: replicas, redis: redis, timeout: timeout}
@@ -71,6 +80,8 @@ type Readiness struct {
 	Primary  Component   `json:"primary"`
 	Replicas []Component `json:"replicas"`
 	Redis    Component   `json:"redis"`
+	// Issuer is the token issuer's key set, in AUTH_MODE=jwt only.
+	Issuer *Component `json:"issuer,omitempty"`
 	// Routing counts the routing decisions made since start, by reason
 	// and by node.
 	Routing *ryw.CountsSnapshot `json:"routing,omitempty"`
@@ -109,9 +120,25 @@ func (h *Health) Check(ctx context.Context) Readiness {
 			r.Status = StatusDegraded
 		}
 	}
+	if h.issuer != nil {
+		haveKeys, err := h.issuer()
+		r.Issuer = &Component{Name: "issuer", Up: haveKeys && err == nil}
+		if err != nil {
+			r.Issuer.Error = err.Error()
+		}
+		switch {
+		case !haveKeys:
+			r.Status = StatusUnavailable
+		case err != nil && r.Status == StatusReady:
+			r.Status = StatusDegraded
+		}
+	}
 	if !h.details {
 		for _, c := range append([]*Component{&r.Primary, &r.Redis}, pointers(r.Replicas)...) {
 			c.Error = ""
+		}
+		if r.Issuer != nil {
+			r.Issuer.Error = ""
 		}
 		return r
 	}

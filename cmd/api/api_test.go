@@ -39,7 +39,9 @@ func do(t *testing.T, method, url string, user uuid.UUID, contentType string, bo
 		t.Fatal(err)
 	}
 	if user != uuid.Nil {
-		req.Header.Set("X-Demo-UserId", user.String())
+		if err := identify(req, user); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
@@ -470,6 +472,7 @@ func TestBadInputIsRefusedAndNothingIsWritten(t *testing.T) {
 	})
 
 	t.Run("malformed user id", func(t *testing.T) {
+		demoOnly(t)
 		for _, id := range []string{"nope", "{" + uuid.NewString() + "}", uuid.Nil.String(), "' OR 1=1 --"} {
 			req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, api+"/api/me", nil)
 			req.Header.Set("X-Demo-UserId", id)
@@ -508,6 +511,7 @@ func assertNoProfile(t *testing.T, user uuid.UUID) {
 }
 
 func TestDefaultDemoUserAndNotFound(t *testing.T) {
+	demoOnly(t)
 	api, _ := startRun(t, stackEnv(t))
 	user := uuid.New()
 	r := getMe(t, api, user)

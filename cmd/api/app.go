@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -42,6 +43,8 @@ type app struct {
 	redis    redis.UniversalClient
 	monitor  *ryw.Monitor
 	handler  http.Handler
+	keys     *middleware.Keys // jwt mode: the issuer's keys
+	stopAuth context.CancelFunc
 }
 
 func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (_ *app, err error) {
@@ -137,9 +140,18 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 		_, _ = rand.Read(tokenKey)
 		a.logger.Warn("RYW_TOKEN_KEY is not set: this process signs tokens with a random key, so tokens from other instances are ignored (read-your-writes still holds through Redis); set the same key on every instance")
 	}
+	identity, required, err := a.identity(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if a.keys != nil {
+		health.WithIssuer(a.keys.State)
+	}
 	a.handler = controllers.NewRouter(controllers.Deps{
 		Metrics:  metrics.reg,
 		Logger:   a.logger,
+		Identity: identity,
+		Required: required,
 		Router:   router,
 		Tokens:   middleware.Tokens{Signer: ryw.NewTokenSigner(tokenKey), TTL: cfg.MarkerTTL},
 		Health:   controllers.NewHealthController(health),
@@ -147,6 +159,40 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 		Products: controllers.NewProductsController(catalog),
 	})
 	return a, nil
+}
+
+// identity is the middleware that says who the caller is, per AUTH_MODE;
+// required is its variant for endpoints that need a user (the optional one
+// lets anonymous callers through, for the catalog).
+func (a *app) identity(ctx context.Context) (optional, required gin.HandlerFunc, err error) {
+	if a.cfg.Auth.Mode != config.AuthJWT {
+		a.logger.Warn("AUTH_MODE=demo: callers are identified by the X-Demo-UserId header, which is NOT verified; anyone can act as anyone. Use AUTH_MODE=jwt for a real deployment")
+		id := middleware.Identity(middleware.DefaultDemoUser)
+		return id, id, nil
+	}
+	au := a.cfg.Auth
+	if u, _ := url.Parse(au.JWKSURL); u != nil && u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		a.logger.Warn("AUTH_JWKS_URL is plain http on a non-loopback host: whoever sits on the path can substitute keys; use https", "url", au.JWKSURL)
+	}
+	authCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	a.stopAuth = cancel
+	a.keys = middleware.NewKeys(authCtx, middleware.KeysConfig{
+		URL: au.JWKSURL, Refresh: au.JWKSRefresh, MinRefresh: au.JWKSMinRefresh,
+		Timeout: jwksTimeout, Client: &http.Client{Timeout: jwksTimeout}, Logger: a.logger,
+	})
+	v := middleware.NewVerifier(a.keys, middleware.VerifierConfig{Issuer: au.Issuer, Audience: au.Audience, Leeway: au.Leeway})
+	return middleware.BearerIdentity(v, false), middleware.BearerIdentity(v, true), nil
+}
+
+// jwksTimeout bounds one fetch of the issuer's key set.
+const jwksTimeout = 5 * time.Second
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // migrate applies the schema, retrying while the primary is unreachable.
@@ -239,6 +285,9 @@ func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, wait tim
 }
 
 func (a *app) close() {
+	if a.stopAuth != nil {
+		a.stopAuth()
+	}
 	for _, r := range a.replicas {
 		r.DB.Close()
 	}

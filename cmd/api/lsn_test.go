@@ -301,7 +301,9 @@ func loadRequest(c *http.Client, method, url string, user uuid.UUID, body string
 		return loadResult{status: -1, body: err.Error()}
 	}
 	if user != uuid.Nil {
-		req.Header.Set("X-Demo-UserId", user.String())
+		if err := identify(req, user); err != nil {
+			return loadResult{status: -1, body: err.Error()}
+		}
 	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")

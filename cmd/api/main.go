@@ -9,7 +9,11 @@
 //	@securityDefinitions.apikey	DemoUser
 //	@in							header
 //	@name						X-Demo-UserId
-//	@description				Demo identity: the caller's user id, a UUID.
+//	@description				AUTH_MODE=demo (the default): the caller's user id, a UUID, NOT verified. Without it, a default demo user. Refused with 400 in jwt mode.
+//	@securityDefinitions.apikey	BearerAuth
+//	@in							header
+//	@name						Authorization
+//	@description				AUTH_MODE=jwt: type "Bearer " and then the token, e.g. Bearer eyJhbGciOi... (with devstack: bin/devstack token <uuid>). The user is the token's sub.
 package main
 
 import (

@@ -9,21 +9,36 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/ryw-go/ryw/config"
+	"github.com/ryw-go/ryw/internal/devissuer"
 	"github.com/ryw-go/ryw/internal/devstack"
 	"github.com/ryw-go/ryw/migrations"
 	"github.com/ryw-go/ryw/services"
 )
 
 var stack *devstack.Stack
+
+// How the tests identify users: RYW_TEST_AUTH=jwt runs the suite with
+// bearer tokens from an in-process issuer instead of X-Demo-UserId (make
+// test runs it both ways). The issuer runs either way, for the jwt tests.
+var (
+	testAuth      = config.AuthDemo
+	testIssuer    *devissuer.Issuer
+	testIssuerURL string
+	testTokens    sync.Map // uuid.UUID -> bearer token
+)
 
 func TestMain(m *testing.M) {
 	// The test binary doubles as the api binary, so that tests can check
@@ -33,12 +48,68 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	redis.SetLogger(quietRedis{})
-	os.Exit(devstack.RunTests(m, devstack.Options{Replicas: 2}, &stack))
+	if v := os.Getenv("RYW_TEST_AUTH"); v != "" {
+		testAuth = v
+	}
+	var err error
+	if testIssuer, err = devissuer.New("https://issuer.ryw.test/", "ryw-api"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	srv := httptest.NewServer(testIssuer.Handler())
+	testIssuerURL = srv.URL
+	code := devstack.RunTests(m, devstack.Options{Replicas: 2}, &stack)
+	srv.Close()
+	os.Exit(code)
+}
+
+// jwtEnv is the environment of an API that trusts the test issuer.
+func jwtEnv() []string {
+	return []string{
+		"AUTH_MODE=jwt", "AUTH_JWKS_URL=" + testIssuerURL + devissuer.JWKSPath,
+		"AUTH_ISSUER=" + testIssuer.Issuer(), "AUTH_AUDIENCE=" + testIssuer.Audience(),
+	}
+}
+
+// identify makes req come from user, the way the suite's auth mode says.
+// Safe in any goroutine: it reports instead of failing the test.
+func identify(req *http.Request, user uuid.UUID) error {
+	if testAuth != config.AuthJWT {
+		req.Header.Set("X-Demo-UserId", user.String())
+		return nil
+	}
+	tok, err := bearerFor(user)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	return err
+}
+
+// bearerFor is a token of the test issuer for user (minted once).
+func bearerFor(user uuid.UUID) (string, error) {
+	if tok, ok := testTokens.Load(user); ok {
+		return tok.(string), nil
+	}
+	tok, err := testIssuer.Mint(user.String(), time.Hour)
+	if err != nil {
+		return "", err
+	}
+	testTokens.Store(user, tok)
+	return tok, nil
+}
+
+// demoOnly skips a test about the demo header when the suite runs in jwt
+// mode.
+func demoOnly(t *testing.T) {
+	if testAuth != config.AuthDemo {
+		t.Skip("about X-Demo-UserId, which jwt mode refuses (see auth_test.go)")
+	}
 }
 
 // stackEnv is the API's environment for the test stack, plus extra.
 func stackEnv(t *testing.T, extra ...string) map[string]string {
 	env := map[string]string{"HTTP_ADDR": "127.0.0.1:" + freePort(t)}
+	if testAuth == config.AuthJWT {
+		extra = append(jwtEnv(), extra...)
+	}
 	for _, kv := range append(stack.Env(), extra...) {
 		k, v, _ := strings.Cut(kv, "=")
 		env[k] = v

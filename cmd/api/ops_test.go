@@ -50,7 +50,11 @@ func TestAccessLogRecordsTheFinalStatus(t *testing.T) {
 		r := do(t, tt.method, api+tt.path, uuid.Nil, tt.contentType, strings.NewReader(tt.body), func(req *http.Request) {
 			req.Header.Set("X-Request-Id", id)
 			if tt.user != "" {
-				req.Header.Set("X-Demo-UserId", tt.user)
+				if id, err := uuid.Parse(tt.user); err == nil {
+					_ = identify(req, id)
+				} else {
+					req.Header.Set("X-Demo-UserId", tt.user) // refused in either mode
+				}
 			}
 		})
 		if r.status != tt.status {
@@ -102,13 +106,13 @@ func TestABlackholedReplicaIsLeftBehind(t *testing.T) {
 			for i := range 12 {
 				name := fmt.Sprintf("v%d", i)
 				body := fmt.Sprintf(`{"email":"u@example.com","name":%q}`, name)
-				st, _, _, err := loadgen.Call(t.Context(), client, http.MethodPost, api+"/api/me/profile", user, body)
+				st, _, _, err := loadgen.CallAs(t.Context(), client, identify, http.MethodPost, api+"/api/me/profile", user, body)
 				if err != nil || st != http.StatusOK {
 					results <- outcome{status: st, err: err}
 					continue
 				}
 				for _, path := range []string{"/api/me", "/api/products"} {
-					st, h, got, err := loadgen.Call(t.Context(), client, http.MethodGet, api+path, user, "")
+					st, h, got, err := loadgen.CallAs(t.Context(), client, identify, http.MethodGet, api+path, user, "")
 					results <- outcome{st, h.Get("X-Served-By"), h.Get("X-Routing-Reason"), path == "/api/me" && got != name, err}
 				}
 			}
@@ -306,7 +310,7 @@ func TestAHungPrimaryAnswers503(t *testing.T) {
 	}
 	client := &http.Client{Timeout: 10 * time.Second}
 	body := `{"email":"u@example.com","name":"during"}`
-	st, h, _, err := loadgen.Call(t.Context(), client, http.MethodPost, api+"/api/me/profile", user, body)
+	st, h, _, err := loadgen.CallAs(t.Context(), client, identify, http.MethodPost, api+"/api/me/profile", user, body)
 	if err != nil || st != http.StatusServiceUnavailable {
 		t.Errorf("write with the primary hung: %d %v; want 503", st, err)
 	}
@@ -314,14 +318,14 @@ func TestAHungPrimaryAnswers503(t *testing.T) {
 		t.Errorf("503 without the JSON error shape: Content-Type %q", h.Get("Content-Type"))
 	}
 	// Inside the window the user's read needs the primary: 503, not stale.
-	if st, _, _, err := loadgen.Call(t.Context(), client, http.MethodGet, api+"/api/me", user, ""); err != nil || st != http.StatusServiceUnavailable {
+	if st, _, _, err := loadgen.CallAs(t.Context(), client, identify, http.MethodGet, api+"/api/me", user, ""); err != nil || st != http.StatusServiceUnavailable {
 		t.Errorf("own read with the primary hung: %d %v; want 503", st, err)
 	}
 	if err := proxy.Heal(); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool {
-		st, _, _, _ := loadgen.Call(t.Context(), client, http.MethodPost, api+"/api/me/profile", user, body)
+		st, _, _, _ := loadgen.CallAs(t.Context(), client, identify, http.MethodPost, api+"/api/me/profile", user, body)
 		return st == http.StatusOK
 	})
 }

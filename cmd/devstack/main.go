@@ -7,7 +7,15 @@
 // Usage:
 //
 //	devstack [-replicas 2] [-replica-delay 2s] [-mode time|lsn|off]
+//	         [-auth demo|jwt] [-issuer-addr 127.0.0.1:8090]
 //	         [-addr 127.0.0.1:8080] [-instances 1] [-state FILE] [-api-bin PATH]
+//	devstack token [-issuer URL] [-ttl 1h] SUBJECT
+//	devstack issuer [-addr :8090] [-issuer URL] [-audience ryw-api]
+//
+// With -auth jwt it also serves a development token issuer (a JWKS and a
+// token endpoint) on loopback, and the API verifies bearer tokens against
+// it; "devstack token <uuid>" prints a token for that user. "devstack
+// issuer" serves the issuer alone (docker-compose.jwt.yml runs it).
 package main
 
 import (
@@ -16,19 +24,31 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
+	"github.com/ryw-go/ryw/internal/devissuer"
 	"github.com/ryw-go/ryw/internal/devstack"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+	run := run
+	args := os.Args[1:]
+	if len(args) > 0 {
+		switch args[0] {
+		case "token":
+			run, args = runToken, args[1:]
+		case "issuer":
+			run, args = runIssuer, args[1:]
+		}
+	}
+	if err := run(ctx, args, os.Stdout, os.Stderr); err != nil {
 		switch {
 		case errors.Is(err, flag.ErrHelp):
 			os.Exit(0)
@@ -49,6 +69,8 @@ type options struct {
 	instances    int
 	state        string
 	apiBin       string
+	auth         string
+	issuerAddr   string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -62,6 +84,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.instances, "instances", 1, "number of API processes")
 	fs.StringVar(&o.state, "state", "", "write the stack's URLs as JSON to this file once ready (removed on exit)")
 	fs.StringVar(&o.apiBin, "api-bin", "", "API executable to run (default: go build ./cmd/api from this checkout)")
+	fs.StringVar(&o.auth, "auth", envOr("AUTH_MODE", "demo"), "how the API identifies users: demo (X-Demo-UserId) or jwt (bearer tokens from a development issuer this command serves)")
+	fs.StringVar(&o.issuerAddr, "issuer-addr", "127.0.0.1:8090", "with -auth jwt: loopback address of the development token issuer (port 0: a free port)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -76,6 +100,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-mode must be time, lsn or off, got %q", o.mode)
 	case o.instances < 1:
 		return o, fmt.Errorf("-instances must be >= 1, got %d", o.instances)
+	case o.auth != "demo" && o.auth != "jwt":
+		return o, fmt.Errorf("-auth must be demo or jwt, got %q", o.auth)
 	}
 	return o, nil
 }
@@ -122,9 +148,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		fmt.Fprintln(stderr, "devstack: stopped; everything removed")
 	}()
 
+	env := []string{"RYW_MODE=" + o.mode, "AUTH_MODE=" + o.auth}
+	var issuer *devstack.Issuer
+	if o.auth == "jwt" {
+		if issuer, err = stack.StartIssuer(o.issuerAddr); err != nil {
+			return err
+		}
+		env = append(env, issuer.Env()...)
+	}
 	apis, err := stack.StartAPI(ctx, devstack.APIOptions{
 		Binary: o.apiBin, Instances: o.instances, Addr: o.addr,
-		Env: []string{"RYW_MODE=" + o.mode}, Output: stderr,
+		Env: env, Output: stderr,
 	})
 	if err != nil {
 		return err
@@ -141,7 +175,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	fmt.Fprintf(w, "redis\t%s\n", stack.Redis.URL)
 	for _, a := range apis {
-		fmt.Fprintf(w, "%s\t%s\t(RYW_MODE=%s)\n", a.Name, a.URL, o.mode)
+		fmt.Fprintf(w, "%s\t%s\t(RYW_MODE=%s, AUTH_MODE=%s)\n", a.Name, a.URL, o.mode, o.auth)
+	}
+	if issuer != nil {
+		tokenCmd := "bin/devstack token <uuid>"
+		if o.issuerAddr != "127.0.0.1:8090" {
+			tokenCmd = "bin/devstack token -issuer " + issuer.URL + " <uuid>"
+		}
+		fmt.Fprintf(w, "issuer\t%s\t(development tokens: %s)\n", issuer.URL, tokenCmd)
 	}
 	fmt.Fprintf(w, "swagger\t%s/swagger/index.html\n", apis[0].URL)
 	fmt.Fprintf(w, "logs\t%s\n", stack.Dir)
@@ -156,4 +197,69 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 
 	<-ctx.Done()
 	return nil
+}
+
+// runToken prints a token of a running development issuer for a subject:
+// TOKEN=$(bin/devstack token 2c9d...). The subject is the user id when it
+// is a UUID; any other string becomes a UUIDv5 of the issuer and it.
+func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("devstack token", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	issuerURL := fs.String("issuer", envOr("RYW_ISSUER_URL", "http://127.0.0.1:8090"), "URL of the development issuer (devstack -auth jwt prints it)")
+	ttl := fs.Duration("ttl", devissuer.DefaultTTL, "how long the token lives (at most 24h)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: devstack token [-issuer URL] [-ttl 1h] SUBJECT\n\nPrints a bearer token for SUBJECT (a user id, a UUID) from the development issuer of devstack -auth jwt.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 || fs.Arg(0) == "" {
+		fs.Usage()
+		return fmt.Errorf("token: give one subject, e.g. devstack token 11111111-1111-4111-8111-111111111111")
+	}
+	client := &http.Client{Timeout: 5 * time.Second}
+	tok, err := devissuer.FetchTokenTTL(ctx, client, *issuerURL, fs.Arg(0), *ttl)
+	if err != nil {
+		return fmt.Errorf("token: %w (is devstack running with -auth jwt?)", err)
+	}
+	fmt.Fprintln(stdout, tok.AccessToken)
+	return nil
+}
+
+// runIssuer serves the development issuer alone, for docker-compose: it
+// mints any identity for anyone who reaches it, so it warns, and belongs
+// on a private network or loopback only.
+func runIssuer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("devstack issuer", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "127.0.0.1:8090", "address to serve on")
+	iss := fs.String("issuer", "", "the tokens' iss (default: http://ADDR/)")
+	aud := fs.String("audience", devstack.IssuerAudience, "the tokens' aud (the API's AUTH_AUDIENCE)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("issuer: unexpected arguments %q", fs.Args())
+	}
+	if *iss == "" {
+		*iss = "http://" + *addr + "/"
+	}
+	issuer, err := devissuer.New(*iss, *aud)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Addr: *addr, Handler: issuer.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	fmt.Fprintf(stderr, "devstack issuer: DEVELOPMENT ONLY: anyone who reaches %s can mint a token for any user\n", *addr)
+	fmt.Fprintf(stdout, "issuer\t%s (iss %s, aud %s); JWKS at %s, tokens at POST %s?sub=<uuid>\n", *addr, *iss, *aud, devissuer.JWKSPath, devissuer.TokenPath)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	}
 }

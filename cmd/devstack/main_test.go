@@ -41,7 +41,7 @@ func TestFlags(t *testing.T) {
 		t.Errorf("defaults = %+v", o)
 	}
 	for _, args := range [][]string{
-		{"-replicas", "-1"}, {"-replica-delay", "-1s"}, {"-mode", "fast"}, {"-instances", "0"}, {"extra"}, {"-bogus"},
+		{"-replicas", "-1"}, {"-replica-delay", "-1s"}, {"-mode", "fast"}, {"-auth", "oauth"}, {"-instances", "0"}, {"extra"}, {"-bogus"},
 	} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("parseFlags(%q) accepted bad input", args)
@@ -56,65 +56,12 @@ func TestOneCommandStack(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the whole stack")
 	}
-	ctx := t.Context()
-	bin := filepath.Join(t.TempDir(), "ryw-api")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "../api")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/api: %v\n%s", err, out)
-	}
 	state := filepath.Join(t.TempDir(), "state.json")
 	const delay = 700 * time.Millisecond
-
-	cmd := exec.Command(os.Args[0],
-		"-replicas", "2", "-replica-delay", delay.String(), "-instances", "2", "-addr", "127.0.0.1:0",
-		"-state", state, "-api-bin", bin)
-	cmd.Env = append(os.Environ(), "RYW_TEST_RUN_DEVSTACK=1")
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr devstack.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-	})
-
-	lines := make(chan string)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	printed := map[string]string{}
-	timeout := time.After(3 * time.Minute)
-wait:
-	for {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatalf("devstack exited before ready:\n%s", stderr.String())
-			}
-			if l == "ready" {
-				break wait
-			}
-			if f := strings.Fields(l); len(f) >= 2 {
-				printed[f[0]] = f[1]
-			}
-		case <-timeout:
-			t.Fatalf("no ready line within 3 minutes:\n%s", stderr.String())
-		}
-	}
-	go func() {
-		for range lines {
-		}
-	}()
+	ds := startDevstack(t,
+		"-replicas", "2", "-replica-delay", delay.String(), "-instances", "2", "-addr", "127.0.0.1:0", "-state", state)
+	printed, stderr, cmd := ds.printed, ds.stderr, ds.cmd
+	ctx := t.Context()
 
 	for _, k := range []string{"primary", "replica1", "replica2", "redis", "api1", "api2", "swagger", "logs", "state"} {
 		if printed[k] == "" {
@@ -193,7 +140,8 @@ wait:
 		t.Fatal(err)
 	}
 	select {
-	case err := <-exited:
+	case <-ds.exited:
+		err := ds.err
 		if err != nil {
 			t.Errorf("devstack exited with %v after SIGINT:\n%s", err, stderr.String())
 		}
@@ -217,6 +165,82 @@ wait:
 
 // waitReplayed polls a replica until it has replayed lsn and returns the
 // replica's clock at that moment.
+// runningDevstack is this command running in a child process.
+type runningDevstack struct {
+	printed map[string]string // before "ready": the first two fields of each line
+	stderr  *devstack.Buffer
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed once it has exited, with err set
+	err     error
+}
+
+// startDevstack runs this command (the test binary doubles as it) with
+// args and a freshly built API until the test ends, and returns once it
+// printed "ready".
+func startDevstack(t *testing.T, args ...string) *runningDevstack {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "ryw-api")
+	build := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "../api")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/api: %v\n%s", err, out)
+	}
+	cmd := exec.Command(os.Args[0], append(args, "-api-bin", bin)...)
+	cmd.Env = append(os.Environ(), "RYW_TEST_RUN_DEVSTACK=1")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := &runningDevstack{printed: map[string]string{}, stderr: &devstack.Buffer{}, cmd: cmd, exited: make(chan struct{})}
+	cmd.Stderr = ds.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		ds.err = cmd.Wait()
+		close(ds.exited)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-ds.exited:
+		case <-time.After(time.Minute):
+			_ = cmd.Process.Kill()
+		}
+	})
+	stderr := ds.stderr
+
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	printed := ds.printed
+	timeout := time.After(3 * time.Minute)
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("devstack exited before ready:\n%s", stderr.String())
+			}
+			if l == "ready" {
+				go func() {
+					for range lines {
+					}
+				}()
+				return ds
+			}
+			if f := strings.Fields(l); len(f) >= 2 {
+				printed[f[0]] = f[1]
+			}
+		case <-timeout:
+			t.Fatalf("no ready line within 3 minutes:\n%s", stderr.String())
+		}
+	}
+}
+
 func waitReplayed(t *testing.T, conn *pgx.Conn, lsn ryw.LSN) time.Time {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -253,4 +277,64 @@ func hostPort(t *testing.T, raw string) string {
 		t.Fatal(err)
 	}
 	return u.Host
+}
+
+// TestJWTStackAndToken: devstack -auth jwt serves a development issuer that
+// the API trusts, and "devstack token <uuid>" prints a token that the API
+// takes as that user; the demo header and a missing token are refused.
+func TestJWTStackAndToken(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the whole stack")
+	}
+	ds := startDevstack(t, "-replicas", "1", "-replica-delay", "0", "-addr", "127.0.0.1:0", "-auth", "jwt", "-issuer-addr", "127.0.0.1:0")
+	api, issuer := ds.printed["api1"], ds.printed["issuer"]
+	if api == "" || !strings.HasPrefix(issuer, "http://127.0.0.1:") {
+		t.Fatalf("devstack -auth jwt printed %v; want api1 and an issuer on loopback", ds.printed)
+	}
+	user := "2c9d5a8e-0b7f-4d3e-9a61-5f0c8e7b1a24"
+	var out, errOut strings.Builder
+	if err := runToken(t.Context(), []string{"-issuer", issuer, user}, &out, &errOut); err != nil {
+		t.Fatalf("devstack token: %v\n%s", err, errOut.String())
+	}
+	token := strings.TrimSpace(out.String())
+	if strings.Count(token, ".") != 2 {
+		t.Fatalf("devstack token printed %q; want a JWT", token)
+	}
+	call := func(method, path, body string, header ...string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(t.Context(), method, api+path, strings.NewReader(body))
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if st, b := call(http.MethodPost, "/api/me/profile", `{"email":"ada@example.com","name":"Ada"}`,
+		"Authorization", "Bearer "+token, "Content-Type", "application/json"); st != http.StatusOK || !strings.Contains(b, `"id":"`+user+`"`) {
+		t.Errorf("POST /api/me/profile with the token = %d %s; want 200 as %s", st, b, user)
+	}
+	if st, b := call(http.MethodGet, "/api/me", "", "Authorization", "Bearer "+token); st != http.StatusOK || !strings.Contains(b, `"Ada"`) {
+		t.Errorf("GET /api/me with the token = %d %s", st, b)
+	}
+	if st, b := call(http.MethodGet, "/api/me", "", "X-Demo-UserId", user); st != http.StatusBadRequest {
+		t.Errorf("GET /api/me with X-Demo-UserId in jwt mode = %d %s; want 400", st, b)
+	}
+	if st, b := call(http.MethodGet, "/api/me", ""); st != http.StatusUnauthorized {
+		t.Errorf("GET /api/me without a token = %d %s; want 401", st, b)
+	}
+
+	// Without a running issuer, token says what to do.
+	errOut.Reset()
+	err := runToken(t.Context(), []string{"-issuer", "http://127.0.0.1:1", user}, io.Discard, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "-auth jwt") {
+		t.Errorf("devstack token with no issuer = %v; want an error naming -auth jwt", err)
+	}
+	if err := runToken(t.Context(), nil, io.Discard, io.Discard); err == nil {
+		t.Error("devstack token without a subject succeeded")
+	}
 }

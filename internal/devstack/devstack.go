@@ -63,6 +63,7 @@ type Stack struct {
 
 	mu     sync.Mutex
 	apis   []*API
+	issuer *Issuer
 	closed bool
 }
 
@@ -286,6 +287,8 @@ type State struct {
 	Replicas []ReplicaState `json:"replicas"`
 	Redis    string         `json:"redis"`
 	API      []string       `json:"api"`
+	// Issuer is the development token issuer's URL, when there is one.
+	Issuer string `json:"issuer,omitempty"`
 }
 
 // ReplicaState names one replica in the state file.
@@ -303,6 +306,9 @@ func (s *Stack) State() State {
 	s.mu.Lock()
 	for _, a := range s.apis {
 		st.API = append(st.API, a.URL)
+	}
+	if s.issuer != nil {
+		st.Issuer = s.issuer.URL
 	}
 	s.mu.Unlock()
 	return st
@@ -331,7 +337,7 @@ func (s *Stack) Close() error {
 		return nil
 	}
 	s.closed = true
-	apis := s.apis
+	apis, issuer := s.apis, s.issuer
 	s.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -339,6 +345,9 @@ func (s *Stack) Close() error {
 	var errs []error
 	for _, a := range apis {
 		errs = append(errs, a.Stop(ctx))
+	}
+	if issuer != nil {
+		errs = append(errs, issuer.stop(ctx))
 	}
 	for _, r := range s.Replicas {
 		errs = append(errs, r.Stop(ctx))

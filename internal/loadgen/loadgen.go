@@ -48,13 +48,31 @@ func APIBinary(ctx context.Context, bin, tool string, log io.Writer) (path strin
 }
 
 // Call sends one request as user (body "" for none) and returns the status,
-// the response headers and, for a 200, the profile name in the body.
+// the response headers and, for a 200, the profile name in the body. The
+// user is named by X-Demo-UserId (AUTH_MODE=demo).
 func Call(ctx context.Context, client *http.Client, method, url string, user uuid.UUID, body string) (int, http.Header, string, error) {
+	return CallAs(ctx, client, DemoIdentity, method, url, user, body)
+}
+
+// Identify makes a request come from user.
+type Identify func(req *http.Request, user uuid.UUID) error
+
+// DemoIdentity names the user in X-Demo-UserId.
+func DemoIdentity(req *http.Request, user uuid.UUID) error {
+	req.Header.Set("X-Demo-UserId", user.String())
+	return nil
+}
+
+// CallAs is Call with the user identified by identify (a bearer token, for
+// AUTH_MODE=jwt).
+func CallAs(ctx context.Context, client *http.Client, identify Identify, method, url string, user uuid.UUID, body string) (int, http.Header, string, error) {
 	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
 	if err != nil {
 		return 0, http.Header{}, "", err
 	}
-	req.Header.Set("X-Demo-UserId", user.String())
+	if err := identify(req, user); err != nil {
+		return 0, http.Header{}, "", err
+	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
