@@ -19,16 +19,16 @@ import (
 type Deps struct {
 	// Metrics is served at /metrics, and request durations are recorded in
 	// it.
-	Metrics  *prometheus.Registry
-	Logger   *slog.Logger
+	Metrics *prometheus.Registry
+	Logger  *slog.Logger
 	// Identity says who the caller is (AUTH_MODE) and lets anonymous
 	// callers through where the mode allows; Required insists on a user.
 	Identity, Required gin.HandlerFunc
 	Router             *ryw.Router
-	Tokens   middleware.Tokens
-	Health   *HealthController
-	Me       *MeController
-	Products *ProductsController
+	Tokens             middleware.Tokens
+	Health             *HealthController
+	Me                 *MeController
+	Products           *ProductsController
 }
 
 // MaxBodyBytes bounds request bodies.

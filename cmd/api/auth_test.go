@@ -244,9 +244,12 @@ func TestJWTHostileTokensAreRefused(t *testing.T) {
 	}
 	// Headers that are not a single bearer token.
 	for name, with := range map[string]func(*http.Request){
-		"Basic scheme":           func(r *http.Request) { r.Header.Set("Authorization", "Basic "+b64([]byte("a:b"))) },
-		"bare token, no scheme":  func(r *http.Request) { r.Header.Set("Authorization", good) },
-		"two Authorization":      func(r *http.Request) { r.Header.Add("Authorization", "Bearer "+good); r.Header.Add("Authorization", "Bearer "+good) },
+		"Basic scheme":          func(r *http.Request) { r.Header.Set("Authorization", "Basic "+b64([]byte("a:b"))) },
+		"bare token, no scheme": func(r *http.Request) { r.Header.Set("Authorization", good) },
+		"two Authorization": func(r *http.Request) {
+			r.Header.Add("Authorization", "Bearer "+good)
+			r.Header.Add("Authorization", "Bearer "+good)
+		},
 		"Bearer with no token":   func(r *http.Request) { r.Header.Set("Authorization", "Bearer ") },
 		"token in a query param": func(r *http.Request) { r.URL.RawQuery = "access_token=" + good },
 	} {
