@@ -34,7 +34,8 @@ type Profile struct {
 	ID        uuid.UUID `json:"id" example:"11111111-1111-4111-8111-111111111111"`
 	Email     string    `json:"email" example:"ada@example.com"`
 	Name      string    `json:"name" example:"Ada Lovelace"`
-	AvatarURL string    `json:"avatarUrl" example:"https://example.com/ada.png"`
+	// AvatarURL is null when the user has none.
+	AvatarURL *string   `json:"avatarUrl" example:"https://example.com/ada.png" extensions:"x-nullable"`
 	CreatedAt time.Time `json:"createdAt"`
 	UpdatedAt time.Time `json:"updatedAt"`
 }

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
@@ -27,11 +28,13 @@ func NewProductsController(c CatalogService) *ProductsController {
 // Product is a catalog entry as the API shows it.
 type Product struct {
 	ID          int64  `json:"id" example:"1"`
-	SKU         string `json:"sku" example:"KB-001"`
-	Name        string `json:"name" example:"Mechanical Keyboard"`
-	Description string `json:"description" example:"Tenkeyless keyboard with hot-swappable switches"`
-	PriceCents  int64  `json:"priceCents" example:"8999"`
-	Currency    string `json:"currency" example:"USD"`
+	SKU         string `json:"sku" example:"PRO-SUB"`
+	Name        string `json:"name" example:"Pro Subscription"`
+	Description string `json:"description" example:""`
+	// Price is the seed's numeric(12,2), written as the exact decimal
+	// (19.99, 99.00): a JSON number, never rounded through a float.
+	Price    json.Number `json:"price" swaggertype:"number" example:"19.99"`
+	Currency string      `json:"currency" example:"USD"`
 }
 
 // ProductList is the body of GET /api/products.
@@ -59,7 +62,7 @@ func (h *ProductsController) List(c *gin.Context) {
 	}
 	out := ProductList{Products: make([]Product, len(ps))}
 	for i, p := range ps {
-		out.Products[i] = Product{ID: p.ID, SKU: p.SKU, Name: p.Name, Description: p.Description, PriceCents: p.PriceCents, Currency: p.Currency}
+		out.Products[i] = Product{ID: p.ID, SKU: p.SKU, Name: p.Name, Description: p.Description, Price: json.Number(p.Price), Currency: p.Currency}
 	}
 	c.JSON(http.StatusOK, out)
 }

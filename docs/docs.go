@@ -300,7 +300,7 @@ const docTemplate = `{
                 },
                 "description": {
                     "type": "string",
-                    "example": "Tenkeyless keyboard with hot-swappable switches"
+                    "example": ""
                 },
                 "id": {
                     "type": "integer",
@@ -308,15 +308,16 @@ const docTemplate = `{
                 },
                 "name": {
                     "type": "string",
-                    "example": "Mechanical Keyboard"
+                    "example": "Pro Subscription"
                 },
-                "priceCents": {
-                    "type": "integer",
-                    "example": 8999
+                "price": {
+                    "description": "Price is the seed's numeric(12,2), written as the exact decimal\n(19.99, 99.00): a JSON number, never rounded through a float.",
+                    "type": "number",
+                    "example": 19.99
                 },
                 "sku": {
                     "type": "string",
-                    "example": "KB-001"
+                    "example": "PRO-SUB"
                 }
             }
         },
@@ -335,7 +336,9 @@ const docTemplate = `{
             "type": "object",
             "properties": {
                 "avatarUrl": {
+                    "description": "AvatarURL is null when the user has none.",
                     "type": "string",
+                    "x-nullable": true,
                     "example": "https://example.com/ada.png"
                 },
                 "createdAt": {

@@ -14,7 +14,8 @@ type User struct {
 	ID        uuid.UUID `gorm:"type:uuid;primaryKey"`
 	Email     string
 	Name      string
-	AvatarURL string
+	// AvatarURL is nil when the user has none (NULL, as the seed stores it).
+	AvatarURL *string
 	CreatedAt time.Time
 	UpdatedAt time.Time
 }
@@ -25,8 +26,10 @@ type Product struct {
 	SKU         string
 	Name        string
 	Description string
-	PriceCents  int64
-	Currency    string
+	// Price is the exact numeric(12,2) as PostgreSQL prints it ("19.99",
+	// "99.00"): never a float, so nothing rounds it.
+	Price    string `gorm:"type:numeric(12,2)"`
+	Currency string
 	CreatedAt   time.Time
 	UpdatedAt   time.Time
 }

@@ -61,7 +61,7 @@ func NewProfiles(users UserStore, writes WriteRecorder, logger *slog.Logger) *Pr
 type ProfileInput struct {
 	Email     string
 	Name      string
-	AvatarURL string
+	AvatarURL string // "" (or null in the request) for none
 }
 
 // Get returns the user's profile.
@@ -83,7 +83,11 @@ func (p *Profiles) Save(ctx context.Context, userID uuid.UUID, in ProfileInput) 
 	if err := in.validate(); err != nil {
 		return models.User{}, err
 	}
-	saved, err := p.users.Upsert(ctx, models.User{ID: userID, Email: in.Email, Name: in.Name, AvatarURL: in.AvatarURL})
+	var avatar *string // none: NULL, as the seed stores it
+	if in.AvatarURL != "" {
+		avatar = &in.AvatarURL
+	}
+	saved, err := p.users.Upsert(ctx, models.User{ID: userID, Email: in.Email, Name: in.Name, AvatarURL: avatar})
 	if errors.Is(err, repositories.ErrOutcomeUnknown) {
 		// It may have committed: secure it as if it had (RecordWrite
 		// outlives the request), and tell the client it is unconfirmed.

@@ -210,19 +210,21 @@ func TestProductsAreServedByReplicas(t *testing.T) {
 		r := do(t, http.MethodGet, api+"/api/products", uuid.Nil, "", nil)
 		var list struct {
 			Products []struct {
-				SKU        string
-				PriceCents int64
+				ID    int64
+				Name  string
+				Price json.RawMessage // as written: 99.00 must not become 99
 			}
 		}
 		if err := json.Unmarshal(r.body, &list); err != nil || r.status != http.StatusOK {
 			t.Fatalf("GET /api/products = %s", r)
 		}
-		var skus []string
+		var rows []string
 		for _, p := range list.Products {
-			skus = append(skus, p.SKU)
+			rows = append(rows, fmt.Sprintf("%d %s %s", p.ID, p.Name, p.Price))
 		}
-		if strings.Join(skus, ",") != "KB-001,MS-002,MN-003" || !strings.HasPrefix(r.servedBy, "replica") || r.reason != "stale-ok" {
-			t.Errorf("GET /api/products = %s; want the 3 seed products from a replica (stale-ok)", r)
+		const seed = "1 Pro Subscription 19.99; 2 Enterprise Plan 99.00; 3 One-time Add-on 9.99"
+		if got := strings.Join(rows, "; "); got != seed || !strings.HasPrefix(r.servedBy, "replica") || r.reason != "stale-ok" {
+			t.Errorf("GET /api/products = %s\n(%s); want the seed's products %s from a replica (stale-ok)", r, got, seed)
 		}
 	}
 }
@@ -241,7 +243,7 @@ func TestServedByIsTruthful(t *testing.T) {
 		_ = stack.WaitCaughtUp(context.Background(), stack.Replicas...)
 	})
 	stack.PauseReplayForTest(t, r1)
-	if err := stack.Primary.Exec(ctx, "INSERT INTO products (sku, name, price_cents) VALUES ($1, 'only some nodes', 1)", sku); err != nil {
+	if err := stack.Primary.Exec(ctx, "INSERT INTO products (sku, name, price) VALUES ($1, 'only some nodes', 1)", sku); err != nil {
 		t.Fatal(err)
 	}
 	if err := stack.WaitCaughtUp(ctx, stack.Replicas[1]); err != nil {
@@ -522,5 +524,48 @@ func TestDefaultDemoUserAndNotFound(t *testing.T) {
 	w := do(t, http.MethodPost, api+"/api/me/profile", uuid.Nil, "application/json", strings.NewReader(`{"email":"demo@example.com","name":"Demo"}`))
 	if w.status != http.StatusOK || !bytes.Contains(w.body, []byte(`"id":"11111111-1111-4111-8111-111111111111"`)) {
 		t.Errorf("POST without X-Demo-UserId = %s; want the default demo user's profile", w)
+	}
+}
+
+// TestAvatarURLIsNullWhenAbsent: as the seed stores it, a profile without an
+// avatar has avatar_url NULL, shown as null (not ""), whether the field was
+// left out, null or empty.
+func TestAvatarURLIsNullWhenAbsent(t *testing.T) {
+	api, _ := startRun(t, stackEnv(t))
+	user := uuid.New()
+	save := func(body string) response {
+		t.Helper()
+		r := do(t, http.MethodPost, api+"/api/me/profile", user, "application/json", strings.NewReader(body))
+		if r.status != http.StatusOK {
+			t.Fatalf("POST %s = %s", body, r)
+		}
+		return r
+	}
+	stored := func() *string {
+		var v *string
+		if err := stack.Primary.QueryRow(t.Context(), []any{&v}, "SELECT avatar_url FROM users WHERE id = $1", user); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for _, body := range []string{
+		`{"email":"a@example.com","name":"A"}`,
+		`{"email":"a@example.com","name":"A","avatarUrl":null}`,
+		`{"email":"a@example.com","name":"A","avatarUrl":""}`,
+	} {
+		r := save(body)
+		if !strings.Contains(string(r.body), `"avatarUrl":null`) {
+			t.Errorf("POST %s = %s; want avatarUrl null", body, r)
+		}
+		if v := stored(); v != nil {
+			t.Errorf("POST %s stored avatar_url %q; want NULL", body, *v)
+		}
+		if g := getMe(t, api, user); !strings.Contains(string(g.body), `"avatarUrl":null`) {
+			t.Errorf("GET /api/me after %s = %s; want avatarUrl null", body, g)
+		}
+	}
+	r := save(`{"email":"a@example.com","name":"A","avatarUrl":"https://example.com/a.png"}`)
+	if !strings.Contains(string(r.body), `"avatarUrl":"https://example.com/a.png"`) {
+		t.Errorf("with an avatar = %s", r)
 	}
 }
