@@ -31,9 +31,9 @@ func NewMeController(p ProfileService) *MeController {
 
 // Profile is a user's profile as the API shows it.
 type Profile struct {
-	ID        uuid.UUID `json:"id" example:"11111111-1111-4111-8111-111111111111"`
-	Email     string    `json:"email" example:"ada@example.com"`
-	Name      string    `json:"name" example:"Ada Lovelace"`
+	ID    uuid.UUID `json:"id" example:"11111111-1111-4111-8111-111111111111"`
+	Email string    `json:"email" example:"ada@example.com"`
+	Name  string    `json:"name" example:"Ada Lovelace"`
 	// AvatarURL is null when the user has none.
 	AvatarURL *string   `json:"avatarUrl" example:"https://example.com/ada.png" extensions:"x-nullable"`
 	CreatedAt time.Time `json:"createdAt"`

@@ -184,7 +184,7 @@ func productRows(ps []models.Product) string {
 
 // TestSeedCatalogMigratesAnExistingDatabase: a database that an older
 // release left at version 4 (the invented catalog in integer cents, empty
-// avatars as '') moves to the seed's catalog and NULL avatars; rows that
+// avatars as ”) moves to the seed's catalog and NULL avatars; rows that
 // were added or edited by hand keep their data, prices exactly; and Down
 // then Up again lands in the same place.
 func TestSeedCatalogMigratesAnExistingDatabase(t *testing.T) {

@@ -11,9 +11,9 @@ import (
 // User is a user's profile. ID is the caller's identity, never generated
 // by the database.
 type User struct {
-	ID        uuid.UUID `gorm:"type:uuid;primaryKey"`
-	Email     string
-	Name      string
+	ID    uuid.UUID `gorm:"type:uuid;primaryKey"`
+	Email string
+	Name  string
 	// AvatarURL is nil when the user has none (NULL, as the seed stores it).
 	AvatarURL *string
 	CreatedAt time.Time
@@ -28,8 +28,8 @@ type Product struct {
 	Description string
 	// Price is the exact numeric(12,2) as PostgreSQL prints it ("19.99",
 	// "99.00"): never a float, so nothing rounds it.
-	Price    string `gorm:"type:numeric(12,2)"`
-	Currency string
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
+	Price     string `gorm:"type:numeric(12,2)"`
+	Currency  string
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
