@@ -4,6 +4,7 @@ package controllers
 
 import (
 	"log/slog"
+	"net/http"
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,7 +50,18 @@ func NewRouter(d Deps) *gin.Engine {
 	r.GET("/healthz", d.Health.Healthz)
 	r.GET("/readyz", d.Health.Readyz)
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(d.Metrics, promhttp.HandlerOpts{})))
-	r.GET("/swagger/*any", ginswagger.WrapHandler(swaggerfiles.Handler))
+	// Swagger UI lives at /swagger/index.html; /swagger and /swagger/ lead
+	// there (gin-swagger itself answers 404 for both).
+	swaggerUI := ginswagger.WrapHandler(swaggerfiles.Handler)
+	toIndex := func(c *gin.Context) { c.Redirect(http.StatusMovedPermanently, "/swagger/index.html") }
+	r.GET("/swagger", toIndex)
+	r.GET("/swagger/*any", func(c *gin.Context) {
+		if c.Param("any") == "/" {
+			toIndex(c)
+			return
+		}
+		swaggerUI(c)
+	})
 
 	api := r.Group("/api", middleware.RoutingHeaders())
 	api.GET("/me", d.Required, middleware.Route(d.Router, d.Tokens, middleware.OwnRead), d.Me.Get)

@@ -233,6 +233,18 @@ func TestServesHealthReadinessAndSwagger(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("/swagger/index.html = %d", resp.StatusCode)
 	}
+	// The seed says Swagger UI is at /swagger: every spelling leads to it.
+	for _, path := range []string{"/swagger", "/swagger/", "/swagger/index.html"} {
+		resp, err := http.Get(url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "swagger-ui") || resp.Request.URL.Path != "/swagger/index.html" {
+			t.Errorf("GET %s = %d at %s; want Swagger UI at /swagger/index.html", path, resp.StatusCode, resp.Request.URL.Path)
+		}
+	}
 	resp, err = http.Get(url + "/swagger/doc.json")
 	if err != nil {
 		t.Fatal(err)
