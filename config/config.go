@@ -225,6 +225,9 @@ func (l *loader) auth() Auth {
 	if a.Audience == "" {
 		l.fail("AUTH_AUDIENCE is required with AUTH_MODE=jwt: the aud that tokens must carry (this service's identifier at the issuer)")
 	}
+	if a.JWKSMinRefresh < time.Second {
+		l.fail(fmt.Sprintf("AUTH_JWKS_MIN_REFRESH must be at least 1s (it bounds how often clients can make the service fetch the key set), got %s", a.JWKSMinRefresh))
+	}
 	if a.Leeway > 5*time.Minute {
 		l.fail(fmt.Sprintf("AUTH_LEEWAY must be at most 5m (it lets expired tokens through for that long), got %s", a.Leeway))
 	}

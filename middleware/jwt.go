@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -49,11 +50,12 @@ func UserFromSubject(iss, sub string) uuid.UUID {
 }
 
 // Verifier checks bearer tokens: signature against the issuer's keys, the
-// algorithm, iss, aud, exp and nbf (with Leeway).
+// algorithm, iss, aud, exp, nbf and iat (with Leeway).
 type Verifier struct {
 	keys   *Keys
 	parser *jwt.Parser
-	issuer string
+	// claims checks the claims alone, before an unknown key costs a fetch.
+	claims *jwt.Validator
 }
 
 // VerifierConfig is what a token must match.
@@ -65,17 +67,17 @@ type VerifierConfig struct {
 
 // NewVerifier returns a verifier of tokens signed with keys.
 func NewVerifier(keys *Keys, cfg VerifierConfig) *Verifier {
+	claims := []jwt.ParserOption{
+		jwt.WithIssuer(cfg.Issuer),
+		jwt.WithAudience(cfg.Audience),
+		jwt.WithLeeway(cfg.Leeway),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+	}
 	return &Verifier{
 		keys:   keys,
-		issuer: cfg.Issuer,
-		parser: jwt.NewParser(
-			jwt.WithValidMethods(Algorithms),
-			jwt.WithIssuer(cfg.Issuer),
-			jwt.WithAudience(cfg.Audience),
-			jwt.WithLeeway(cfg.Leeway),
-			jwt.WithExpirationRequired(),
-			jwt.WithIssuedAt(),
-		),
+		parser: jwt.NewParser(append(claims, jwt.WithValidMethods(Algorithms))...),
+		claims: jwt.NewValidator(claims...),
 	}
 }
 
@@ -84,8 +86,16 @@ func NewVerifier(keys *Keys, cfg VerifierConfig) *Verifier {
 // checked because the issuer's keys cannot be fetched.
 func (v *Verifier) Verify(ctx context.Context, raw string) (uuid.UUID, error) {
 	var claims jwt.RegisteredClaims
-	_, err := v.parser.ParseWithClaims(raw, &claims, v.keys.Keyfunc(ctx))
+	precheck := func(t *jwt.Token) error {
+		if !slices.Contains(Algorithms, t.Method.Alg()) {
+			return jwt.ErrTokenSignatureInvalid
+		}
+		return v.claims.Validate(t.Claims)
+	}
+	_, err := v.parser.ParseWithClaims(raw, &claims, v.keys.Keyfunc(ctx, precheck))
 	switch {
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		return uuid.Nil, err // the client's deadline, not the token's fault
 	case errors.Is(err, ErrKeysUnavailable):
 		return uuid.Nil, err
 	case err != nil:

@@ -3,8 +3,8 @@
 // for any subject it is asked for.
 //
 // It is not an identity provider: whoever reaches it can mint any identity.
-// devstack serves it on loopback only, and docker-compose only behind an
-// opt-in profile; a deployment points AUTH_JWKS_URL at its real issuer
+// devstack serves it on loopback only, and docker-compose only with the
+// docker-compose.jwt.yml override; a deployment points AUTH_JWKS_URL at its real issuer
 // (Auth0, Keycloak, Okta, Entra ID, Google, ...).
 package devissuer
 
