@@ -53,6 +53,10 @@ type Config struct {
 	// address (PPROF_ADDR), apart from the public listener: keep it on
 	// loopback.
 	PprofAddr string
+	// LabURL is devstack's lab (RYW_LAB_URL): the live page shows buttons
+	// that pause replicas and stop Redis through it. devstack sets it;
+	// empty everywhere else.
+	LabURL string
 	// Auth says who the caller is: AUTH_MODE demo (X-Demo-UserId, not
 	// verified) or jwt (Authorization: Bearer, verified against a JWKS).
 	Auth Auth
@@ -131,6 +135,11 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	cfg.Replicas = l.replicas("DATABASE_REPLICA_URLS")
 	cfg.Auth = l.auth()
+	if cfg.LabURL = l.str("RYW_LAB_URL", ""); cfg.LabURL != "" {
+		if u, err := url.Parse(cfg.LabURL); err != nil || u.Scheme != "http" || u.Host == "" || u.Path != "" {
+			l.fail(fmt.Sprintf("RYW_LAB_URL must be devstack's lab, like http://127.0.0.1:8091, got %q", cfg.LabURL))
+		}
+	}
 	if l.str("DATABASE_URL", "") == "" {
 		l.fail("DATABASE_URL is required: the primary's URL, e.g. postgres://user:pass@localhost:5432/ryw?sslmode=disable")
 	}
@@ -169,6 +178,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("replicaTimeout", c.ReplicaTimeout),
 		slog.Duration("primaryTimeout", c.PrimaryTimeout),
 		slog.Bool("tokenKeySet", c.TokenKey != ""),
+		slog.String("labUrl", c.LabURL),
 		slog.String("authMode", c.Auth.Mode),
 		slog.String("authJwksUrl", RedactURL(c.Auth.JWKSURL)),
 		slog.String("authIssuer", c.Auth.Issuer),

@@ -80,6 +80,8 @@ func classify(err error) *httpError {
 		return &httpError{status: http.StatusUnauthorized, code: "unauthenticated", message: err.Error()}
 	case errors.Is(err, middleware.ErrKeysUnavailable):
 		return &httpError{status: http.StatusServiceUnavailable, code: "auth_unavailable", message: "the token issuer's keys cannot be fetched to check this token; try again shortly"}
+	case errors.Is(err, middleware.ErrModeOverride):
+		return &httpError{status: http.StatusBadRequest, code: "mode_override_refused", message: err.Error()}
 	case errors.Is(err, middleware.ErrDemoHeaderRefused):
 		return &httpError{status: http.StatusBadRequest, code: "demo_identity_refused", message: err.Error()}
 	case errors.Is(err, middleware.ErrInvalidUserID):

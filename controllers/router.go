@@ -25,7 +25,10 @@ type Deps struct {
 	// Identity says who the caller is (AUTH_MODE) and lets anonymous
 	// callers through where the mode allows; Required insists on a user.
 	Identity, Required gin.HandlerFunc
-	Router             *ryw.Router
+	// ModeOverride honours X-RYW-Mode: off (AUTH_MODE=demo only).
+	ModeOverride bool
+	Router       *ryw.Router
+	UI           *UIController
 	Tokens             middleware.Tokens
 	Health             *HealthController
 	Me                 *MeController
@@ -63,8 +66,12 @@ func NewRouter(d Deps) *gin.Engine {
 		swaggerUI(c)
 	})
 
+	r.GET("/", d.UI.Page)
+	r.GET("/ui/state", d.UI.State)
+	r.GET("/ui/static/*file", d.UI.Files)
+
 	api := r.Group("/api", middleware.RoutingHeaders())
-	api.GET("/me", d.Required, middleware.Route(d.Router, d.Tokens, middleware.OwnRead), d.Me.Get)
+	api.GET("/me", d.Required, middleware.ModeOverride(d.ModeOverride), middleware.Route(d.Router, d.Tokens, middleware.OwnRead), d.Me.Get)
 	api.POST("/me/profile", d.Required, middleware.Route(d.Router, d.Tokens, middleware.Write),
 		middleware.LimitBody(MaxBodyBytes), middleware.RequireJSON(), d.Me.SaveProfile)
 	// The catalog is public: in jwt mode a caller without a token reads

@@ -1,6 +1,7 @@
 package middleware
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -25,6 +26,41 @@ const (
 
 // ErrInvalidToken means X-RYW-Token (or its cookie) is not a WAL position.
 var ErrInvalidToken = errors.New("invalid token")
+
+// ModeHeader asks for one read to be routed as another RYW_MODE would:
+// "off" shows the stale read that read-your-writes prevents, side by side
+// with the fix. Demo mode only (ModeOverride).
+const ModeHeader = "X-RYW-Mode"
+
+// ErrModeOverride means X-RYW-Mode was sent where it is not honoured, or
+// with a value other than off.
+var ErrModeOverride = errors.New("X-RYW-Mode refused")
+
+type modeOffKey struct{}
+
+// ModeOverride reads X-RYW-Mode for Route. With allowed (AUTH_MODE=demo)
+// "off" makes the request's own-write read ignore read-your-writes; in jwt
+// mode, or with any other value, the header is refused (400): never
+// silently trusted, never silently ignored.
+func ModeOverride(allowed bool) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		v := c.Request.Header.Values(ModeHeader)
+		if len(v) == 0 {
+			c.Next()
+			return
+		}
+		switch {
+		case !allowed:
+			fail(c, fmt.Errorf("%w: it is honoured in AUTH_MODE=demo only, to show the stale read; this service runs AUTH_MODE=jwt", ErrModeOverride))
+			return
+		case len(v) != 1 || v[0] != string(ryw.ModeOff):
+			fail(c, fmt.Errorf("%w: the only value is off, got %q", ErrModeOverride, v))
+			return
+		}
+		c.Request = c.Request.WithContext(context.WithValue(c.Request.Context(), modeOffKey{}, true))
+		c.Next()
+	}
+}
 
 // Access is what an endpoint does with the database, which decides where it
 // may read.
@@ -70,6 +106,10 @@ func Route(router *ryw.Router, tokens Tokens, access Access) gin.HandlerFunc {
 			}
 			if token > 0 {
 				ctx = ryw.WithClientToken(ctx, token)
+			}
+			if off, _ := ctx.Value(modeOffKey{}).(bool); off {
+				d = router.ForOwnReadOff()
+				break
 			}
 			d = router.ForOwnRead(ctx, user.String())
 		}

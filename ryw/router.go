@@ -217,9 +217,17 @@ func (r *Router) ForStaleRead() Decision {
 // writes.
 func (r *Router) ForOwnRead(ctx context.Context, userID string) Decision {
 	if r.cfg.Mode == ModeOff {
-		return r.counted(r.replicaOrPrimary(0, ReasonRYWOff))
+		return r.ForOwnReadOff()
 	}
 	return r.counted(r.ownRead(ctx, userID))
+}
+
+// ForOwnReadOff is the decision RYW_MODE=off would make for a read that
+// must show the user's own writes: any replica, whatever the user wrote.
+// It exists to show the stale read side by side with the fix (the live
+// page's "try it" panel), never to serve real traffic.
+func (r *Router) ForOwnReadOff() Decision {
+	return r.counted(r.replicaOrPrimary(0, ReasonRYWOff))
 }
 
 // ownRead routes a read that must show the user's writes. Whatever the

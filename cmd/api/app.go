@@ -26,6 +26,7 @@ import (
 	"github.com/ryw-go/ryw/migrations"
 	"github.com/ryw-go/ryw/repositories"
 	"github.com/ryw-go/ryw/ryw"
+	"github.com/ryw-go/ryw/web"
 	"github.com/ryw-go/ryw/services"
 )
 
@@ -43,6 +44,7 @@ type app struct {
 	redis    redis.UniversalClient
 	monitor  *ryw.Monitor
 	handler  http.Handler
+	ui       *controllers.UIController
 	keys     *middleware.Keys // jwt mode: the issuer's keys
 	stopAuth context.CancelFunc
 }
@@ -147,12 +149,21 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 	if a.keys != nil {
 		health.WithIssuer(a.keys.State)
 	}
+	a.ui, err = controllers.NewUIController(controllers.UIInfo{
+		Mode: string(cfg.Mode), Auth: cfg.Auth.Mode, Window: cfg.Window.String(),
+		ModeOverride: cfg.Auth.Mode == config.AuthDemo, LabURL: cfg.LabURL,
+	}, web.Files(), a.monitor.Status, router.Counts)
+	if err != nil {
+		return nil, err
+	}
 	a.handler = controllers.NewRouter(controllers.Deps{
-		Metrics:  metrics.reg,
-		Logger:   a.logger,
-		Identity: identity,
-		Required: required,
-		Router:   router,
+		Metrics:      metrics.reg,
+		Logger:       a.logger,
+		Identity:     identity,
+		Required:     required,
+		ModeOverride: cfg.Auth.Mode == config.AuthDemo,
+		UI:           a.ui,
+		Router:       router,
 		Tokens:   middleware.Tokens{Signer: ryw.NewTokenSigner(tokenKey), TTL: cfg.MarkerTTL},
 		Health:   controllers.NewHealthController(health),
 		Me:       controllers.NewMeController(profiles),
@@ -245,6 +256,7 @@ func (a *app) serve(ctx context.Context) error {
 	monCtx, stopMonitor := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { a.monitor.Run(monCtx) })
+	wg.Go(func() { a.ui.Run(monCtx) })
 	defer func() {
 		stopMonitor()
 		wg.Wait()

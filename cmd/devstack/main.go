@@ -71,6 +71,7 @@ type options struct {
 	apiBin       string
 	auth         string
 	issuerAddr   string
+	labAddr      string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -86,6 +87,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.apiBin, "api-bin", "", "API executable to run (default: go build ./cmd/api from this checkout)")
 	fs.StringVar(&o.auth, "auth", envOr("AUTH_MODE", "demo"), "how the API identifies users: demo (X-Demo-UserId) or jwt (bearer tokens from a development issuer this command serves)")
 	fs.StringVar(&o.issuerAddr, "issuer-addr", "127.0.0.1:8090", "with -auth jwt: loopback address of the development token issuer (port 0: a free port)")
+	fs.StringVar(&o.labAddr, "lab-addr", "127.0.0.1:0", "loopback address of the lab, which the live page's buttons call to pause replicas and stop Redis")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -149,6 +151,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}()
 
 	env := []string{"RYW_MODE=" + o.mode, "AUTH_MODE=" + o.auth}
+	labURL, err := stack.ServeLab(o.labAddr)
+	if err != nil {
+		return err
+	}
+	env = append(env, "RYW_LAB_URL="+labURL)
 	var issuer *devstack.Issuer
 	if o.auth == "jwt" {
 		if issuer, err = stack.StartIssuer(o.issuerAddr); err != nil {
@@ -184,7 +191,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		}
 		fmt.Fprintf(w, "issuer\t%s\t(development tokens: %s)\n", issuer.URL, tokenCmd)
 	}
+	fmt.Fprintf(w, "page\t%s/\t(the live page: replica lag, routing, try it, lab buttons)\n", apis[0].URL)
 	fmt.Fprintf(w, "swagger\t%s/swagger/index.html\n", apis[0].URL)
+	fmt.Fprintf(w, "lab\t%s\n", labURL)
 	fmt.Fprintf(w, "logs\t%s\n", stack.Dir)
 	if o.state != "" {
 		if err := stack.WriteState(o.state); err != nil {

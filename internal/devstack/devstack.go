@@ -63,8 +63,10 @@ type Stack struct {
 
 	mu     sync.Mutex
 	apis   []*API
-	issuer *Issuer
-	closed bool
+	issuer  *Issuer
+	labURL  string
+	closers []func(context.Context) error // servers of the stack's own (the lab)
+	closed  bool
 }
 
 // Start brings up the stack: initdb the primary, clone each replica with
@@ -289,6 +291,8 @@ type State struct {
 	API      []string       `json:"api"`
 	// Issuer is the development token issuer's URL, when there is one.
 	Issuer string `json:"issuer,omitempty"`
+	// Lab is the lab's URL (LabHandler), when there is one.
+	Lab string `json:"lab,omitempty"`
 }
 
 // ReplicaState names one replica in the state file.
@@ -310,6 +314,7 @@ func (s *Stack) State() State {
 	if s.issuer != nil {
 		st.Issuer = s.issuer.URL
 	}
+	st.Lab = s.labURL
 	s.mu.Unlock()
 	return st
 }
@@ -337,7 +342,7 @@ func (s *Stack) Close() error {
 		return nil
 	}
 	s.closed = true
-	apis, issuer := s.apis, s.issuer
+	apis, issuer, closers := s.apis, s.issuer, s.closers
 	s.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -348,6 +353,9 @@ func (s *Stack) Close() error {
 	}
 	if issuer != nil {
 		errs = append(errs, issuer.stop(ctx))
+	}
+	for _, c := range closers {
+		errs = append(errs, c(ctx))
 	}
 	for _, r := range s.Replicas {
 		errs = append(errs, r.Stop(ctx))

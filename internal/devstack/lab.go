@@ -1,0 +1,170 @@
+package devstack
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// LabHeader must be on every lab request. A browser sends a custom header
+// only after a CORS preflight, which the lab answers only for pages served
+// from loopback (the API's live page), so another web site open in the
+// same browser cannot pause the stack's replicas.
+const LabHeader = "X-RYW-Lab"
+
+// LabState is what GET /lab/state answers.
+type LabState struct {
+	Replicas []LabReplica `json:"replicas"`
+	Redis    bool         `json:"redisRunning"`
+}
+
+// LabReplica is one replica as the lab sees it.
+type LabReplica struct {
+	Name   string `json:"name"`
+	Paused bool   `json:"paused"`
+}
+
+// LabHandler serves the lab: what the live page's lab buttons do to this
+// stack, for a newcomer to make the stale read happen on purpose.
+//
+//	GET  /lab/state                     replicas (paused or not) and Redis
+//	POST /lab/replicas/{name}/pause     pg_wal_replay_pause(), waits until paused
+//	POST /lab/replicas/{name}/resume    pg_wal_replay_resume()
+//	POST /lab/redis/stop                stop Redis (its keys survive in its dump only if saved)
+//	POST /lab/redis/start               start Redis again
+//
+// Every request needs the X-RYW-Lab header; pages served from loopback
+// may call it from a browser (CORS). It is for loopback only: devstack
+// serves it there.
+func (s *Stack) LabHandler() http.Handler {
+	mux := http.NewServeMux()
+	replica := func(name string) *Node {
+		for _, r := range s.Replicas {
+			if r.Name == name {
+				return r
+			}
+		}
+		return nil
+	}
+	mux.HandleFunc("GET /lab/state", func(w http.ResponseWriter, r *http.Request) {
+		st := LabState{Replicas: []LabReplica{}, Redis: s.Redis.Running()}
+		for _, n := range s.Replicas {
+			paused, _ := n.ReplayPaused(r.Context())
+			st.Replicas = append(st.Replicas, LabReplica{Name: n.Name, Paused: paused})
+		}
+		labJSON(w, http.StatusOK, st)
+	})
+	mux.HandleFunc("POST /lab/replicas/{name}/{action}", func(w http.ResponseWriter, r *http.Request) {
+		n := replica(r.PathValue("name"))
+		if n == nil {
+			labJSON(w, http.StatusNotFound, map[string]string{"error": "no replica " + r.PathValue("name")})
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		defer cancel()
+		var err error
+		switch r.PathValue("action") {
+		case "pause":
+			err = n.PauseReplay(ctx)
+		case "resume":
+			err = n.ResumeReplay(ctx)
+		default:
+			labJSON(w, http.StatusNotFound, map[string]string{"error": "actions are pause and resume"})
+			return
+		}
+		labDone(w, err)
+	})
+	mux.HandleFunc("POST /lab/redis/{action}", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+		defer cancel()
+		var err error
+		switch r.PathValue("action") {
+		case "stop":
+			err = s.Redis.Stop(ctx)
+		case "start":
+			if !s.Redis.Running() {
+				err = s.Redis.Start(ctx)
+			}
+		default:
+			labJSON(w, http.StatusNotFound, map[string]string{"error": "actions are stop and start"})
+			return
+		}
+		labDone(w, err)
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		if loopbackOrigin(origin) {
+			w.Header().Set("Access-Control-Allow-Origin", origin)
+			w.Header().Set("Access-Control-Allow-Methods", "GET, POST")
+			w.Header().Set("Access-Control-Allow-Headers", LabHeader)
+			w.Header().Set("Vary", "Origin")
+		}
+		if r.Method == http.MethodOptions {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		if r.Header.Get(LabHeader) == "" {
+			labJSON(w, http.StatusForbidden, map[string]string{"error": "lab requests need the " + LabHeader + " header"})
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// loopbackOrigin says whether origin is a page served from this machine.
+func loopbackOrigin(origin string) bool {
+	u, err := url.Parse(origin)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+		return false
+	}
+	host := u.Hostname()
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
+}
+
+func labDone(w http.ResponseWriter, err error) {
+	if err != nil {
+		labJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		return
+	}
+	labJSON(w, http.StatusOK, map[string]string{"status": "done"})
+}
+
+func labJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// ServeLab serves LabHandler on addr (loopback only; port 0 picks a free
+// port) until the stack closes, and returns its URL.
+func (s *Stack) ServeLab(addr string) (string, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("devstack: lab address %q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return "", fmt.Errorf("devstack: the lab stops databases on request; serve it on loopback, not %q", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("devstack: lab: %w", err)
+	}
+	srv := &http.Server{Handler: s.LabHandler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			fmt.Fprintf(s.log, "devstack: lab stopped: %v\n", err)
+		}
+	}()
+	u := "http://" + ln.Addr().String()
+	s.mu.Lock()
+	s.closers = append(s.closers, func(ctx context.Context) error { return srv.Shutdown(ctx) })
+	s.labURL = u
+	s.mu.Unlock()
+	return u, nil
+}
