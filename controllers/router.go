@@ -29,10 +29,10 @@ type Deps struct {
 	ModeOverride bool
 	Router       *ryw.Router
 	UI           *UIController
-	Tokens             middleware.Tokens
-	Health             *HealthController
-	Me                 *MeController
-	Products           *ProductsController
+	Tokens       middleware.Tokens
+	Health       *HealthController
+	Me           *MeController
+	Products     *ProductsController
 }
 
 // MaxBodyBytes bounds request bodies.

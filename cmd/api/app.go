@@ -26,8 +26,8 @@ import (
 	"github.com/ryw-go/ryw/migrations"
 	"github.com/ryw-go/ryw/repositories"
 	"github.com/ryw-go/ryw/ryw"
-	"github.com/ryw-go/ryw/web"
 	"github.com/ryw-go/ryw/services"
+	"github.com/ryw-go/ryw/web"
 )
 
 // startupTimeout bounds how long the API waits for the primary at start-up
@@ -164,10 +164,10 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 		ModeOverride: cfg.Auth.Mode == config.AuthDemo,
 		UI:           a.ui,
 		Router:       router,
-		Tokens:   middleware.Tokens{Signer: ryw.NewTokenSigner(tokenKey), TTL: cfg.MarkerTTL},
-		Health:   controllers.NewHealthController(health),
-		Me:       controllers.NewMeController(profiles),
-		Products: controllers.NewProductsController(catalog),
+		Tokens:       middleware.Tokens{Signer: ryw.NewTokenSigner(tokenKey), TTL: cfg.MarkerTTL},
+		Health:       controllers.NewHealthController(health),
+		Me:           controllers.NewMeController(profiles),
+		Products:     controllers.NewProductsController(catalog),
 	})
 	return a, nil
 }

@@ -61,8 +61,8 @@ type Stack struct {
 
 	log io.Writer
 
-	mu     sync.Mutex
-	apis   []*API
+	mu      sync.Mutex
+	apis    []*API
 	issuer  *Issuer
 	labURL  string
 	closers []func(context.Context) error // servers of the stack's own (the lab)
