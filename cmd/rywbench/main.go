@@ -39,6 +39,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -76,6 +77,7 @@ type options struct {
 	baselineBin  string
 	scenarios    []string
 	out          string
+	pictures     string
 
 	// The throughput suite.
 	suite        string
@@ -114,6 +116,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var scenarios string
 	fs.StringVar(&scenarios, "scenarios", "", "instead of the modes, measure lsn mode under faults between the API and replica1: a comma-separated list of none,blackhole,slow,flood (none first: the baseline)")
 	fs.StringVar(&o.out, "out", "", "also write the Markdown report to this file")
+	fs.StringVar(&o.pictures, "pictures", "", "throughput suite: draw the pictures (bench-*.png) into this directory (default: the -out file's, none without -out)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -180,6 +183,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		results, err := runThroughput(ctx, o, stderr)
 		if err != nil {
 			return err
+		}
+		if dir := o.pictures; dir != "" || o.out != "" {
+			if dir == "" {
+				dir = filepath.Dir(o.out)
+			}
+			written, err := writePictures(dir, results[0])
+			if err != nil {
+				return fmt.Errorf("pictures: %w", err)
+			}
+			fmt.Fprintf(stderr, "rywbench: wrote %s\n", strings.Join(written, ", "))
 		}
 		return emit(renderThroughput(results, o, commit), o, stdout)
 	}

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -140,5 +142,64 @@ func TestUserArgsLeaveOutWhatMakeBenchPasses(t *testing.T) {
 	got := userArgs([]string{"-api-bin", "bin/ryw-api", "-out=docs/BENCHMARKS.md", "-rounds", "3", "--scale=false"})
 	if got != "-rounds 3 --scale=false" {
 		t.Errorf("userArgs = %q", got)
+	}
+}
+
+// TestPicturesAreDrawn draws the three pictures from a made-up run and
+// checks that each is a PNG.
+func TestPicturesAreDrawn(t *testing.T) {
+	dir := os.Getenv("RYW_TEST_PICTURES_DIR") // to look at them
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	ph := func(reqs uint64, p99 time.Duration) phase {
+		return phase{requests: reqs, secs: 1, p50: p99 / 4, p99: p99}
+	}
+	var tls []timeline
+	for i, m := range []string{"off", "time", "lsn"} {
+		tl := timeline{mode: m, paused: "replica2"}
+		for j := range 100 {
+			at := time.Duration(j) * timelineLength / 100
+			inPause := at >= pauseAt && at < resumeAt
+			r := timelineRead{at: at, servedBy: []string{"replica1", "primary", "replica1"}[i], fresh: true}
+			if m == "off" && j%2 == 0 {
+				r.servedBy = "replica2"
+				r.fresh = !inPause
+			}
+			if !r.fresh {
+				tl.stale++
+			}
+			if r.servedBy != "primary" {
+				tl.replica++
+			}
+			tl.reads = append(tl.reads, r)
+			lag := 0.0
+			if inPause {
+				lag = float64(at-pauseAt) / 1e6
+			}
+			tl.lag = append(tl.lag, lagPoint{at: at, bytes: lag})
+		}
+		tls = append(tls, tl)
+	}
+	cfg := configResult{
+		modes: []string{"off", "time", "lsn"}, rate: 500, timelines: tls,
+		byMode: map[string]*modeRounds{
+			"off":  {peak: []phase{ph(1000, 0)}, rate: []phase{ph(500, 4*time.Millisecond)}},
+			"time": {peak: []phase{ph(950, 0)}, rate: []phase{ph(500, 5*time.Millisecond)}},
+			"lsn":  {peak: []phase{ph(940, 0)}, rate: []phase{ph(500, 6*time.Millisecond)}},
+		},
+	}
+	written, err := writePictures(dir, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(written) != 3 {
+		t.Fatalf("wrote %v; want 3 pictures", written)
+	}
+	for _, p := range written {
+		b, err := os.ReadFile(p)
+		if err != nil || !bytes.HasPrefix(b, []byte("\x89PNG")) || len(b) < 5000 {
+			t.Errorf("%s: %d bytes, %v; want a PNG", p, len(b), err)
+		}
 	}
 }

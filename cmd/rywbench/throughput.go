@@ -167,6 +167,8 @@ type configResult struct {
 	byMode map[string]*modeRounds
 	limits limits
 	own    []result // the own-write workload, per mode (main config only)
+	// timelines are the pause timeline, per mode (main config only).
+	timelines []timeline
 	// generator is what ran the closed loop.
 	generator string
 	// healthz is GET /healthz at the constant rate: the generator's and
@@ -361,6 +363,13 @@ func (b *tpBench) measureConfig(ctx context.Context, cfg tpConfig, main bool) (c
 			if ctx.Err() != nil {
 				return res, ctx.Err()
 			}
+		}
+		for _, m := range b.o.modes {
+			tl, err := pauseTimeline(ctx, b.stack, b.apis[m], m, b.stderr)
+			if err != nil {
+				return res, err
+			}
+			res.timelines = append(res.timelines, tl)
 		}
 	}
 	return res, nil
@@ -1019,6 +1028,18 @@ func renderThroughput(results []configResult, o options, commit string) string {
 				r.replayChecks/float64(max(r.reads, 1)), r.violations, r.errors,
 				ms(percentile(r.readLatency, .5)), ms(percentile(r.readLatency, .99)),
 				ms(percentile(r.writeLatency, .5)), ms(percentile(r.writeLatency, .99)))
+		}
+		w.Flush()
+	}
+	if len(main.timelines) > 0 {
+		tl0 := main.timelines[0]
+		fmt.Fprintf(&b, "\nPause timeline (one user saving every %s and reading back continuously for %s, %s's replay paused from %s to %s; docs/bench-pause-timeline.png):\n\n",
+			writeEvery, timelineLength, tl0.paused, pauseAt, resumeAt)
+		w := tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.Debug)
+		fmt.Fprintln(w, "| mode\t reads\t served by replicas\t stale\t")
+		fmt.Fprintln(w, "|---\t---\t---\t---\t")
+		for _, tl := range main.timelines {
+			fmt.Fprintf(w, "| %s\t %d\t %d\t %d\t\n", tl.mode, len(tl.reads), tl.replica, tl.stale)
 		}
 		w.Flush()
 	}
