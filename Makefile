@@ -3,7 +3,7 @@ GO      ?= go
 ARGS    ?=
 BIN     := bin
 
-.PHONY: run test chaos bench docs lint build clean help
+.PHONY: run test chaos bench screenshot docs lint build clean help
 
 ## run: start a primary, 2 streaming replicas, Redis and the API on this machine (Ctrl-C stops all).
 ##      Pass devstack flags with ARGS, e.g. make run ARGS="-mode lsn -instances 2".
@@ -32,6 +32,11 @@ chaos: build
 bench: build
 	$(GO) build -o $(BIN)/rywbench ./cmd/rywbench
 	./$(BIN)/rywbench -api-bin $(BIN)/ryw-api -out docs/BENCHMARKS.md $(ARGS)
+
+## screenshot: docs/live-page.png, the README's picture of the live page, taken by the browser test
+##             (headless Chromium) after its try-it run with both replicas paused.
+screenshot:
+	RYW_SCREENSHOT_DIR=$(CURDIR)/docs $(GO) test -count=1 -run TestTryItShowsTheFixAndTheBug ./cmd/api
 
 ## docs: regenerate the Swagger spec in docs/ from the handlers' annotations.
 docs:

@@ -258,6 +258,40 @@ const docTemplate = `{
                     }
                 }
             }
+        },
+        "/ui/state": {
+            "get": {
+                "description": "The service's modes, devstack's lab URL when there is one, and samples (one a second, the last five minutes) of each replica's lag and health and of the routing decisions by reason and node (counts since start). since (Unix milliseconds) returns only newer samples.",
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "ui"
+                ],
+                "summary": "What the live page shows",
+                "parameters": [
+                    {
+                        "type": "integer",
+                        "description": "only samples after this time, in Unix milliseconds",
+                        "name": "since",
+                        "in": "query"
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "$ref": "#/definitions/controllers.UIState"
+                        }
+                    },
+                    "400": {
+                        "description": "since is not a number",
+                        "schema": {
+                            "$ref": "#/definitions/controllers.ErrorBody"
+                        }
+                    }
+                }
+            }
         }
     },
     "definitions": {
@@ -378,6 +412,80 @@ const docTemplate = `{
                     "type": "string",
                     "maxLength": 200,
                     "example": "Ada Lovelace"
+                }
+            }
+        },
+        "controllers.UIReplicaSample": {
+            "type": "object",
+            "properties": {
+                "healthy": {
+                    "type": "boolean"
+                },
+                "lagBytes": {
+                    "type": "integer"
+                },
+                "lagSeconds": {
+                    "type": "number"
+                },
+                "name": {
+                    "type": "string"
+                }
+            }
+        },
+        "controllers.UISample": {
+            "type": "object",
+            "properties": {
+                "decisions": {
+                    "description": "Decisions counts the routing decisions since start, by reason, then\nnode: the page shows the differences between samples.",
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "object",
+                        "additionalProperties": {
+                            "type": "integer",
+                            "format": "int64"
+                        }
+                    }
+                },
+                "replicas": {
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/controllers.UIReplicaSample"
+                    }
+                },
+                "t": {
+                    "description": "Unix milliseconds",
+                    "type": "integer"
+                }
+            }
+        },
+        "controllers.UIState": {
+            "type": "object",
+            "properties": {
+                "auth": {
+                    "description": "AUTH_MODE",
+                    "type": "string"
+                },
+                "labUrl": {
+                    "description": "LabURL is devstack's lab, when there is one: the page shows its\nbuttons.",
+                    "type": "string"
+                },
+                "mode": {
+                    "description": "RYW_MODE",
+                    "type": "string"
+                },
+                "modeOverride": {
+                    "description": "ModeOverride: X-RYW-Mode: off is honoured (demo mode only).",
+                    "type": "boolean"
+                },
+                "samples": {
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/controllers.UISample"
+                    }
+                },
+                "window": {
+                    "description": "RYW_WINDOW",
+                    "type": "string"
                 }
             }
         },
