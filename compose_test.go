@@ -486,9 +486,11 @@ func TestComposeNginx(t *testing.T) {
 	if !regexp.MustCompile(`\blisten\s+80\s*;`).MatchString(conf) {
 		t.Errorf("nginx: %s does not listen on port 80", path)
 	}
-	pass := regexp.MustCompile(`\bproxy_pass\s+http://([\w.-]+)\s*;`).FindStringSubmatch(conf)
+	// The API itself: the catch-all location. (The live page's location
+	// polls one instance; see TestComposeNginxLivePage.)
+	pass := regexp.MustCompile(`(?s)\blocation\s+/\s*\{[^}]*?\bproxy_pass\s+http://([\w.-]+)\s*;`).FindStringSubmatch(conf)
 	if pass == nil {
-		t.Fatalf("nginx: %s has no proxy_pass to an upstream", path)
+		t.Fatalf("nginx: %s has no location / with a proxy_pass to an upstream", path)
 	}
 	var servers []string
 	for _, m := range regexp.MustCompile(`(?s)\bupstream\s+([\w.-]+)\s*\{(.*?)\}`).FindAllStringSubmatch(conf, -1) {
@@ -562,5 +564,30 @@ func TestComposeJWTOverride(t *testing.T) {
 		if env["DATABASE_URL"] == "" || env["RYW_MODE"] == "" {
 			t.Errorf("%s: the override lost the base environment: %v", name, env)
 		}
+	}
+}
+
+// TestComposeNginxLivePage: nginx sends the live page and its state to one
+// instance (its counters are one process's) and still hides /metrics.
+func TestComposeNginxLivePage(t *testing.T) {
+	s := service(t, loadProject(t), "nginx")
+	_, conf := mountedFile(t, s, "/etc/nginx/nginx.conf")
+	conf = regexp.MustCompile(`#[^\n]*`).ReplaceAllString(conf, "")
+	m := regexp.MustCompile(`(?s)\blocation\s+~\s+(\S+)\s*\{[^}]*?\bproxy_pass\s+http://([\w.-]+)\s*;`).FindStringSubmatch(conf)
+	if m == nil {
+		t.Fatal("nginx: no location for the live page")
+	}
+	re := regexp.MustCompile(m[1])
+	for path, want := range map[string]bool{"/": true, "/ui/state": true, "/ui/static/app.js": true, "/api/me": false, "/metrics": false, "/swagger/index.html": false} {
+		if re.MatchString(path) != want {
+			t.Errorf("nginx: the live page's location %s matches %s: %v, want %v", m[1], path, !want, want)
+		}
+	}
+	up := regexp.MustCompile(`(?s)\bupstream\s+` + regexp.QuoteMeta(m[2]) + `\s*\{(.*?)\}`).FindStringSubmatch(conf)
+	if up == nil || len(regexp.MustCompile(`(?m)^\s*server\s+`).FindAllString(up[1], -1)) != 1 {
+		t.Errorf("nginx: the live page's upstream %s should have one server", m[2])
+	}
+	if !regexp.MustCompile(`location\s*=\s*/metrics\s*\{\s*return\s+404;`).MatchString(conf) {
+		t.Error("nginx: /metrics is no longer hidden")
 	}
 }

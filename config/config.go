@@ -53,6 +53,10 @@ type Config struct {
 	// address (PPROF_ADDR), apart from the public listener: keep it on
 	// loopback.
 	PprofAddr string
+	// LivePage serves the live page at / and its state at /ui/state
+	// (LIVE_PAGE, default true): replica lag, health and routing counts,
+	// what /metrics shows. Turn it off where those must stay private.
+	LivePage bool
 	// LabURL is devstack's lab (RYW_LAB_URL): the live page shows buttons
 	// that pause replicas and stop Redis through it. devstack sets it;
 	// empty everywhere else.
@@ -132,6 +136,7 @@ func Load(getenv func(string) string) (Config, error) {
 		TokenKey:       l.getenv("RYW_TOKEN_KEY"),
 		ReadyzDetails:  l.oneOf("READYZ_DETAILS", "false", "false", "true") == "true",
 		PprofAddr:      l.hostPort("PPROF_ADDR"),
+		LivePage:       l.oneOf("LIVE_PAGE", "true", "true", "false") == "true",
 	}
 	cfg.Replicas = l.replicas("DATABASE_REPLICA_URLS")
 	cfg.Auth = l.auth()

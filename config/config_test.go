@@ -105,6 +105,7 @@ func TestLoadErrors(t *testing.T) {
 		{"jwks not http", map[string]string{"AUTH_MODE": "jwt", "AUTH_JWKS_URL": "file:///etc/jwks.json", "AUTH_ISSUER": "i", "AUTH_AUDIENCE": "a"}, "AUTH_JWKS_URL must be"},
 		{"huge leeway", map[string]string{"AUTH_MODE": "jwt", "AUTH_JWKS_URL": "https://i.example/jwks", "AUTH_ISSUER": "i", "AUTH_AUDIENCE": "a", "AUTH_LEEWAY": "1h"}, "AUTH_LEEWAY must be at most 5m"},
 		{"no fetch limit", map[string]string{"AUTH_MODE": "jwt", "AUTH_JWKS_URL": "https://i.example/jwks", "AUTH_ISSUER": "i", "AUTH_AUDIENCE": "a", "AUTH_JWKS_MIN_REFRESH": "0s"}, "AUTH_JWKS_MIN_REFRESH must be at least 1s"},
+		{"bad live page", map[string]string{"LIVE_PAGE": "yes"}, `LIVE_PAGE must be one of true|false, got "yes"`},
 		{"bad lab url", map[string]string{"RYW_LAB_URL": "ftp://x"}, "RYW_LAB_URL must be devstack's lab"},
 		{"jwt settings in demo mode", map[string]string{"AUTH_JWKS_URL": "https://i.example/jwks"}, `AUTH_JWKS_URL is set but AUTH_MODE is "demo"`},
 		{"poll interval beyond the lease", map[string]string{"RYW_POLL_INTERVAL": "500ms"}, `RYW_POLL_INTERVAL must be at most 200ms (a fifth of the fence lease, 1s), got 500ms`},

@@ -41,7 +41,11 @@ type Profile struct {
 }
 
 func profileOf(u models.User) Profile {
-	return Profile{ID: u.ID, Email: u.Email, Name: u.Name, AvatarURL: u.AvatarURL, CreatedAt: u.CreatedAt, UpdatedAt: u.UpdatedAt}
+	avatar := u.AvatarURL
+	if avatar != nil && *avatar == "" {
+		avatar = nil // written by an instance older than migration 6
+	}
+	return Profile{ID: u.ID, Email: u.Email, Name: u.Name, AvatarURL: avatar, CreatedAt: u.CreatedAt, UpdatedAt: u.UpdatedAt}
 }
 
 // ProfileRequest is the body of POST /api/me/profile.

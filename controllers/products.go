@@ -3,6 +3,8 @@ package controllers
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"regexp"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
@@ -37,6 +39,9 @@ type Product struct {
 	Currency string      `json:"currency" example:"USD"`
 }
 
+// decimal is a numeric value as PostgreSQL prints it, and as JSON takes it.
+var decimal = regexp.MustCompile(`^-?(0|[1-9][0-9]*)(\.[0-9]+)?$`)
+
 // ProductList is the body of GET /api/products.
 type ProductList struct {
 	Products []Product `json:"products"`
@@ -62,6 +67,12 @@ func (h *ProductsController) List(c *gin.Context) {
 	}
 	out := ProductList{Products: make([]Product, len(ps))}
 	for i, p := range ps {
+		// The schema allows only numbers, but a price that is not one
+		// would make the whole body invalid JSON after a 200: refuse it.
+		if !decimal.MatchString(p.Price) {
+			fail(c, fmt.Errorf("product %d has the price %q, which is not a decimal number", p.ID, p.Price))
+			return
+		}
 		out.Products[i] = Product{ID: p.ID, SKU: p.SKU, Name: p.Name, Description: p.Description, Price: json.Number(p.Price), Currency: p.Currency}
 	}
 	c.JSON(http.StatusOK, out)

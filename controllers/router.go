@@ -28,7 +28,7 @@ type Deps struct {
 	// ModeOverride honours X-RYW-Mode: off (AUTH_MODE=demo only).
 	ModeOverride bool
 	Router       *ryw.Router
-	UI           *UIController
+	UI           *UIController // nil: no live page
 	Tokens       middleware.Tokens
 	Health       *HealthController
 	Me           *MeController
@@ -66,9 +66,11 @@ func NewRouter(d Deps) *gin.Engine {
 		swaggerUI(c)
 	})
 
-	r.GET("/", d.UI.Page)
-	r.GET("/ui/state", d.UI.State)
-	r.GET("/ui/static/*file", d.UI.Files)
+	if d.UI != nil { // LIVE_PAGE
+		r.GET("/", d.UI.Page)
+		r.GET("/ui/state", d.UI.State)
+		r.GET("/ui/static/*file", d.UI.Files)
+	}
 
 	api := r.Group("/api", middleware.RoutingHeaders())
 	api.GET("/me", d.Required, middleware.ModeOverride(d.ModeOverride), middleware.Route(d.Router, d.Tokens, middleware.OwnRead), d.Me.Get)

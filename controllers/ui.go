@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"crypto/rand"
 	"io/fs"
 	"net/http"
 	"strconv"
@@ -15,7 +16,10 @@ import (
 
 // UIInfo is what the live page says about this service.
 type UIInfo struct {
-	Mode   string `json:"mode"`   // RYW_MODE
+	// Instance identifies this process: behind a load balancer, the page
+	// starts its history again when another instance answers.
+	Instance string `json:"instance"`
+	Mode     string `json:"mode"` // RYW_MODE
 	Auth   string `json:"auth"`   // AUTH_MODE
 	Window string `json:"window"` // RYW_WINDOW
 	// ModeOverride: X-RYW-Mode: off is honoured (demo mode only).
@@ -70,6 +74,9 @@ func NewUIController(info UIInfo, files fs.FS, status func() []ryw.ReplicaStatus
 	index, err := fs.ReadFile(files, "index.html")
 	if err != nil {
 		return nil, err
+	}
+	if info.Instance == "" {
+		info.Instance = rand.Text()[:12]
 	}
 	return &UIController{
 		info: info, files: http.StripPrefix("/ui/static/", http.FileServerFS(files)), index: index,

@@ -126,6 +126,10 @@ func TestKeysShareOneFetchAndLimitThem(t *testing.T) {
 	k1, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	s.publish(t, &k1.PublicKey, "k1", "ES256", "sig", false)
 	v := verifier(t, s.srv.URL, time.Hour)
+	// Once the start-up fetch is done, no unknown kid has cost a fetch yet.
+	for ready, _ := v.keys.State(); !ready; ready, _ = v.keys.State() {
+		time.Sleep(time.Millisecond)
+	}
 	exp := time.Now().Add(time.Hour)
 	if _, err := v.Verify(t.Context(), sign(t, jwt.SigningMethodES256, k1, "k1", exp)); err != nil {
 		t.Fatal(err)
@@ -148,7 +152,10 @@ func TestKeysShareOneFetchAndLimitThem(t *testing.T) {
 			errs <- err
 		})
 	}
-	for s.hits.Load() == before { // the first fetch has reached the issuer
+	for deadline := time.Now().Add(30 * time.Second); s.hits.Load() == before; { // the first fetch has reached the issuer
+		if time.Now().After(deadline) {
+			t.Fatal("no fetch of the key set for a new kid")
+		}
 		time.Sleep(time.Millisecond)
 	}
 	close(gate)

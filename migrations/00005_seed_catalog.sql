@@ -1,4 +1,7 @@
 -- +goose Up
+-- A migration waits at most 5 s for its locks, rather than queue every
+-- query behind it; the API retries it at start-up.
+SET LOCAL lock_timeout = '5s';
 -- The seed's catalog: products (id, name, price numeric(12,2)) with 'Pro
 -- Subscription' 19.99, 'Enterprise Plan' 99.00 and 'One-time Add-on' 9.99.
 -- 00002/00003 had invented a catalog (keyboards, a monitor) priced in
@@ -10,7 +13,7 @@ ALTER TABLE products ADD COLUMN price numeric(12,2);
 UPDATE products SET price = price_cents / 100.0;
 ALTER TABLE products
     ALTER COLUMN price SET NOT NULL,
-    ADD CONSTRAINT products_price_check CHECK (price >= 0),
+    ADD CONSTRAINT products_price_check CHECK (price >= 0 AND price <> 'NaN'),
     DROP COLUMN price_cents;
 
 -- The invented rows go only as 00003 left them: a row someone edited is

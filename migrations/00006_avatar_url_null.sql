@@ -1,4 +1,5 @@
 -- +goose Up
+SET LOCAL lock_timeout = '5s';
 -- The seed stores avatar_url as NULL when a user has none; 00001 stored ''.
 ALTER TABLE users ALTER COLUMN avatar_url DROP NOT NULL, ALTER COLUMN avatar_url DROP DEFAULT;
 UPDATE users SET avatar_url = NULL WHERE avatar_url = '';

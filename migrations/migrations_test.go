@@ -121,6 +121,7 @@ func TestSchemaRejectsBadRows(t *testing.T) {
 		"INSERT INTO products (sku, name, price) VALUES ('PRO-SUB', 'dup', 1)",
 		"INSERT INTO products (sku, name, price) VALUES ('X', 'negative', -1)",
 		"INSERT INTO products (sku, name) VALUES ('Y', 'no price')",
+		"INSERT INTO products (sku, name, price) VALUES ('N', 'not a number', 'NaN')",
 		"INSERT INTO products (sku, name, price) VALUES ('Z', 'too precise for 12,2', 12345678901.5)",
 	}
 	for _, q := range bad {

@@ -149,12 +149,14 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 	if a.keys != nil {
 		health.WithIssuer(a.keys.State)
 	}
-	a.ui, err = controllers.NewUIController(controllers.UIInfo{
-		Mode: string(cfg.Mode), Auth: cfg.Auth.Mode, Window: cfg.Window.String(),
-		ModeOverride: cfg.Auth.Mode == config.AuthDemo, LabURL: cfg.LabURL,
-	}, web.Files(), a.monitor.Status, router.Counts)
-	if err != nil {
-		return nil, err
+	if cfg.LivePage {
+		a.ui, err = controllers.NewUIController(controllers.UIInfo{
+			Mode: string(cfg.Mode), Auth: cfg.Auth.Mode, Window: cfg.Window.String(),
+			ModeOverride: cfg.Auth.Mode == config.AuthDemo, LabURL: cfg.LabURL,
+		}, web.Files(), a.monitor.Status, router.Counts)
+		if err != nil {
+			return nil, err
+		}
 	}
 	a.handler = controllers.NewRouter(controllers.Deps{
 		Metrics:      metrics.reg,
@@ -256,7 +258,9 @@ func (a *app) serve(ctx context.Context) error {
 	monCtx, stopMonitor := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { a.monitor.Run(monCtx) })
-	wg.Go(func() { a.ui.Run(monCtx) })
+	if a.ui != nil {
+		wg.Go(func() { a.ui.Run(monCtx) })
+	}
 	defer func() {
 		stopMonitor()
 		wg.Wait()

@@ -7,6 +7,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -253,5 +254,21 @@ func TestSwaggerUIRendersTheAPIOperations(t *testing.T) {
 	}
 	if !eval[bool](t, b, `document.querySelector(".btn.authorize") !== null`) {
 		t.Error("Swagger UI has no Authorize button")
+	}
+}
+
+// TestLivePageCanBeTurnedOff: with LIVE_PAGE=false, / and /ui/state are
+// not served (their figures are /metrics's, which a deployment may keep
+// private).
+func TestLivePageCanBeTurnedOff(t *testing.T) {
+	api, _ := startRun(t, stackEnv(t, "LIVE_PAGE=false"))
+	for _, path := range []string{"/", "/ui/state", "/ui/static/app.js"} {
+		if r := do(t, http.MethodGet, api+path, uuid.Nil, "", nil); r.status != http.StatusNotFound {
+			t.Errorf("GET %s with LIVE_PAGE=false = %s; want 404", path, r)
+		}
+	}
+	api2, _ := startRun(t, stackEnv(t))
+	if r := do(t, http.MethodGet, api2+"/", uuid.Nil, "", nil); r.status != http.StatusOK || !strings.Contains(string(r.body), "Try it") {
+		t.Errorf("GET / by default = %d; want the page", r.status)
 	}
 }

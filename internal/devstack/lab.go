@@ -97,12 +97,18 @@ func (s *Stack) LabHandler() http.Handler {
 		labDone(w, err)
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Vary", "Origin")
+		// A loopback Host only: a name that resolves to 127.0.0.1 (DNS
+		// rebinding) does not make another site's page a loopback one.
+		if !loopbackOrigin("http://" + r.Host) {
+			labJSON(w, http.StatusForbidden, map[string]string{"error": "the lab answers on loopback addresses only"})
+			return
+		}
 		origin := r.Header.Get("Origin")
 		if loopbackOrigin(origin) {
 			w.Header().Set("Access-Control-Allow-Origin", origin)
 			w.Header().Set("Access-Control-Allow-Methods", "GET, POST")
 			w.Header().Set("Access-Control-Allow-Headers", LabHeader)
-			w.Header().Set("Vary", "Origin")
 		}
 		if r.Method == http.MethodOptions {
 			w.WriteHeader(http.StatusNoContent)

@@ -28,13 +28,22 @@ function el(tag, attrs, ...children) {
 // ---- state polling -------------------------------------------------------
 
 async function poll() {
+  if (polling) return; // one poll at a time
+  polling = true;
   try {
     const r = await fetch(`/ui/state?since=${page.lastT}`, { cache: "no-store" });
     if (!r.ok) throw new Error(`/ui/state answered ${r.status}`);
     const st = await r.json();
     const first = page.info === null;
+    if (!first && st.instance !== page.info.instance) {
+      // Another instance answered (a load balancer), or this one restarted:
+      // its counters are not comparable with what we have.
+      page.samples = [];
+    }
     page.info = st;
     for (const s of st.samples) {
+      if (s.t <= page.lastT && page.samples.length) continue; // a poll that overlapped another
+      if (countersWentDown(s)) page.samples = [];
       page.samples.push(s);
       page.lastT = Math.max(page.lastT, s.t);
     }
@@ -46,8 +55,25 @@ async function poll() {
     renderDecisions();
   } catch (err) {
     $("modes").textContent = `cannot reach the service: ${err.message}`;
+  } finally {
+    polling = false;
   }
 }
+
+// countersWentDown says whether s counts fewer decisions than the last
+// sample: the instance restarted.
+function countersWentDown(s) {
+  const prev = page.samples[page.samples.length - 1];
+  if (!prev) return false;
+  for (const [reason, byNode] of Object.entries(prev.decisions || {})) {
+    for (const [node, n] of Object.entries(byNode)) {
+      if ((((s.decisions || {})[reason] || {})[node] || 0) < n) return true;
+    }
+  }
+  return false;
+}
+
+let polling = false;
 
 function setUp() {
   const info = page.info;
@@ -159,11 +185,22 @@ function renderDecisions() {
 
 // ---- try it --------------------------------------------------------------
 
+// uuid4 works outside secure contexts too (a page opened by a LAN address),
+// where crypto.randomUUID does not exist.
+function uuid4() {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
 function demoUser(key) {
-  let id = localStorage.getItem(key);
+  let id = null;
+  try { id = localStorage.getItem(key); } catch (_) { /* storage disabled */ }
   if (!id) {
-    id = crypto.randomUUID();
-    localStorage.setItem(key, id);
+    id = uuid4();
+    try { localStorage.setItem(key, id); } catch (_) { /* a new user per visit, then */ }
   }
   return id;
 }
@@ -237,7 +274,11 @@ async function runTry(ev) {
   ev.preventDefault();
   const err = $("try-error");
   err.hidden = true;
-  if (!page.info) return;
+  if (!page.info) {
+    err.textContent = "The page has not reached the service yet; try again in a second.";
+    err.hidden = false;
+    return;
+  }
   if (page.info.auth === "jwt" && !$("try-token").value.trim()) {
     err.textContent = "Paste a bearer token first (bin/devstack token <uuid> prints one).";
     err.hidden = false;
@@ -272,14 +313,18 @@ async function lab(method, path) {
 async function pollLab() {
   try {
     page.lab = await lab("GET", "/lab/state");
+    if ($("lab-error").dataset.from === "poll") $("lab-error").hidden = true;
     renderLab();
   } catch (e) {
-    showLabError(e);
+    showLabError(e, "poll");
   }
 }
 
-function showLabError(e) {
+// showLabError shows a failure of the lab; from says whether a poll (which
+// the next good poll clears) or a button (which stays until the next click).
+function showLabError(e, from) {
   $("lab-error").textContent = `lab: ${e.message}`;
+  $("lab-error").dataset.from = from;
   $("lab-error").hidden = false;
 }
 
@@ -292,7 +337,7 @@ function labButton(id, label, path) {
       await lab("POST", path);
       await pollLab();
     } catch (e) {
-      showLabError(e);
+      showLabError(e, "button");
     } finally {
       b.disabled = false;
     }
