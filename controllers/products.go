@@ -4,8 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"net/http"
+	"regexp"
 
 	"github.com/gin-gonic/gin"
 

@@ -19,9 +19,9 @@ type UIInfo struct {
 	// Instance identifies this process: behind a load balancer, the page
 	// starts its history again when another instance answers.
 	Instance string `json:"instance"`
-	Mode     string `json:"mode"` // RYW_MODE
-	Auth   string `json:"auth"`   // AUTH_MODE
-	Window string `json:"window"` // RYW_WINDOW
+	Mode     string `json:"mode"`   // RYW_MODE
+	Auth     string `json:"auth"`   // AUTH_MODE
+	Window   string `json:"window"` // RYW_WINDOW
 	// ModeOverride: X-RYW-Mode: off is honoured (demo mode only).
 	ModeOverride bool `json:"modeOverride"`
 	// LabURL is devstack's lab, when there is one: the page shows its

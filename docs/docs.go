@@ -465,6 +465,10 @@ const docTemplate = `{
                     "description": "AUTH_MODE",
                     "type": "string"
                 },
+                "instance": {
+                    "description": "Instance identifies this process: behind a load balancer, the page\nstarts its history again when another instance answers.",
+                    "type": "string"
+                },
                 "labUrl": {
                     "description": "LabURL is devstack's lab, when there is one: the page shows its\nbuttons.",
                     "type": "string"
