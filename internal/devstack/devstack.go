@@ -65,6 +65,8 @@ type Stack struct {
 	apis    []*API
 	issuer  *Issuer
 	labURL  string
+	db      string  // the application database
+	retired []*Node // old primaries, after Failover
 	closers []func(context.Context) error // servers of the stack's own (the lab)
 	closed  bool
 }
@@ -98,7 +100,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("devstack: %w", err)
 	}
-	s := &Stack{Dir: dir, log: opts.Log}
+	s := &Stack{Dir: dir, log: opts.Log, db: opts.Database}
 	defer func() {
 		if err != nil {
 			if cerr := s.Close(); cerr != nil {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ryw-go/ryw/ryw"
@@ -487,5 +488,78 @@ func TestProxyForwardsBlackholesAndHeals(t *testing.T) {
 	defer c2.Close()
 	if err := c2.Ping(ctx).Err(); err == nil {
 		t.Fatal("a reset link answered")
+	}
+}
+
+// TestFailover: the primary is killed, replica1 is promoted onto a new
+// timeline, replica2 follows it and replays what is written after; a
+// multi-host URL with target_session_attrs=read-write reaches the new
+// primary. A control first: before the failover the same URL reaches the
+// old primary.
+func TestFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a stack of its own")
+	}
+	ctx := t.Context()
+	s, err := Start(ctx, Options{Replicas: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	multi := s.PrimaryURLs()
+	port := func() int {
+		t.Helper()
+		conn, err := pgx.Connect(ctx, multi)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		var p int
+		if err := conn.QueryRow(ctx, "SELECT current_setting('port')::int").Scan(&p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if p := port(); p != s.Primary.Port {
+		t.Fatalf("before the failover the multi-host URL reached port %d; want the primary's %d", p, s.Primary.Port)
+	}
+	if err := s.Primary.Exec(ctx, "CREATE TABLE t (v int); INSERT INTO t VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WaitCaughtUp(ctx, s.Replicas...); err != nil {
+		t.Fatal(err)
+	}
+	r1, r2 := s.Replicas[0], s.Replicas[1]
+	before, err := r1.Timeline(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	old, err := s.Failover(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if old.Running() || s.Primary != r1 || len(s.Replicas) != 1 || s.Replicas[0] != r2 {
+		t.Fatalf("after the failover: old running %v, primary %s, replicas %v", old.Running(), s.Primary.Name, s.Replicas)
+	}
+	after, err := r1.Timeline(ctx)
+	if err != nil || after != before+1 {
+		t.Fatalf("the promoted node is on timeline %d (%v); want %d", after, err, before+1)
+	}
+	if tli, err := r2.Timeline(ctx); err != nil || tli != after {
+		t.Errorf("replica2 streams timeline %d (%v); want %d", tli, err, after)
+	}
+	if err := s.Primary.Exec(ctx, "INSERT INTO t VALUES (2)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WaitCaughtUp(ctx, r2); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := r2.QueryRow(ctx, []any{&n}, "SELECT count(*) FROM t"); err != nil || n != 2 {
+		t.Errorf("replica2 has %d rows (%v); want both, from before and after the failover", n, err)
+	}
+	if p := port(); p != r1.Port {
+		t.Errorf("after the failover the multi-host URL reached port %d; want the new primary's %d", p, r1.Port)
 	}
 }

@@ -1,0 +1,131 @@
+package devstack
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Failover does what an operator, or Patroni, does when the primary dies:
+// it kills the primary the way a crash would, promotes the first replica,
+// and re-points every other replica at it. They follow the new timeline.
+// It returns the old primary, stopped. The old primary is not rejoined: its
+// data directory may hold writes that the promotion lost (replication is
+// asynchronous) and would need pg_rewind first.
+//
+// Afterwards Primary is the promoted node and Replicas are the others. No
+// other use of the stack may run while it does this. An API started with
+// PrimaryURLs as its DATABASE_URL follows the new primary without a
+// restart.
+func (s *Stack) Failover(ctx context.Context) (old *Node, err error) {
+	if len(s.Replicas) == 0 {
+		return nil, fmt.Errorf("devstack: failover needs a replica to promote")
+	}
+	old, promoted, others := s.Primary, s.Replicas[0], s.Replicas[1:]
+	if err := old.Kill(ctx); err != nil {
+		return nil, fmt.Errorf("devstack: kill %s: %w", old.Name, err)
+	}
+	var ok bool
+	if err := promoted.QueryRow(ctx, []any{&ok}, "SELECT pg_promote(true, 60)"); err != nil || !ok {
+		return nil, fmt.Errorf("devstack: promote %s: %v (promoted: %v)", promoted.Name, err, ok)
+	}
+	promoted.replica = false
+	tli, err := promoted.Timeline(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range others {
+		// Each replica streams through its own slot, as it did from the
+		// old primary.
+		if err := promoted.Exec(ctx, "SELECT pg_create_physical_replication_slot($1) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)", r.Name); err != nil {
+			return nil, fmt.Errorf("devstack: slot for %s on %s: %w", r.Name, promoted.Name, err)
+		}
+		conninfo := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres application_name=%s", promoted.Port, r.Name)
+		if err := r.Exec(ctx, "ALTER SYSTEM SET primary_conninfo = "+quoteLiteral(conninfo)); err != nil {
+			return nil, fmt.Errorf("devstack: re-point %s: %w", r.Name, err)
+		}
+		if err := r.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
+			return nil, err
+		}
+	}
+	s.Primary, s.Replicas = promoted, others
+	s.mu.Lock()
+	s.retired = append(s.retired, old)
+	s.mu.Unlock()
+	for _, r := range others {
+		if err := r.waitStreaming(ctx, tli); err != nil {
+			return old, err
+		}
+	}
+	return old, nil
+}
+
+// Timeline is the timeline the node is on: a primary's own, or the one a
+// replica's WAL receiver streams. (pg_control_checkpoint() lags behind a
+// promotion until the next checkpoint, so neither reads it.)
+func (n *Node) Timeline(ctx context.Context) (int, error) {
+	var inRecovery bool
+	if err := n.QueryRow(ctx, []any{&inRecovery}, "SELECT pg_is_in_recovery()"); err != nil {
+		return 0, err
+	}
+	if !inRecovery {
+		// A WAL file's name starts with the timeline, in hex.
+		var file string
+		if err := n.QueryRow(ctx, []any{&file}, "SELECT pg_walfile_name(pg_current_wal_lsn())"); err != nil {
+			return 0, err
+		}
+		tli, err := strconv.ParseInt(file[:8], 16, 32)
+		return int(tli), err
+	}
+	var tli *int32
+	if err := n.QueryRow(ctx, []any{&tli}, "SELECT received_tli FROM pg_stat_wal_receiver"); err != nil {
+		return 0, err
+	}
+	if tli == nil {
+		return 0, fmt.Errorf("%s: no WAL receiver", n.Name)
+	}
+	return int(*tli), nil
+}
+
+// waitStreaming waits until the replica's WAL receiver streams timeline tli.
+func (n *Node) waitStreaming(ctx context.Context, tli int) error {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for {
+		var status *string
+		var got *int32
+		err := n.QueryRow(ctx, []any{&status, &got}, "SELECT max(status), max(received_tli) FROM pg_stat_wal_receiver")
+		if err == nil && status != nil && *status == "streaming" && got != nil && int(*got) == tli {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: not streaming timeline %d within 60s (status %v, timeline %v, %v)", n.Name, tli, deref(status), deref(got), err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func deref[T any](p *T) any {
+	if p == nil {
+		return nil
+	}
+	return *p
+}
+
+// PrimaryURLs is a DATABASE_URL that names the primary and then every
+// replica, with target_session_attrs=read-write: pgx connects to whichever
+// accepts writes, so that an API follows the primary through a Failover.
+func (s *Stack) PrimaryURLs() string {
+	hosts := []string{fmt.Sprintf("127.0.0.1:%d", s.Primary.Port)}
+	for _, r := range s.Replicas {
+		hosts = append(hosts, fmt.Sprintf("127.0.0.1:%d", r.Port))
+	}
+	return "postgres://postgres@" + strings.Join(hosts, ",") + "/" + s.db + "?sslmode=disable&target_session_attrs=read-write"
+}
+
+func quoteLiteral(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+}
