@@ -65,8 +65,8 @@ type Stack struct {
 	apis    []*API
 	issuer  *Issuer
 	labURL  string
-	db      string  // the application database
-	retired []*Node // old primaries, after Failover
+	db      string                        // the application database
+	retired []*Node                       // old primaries, after Failover
 	closers []func(context.Context) error // servers of the stack's own (the lab)
 	closed  bool
 }
