@@ -575,6 +575,10 @@ const docTemplate = `{
                 },
                 "rttMs": {
                     "type": "number"
+                },
+                "timeline": {
+                    "description": "Timeline is the timeline it was on at its last good check.",
+                    "type": "integer"
                 }
             }
         },

@@ -4,9 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -38,6 +40,8 @@ type ReplicaStatus struct {
 	// RTT is the round trip of its checks, smoothed.
 	RTT   time.Duration `json:"-"`
 	RTTMs float64       `json:"rttMs"`
+	// Timeline is the timeline it was on at its last good check.
+	Timeline int `json:"timeline,omitempty"`
 	// Quarantined: it answers, but it flapped, and is held out of
 	// rotation until QuarantinedUntil.
 	Quarantined      bool      `json:"quarantined,omitempty"`
@@ -80,6 +84,10 @@ type Monitor struct {
 	fence      LSN
 	fenceAsOf  time.Time
 	primaryErr string // the last poll's error, "" when it answered
+	// The primary's cluster and timeline at its last poll: replicas must
+	// match both ("" and 0 before the first poll).
+	primarySystem   string
+	primaryTimeline int
 }
 
 // NewMonitor builds a monitor that checks every interval. Its pools should
@@ -145,12 +153,16 @@ func (m *Monitor) pollPrimary(ctx context.Context) {
 	// it is at or below the position the primary answers, and every fence
 	// raised before it is in the answer.
 	asked := m.now()
-	var text, fenceText string
+	var text, fenceText, system, tliHex string
 	var block, segment int64
-	err := m.primary.QueryRowContext(ctx, pollPrimaryQuery).Scan(&text, &block, &segment, &fenceText)
+	err := m.primary.QueryRowContext(ctx, pollPrimaryQuery).Scan(&text, &block, &segment, &fenceText, &system, &tliHex)
 	if err != nil {
 		m.primaryFailed(ctx, err)
 		return // replicas are judged against the last known position
+	}
+	tli, err := strconv.ParseInt(tliHex, 16, 64)
+	if err != nil {
+		return
 	}
 	lsn, err := ParseLSN(text)
 	if err != nil {
@@ -167,6 +179,11 @@ func (m *Monitor) pollPrimary(ctx context.Context) {
 		m.logger.Info("primary answers the monitor", "walLsn", lsn.String(), "fence", fence.String())
 	}
 	m.primaryErr = ""
+	if m.primarySystem != "" && (m.primarySystem != system || m.primaryTimeline != int(tli)) {
+		m.logger.Warn("the primary changed", "systemIdentifier", system, "timeline", tli,
+			"was", fmt.Sprintf("%s timeline %d", m.primarySystem, m.primaryTimeline))
+	}
+	m.primarySystem, m.primaryTimeline = system, int(tli)
 	m.fence, m.fenceAsOf = max(m.fence, fence), asked
 	if n := len(m.samples); n > 0 && m.samples[n-1].lsn == lsn {
 		m.samples[n-1].last = asked
@@ -180,9 +197,22 @@ func (m *Monitor) pollPrimary(ctx context.Context) {
 
 // pollPrimaryQuery reads the primary's WAL insert position (at or past
 // every commit that has returned, whatever synchronous_commit is; see
-// PrimaryWAL.CurrentLSN) and its fence.
+// PrimaryWAL.CurrentLSN), its fence, its cluster's system identifier, and
+// its timeline (the first 8 hex digits of a WAL file's name; the control
+// file's checkpoint lags behind a promotion).
 const pollPrimaryQuery = `SELECT pg_current_wal_insert_lsn()::text, current_setting('wal_block_size')::bigint,
-	pg_size_bytes(current_setting('wal_segment_size')), (SELECT lsn::text FROM ryw_fence WHERE id = 1)`
+	pg_size_bytes(current_setting('wal_segment_size')), (SELECT lsn::text FROM ryw_fence WHERE id = 1),
+	(SELECT system_identifier FROM pg_control_system())::text, substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8)`
+
+// pollReplicaQuery reads whether the node is a standby, how far it has
+// replayed, its cluster's system identifier, and the timeline it is on:
+// the one its WAL receiver streams, else (no receiver, or a role without
+// pg_read_all_stats, which sees NULL there) its last restartpoint's, which
+// can lag behind a promotion it follows: a replica may then be left out
+// until its next restartpoint, never let in wrongly.
+const pollReplicaQuery = `SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text,
+	(SELECT system_identifier FROM pg_control_system())::text,
+	COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), (SELECT timeline_id FROM pg_control_checkpoint()))`
 
 // primaryFailed logs, once per outage, that the primary does not answer the
 // monitor: own-write reads then stop trusting replicas once the fence is
@@ -208,6 +238,14 @@ func (m *Monitor) PrimaryLSN() LSN {
 		return m.samples[n-1].lsn
 	}
 	return 0
+}
+
+// Primary returns the primary's cluster system identifier and timeline at
+// its last successful poll ("" and 0 before the first).
+func (m *Monitor) Primary() (system string, timeline int) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.primarySystem, m.primaryTimeline
 }
 
 // Fence returns the highest fence seen on the primary and when the poll
@@ -263,8 +301,10 @@ func (m *Monitor) pollReplica(parent context.Context, r NodeDB) {
 	defer cancel()
 	var inRecovery bool
 	var replay sql.NullString
+	var system string
+	var tli int
 	asked := time.Now()
-	err := r.DB.QueryRowContext(ctx, "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text").Scan(&inRecovery, &replay)
+	err := r.DB.QueryRowContext(ctx, pollReplicaQuery).Scan(&inRecovery, &replay, &system, &tli)
 	rtt := time.Since(asked)
 	switch {
 	case err != nil:
@@ -290,6 +330,17 @@ func (m *Monitor) pollReplica(parent context.Context, r NodeDB) {
 		m.takeOut(r.Name, "replica out of rotation: its check failed", err, now, true)
 		return
 	}
+	// Positions are comparable only within one cluster and one history: a
+	// standby of another cluster, or one still on a timeline the primary
+	// has left (not following a promotion, or diverged), never serves.
+	switch {
+	case m.primarySystem != "" && system != m.primarySystem:
+		m.takeOut(r.Name, "replica out of rotation: another cluster", fmt.Errorf("system identifier %s, the primary's is %s", system, m.primarySystem), now, false)
+		return
+	case m.primaryTimeline > 0 && tli < m.primaryTimeline:
+		m.takeOut(r.Name, "replica out of rotation: on an old timeline", fmt.Errorf("on timeline %d, the primary on %d", tli, m.primaryTimeline), now, false)
+		return
+	}
 	q := m.quarantine[r.Name]
 	if q.held(now) {
 		m.status[r.Name] = ReplicaStatus{Name: r.Name, Quarantined: true, QuarantinedUntil: q.until, ReplayLSN: lsn,
@@ -302,6 +353,7 @@ func (m *Monitor) pollReplica(parent context.Context, r NodeDB) {
 		m.logger.Info("replica back in rotation", "replica", r.Name, "replayLsn", lsn.String())
 	}
 	st := m.statusAt(r.Name, lsn, now)
+	st.Timeline = tli
 	// The round trip, smoothed: a replica that answers slowly is passed
 	// over while a fast one can serve (see CaughtUp).
 	st.RTT = rtt
@@ -368,7 +420,7 @@ func (m *Monitor) Behind(name string, lsn LSN) {
 	}
 	m.logger.Warn("replica is behind its known position; lowering it", "replica", name, "known", st.ReplayLSN, "seen", lsn)
 	next := m.statusAt(name, lsn, m.now())
-	next.RTT, next.RTTMs = st.RTT, st.RTTMs
+	next.RTT, next.RTTMs, next.Timeline = st.RTT, st.RTTMs, st.Timeline
 	m.status[name] = next
 }
 
