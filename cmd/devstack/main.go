@@ -150,7 +150,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		fmt.Fprintln(stderr, "devstack: stopped; everything removed")
 	}()
 
-	env := []string{"RYW_MODE=" + o.mode, "AUTH_MODE=" + o.auth}
+	// The primary and then the replicas, read-write only: the API follows
+	// the primary through the lab's failover without a restart.
+	env := []string{"RYW_MODE=" + o.mode, "AUTH_MODE=" + o.auth, "DATABASE_URL=" + stack.PrimaryURLs()}
 	labURL, err := stack.ServeLab(o.labAddr)
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sync"
 	"time"
 )
 
@@ -19,6 +20,7 @@ const LabHeader = "X-RYW-Lab"
 
 // LabState is what GET /lab/state answers.
 type LabState struct {
+	Primary  string       `json:"primary"` // its name: "primary", or the replica promoted by a failover
 	Replicas []LabReplica `json:"replicas"`
 	Redis    bool         `json:"redisRunning"`
 }
@@ -37,12 +39,14 @@ type LabReplica struct {
 //	POST /lab/replicas/{name}/resume    pg_wal_replay_resume()
 //	POST /lab/redis/stop                stop Redis (its keys survive in its dump only if saved)
 //	POST /lab/redis/start               start Redis again
+//	POST /lab/failover                  kill the primary, promote the first replica, re-point the others (Failover)
 //
 // Every request needs the X-RYW-Lab header; pages served from loopback
 // may call it from a browser (CORS). It is for loopback only: devstack
 // serves it there.
 func (s *Stack) LabHandler() http.Handler {
 	mux := http.NewServeMux()
+	var one sync.Mutex // one lab action at a time: a failover changes the stack's nodes
 	replica := func(name string) *Node {
 		for _, r := range s.Replicas {
 			if r.Name == name {
@@ -52,14 +56,26 @@ func (s *Stack) LabHandler() http.Handler {
 		return nil
 	}
 	mux.HandleFunc("GET /lab/state", func(w http.ResponseWriter, r *http.Request) {
-		st := LabState{Replicas: []LabReplica{}, Redis: s.Redis.Running()}
+		one.Lock()
+		defer one.Unlock()
+		st := LabState{Primary: s.Primary.Name, Replicas: []LabReplica{}, Redis: s.Redis.Running()}
 		for _, n := range s.Replicas {
 			paused, _ := n.ReplayPaused(r.Context())
 			st.Replicas = append(st.Replicas, LabReplica{Name: n.Name, Paused: paused})
 		}
 		labJSON(w, http.StatusOK, st)
 	})
+	mux.HandleFunc("POST /lab/failover", func(w http.ResponseWriter, r *http.Request) {
+		one.Lock()
+		defer one.Unlock()
+		ctx, cancel := context.WithTimeout(r.Context(), 90*time.Second)
+		defer cancel()
+		_, err := s.Failover(ctx)
+		labDone(w, err)
+	})
 	mux.HandleFunc("POST /lab/replicas/{name}/{action}", func(w http.ResponseWriter, r *http.Request) {
+		one.Lock()
+		defer one.Unlock()
 		n := replica(r.PathValue("name"))
 		if n == nil {
 			labJSON(w, http.StatusNotFound, map[string]string{"error": "no replica " + r.PathValue("name")})
@@ -80,6 +96,8 @@ func (s *Stack) LabHandler() http.Handler {
 		labDone(w, err)
 	})
 	mux.HandleFunc("POST /lab/redis/{action}", func(w http.ResponseWriter, r *http.Request) {
+		one.Lock()
+		defer one.Unlock()
 		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 		defer cancel()
 		var err error

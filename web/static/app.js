@@ -356,6 +356,9 @@ function renderLab() {
   buttons.push(st.redisRunning
     ? labButton("lab-redis-stop", "Stop Redis", "/lab/redis/stop")
     : labButton("lab-redis-start", "Start Redis (empty)", "/lab/redis/start"));
+  if (st.replicas.length > 0) {
+    buttons.push(labButton("lab-failover", `Fail over: kill ${st.primary}, promote ${st.replicas[0].name}`, "/lab/failover"));
+  }
   const box = $("lab-buttons");
   // Rebuild only when something changed, so that a click is never lost.
   const key = JSON.stringify(st);
