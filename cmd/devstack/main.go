@@ -72,6 +72,7 @@ type options struct {
 	auth         string
 	issuerAddr   string
 	labAddr      string
+	syncStandbys int
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -87,6 +88,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.apiBin, "api-bin", "", "API executable to run (default: go build ./cmd/api from this checkout)")
 	fs.StringVar(&o.auth, "auth", envOr("AUTH_MODE", "demo"), "how the API identifies users: demo (X-Demo-UserId) or jwt (bearer tokens from a development issuer this command serves)")
 	fs.StringVar(&o.issuerAddr, "issuer-addr", "127.0.0.1:8090", "with -auth jwt: loopback address of the development token issuer (port 0: a free port)")
+	fs.IntVar(&o.syncStandbys, "sync-standbys", 0, "synchronous replication: commits wait for this many replicas (synchronous_standby_names = 'ANY N (...)'); 0: asynchronous")
 	fs.StringVar(&o.labAddr, "lab-addr", "127.0.0.1:0", "loopback address of the lab, which the live page's buttons call to pause replicas and stop Redis")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -102,6 +104,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-mode must be time, lsn or off, got %q", o.mode)
 	case o.instances < 1:
 		return o, fmt.Errorf("-instances must be >= 1, got %d", o.instances)
+	case o.syncStandbys < 0 || o.syncStandbys > o.replicas:
+		return o, fmt.Errorf("-sync-standbys must be between 0 and -replicas (%d), got %d", o.replicas, o.syncStandbys)
 	case o.auth != "demo" && o.auth != "jwt":
 		return o, fmt.Errorf("-auth must be demo or jwt, got %q", o.auth)
 	}
@@ -150,6 +154,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		fmt.Fprintln(stderr, "devstack: stopped; everything removed")
 	}()
 
+	if o.syncStandbys > 0 {
+		if err := stack.SetSynchronousStandbys(ctx, o.syncStandbys); err != nil {
+			return err
+		}
+	}
 	// The primary and then the replicas, read-write only: the API follows
 	// the primary through the lab's failover without a restart.
 	env := []string{"RYW_MODE=" + o.mode, "AUTH_MODE=" + o.auth, "DATABASE_URL=" + stack.PrimaryURLs()}

@@ -41,7 +41,7 @@ func TestFlags(t *testing.T) {
 		t.Errorf("defaults = %+v", o)
 	}
 	for _, args := range [][]string{
-		{"-replicas", "-1"}, {"-replica-delay", "-1s"}, {"-mode", "fast"}, {"-auth", "oauth"}, {"-instances", "0"}, {"extra"}, {"-bogus"},
+		{"-replicas", "-1"}, {"-replica-delay", "-1s"}, {"-mode", "fast"}, {"-auth", "oauth"}, {"-sync-standbys", "3"}, {"-sync-standbys", "-1"}, {"-instances", "0"}, {"extra"}, {"-bogus"},
 	} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("parseFlags(%q) accepted bad input", args)

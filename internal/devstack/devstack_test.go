@@ -563,3 +563,112 @@ func TestFailover(t *testing.T) {
 		t.Errorf("after the failover the multi-host URL reached port %d; want the new primary's %d", p, r1.Port)
 	}
 }
+
+// TestASynchronousQuorumLosesNoAcknowledgedWriteInAFailover: with both
+// replicas cut off from the primary, asynchronous commits are acknowledged
+// and then lost by the failover (the control). With a quorum of one
+// synchronous standby, the same commits are never acknowledged; once
+// replica2 is back, commits are acknowledged again, and the failover, which
+// promotes the most advanced replica (replica2, not the first), keeps every
+// one of them.
+func TestASynchronousQuorumLosesNoAcknowledgedWriteInAFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts stacks of its own")
+	}
+	for _, quorum := range []int{0, 1} {
+		t.Run(fmt.Sprintf("quorum %d", quorum), func(t *testing.T) {
+			ctx := t.Context()
+			s, err := Start(ctx, Options{Replicas: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			if err := s.Primary.Exec(ctx, "CREATE TABLE t (id int PRIMARY KEY)"); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.WaitCaughtUp(ctx, s.Replicas...); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.SetSynchronousStandbys(ctx, quorum); err != nil {
+				t.Fatal(err)
+			}
+			primaryPort := s.Primary.Port
+			conninfo := func(r *Node, port int) {
+				t.Helper()
+				ci := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres application_name=%s", port, r.Name)
+				if err := r.Exec(ctx, "ALTER SYSTEM SET primary_conninfo = "+quoteLiteral(ci)); err != nil {
+					t.Fatal(err)
+				}
+				if err := r.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Both replicas stop receiving: their WAL receivers point nowhere.
+			for _, r := range s.Replicas {
+				conninfo(r, 1)
+			}
+			for _, r := range s.Replicas {
+				for {
+					var n int
+					if err := r.QueryRow(ctx, []any{&n}, "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'"); err != nil {
+						t.Fatal(err)
+					}
+					if n == 0 {
+						break
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+			acked := map[int]bool{}
+			insert := func(id int) {
+				c, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+				defer cancel()
+				if err := s.Primary.Exec(c, "INSERT INTO t VALUES ($1)", id); err == nil {
+					acked[id] = true
+				}
+			}
+			for id := 1; id <= 5; id++ {
+				insert(id)
+			}
+			if quorum > 0 {
+				if len(acked) != 0 {
+					t.Fatalf("with no standby receiving, %d commits were acknowledged; want 0", len(acked))
+				}
+				// replica2 receives again: commits are acknowledged again,
+				// and replica2 is now the most advanced replica.
+				conninfo(s.Replicas[1], primaryPort)
+				if err := s.Replicas[1].waitStreaming(ctx, 1); err != nil {
+					t.Fatal(err)
+				}
+				for id := 6; id <= 10; id++ {
+					insert(id)
+				}
+				if len(acked) != 5 {
+					t.Fatalf("with replica2 back, %d of 5 commits were acknowledged", len(acked))
+				}
+			}
+			if _, err := s.Failover(ctx); err != nil {
+				t.Fatal(err)
+			}
+			lost := 0
+			for id := range acked {
+				var n int
+				if err := s.Primary.QueryRow(ctx, []any{&n}, "SELECT count(*) FROM t WHERE id = $1", id); err != nil {
+					t.Fatal(err)
+				}
+				if n == 0 {
+					lost++
+				}
+			}
+			switch {
+			case quorum == 0 && (len(acked) != 5 || lost != 5):
+				t.Errorf("asynchronous: %d acknowledged, %d lost by the failover; want 5 and 5 (the control)", len(acked), lost)
+			case quorum > 0 && lost != 0:
+				t.Errorf("a quorum of %d: %d of %d acknowledged commits lost by the failover; want 0", quorum, lost, len(acked))
+			case quorum > 0 && s.Primary.Name != "replica2":
+				t.Errorf("the failover promoted %s; want replica2, the only one that received the commits", s.Primary.Name)
+			}
+			t.Logf("%d acknowledged, %d lost; promoted %s", len(acked), lost, s.Primary.Name)
+		})
+	}
+}

@@ -3,14 +3,20 @@ package devstack
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ryw-go/ryw/ryw"
 )
 
 // Failover does what an operator, or Patroni, does when the primary dies:
-// it kills the primary the way a crash would, promotes the first replica,
-// and re-points every other replica at it. They follow the new timeline.
+// it kills the primary the way a crash would, promotes the replica that has
+// received the most WAL (the first of those that tie), and re-points every
+// other replica at it. They follow the new timeline. Promoting the most
+// advanced replica is what makes a synchronous quorum (see
+// SetSynchronousStandbys) lose no acknowledged write.
 // It returns the old primary, stopped. The old primary is not rejoined: its
 // data directory may hold writes that the promotion lost (replication is
 // asynchronous) and would need pg_rewind first.
@@ -23,10 +29,26 @@ func (s *Stack) Failover(ctx context.Context) (old *Node, err error) {
 	if len(s.Replicas) == 0 {
 		return nil, fmt.Errorf("devstack: failover needs a replica to promote")
 	}
-	old, promoted, others := s.Primary, s.Replicas[0], s.Replicas[1:]
+	old = s.Primary
 	if err := old.Kill(ctx); err != nil {
 		return nil, fmt.Errorf("devstack: kill %s: %w", old.Name, err)
 	}
+	best, bestLSN := -1, ryw.LSN(0)
+	for i, r := range s.Replicas {
+		var text string
+		if err := r.QueryRow(ctx, []any{&text}, "SELECT GREATEST(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text"); err != nil {
+			continue // not running: not a candidate
+		}
+		lsn, err := ryw.ParseLSN(text)
+		if err == nil && (best < 0 || lsn > bestLSN) {
+			best, bestLSN = i, lsn
+		}
+	}
+	if best < 0 {
+		return old, fmt.Errorf("devstack: no replica answers; nothing to promote")
+	}
+	promoted := s.Replicas[best]
+	others := slices.Delete(slices.Clone(s.Replicas), best, best+1)
 	var ok bool
 	if err := promoted.QueryRow(ctx, []any{&ok}, "SELECT pg_promote(true, 60)"); err != nil || !ok {
 		return nil, fmt.Errorf("devstack: promote %s: %v (promoted: %v)", promoted.Name, err, ok)
@@ -113,6 +135,26 @@ func deref[T any](p *T) any {
 		return nil
 	}
 	return *p
+}
+
+// SetSynchronousStandbys makes commits on the primary wait until n of the
+// replicas have flushed them (synchronous_standby_names = 'ANY n (...)',
+// a quorum); 0 makes replication asynchronous again. With n >= 1, a
+// Failover loses no acknowledged commit: the promoted replica, the most
+// advanced one, has every commit the quorum confirmed.
+func (s *Stack) SetSynchronousStandbys(ctx context.Context, n int) error {
+	value := ""
+	if n > 0 {
+		names := make([]string, len(s.Replicas))
+		for i, r := range s.Replicas {
+			names[i] = quoteIdent(r.Name)
+		}
+		value = fmt.Sprintf("ANY %d (%s)", n, strings.Join(names, ", "))
+	}
+	if err := s.Primary.Exec(ctx, "ALTER SYSTEM SET synchronous_standby_names = "+quoteLiteral(value)); err != nil {
+		return err
+	}
+	return s.Primary.Exec(ctx, "SELECT pg_reload_conf()")
 }
 
 // PrimaryURLs is a DATABASE_URL that names the primary and then every
