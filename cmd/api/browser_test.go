@@ -272,3 +272,48 @@ func TestLivePageCanBeTurnedOff(t *testing.T) {
 		t.Errorf("GET / by default = %d; want the page", r.status)
 	}
 }
+
+// TestSwaggerUIAuthorizeWorksWithABearerToken: in jwt mode, Swagger UI's
+// Authorize dialog takes "Bearer <token>", and Try it out on GET /api/me
+// then answers as that user.
+func TestSwaggerUIAuthorizeWorksWithABearerToken(t *testing.T) {
+	api, _ := startRun(t, stackEnv(t, jwtEnv()...))
+	user := uuid.New()
+	tok, err := testIssuer.Mint(user.String(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := do(t, http.MethodPost, api+"/api/me/profile", uuid.Nil, "application/json", strings.NewReader(`{"email":"sw@example.com","name":"Swagger User"}`), bearer(tok)); r.status != http.StatusOK {
+		t.Fatalf("save = %s", r)
+	}
+	b := newBrowser(t)
+	b.do(t, chromedp.Navigate(api+"/swagger/index.html"))
+	b.waitJS(t, "the Authorize button", `document.querySelector(".btn.authorize") !== null`)
+	b.do(t, chromedp.Click(chromedp.CSS(".btn.authorize")))
+	b.waitJS(t, "the dialog", `document.querySelectorAll(".modal-ux .auth-container").length >= 2`)
+	// The BearerAuth scheme's input: the container whose text names it.
+	idx := eval[int](t, b, `[...document.querySelectorAll(".modal-ux .auth-container")].findIndex(c => c.innerText.includes("BearerAuth"))`)
+	if idx < 0 {
+		t.Fatal("the Authorize dialog has no BearerAuth scheme")
+	}
+	sel := fmt.Sprintf(`.modal-ux .auth-container:nth-of-type(%d) input`, idx+1)
+	b.waitJS(t, "the BearerAuth input", fmt.Sprintf(`document.querySelector(%q) !== null`, sel))
+	b.do(t,
+		chromedp.SendKeys(chromedp.CSS(sel), "Bearer "+tok),
+		chromedp.Click(chromedp.CSS(fmt.Sprintf(`.modal-ux .auth-container:nth-of-type(%d) button.authorize`, idx+1))),
+		chromedp.Click(chromedp.CSS(".modal-ux .btn-done")),
+	)
+	// Try GET /api/me.
+	b.waitJS(t, "the operation", `document.querySelector("#operations-me-get_api_me") !== null`)
+	b.do(t, chromedp.Click(chromedp.CSS("#operations-me-get_api_me .opblock-summary")))
+	b.waitJS(t, "Try it out", `document.querySelector("#operations-me-get_api_me .try-out__btn") !== null`)
+	b.do(t, chromedp.Click(chromedp.CSS("#operations-me-get_api_me .try-out__btn")))
+	b.waitJS(t, "Execute", `document.querySelector("#operations-me-get_api_me .execute") !== null`)
+	b.do(t, chromedp.Click(chromedp.CSS("#operations-me-get_api_me .execute")))
+	b.waitJS(t, "the response", `document.querySelector("#operations-me-get_api_me .live-responses-table tbody .response-col_status") !== null`)
+	status := eval[string](t, b, `document.querySelector("#operations-me-get_api_me .live-responses-table tbody .response-col_status").innerText`)
+	body := eval[string](t, b, `document.querySelector("#operations-me-get_api_me .live-responses-table tbody .response-col_description").innerText`)
+	if !strings.Contains(status, "200") || !strings.Contains(body, "Swagger User") {
+		t.Errorf("Try it out after Authorize: %q %.300q; want 200 with the user's profile", status, body)
+	}
+}
