@@ -149,10 +149,12 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 	if a.keys != nil {
 		health.WithIssuer(a.keys.State)
 	}
+	// X-RYW-Mode: off is honoured only where identity is not verified anyway.
+	modeOverride := cfg.Auth.Mode == config.AuthDemo
 	if cfg.LivePage {
 		a.ui, err = controllers.NewUIController(controllers.UIInfo{
 			Mode: string(cfg.Mode), Auth: cfg.Auth.Mode, Window: cfg.Window.String(),
-			ModeOverride: cfg.Auth.Mode == config.AuthDemo, LabURL: cfg.LabURL,
+			ModeOverride: modeOverride, LabURL: cfg.LabURL,
 		}, web.Files(), a.monitor.Status, router.Counts)
 		if err != nil {
 			return nil, err
@@ -163,7 +165,7 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 		Logger:       a.logger,
 		Identity:     identity,
 		Required:     required,
-		ModeOverride: cfg.Auth.Mode == config.AuthDemo,
+		ModeOverride: modeOverride,
 		UI:           a.ui,
 		Router:       router,
 		Tokens:       middleware.Tokens{Signer: ryw.NewTokenSigner(tokenKey), TTL: cfg.MarkerTTL},

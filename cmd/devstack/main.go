@@ -239,7 +239,7 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("token: give one subject, e.g. devstack token 11111111-1111-4111-8111-111111111111")
 	}
 	client := &http.Client{Timeout: 5 * time.Second}
-	tok, err := devissuer.FetchTokenTTL(ctx, client, *issuerURL, fs.Arg(0), *ttl)
+	tok, err := devissuer.FetchToken(ctx, client, *issuerURL, fs.Arg(0), *ttl)
 	if err != nil {
 		return fmt.Errorf("token: %w (is devstack running with -auth jwt?)", err)
 	}

@@ -68,23 +68,11 @@ func ownWritesPlot(path string, tls []timeline) error {
 		replicas = append(replicas, pct(tl.replica, len(tl.reads)))
 		stale = append(stale, pct(tl.stale, len(tl.reads)))
 	}
-	w := vg.Points(28)
-	b1, err := plotter.NewBarChart(replicas, w)
-	if err != nil {
+	if err := barPair(p, names, vg.Points(28),
+		bars{replicas, colReplica, "served by a replica (offload)"},
+		bars{stale, colStale, "stale: showed an older profile"}); err != nil {
 		return err
 	}
-	b1.Color, b1.LineStyle.Width, b1.Offset = colReplica, 0, -w/2
-	b2, err := plotter.NewBarChart(stale, w)
-	if err != nil {
-		return err
-	}
-	b2.Color, b2.LineStyle.Width, b2.Offset = colStale, 0, w/2
-	p.Add(plotter.NewGrid(), b1, b2)
-	p.Legend.Add("served by a replica (offload)", b1)
-	p.Legend.Add("stale: showed an older profile", b2)
-	p.Legend.Top = true
-	p.NominalX(names...)
-	p.X.Min, p.X.Max = -0.6, float64(len(tls))-0.4
 	var labels plotter.XYLabels
 	for i, tl := range tls {
 		labels.XYs = append(labels.XYs, plotter.XY{X: float64(i) + 0.05, Y: stale[i] + 2})
@@ -96,6 +84,32 @@ func ownWritesPlot(path string, tls []timeline) error {
 	}
 	p.Add(l)
 	return p.Save(6.5*vg.Inch, 3.6*vg.Inch, path)
+}
+
+// bars is one series of a bar chart.
+type bars struct {
+	values plotter.Values
+	color  color.Color
+	label  string
+}
+
+// barPair draws two series side by side over the nominal x values names,
+// with a grid and a legend.
+func barPair(p *plot.Plot, names []string, w vg.Length, left, right bars) error {
+	p.Add(plotter.NewGrid())
+	for i, b := range []bars{left, right} {
+		chart, err := plotter.NewBarChart(b.values, w)
+		if err != nil {
+			return err
+		}
+		chart.Color, chart.LineStyle.Width, chart.Offset = b.color, 0, w*vg.Length(2*i-1)/2
+		p.Add(chart)
+		p.Legend.Add(b.label, chart)
+	}
+	p.Legend.Top = true
+	p.NominalX(names...)
+	p.X.Min, p.X.Max = -0.6, float64(len(names))-0.4
+	return nil
 }
 
 func pct(n, of int) float64 {
@@ -118,24 +132,10 @@ func latencyPlot(path string, c configResult) error {
 		p50 = append(p50, s.p50)
 		p99 = append(p99, s.p99)
 	}
-	w := vg.Points(22)
-	b1, err := plotter.NewBarChart(p50, w)
-	if err != nil {
+	if err := barPair(p, names, vg.Points(22), bars{p50, colReplica, "p50"}, bars{p99, colLag, "p99"}); err != nil {
 		return err
 	}
-	b1.Color, b1.LineStyle.Width, b1.Offset = colReplica, 0, -w/2
-	b2, err := plotter.NewBarChart(p99, w)
-	if err != nil {
-		return err
-	}
-	b2.Color, b2.LineStyle.Width, b2.Offset = colLag, 0, w/2
-	p.Add(b1, b2, plotter.NewGrid())
-	p.Legend.Add("p50", b1)
-	p.Legend.Add("p99", b2)
 	p.Y.Min, p.Y.Max = 0, slices.Max(p99)*1.3
-	p.Legend.Top = true
-	p.NominalX(names...)
-	p.X.Min, p.X.Max = -0.6, float64(len(names))-0.4
 	return p.Save(6*vg.Inch, 3.6*vg.Inch, path)
 }
 

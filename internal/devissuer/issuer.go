@@ -210,13 +210,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// FetchToken asks the issuer at baseURL for a token for sub.
-func FetchToken(ctx context.Context, client *http.Client, baseURL, sub string) (TokenResponse, error) {
-	return FetchTokenTTL(ctx, client, baseURL, sub, 0)
-}
-
-// FetchTokenTTL is FetchToken for a token that lives ttl (0: DefaultTTL).
-func FetchTokenTTL(ctx context.Context, client *http.Client, baseURL, sub string, ttl time.Duration) (TokenResponse, error) {
+// FetchToken asks the issuer at baseURL for a token for sub that lives ttl
+// (0: DefaultTTL).
+func FetchToken(ctx context.Context, client *http.Client, baseURL, sub string, ttl time.Duration) (TokenResponse, error) {
 	form := url.Values{"sub": {sub}}
 	if ttl > 0 {
 		form.Set("ttl", ttl.String())

@@ -75,7 +75,7 @@ func TestTokenEndpoint(t *testing.T) {
 	}
 	srv := httptest.NewServer(iss.Handler())
 	defer srv.Close()
-	tok, err := FetchTokenTTL(t.Context(), srv.Client(), srv.URL, "bob", 10*time.Minute)
+	tok, err := FetchToken(t.Context(), srv.Client(), srv.URL, "bob", 10*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}

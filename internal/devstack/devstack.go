@@ -67,7 +67,7 @@ type Stack struct {
 	labURL  string
 	db      string                        // the application database
 	retired []*Node                       // old primaries, after Failover
-	closers []func(context.Context) error // servers of the stack's own (the lab)
+	closers []func(context.Context) error // servers of the stack's own (issuer, lab)
 	closed  bool
 }
 
@@ -344,7 +344,7 @@ func (s *Stack) Close() error {
 		return nil
 	}
 	s.closed = true
-	apis, issuer, closers := s.apis, s.issuer, s.closers
+	apis, closers := s.apis, s.closers
 	s.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -352,9 +352,6 @@ func (s *Stack) Close() error {
 	var errs []error
 	for _, a := range apis {
 		errs = append(errs, a.Stop(ctx))
-	}
-	if issuer != nil {
-		errs = append(errs, issuer.stop(ctx))
 	}
 	for _, c := range closers {
 		errs = append(errs, c(ctx))

@@ -1,13 +1,6 @@
 package devstack
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"net"
-	"net/http"
-	"time"
-
 	"github.com/ryw-go/ryw/internal/devissuer"
 )
 
@@ -20,7 +13,6 @@ const IssuerAudience = "ryw-api"
 type Issuer struct {
 	*devissuer.Issuer
 	URL string // where it answers, e.g. http://127.0.0.1:8090
-	srv *http.Server
 }
 
 // Env is what an API needs to trust the issuer.
@@ -37,16 +29,9 @@ func (i *Issuer) Env() []string {
 // loopback address (port 0 picks a free port): anyone who reaches it can
 // mint any identity. Its iss is its own URL. Close stops it.
 func (s *Stack) StartIssuer(addr string) (*Issuer, error) {
-	host, _, err := net.SplitHostPort(addr)
+	ln, err := listenLoopback(addr, "issuer", "the development issuer mints any identity for anyone")
 	if err != nil {
-		return nil, fmt.Errorf("devstack: issuer address %q: %w", addr, err)
-	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return nil, fmt.Errorf("devstack: the development issuer mints any identity for anyone; serve it on loopback, not %q", addr)
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("devstack: issuer: %w", err)
+		return nil, err
 	}
 	url := "http://" + ln.Addr().String()
 	iss, err := devissuer.New(url+"/", IssuerAudience)
@@ -54,16 +39,10 @@ func (s *Stack) StartIssuer(addr string) (*Issuer, error) {
 		ln.Close()
 		return nil, err
 	}
-	i := &Issuer{Issuer: iss, URL: url, srv: &http.Server{Handler: iss.Handler(), ReadHeaderTimeout: 5 * time.Second}}
-	go func() {
-		if err := i.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			fmt.Fprintf(s.log, "devstack: issuer stopped: %v\n", err)
-		}
-	}()
+	i := &Issuer{Issuer: iss, URL: url}
+	s.serve(ln, iss.Handler(), "issuer")
 	s.mu.Lock()
 	s.issuer = i
 	s.mu.Unlock()
 	return i, nil
 }
-
-func (i *Issuer) stop(ctx context.Context) error { return i.srv.Shutdown(ctx) }

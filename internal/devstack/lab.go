@@ -3,9 +3,6 @@ package devstack
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"sync"
@@ -146,9 +143,7 @@ func loopbackOrigin(origin string) bool {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
 		return false
 	}
-	host := u.Hostname()
-	ip := net.ParseIP(host)
-	return host == "localhost" || (ip != nil && ip.IsLoopback())
+	return isLoopbackHost(u.Hostname())
 }
 
 func labDone(w http.ResponseWriter, err error) {
@@ -168,26 +163,13 @@ func labJSON(w http.ResponseWriter, status int, v any) {
 // ServeLab serves LabHandler on addr (loopback only; port 0 picks a free
 // port) until the stack closes, and returns its URL.
 func (s *Stack) ServeLab(addr string) (string, error) {
-	host, _, err := net.SplitHostPort(addr)
+	ln, err := listenLoopback(addr, "lab", "the lab stops databases on request")
 	if err != nil {
-		return "", fmt.Errorf("devstack: lab address %q: %w", addr, err)
+		return "", err
 	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return "", fmt.Errorf("devstack: the lab stops databases on request; serve it on loopback, not %q", addr)
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return "", fmt.Errorf("devstack: lab: %w", err)
-	}
-	srv := &http.Server{Handler: s.LabHandler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			fmt.Fprintf(s.log, "devstack: lab stopped: %v\n", err)
-		}
-	}()
+	s.serve(ln, s.LabHandler(), "lab")
 	u := "http://" + ln.Addr().String()
 	s.mu.Lock()
-	s.closers = append(s.closers, func(ctx context.Context) error { return srv.Shutdown(ctx) })
 	s.labURL = u
 	s.mu.Unlock()
 	return u, nil
