@@ -33,6 +33,10 @@ type Config struct {
 	MarkerTTL    time.Duration // RYW_MARKER_TTL
 	PollInterval time.Duration // RYW_POLL_INTERVAL: how often replica positions are checked
 	MaxWait      time.Duration // RYW_MAX_WAIT: lsn mode, how long a read may wait for a replica to catch up
+	// Monotonic turns on the session floor (RYW_MONOTONIC, default true):
+	// a client's reads never go back in time. It applies in time and lsn
+	// mode; false is the control that shows the regressions.
+	Monotonic bool
 	// ReplicaTimeout bounds connecting to a replica and each read on it
 	// (RYW_REPLICA_TIMEOUT); a read that overruns is retried on the primary.
 	ReplicaTimeout time.Duration
@@ -128,6 +132,7 @@ func Load(getenv func(string) string) (Config, error) {
 		MarkerTTL:      l.duration("RYW_MARKER_TTL", DefaultMarkerTTL),
 		PollInterval:   l.duration("RYW_POLL_INTERVAL", DefaultPollInterval),
 		MaxWait:        l.nonNegativeDuration("RYW_MAX_WAIT", 0),
+		Monotonic:      l.oneOf("RYW_MONOTONIC", "true", "true", "false") == "true",
 		ReplicaTimeout: l.duration("RYW_REPLICA_TIMEOUT", DefaultReplicaTimeout),
 		PrimaryTimeout: l.duration("RYW_PRIMARY_TIMEOUT", DefaultPrimaryTimeout),
 		LogLevel:       l.level("LOG_LEVEL"),
@@ -180,6 +185,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("markerTtl", c.MarkerTTL),
 		slog.Duration("pollInterval", c.PollInterval),
 		slog.Duration("maxWait", c.MaxWait),
+		slog.Bool("monotonic", c.Monotonic),
 		slog.Duration("replicaTimeout", c.ReplicaTimeout),
 		slog.Duration("primaryTimeout", c.PrimaryTimeout),
 		slog.Bool("tokenKeySet", c.TokenKey != ""),

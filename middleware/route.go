@@ -16,10 +16,12 @@ import (
 const (
 	ServedByHeader = "X-Served-By"
 	ReasonHeader   = "X-Routing-Reason"
-	// TokenHeader carries the causal token: the WAL position of the
-	// caller's last write, set on write responses (both modes). A client may
-	// send it back, in the header or the TokenCookie, as a second copy of
-	// what Redis records.
+	// TokenHeader carries the causal token (ryw.Session, signed): the WAL
+	// position of the caller's last write, a second copy of what Redis
+	// records, and, with the session floor on, the highest position the
+	// caller's reads may have shown. Responses set it, in the header and the
+	// TokenCookie; a client sends it back in either, for read-your-writes
+	// without Redis and for monotonic reads.
 	TokenHeader = "X-RYW-Token"
 	TokenCookie = "ryw_token"
 )
@@ -92,43 +94,45 @@ func Route(router *ryw.Router, tokens Tokens, access Access) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		ctx := c.Request.Context()
 		user, _ := UserFrom(ctx)
+		ses, err := clientSession(c, tokens.Signer, user.String(), router)
+		if err != nil {
+			fail(c, err)
+			return
+		}
+		if !ses.IsZero() {
+			ctx = ryw.WithClientSession(ctx, ses)
+		}
+		ctx, obs := ryw.WithObservation(ctx)
 		var d ryw.Decision
 		switch access {
 		case Write:
-			d = router.ForWrite()
+			d = router.ForWrite(ctx)
 		case StaleRead:
-			d = router.ForStaleRead()
+			d = router.ForStaleRead(ctx)
 		case OwnRead:
-			token, err := clientToken(c, tokens.Signer, user.String(), router)
-			if err != nil {
-				fail(c, err)
-				return
-			}
-			if token > 0 {
-				ctx = ryw.WithClientToken(ctx, token)
-			}
 			if off, _ := ctx.Value(modeOffKey{}).(bool); off {
 				d = router.ForOwnReadOff()
 				break
 			}
 			d = router.ForOwnRead(ctx, user.String())
 		}
-		ctx, obs := ryw.WithObservation(ryw.WithDecision(ctx, d))
+		ctx = ryw.WithDecision(ctx, d)
 		c.Request = c.Request.WithContext(ctx)
 		w, ok := c.Writer.(*routedWriter)
 		if !ok {
 			w = &routedWriter{ResponseWriter: c.Writer}
 			c.Writer = w
 		}
-		w.decision, w.obs, w.tokens, w.user = d, obs, tokens, user.String()
+		w.decision, w.obs, w.tokens, w.user, w.router, w.ctx = d, obs, tokens, user.String(), router, ctx
 		w.secure = c.Request.TLS != nil || c.GetHeader("X-Forwarded-Proto") == "https"
 		c.Next()
 	}
 }
 
-// clientToken reads the token the client sent back (the header, else the
-// cookie) and returns its position if its signature holds for user, else 0.
-func clientToken(c *gin.Context, signer *ryw.TokenSigner, user string, router *ryw.Router) (ryw.LSN, error) {
+// clientSession reads the token the client sent back (the header, else the
+// cookie) and returns its session if its signature holds for user, else
+// none.
+func clientSession(c *gin.Context, signer *ryw.TokenSigner, user string, router *ryw.Router) (ryw.Session, error) {
 	raw, source := c.GetHeader(TokenHeader), TokenHeader
 	if raw == "" {
 		if ck, err := c.Request.Cookie(TokenCookie); err == nil {
@@ -136,18 +140,18 @@ func clientToken(c *gin.Context, signer *ryw.TokenSigner, user string, router *r
 		}
 	}
 	if raw == "" {
-		return 0, nil
+		return ryw.Session{}, nil
 	}
 	t, ok, err := signer.Verify(user, raw)
 	if err != nil {
 		if len(raw) > 80 {
 			raw = raw[:80] + "..."
 		}
-		return 0, fmt.Errorf("%w: %s must be a token as a write returned it, like 0/3000148.q1Xz9k3mZg2T0p8Vv1Y4Qw, got %q", ErrInvalidToken, source, raw)
+		return ryw.Session{}, fmt.Errorf("%w: %s must be a token as a response returned it, like s1.7302061513459013653.1.0/3000148.1.0/30001C0.q1Xz9k3mZg2T0p8Vv1Y4Qw, got %q", ErrInvalidToken, source, raw)
 	}
 	if !ok {
 		router.IgnoreToken(ryw.TokenBadSignature)
-		return 0, nil
+		return ryw.Session{}, nil
 	}
 	return t, nil
 }
@@ -174,6 +178,8 @@ type routedWriter struct {
 	obs      *ryw.Observation
 	tokens   Tokens
 	user     string
+	router   *ryw.Router
+	ctx      context.Context
 	secure   bool
 	done     bool
 }
@@ -199,8 +205,8 @@ func (w *routedWriter) addHeaders() {
 	if w.obs == nil {
 		return
 	}
-	if t := w.obs.Token(); t > 0 {
-		signed := w.tokens.Signer.Sign(w.user, t)
+	if s := w.router.SessionAfter(w.ctx, w.obs); !s.IsZero() {
+		signed := w.tokens.Signer.Sign(w.user, s)
 		h.Set(TokenHeader, signed)
 		ck := &http.Cookie{
 			Name: TokenCookie, Value: signed, Path: "/", MaxAge: int(w.tokens.TTL.Seconds()),

@@ -13,11 +13,31 @@ type Counters struct {
 	byBoth   map[Reason]map[string]uint64
 	retries  map[Reason]uint64
 	ignored  map[string]uint64
+	lost     map[string]uint64
+	sessions map[string]uint64
 }
 
 func newCounters() Counters {
 	return Counters{byReason: map[Reason]uint64{}, byNode: map[string]uint64{}, byBoth: map[Reason]map[string]uint64{},
-		retries: map[Reason]uint64{}, ignored: map[string]uint64{}}
+		retries: map[Reason]uint64{}, ignored: map[string]uint64{}, lost: map[string]uint64{}, sessions: map[string]uint64{}}
+}
+
+// lostWrite counts a write found lost in a failover, by where its position
+// was found: LostInTracker (each lost mark is counted once, by the instance
+// that replaced it) or LostInToken (a client's token, counted at every
+// request that brings one back).
+func (c *Counters) lostWrite(foundIn string) {
+	c.mu.Lock()
+	c.lost[foundIn]++
+	c.mu.Unlock()
+}
+
+// session counts an event of the session floor (SessionLost,
+// SessionUnmeasured).
+func (c *Counters) session(what string) {
+	c.mu.Lock()
+	c.sessions[what]++
+	c.mu.Unlock()
 }
 
 // ignore counts a client token the router did not route on, by why.
@@ -57,12 +77,29 @@ type CountsSnapshot struct {
 	// IgnoredTokens counts client tokens not routed on, by why
 	// (TokenBadSignature, TokenAhead).
 	IgnoredTokens map[string]uint64 `json:"ignoredTokens"`
+	// LostWrites counts writes found lost in a failover, by where they were
+	// found (LostInTracker, LostInToken).
+	LostWrites map[string]uint64 `json:"lostWrites"`
+	// Sessions counts session-floor events: a client's floor lost in a
+	// failover (SessionLost), a read whose position could not be measured
+	// and was taken from the primary instead, or not at all
+	// (SessionUnmeasured).
+	Sessions map[string]uint64 `json:"sessions"`
 }
+
+// Where a lost write was found, and session-floor events.
+const (
+	LostInTracker     = "tracker"
+	LostInToken       = "token"
+	SessionLost       = "floor-lost"
+	SessionUnmeasured = "unmeasured"
+)
 
 func (c *Counters) snapshot() CountsSnapshot {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := CountsSnapshot{ByReason: maps.Clone(c.byReason), ByNode: maps.Clone(c.byNode), Retries: maps.Clone(c.retries), IgnoredTokens: maps.Clone(c.ignored),
+		LostWrites: maps.Clone(c.lost), Sessions: maps.Clone(c.sessions),
 		Decisions: make(map[Reason]map[string]uint64, len(c.byBoth))}
 	for reason, nodes := range c.byBoth {
 		s.Decisions[reason] = maps.Clone(nodes)

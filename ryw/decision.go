@@ -27,6 +27,10 @@ const (
 	ReasonReplicaBehind      Reason = "replica-behind"      // the chosen replica turned out behind the token: retried on the primary
 	ReasonFenceUnknown       Reason = "fence-unknown"       // the primary's fence was not confirmed within the lease (the primary does not answer the monitor)
 	ReasonWriteFenced        Reason = "write-fenced"        // a write the tracker could not record: secured by the primary's fence instead
+	ReasonSessionFloor       Reason = "session-floor"       // no replica has replayed what the client's reads have already shown (monotonic reads)
+	ReasonWriteLost          Reason = "write-lost"          // the user's last write was lost in a failover: read from the new primary
+	ReasonSessionLost        Reason = "session-lost"        // what the client was shown was lost in a failover: read from the new primary
+	ReasonTimelineUnknown    Reason = "timeline-unknown"    // a token or mark of a timeline this instance cannot place yet (it has not seen the promotion, or cannot read the history)
 )
 
 // Decision says which node serves the reads of one request, and why.
@@ -39,6 +43,13 @@ type Decision struct {
 	// OpenPool), so a replica whose known position was overstated (it just
 	// restarted, say) never answers; 0 means any position will do.
 	MinLSN LSN
+	// MeasureSeen asks each query of the read to report an upper bound of
+	// the position its data may reflect (see measure.go), for the client's
+	// session floor (monotonic reads).
+	MeasureSeen bool
+	// Timeline is the primary's timeline as the router knew it: the
+	// timeline of a measured position when the node does not say.
+	Timeline int
 }
 
 // OnPrimary reports whether the decision sends reads to the primary.
@@ -65,7 +76,13 @@ type Observation struct {
 	mu     sync.Mutex
 	node   string
 	reason Reason
-	token  LSN
+	token  Position
+	// seen is the highest position the request's measured reads reported;
+	// partial is set when a read that should have been measured was not.
+	seen    Position
+	partial bool
+	// held is what held of the client's session, on the current timeline.
+	held Session
 }
 
 type observationKey struct{}
@@ -108,20 +125,65 @@ func (o *Observation) ServedBy() string {
 	return o.node
 }
 
-func (o *Observation) setToken(t LSN) {
+func (o *Observation) setToken(t Position) {
 	if o == nil {
 		return
 	}
 	o.mu.Lock()
-	o.token = max(o.token, t)
+	o.token = Later(o.token, t)
 	o.mu.Unlock()
 }
 
-// Token returns the causal token of the request's write, or 0.
-func (o *Observation) Token() LSN {
+// Token returns the causal token of the request's write (zero if it wrote
+// nothing).
+func (o *Observation) Token() Position {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.token
+}
+
+func (o *Observation) setKept(s Session) {
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	o.held = s
+	o.mu.Unlock()
+}
+
+func (o *Observation) kept() Session {
+	if o == nil {
+		return Session{}
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.held
+}
+
+func (o *Observation) addSeen(p Position) {
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	o.seen = Later(o.seen, p)
+	o.mu.Unlock()
+}
+
+func (o *Observation) unmeasured() {
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	o.partial = true
+	o.mu.Unlock()
+}
+
+// Seen returns the highest position the request's measured reads may have
+// shown, and whether every read that should have been measured was.
+func (o *Observation) Seen() (p Position, complete bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.seen, !o.partial
 }
 
 // Reason returns the reason that replaced the original decision's (after a
@@ -132,15 +194,16 @@ func (o *Observation) Reason() Reason {
 	return o.reason
 }
 
-type clientTokenKey struct{}
+type clientSessionKey struct{}
 
-// WithClientToken stores the causal token the client sent back (the
-// X-RYW-Token header or cookie): the position of its last write it knows of.
-func WithClientToken(ctx context.Context, t LSN) context.Context {
-	return context.WithValue(ctx, clientTokenKey{}, t)
+// WithClientSession stores the session the client sent back (the
+// X-RYW-Token header or cookie): the position of its last write it knows
+// of, and what its reads have shown.
+func WithClientSession(ctx context.Context, s Session) context.Context {
+	return context.WithValue(ctx, clientSessionKey{}, s)
 }
 
-func clientToken(ctx context.Context) LSN {
-	t, _ := ctx.Value(clientTokenKey{}).(LSN)
-	return t
+func clientSession(ctx context.Context) Session {
+	s, _ := ctx.Value(clientSessionKey{}).(Session)
+	return s
 }

@@ -150,6 +150,10 @@ func TestReadRetriesOnThePrimaryWhenTheReplicaIsDown(t *testing.T) {
 // recordingReplicas records what the router reports about replicas.
 type recordingReplicas struct{ down string }
 
+func (r *recordingReplicas) Cluster() ryw.Cluster { return ryw.Cluster{} }
+
+func (r *recordingReplicas) Saw(string, ryw.Position) {}
+
 func (r *recordingReplicas) CaughtUp(ryw.LSN) []string             { return nil }
 func (r *recordingReplicas) AllCaughtUp(ryw.LSN) bool              { return false }
 func (r *recordingReplicas) Fence() (ryw.LSN, time.Time)           { return 0, time.Time{} }
@@ -170,6 +174,11 @@ func newTracker(t *testing.T, ttl time.Duration) (*ryw.RedisTracker, redis.Unive
 	return ryw.NewRedisTracker(client, ryw.TrackerConfig{TTL: ttl, WAL: wal, Logger: quiet()}), client
 }
 
+// tl1 is a position on timeline 1 of a cluster.
+func tl1(l ryw.LSN) ryw.Position {
+	return ryw.Position{System: "7302061513459013653", Timeline: 1, LSN: l}
+}
+
 func TestRedisTracker(t *testing.T) {
 	ctx := t.Context()
 	tracker, client := newTracker(t, 10*time.Minute)
@@ -179,8 +188,8 @@ func TestRedisTracker(t *testing.T) {
 		t.Fatalf("Lookup of a user who never wrote = %+v, %v", m, err)
 	}
 	before := time.Now()
-	if err := tracker.Record(ctx, user, 0x1_0000ABCD); err != nil {
-		t.Fatal(err)
+	if prev, err := tracker.Record(ctx, user, tl1(0x1_0000ABCD)); err != nil || !prev.IsZero() {
+		t.Fatalf("Record = %+v, %v; want no previous mark", prev, err)
 	}
 	raw, err := client.Get(ctx, "user:"+user+":last_write_utc").Result()
 	if err != nil {
@@ -194,8 +203,8 @@ func TestRedisTracker(t *testing.T) {
 	if d := at.Sub(before); d < -time.Second || d > 5*time.Second {
 		t.Errorf("marker %s is %s away from the time of the write", raw, d)
 	}
-	if tok := client.Get(ctx, "user:"+user+":last_write_lsn").Val(); tok != "000000010000ABCD" {
-		t.Errorf("token key = %q, want 16 hex digits", tok)
+	if tok := client.Get(ctx, "user:"+user+":last_write_lsn").Val(); tok != "7302061513459013653:00000001000000010000ABCD" {
+		t.Errorf("token key = %q, want <system>:<8 hex timeline><16 hex LSN>", tok)
 	}
 	for _, key := range []string{ryw.MarkerKey(user), ryw.TokenKey(user)} {
 		ttl, err := client.TTL(ctx, key).Result()
@@ -204,7 +213,7 @@ func TestRedisTracker(t *testing.T) {
 		}
 	}
 	m, err := tracker.Lookup(ctx, user)
-	if err != nil || m.Token != 0x1_0000ABCD || !m.WrittenAt.Equal(at) || m.Age < 0 || m.Age > 5*time.Second {
+	if err != nil || m.Token != tl1(0x1_0000ABCD) || !m.WrittenAt.Equal(at) || m.Age < 0 || m.Age > 5*time.Second {
 		t.Errorf("Lookup = %+v, %v; want the token and the time just recorded", m, err)
 	}
 
@@ -223,7 +232,7 @@ func TestRedisTracker(t *testing.T) {
 	if _, err := tracker.Lookup(long, user); err == nil {
 		t.Error("Lookup succeeded with Redis stopped")
 	}
-	if err := tracker.Record(long, user, 1); err == nil {
+	if _, err := tracker.Record(long, user, tl1(1)); err == nil {
 		t.Error("Record succeeded with Redis stopped")
 	}
 	if long.Err() != nil {
@@ -243,7 +252,7 @@ func TestConcurrentLookupsSharePipelinesAndKeepTheirOwnMarks(t *testing.T) {
 		if i%3 == 0 {
 			continue // never wrote
 		}
-		if err := tracker.Record(ctx, fmt.Sprint(prefix, i), ryw.LSN(0x1_0000_0000+i)); err != nil {
+		if _, err := tracker.Record(ctx, fmt.Sprint(prefix, i), tl1(ryw.LSN(0x1_0000_0000+i))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -263,7 +272,7 @@ func TestConcurrentLookupsSharePipelinesAndKeepTheirOwnMarks(t *testing.T) {
 			if i%3 == 0 {
 				want = 0
 			}
-			if err != nil || m.Token != want || m.HasWrite() != (want != 0) {
+			if err != nil || m.Token.LSN != want || m.HasWrite() != (want != 0) {
 				errs <- fmt.Errorf("user %d: Lookup = %+v, %v; want token %s", i, m, err, want)
 			}
 		})
@@ -462,13 +471,35 @@ func TestMarksOnlyRise(t *testing.T) {
 	tracker, client := newTracker(t, time.Minute)
 	user := fmt.Sprintf("user-%d", seq.Add(1))
 	for _, l := range []ryw.LSN{0x1_00000010, 0x2_00000001, 0x1_FFFFFFFF, 0xFFFFFFFF_00000000, 5} {
-		if err := tracker.Record(ctx, user, l); err != nil {
+		if _, err := tracker.Record(ctx, user, tl1(l)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	m, err := tracker.Lookup(ctx, user)
-	if err != nil || m.Token != 0xFFFFFFFF_00000000 {
+	if err != nil || m.Token != tl1(0xFFFFFFFF_00000000) {
 		t.Errorf("Lookup = %+v, %v; want the highest token, FFFFFFFF/0", m, err)
+	}
+	// A later timeline is later, whatever its LSN, and Record returns what
+	// the mark held; an earlier timeline does not lower it.
+	tl2 := ryw.Position{System: tl1(0).System, Timeline: 2, LSN: 0x3_00000000}
+	if prev, err := tracker.Record(ctx, user, tl2); err != nil || prev != tl1(0xFFFFFFFF_00000000) {
+		t.Errorf("Record on timeline 2 = %+v, %v; want the timeline 1 mark returned", prev, err)
+	}
+	if prev, err := tracker.Record(ctx, user, tl1(0xFFFFFFFF_FFFFFFFF)); err != nil || prev != tl2 {
+		t.Errorf("Record on timeline 1 = %+v, %v; want the timeline 2 mark returned", prev, err)
+	}
+	if m, err := tracker.Lookup(ctx, user); err != nil || m.Token != tl2 {
+		t.Errorf("Lookup = %+v, %v; want the timeline 2 mark kept", m, err)
+	}
+	// Repair replaces only the mark it was asked to.
+	if ok, err := tracker.Repair(ctx, user, tl1(5), tl1(4)); ok || err != nil {
+		t.Errorf("Repair of a mark not held = %v, %v", ok, err)
+	}
+	if ok, err := tracker.Repair(ctx, user, tl2, tl1(4)); !ok || err != nil {
+		t.Errorf("Repair of the mark held = %v, %v", ok, err)
+	}
+	if m, err := tracker.Lookup(ctx, user); err != nil || m.Token != tl1(4) {
+		t.Errorf("after Repair: %+v, %v", m, err)
 	}
 	if ttl := client.PTTL(ctx, ryw.TokenKey(user)).Val(); ttl <= 50*time.Second || ttl > time.Minute {
 		t.Errorf("token TTL = %v, want about a minute", ttl)
@@ -480,7 +511,7 @@ func TestMarksOnlyRise(t *testing.T) {
 	if err := client.Set(ctx, ryw.MarkerKey(user), later, time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := tracker.Record(ctx, user, 0x1); err != nil {
+	if _, err := tracker.Record(ctx, user, tl1(0x1)); err != nil {
 		t.Fatal(err)
 	}
 	if got := client.Get(ctx, ryw.MarkerKey(user)).Val(); got != later {

@@ -59,21 +59,39 @@ func TestRecordEnd(t *testing.T) {
 
 func TestTokenSigner(t *testing.T) {
 	s := NewTokenSigner([]byte("0123456789abcdef0123456789abcdef"))
-	tok := s.Sign("alice", 0x1_0000ABCD)
-	if !strings.HasPrefix(tok, "1/ABCD.") {
-		t.Errorf("token %q does not start with the readable position", tok)
+	ses := Session{
+		Write: Position{System: "7302061513459013653", Timeline: 2, LSN: 0x1_0000ABCD},
+		Seen:  Position{System: "7302061513459013653", Timeline: 2, LSN: 0x1_0000ABFF},
 	}
-	if lsn, ok, err := s.Verify("alice", tok); !ok || err != nil || lsn != 0x1_0000ABCD {
-		t.Errorf("Verify(own token) = %s, %v, %v", lsn, ok, err)
+	tok := s.Sign("alice", ses)
+	if !strings.HasPrefix(tok, "s1.7302061513459013653.2.1/ABCD.2.1/ABFF.") {
+		t.Errorf("token %q does not start with the readable positions", tok)
+	}
+	if got, ok, err := s.Verify("alice", tok); !ok || err != nil || got != ses {
+		t.Errorf("Verify(own token) = %+v, %v, %v", got, ok, err)
+	}
+	// A session with only a seen position, for a client without identity.
+	seenOnly := Session{Seen: ses.Seen}
+	if got, ok, err := s.Verify("", s.Sign("", seenOnly)); !ok || err != nil || got != seenOnly {
+		t.Errorf("Verify(seen only) = %+v, %v, %v", got, ok, err)
+	}
+	// The earlier form, a write's LSN, is still read, with no timeline.
+	legacy := "1/ABCD." + s.mac("alice", "1/ABCD")
+	if got, ok, err := s.Verify("alice", legacy); !ok || err != nil || got != (Session{Write: Position{LSN: 0x1_0000ABCD}}) {
+		t.Errorf("Verify(legacy token) = %+v, %v, %v", got, ok, err)
 	}
 	other := NewTokenSigner([]byte("another key, just as long as the other"))
+	sig := tok[strings.LastIndex(tok, "."):]
 	for name, raw := range map[string]string{
-		"another user's token": tok,
-		"no signature":         "FFFFFFFF/FFFFFFFF",
-		"a raised position":    "FFFFFFFF/FFFFFFFF" + tok[strings.Index(tok, "."):],
-		"a garbled signature":  tok + "x",
-		"another key's token":  other.Sign("alice", 0x1_0000ABCD),
-		"an empty signature":   "1/ABCD.",
+		"another user's token":  tok,
+		"no signature":          "s1.7302061513459013653.2.1/ABCD.2.1/ABFF.",
+		"a bare position":       "FFFFFFFF/FFFFFFFF",
+		"a raised position":     "s1.7302061513459013653.2.FFFFFFFF/FFFFFFFF.2.1/ABFF" + sig,
+		"a raised timeline":     "s1.7302061513459013653.3.1/ABCD.2.1/ABFF" + sig,
+		"another cluster":       "s1.1.2.1/ABCD.2.1/ABFF" + sig,
+		"a garbled signature":   tok + "x",
+		"another key's token":   other.Sign("alice", ses),
+		"a raised legacy token": "FFFFFFFF/FFFFFFFF" + legacy[strings.Index(legacy, "."):],
 	} {
 		user := "alice"
 		if name == "another user's token" {
@@ -83,7 +101,8 @@ func TestTokenSigner(t *testing.T) {
 			t.Errorf("%s: Verify = %v, %v; want ignored, not an error", name, ok, err)
 		}
 	}
-	for _, raw := range []string{"yesterday", "1/2/3.abc", "", ".sig"} {
+	for _, raw := range []string{"yesterday", "1/2/3.abc", "", ".sig", "s1.x.2.1/ABCD.2.1/ABFF.sig",
+		"s1.1.-2.1/ABCD.2.1/ABFF.sig", "s2.1.2.1/ABCD.2.1/ABFF.sig", "s1.1.2.1/ABCD.2.sig"} {
 		if _, _, err := s.Verify("alice", raw); err == nil {
 			t.Errorf("Verify(%q) took it for a token", raw)
 		}

@@ -88,6 +88,11 @@ type Monitor struct {
 	// match both ("" and 0 before the first poll).
 	primarySystem   string
 	primaryTimeline int
+	// ends is the primary's timeline history (nil until read, or when it
+	// cannot be read).
+	ends map[int]LSN
+	// historyErr is why the history could not be read ("" when it was).
+	historyErr string
 }
 
 // NewMonitor builds a monitor that checks every interval. Its pools should
@@ -173,15 +178,39 @@ func (m *Monitor) pollPrimary(ctx context.Context) {
 	if err != nil {
 		return
 	}
+	m.mu.RLock()
+	changed := m.primarySystem != system || m.primaryTimeline != int(tli)
+	needHistory := changed || (m.ends == nil && tli > 1)
+	m.mu.RUnlock()
+	var ends map[int]LSN
+	var historyErr error
+	if needHistory {
+		ends, historyErr = readHistory(ctx, m.primary, int(tli))
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.fenceAsOf.IsZero() || m.primaryErr != "" {
 		m.logger.Info("primary answers the monitor", "walLsn", lsn.String(), "fence", fence.String())
 	}
 	m.primaryErr = ""
-	if m.primarySystem != "" && (m.primarySystem != system || m.primaryTimeline != int(tli)) {
+	if changed && m.primarySystem != "" {
 		m.logger.Warn("the primary changed", "systemIdentifier", system, "timeline", tli,
 			"was", fmt.Sprintf("%s timeline %d", m.primarySystem, m.primaryTimeline))
+		// The old history's positions past the new primary's are not in
+		// its history: forget them, and the fence read there.
+		i := sort.Search(len(m.samples), func(i int) bool { return m.samples[i].lsn > lsn })
+		m.samples = m.samples[:i]
+		m.fence = 0
+	}
+	switch {
+	case needHistory && historyErr == nil:
+		m.ends, m.historyErr = ends, ""
+	case needHistory:
+		if m.historyErr == "" || changed {
+			m.logger.Warn("cannot read the primary's timeline history: tokens and marks of earlier timelines go to the primary, and lost writes are not detected; grant the API's role EXECUTE on pg_read_file(text) (see docs/CONSISTENCY.md)",
+				"timeline", tli, "err", historyErr)
+		}
+		m.ends, m.historyErr = nil, historyErr.Error()
 	}
 	m.primarySystem, m.primaryTimeline = system, int(tli)
 	m.fence, m.fenceAsOf = max(m.fence, fence), asked
@@ -246,6 +275,28 @@ func (m *Monitor) Primary() (system string, timeline int) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	return m.primarySystem, m.primaryTimeline
+}
+
+// Cluster returns the primary's system identifier, timeline and timeline
+// history at its last successful poll (zero before the first).
+func (m *Monitor) Cluster() Cluster {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return Cluster{System: m.primarySystem, Timeline: m.primaryTimeline, Ends: m.ends}
+}
+
+// readHistory reads where each ancestor of timeline ended, from the
+// primary's timeline history file (pg_read_file needs EXECUTE on it, or
+// pg_read_server_files). Timeline 1 has no ancestors.
+func readHistory(ctx context.Context, db *sql.DB, timeline int) (map[int]LSN, error) {
+	if timeline <= 1 {
+		return map[int]LSN{}, nil
+	}
+	var text string
+	if err := db.QueryRowContext(ctx, "SELECT pg_read_file($1)", fmt.Sprintf("pg_wal/%08X.history", timeline)).Scan(&text); err != nil {
+		return nil, err
+	}
+	return parseHistory(text)
 }
 
 // Fence returns the highest fence seen on the primary and when the poll
@@ -420,6 +471,22 @@ func (m *Monitor) Behind(name string, lsn LSN) {
 	}
 	m.logger.Warn("replica is behind its known position; lowering it", "replica", name, "known", st.ReplayLSN, "seen", lsn)
 	next := m.statusAt(name, lsn, m.now())
+	next.RTT, next.RTTMs, next.Timeline = st.RTT, st.RTTMs, st.Timeline
+	m.status[name] = next
+}
+
+// Saw records that a read on the replica found it at pos (a measured
+// read's position, see measure.go): replay only moves forward, so its known
+// position rises to it, without a poll. Positions of another timeline than
+// the one it was last checked on are left to the next check.
+func (m *Monitor) Saw(name string, pos Position) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st, ok := m.status[name]
+	if !ok || !st.Healthy || pos.LSN <= st.ReplayLSN || (pos.Timeline != 0 && pos.Timeline != st.Timeline) {
+		return
+	}
+	next := m.statusAt(name, pos.LSN, m.now())
 	next.RTT, next.RTTMs, next.Timeline = st.RTT, st.RTTMs, st.Timeline
 	m.status[name] = next
 }

@@ -66,11 +66,7 @@ func OpenPool(url string, replica bool, o PoolOptions) (*sql.DB, error) {
 	if o.StatementTimeout > 0 {
 		cfg.RuntimeParams["statement_timeout"] = strconv.FormatInt(o.StatementTimeout.Milliseconds(), 10)
 	}
-	connector := stdlib.GetConnector(*cfg)
-	if replica {
-		connector = checkingConnector{connector}
-	}
-	db := sql.OpenDB(connector)
+	db := sql.OpenDB(checkingConnector{Connector: stdlib.GetConnector(*cfg), replica: replica})
 	db.SetMaxOpenConns(o.MaxOpen)
 	db.SetMaxIdleConns(o.MaxIdle)
 	db.SetConnMaxLifetime(o.MaxLifetime)
@@ -79,8 +75,12 @@ func OpenPool(url string, replica bool, o PoolOptions) (*sql.DB, error) {
 }
 
 // checkingConnector hands out connections that check a read's MinLSN
-// before each statement.
-type checkingConnector struct{ driver.Connector }
+// before each statement (replicas), and measure the position of reads that
+// ask for it (both; see measure.go).
+type checkingConnector struct {
+	driver.Connector
+	replica bool
+}
 
 func (c checkingConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	conn, err := c.Connector.Connect(ctx)
@@ -92,7 +92,7 @@ func (c checkingConnector) Connect(ctx context.Context) (driver.Conn, error) {
 		conn.Close()
 		return nil, fmt.Errorf("ryw: pgx stdlib returned a %T, not a *stdlib.Conn", conn)
 	}
-	return &checkedConn{Conn: sc}, nil
+	return &checkedConn{Conn: sc, replica: c.replica}, nil
 }
 
 // checkedConn is a pgx connection whose statements check the replay
@@ -100,6 +100,9 @@ func (c checkingConnector) Connect(ctx context.Context) (driver.Conn, error) {
 // *stdlib.Conn (session reset, validation, named values, transactions).
 type checkedConn struct {
 	*stdlib.Conn
+	replica bool
+	// prepared counts the statements measured queries have prepared.
+	prepared int
 	// replayed is the highest replay position this connection has seen.
 	// Replay only moves forward while the server runs, and the connection
 	// dies with the server, so a read that needs no more than this is known
@@ -114,12 +117,20 @@ func (c *checkedConn) QueryContext(ctx context.Context, query string, args []dri
 	if err := c.check(ctx); err != nil {
 		return nil, err
 	}
+	if obs, d := c.measuring(ctx); obs != nil {
+		return c.queryMeasured(ctx, obs, d, query, args)
+	}
 	return c.Conn.QueryContext(ctx, query, args)
 }
 
 func (c *checkedConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
 	if err := c.check(ctx); err != nil {
 		return nil, err
+	}
+	if obs, _ := c.measuring(ctx); obs != nil {
+		// Not measured: the session is raised to the primary's position
+		// instead (see Router.SessionAfter).
+		obs.unmeasured()
 	}
 	return c.Conn.ExecContext(ctx, query, args)
 }
@@ -132,6 +143,11 @@ func (c *checkedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (drive
 	if err := c.check(ctx); err != nil {
 		return nil, err
 	}
+	if obs, _ := c.measuring(ctx); obs != nil {
+		// The statements inside a transaction are not measured: the
+		// session is raised to the primary's position instead.
+		obs.unmeasured()
+	}
 	return c.Conn.BeginTx(ctx, opts)
 }
 
@@ -140,19 +156,23 @@ func (c *checkedConn) PrepareContext(ctx context.Context, query string) (driver.
 	if err != nil {
 		return nil, err
 	}
-	return &checkedStmt{Stmt: st, conn: c}, nil
+	return &checkedStmt{Stmt: st, conn: c, query: query}, nil
 }
 
 // checkedStmt is a prepared statement (GORM's PrepareStmt mode) that checks
 // the replay position before each execution, like checkedConn.
 type checkedStmt struct {
 	driver.Stmt
-	conn *checkedConn
+	conn  *checkedConn
+	query string
 }
 
 func (s *checkedStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
 	if err := s.conn.check(ctx); err != nil {
 		return nil, err
+	}
+	if obs, d := s.conn.measuring(ctx); obs != nil {
+		return s.conn.queryMeasured(ctx, obs, d, s.query, args)
 	}
 	return s.Stmt.(driver.StmtQueryContext).QueryContext(ctx, args)
 }
@@ -160,6 +180,9 @@ func (s *checkedStmt) QueryContext(ctx context.Context, args []driver.NamedValue
 func (s *checkedStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
 	if err := s.conn.check(ctx); err != nil {
 		return nil, err
+	}
+	if obs, _ := s.conn.measuring(ctx); obs != nil {
+		obs.unmeasured()
 	}
 	return s.Stmt.(driver.StmtExecContext).ExecContext(ctx, args)
 }
@@ -235,6 +258,33 @@ func (w PrimaryWAL) CurrentLSN(ctx context.Context) (LSN, error) {
 	}
 	return recordEnd(lsn, block, segment), nil
 }
+
+// CurrentPosition is CurrentLSN with the primary's system identifier and
+// timeline, in one query.
+func (w PrimaryWAL) CurrentPosition(ctx context.Context) (Position, error) {
+	var text, system, tli string
+	var block, segment int64
+	if err := w.DB.QueryRowContext(ctx, currentPositionQuery).Scan(&text, &block, &segment, &system, &tli); err != nil {
+		return Position{}, err
+	}
+	lsn, err := ParseLSN(text)
+	if err != nil {
+		return Position{}, err
+	}
+	t, err := strconv.ParseInt(tli, 16, 64)
+	if err != nil {
+		return Position{}, err
+	}
+	return Position{System: system, Timeline: int(t), LSN: recordEnd(lsn, block, segment)}, nil
+}
+
+// History reads where each ancestor of timeline ended.
+func (w PrimaryWAL) History(ctx context.Context, timeline int) (map[int]LSN, error) {
+	return readHistory(ctx, w.DB, timeline)
+}
+
+const currentPositionQuery = `SELECT pg_current_wal_insert_lsn()::text, current_setting('wal_block_size')::bigint, pg_size_bytes(current_setting('wal_segment_size')),
+	(SELECT system_identifier FROM pg_control_system())::text, substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8)`
 
 // currentLSNQuery reads the insert position with the WAL's page and segment
 // sizes (fixed when the cluster was built), for recordEnd.

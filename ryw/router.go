@@ -1,6 +1,7 @@
 package ryw
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -49,6 +50,12 @@ type Replicas interface {
 	MarkDown(name string, cause error)
 	// Behind lowers a replica's known position to what a connection saw.
 	Behind(name string, lsn LSN)
+	// Saw raises a replica's known position to what a measured read on it
+	// found.
+	Saw(name string, pos Position)
+	// Cluster returns the primary's system identifier, timeline and
+	// timeline history, as last seen.
+	Cluster() Cluster
 }
 
 // WAL is the router's view of the primary's write-ahead log. PrimaryWAL
@@ -57,6 +64,13 @@ type WAL interface {
 	// CurrentLSN returns a position at or past every commit that has
 	// returned: the causal token of a write that has just committed.
 	CurrentLSN(ctx context.Context) (LSN, error)
+	// CurrentPosition is CurrentLSN with the primary's system identifier
+	// and timeline: the causal token of a write, as tokens and marks carry
+	// it.
+	CurrentPosition(ctx context.Context) (Position, error)
+	// History returns where each ancestor of timeline ended, from the
+	// primary's timeline history file.
+	History(ctx context.Context, timeline int) (map[int]LSN, error)
 	// RaiseFence raises the position every own-write read must see.
 	RaiseFence(ctx context.Context, lsn LSN) error
 }
@@ -77,10 +91,15 @@ type RouterConfig struct {
 	MarkerTTL time.Duration
 	// MaxWait is how long an lsn-mode read may wait for a replica to replay
 	// the user's token before it goes to the primary (0: not at all).
-	MaxWait  time.Duration
-	Tracker  Tracker
-	Replicas Replicas
-	WAL      WAL
+	MaxWait time.Duration
+	// Monotonic turns on the session floor (monotonic reads): every read
+	// reports the highest position its data may reflect, the client's token
+	// carries it, and the client's next read, own-write or stale-ok, is
+	// served only at or past it.
+	Monotonic bool
+	Tracker   Tracker
+	Replicas  Replicas
+	WAL       WAL
 	// FenceLease is how long after a successful poll of the primary an
 	// instance trusts the fence it read (default DefaultFenceLease). A
 	// write whose marks could not be recorded raises the fence and waits
@@ -202,15 +221,136 @@ func (r *Router) primaryPosition(ctx context.Context) (position, error) {
 	return p, err
 }
 
-// ForWrite is the decision for a request that writes: the primary.
-func (r *Router) ForWrite() Decision {
+// ForWrite is the decision for a request that writes: the primary. The
+// client's session is judged, so that its response carries on what holds.
+func (r *Router) ForWrite(ctx context.Context) Decision {
+	r.session(ctx)
 	return r.counted(Decision{Node: Primary, Reason: ReasonWrite})
 }
 
 // ForStaleRead is the decision for a read that may be slightly stale: any
-// healthy replica.
-func (r *Router) ForStaleRead() Decision {
-	return r.counted(r.replicaOrPrimary(0, ReasonStaleOK))
+// healthy replica, or with the session floor on, any healthy replica at or
+// past what the client's reads have already shown it.
+func (r *Router) ForStaleRead(ctx context.Context) Decision {
+	if !r.cfg.Monotonic || r.cfg.Mode == ModeOff {
+		return r.counted(r.replicaOrPrimary(0, ReasonStaleOK))
+	}
+	return r.counted(r.measured(r.staleRead(ctx)))
+}
+
+func (r *Router) staleRead(ctx context.Context) Decision {
+	_, seen, why := r.session(ctx)
+	if why != "" {
+		return Decision{Node: Primary, Reason: why}
+	}
+	if d, ok := r.pick(seen, ReasonStaleOK); ok {
+		return d
+	}
+	if len(r.cfg.Replicas.CaughtUp(0)) == 0 {
+		return Decision{Node: Primary, Reason: ReasonNoReplica}
+	}
+	// The known positions may only be stale (the floor came from another
+	// instance's read): ask the replicas, once, or up to MaxWait in lsn
+	// mode.
+	if d, ok := r.waitFor(ctx, seen, ReasonStaleOK); ok {
+		return d
+	}
+	return Decision{Node: Primary, Reason: ReasonSessionFloor}
+}
+
+// measured makes a read decision report its position, for the session
+// floor.
+func (r *Router) measured(d Decision) Decision {
+	d.MeasureSeen, d.Timeline = true, r.cfg.Replicas.Cluster().Timeline
+	return d
+}
+
+// session judges the session the client sent back against the cluster's
+// history, and keeps what holds in the request's Observation for the next
+// token. It returns the client's write and seen floors on the current
+// timeline (0 for none), or a reason to read from the primary: the client's
+// write was lost in a failover (it is counted, LostInToken), what it has
+// seen was (SessionLost), or its timeline is newer than the one this
+// instance knows of, or cannot be placed.
+func (r *Router) session(ctx context.Context) (write, seen LSN, toPrimary Reason) {
+	s := clientSession(ctx)
+	if s.IsZero() {
+		return 0, 0, ""
+	}
+	c := r.cfg.Replicas.Cluster()
+	var kept Session
+	if !s.Write.IsZero() {
+		switch p, v := c.Judge(s.Write); v {
+		case Current:
+			if write = r.vetClientToken(ctx, p.LSN); write > 0 {
+				kept.Write = p
+			}
+		case Lost:
+			r.counts.lostWrite(LostInToken)
+			r.cfg.Logger.WarnContext(ctx, "a client's token names a write that a failover lost; reading from the primary",
+				"token", s.Write.String(), "switchPoint", p.String())
+			kept.Write, toPrimary = p, ReasonWriteLost
+		case Foreign:
+			r.counts.ignore(TokenForeign)
+		case Unjudged:
+			kept.Write, toPrimary = s.Write, ReasonTimelineUnknown
+		}
+	}
+	if r.cfg.Monotonic && !s.Seen.IsZero() {
+		switch p, v := c.Judge(s.Seen); v {
+		case Current:
+			if seen = r.vetClientToken(ctx, p.LSN); seen > 0 {
+				kept.Seen = p
+			}
+		case Lost:
+			// The client was shown data that the failover lost: no node
+			// has it any more. The best that holds is the switch point.
+			r.counts.session(SessionLost)
+			kept.Seen = p
+			toPrimary = cmp.Or(toPrimary, ReasonSessionLost)
+		case Foreign:
+			r.counts.ignore(TokenForeign)
+		case Unjudged:
+			kept.Seen = s.Seen
+			toPrimary = cmp.Or(toPrimary, ReasonTimelineUnknown)
+		}
+	}
+	observationFrom(ctx).setKept(kept)
+	return write, seen, toPrimary
+}
+
+// SessionAfter is the session to hand the client with the response: what
+// held of the session it sent, its write in this request, and, with the
+// session floor on, the highest position the request's reads may have
+// shown. A read that could not be measured raises Seen to the primary's
+// position instead, which is past anything it could have shown.
+func (r *Router) SessionAfter(ctx context.Context, obs *Observation) Session {
+	s := obs.kept()
+	s.Write = Later(s.Write, obs.Token())
+	if r.cfg.Monotonic && r.cfg.Mode != ModeOff {
+		seen, complete := obs.Seen()
+		if !complete {
+			r.counts.session(SessionUnmeasured)
+			var p Position
+			err := r.Primary(context.WithoutCancel(ctx), func(ctx context.Context) (err error) {
+				p, err = r.cfg.WAL.CurrentPosition(ctx)
+				return err
+			})
+			if err != nil {
+				r.cfg.Logger.WarnContext(ctx, "a read's position was not measured and the primary's is unknown: the client's floor may not cover it", "err", err)
+			}
+			seen = Later(seen, p)
+		}
+		s.Seen = Later(s.Seen, seen)
+	}
+	if c := r.cfg.Replicas.Cluster(); c.System != "" {
+		for _, p := range []*Position{&s.Write, &s.Seen} {
+			if !p.IsZero() && p.System == "" {
+				p.System = c.System
+			}
+		}
+	}
+	return s
 }
 
 // ForOwnRead is the decision for a read that must show the user's own
@@ -219,7 +359,11 @@ func (r *Router) ForOwnRead(ctx context.Context, userID string) Decision {
 	if r.cfg.Mode == ModeOff {
 		return r.ForOwnReadOff()
 	}
-	return r.counted(r.ownRead(ctx, userID))
+	d := r.ownRead(ctx, userID)
+	if r.cfg.Monotonic {
+		d = r.measured(d)
+	}
+	return r.counted(d)
 }
 
 // ForOwnReadOff is the decision RYW_MODE=off would make for a read that
@@ -250,24 +394,40 @@ func (r *Router) ownRead(ctx context.Context, userID string) Decision {
 	switch {
 	case err != nil:
 		unknown = "tracker unavailable"
-	case marks.Unreliable && (marks.Token == 0 || marks.WrittenAt.IsZero()):
+	case marks.Unreliable && (marks.Token.IsZero() || marks.WrittenAt.IsZero()):
 		// Redis may have evicted the user's marks, or one of them.
 		unknown = "marks may have been evicted"
-	case r.cfg.Mode == ModeLSN && marks.Token == 0 && !marks.WrittenAt.IsZero():
+	case r.cfg.Mode == ModeLSN && marks.Token.IsZero() && !marks.WrittenAt.IsZero():
 		// A time mark without its token: the token was lost.
 		unknown = "token missing"
+	}
+	var toPrimary Reason
+	var token LSN
+	if unknown == "" && !marks.Token.IsZero() {
+		switch p, v := r.cfg.Replicas.Cluster().Judge(marks.Token); v {
+		case Current:
+			token = p.LSN
+		case Lost:
+			r.lostMark(ctx, userID, marks.Token, p)
+			toPrimary = ReasonWriteLost
+		case Foreign:
+			unknown = "the mark is of another cluster"
+		case Unjudged:
+			toPrimary = ReasonTimelineUnknown
+		}
 	}
 	if unknown != "" {
 		return r.unknownWrites(ctx, userID, unknown, err)
 	}
-	if r.cfg.Mode == ModeTime && marks.HasWrite() && (marks.Age < r.cfg.Window || marks.Token == 0) {
+	write, seen, why := r.session(ctx)
+	if toPrimary = cmp.Or(toPrimary, why); toPrimary != "" {
+		return Decision{Node: Primary, Reason: toPrimary}
+	}
+	if r.cfg.Mode == ModeTime && marks.HasWrite() && (marks.Age < r.cfg.Window || marks.Token.IsZero()) {
 		return Decision{Node: Primary, Reason: ReasonRecentWrite}
 	}
-	token := marks.Token
-	if client := clientToken(ctx); client > token {
-		// The client knows of a later write than Redis does (or claims to).
-		token = max(token, r.vetClientToken(ctx, client))
-	}
+	// The client may know of a later write than Redis does.
+	token = max(token, write)
 	reason := ReasonNoRecentWrite
 	if r.cfg.Mode == ModeLSN {
 		reason = ReasonLSNCaughtUp
@@ -275,7 +435,23 @@ func (r *Router) ownRead(ctx context.Context, userID string) Decision {
 			reason = ReasonNoToken
 		}
 	}
-	return r.replicaPast(ctx, token, marks.Floor, reason)
+	return r.replicaPast(ctx, max(token, seen), marks.Floor, reason)
+}
+
+// lostMark handles a user's mark that names a write a failover lost: it
+// replaces the mark with the switch point, where the user's surviving
+// writes end, and the instance that manages to (one, of all that find it)
+// counts the lost write and logs it.
+func (r *Router) lostMark(ctx context.Context, userID string, lost, switchPoint Position) {
+	replaced, err := r.cfg.Tracker.Repair(ctx, userID, lost, switchPoint)
+	switch {
+	case err != nil:
+		r.cfg.Logger.WarnContext(ctx, "a user's mark names a write that a failover lost; could not replace it", "user", userID, "mark", lost.String(), "err", err)
+	case replaced:
+		r.counts.lostWrite(LostInTracker)
+		r.cfg.Logger.ErrorContext(ctx, "a write was lost in a failover: the user's last acknowledged write is not in the new primary's history",
+			"user", userID, "write", lost.String(), "switchPoint", switchPoint.String())
+	}
 }
 
 // unknownWrites routes an own-write read when the user's writes are not
@@ -426,10 +602,10 @@ func (r *Router) counted(d Decision) Decision {
 func (r *Router) RecordWrite(ctx context.Context, userID string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.RecordBudget)
 	defer cancel()
-	var token LSN
+	var token Position
 	err := retry(ctx, func(ctx context.Context) error {
 		return r.Primary(ctx, func(ctx context.Context) (err error) {
-			token, err = r.cfg.WAL.CurrentLSN(ctx)
+			token, err = r.cfg.WAL.CurrentPosition(ctx)
 			return err
 		})
 	})
@@ -437,12 +613,42 @@ func (r *Router) RecordWrite(ctx context.Context, userID string) error {
 		return fmt.Errorf("%w: read the write's WAL position: %v", ErrUnconfirmed, err)
 	}
 	observationFrom(ctx).setToken(token)
-	err = retry(ctx, func(ctx context.Context) error { return r.cfg.Tracker.Record(ctx, userID, token) })
+	var prev Position
+	err = retry(ctx, func(ctx context.Context) (err error) {
+		prev, err = r.cfg.Tracker.Record(ctx, userID, token)
+		return err
+	})
 	if err == nil {
+		r.replacedMark(ctx, userID, prev, token)
 		return nil
 	}
 	r.cfg.Logger.WarnContext(ctx, "write committed but not recorded in the tracker; raising the fence", "user", userID, "token", token.String(), "err", err)
-	return r.fence(ctx, token)
+	return r.fence(ctx, token.LSN)
+}
+
+// replacedMark checks the mark a write's mark replaced: one from an
+// earlier timeline, past where the write's timeline left it, names a write
+// that a failover lost, found before any read of the user did. Only the
+// write that replaced the mark sees it, so it is counted once.
+func (r *Router) replacedMark(ctx context.Context, userID string, prev, token Position) {
+	if prev.IsZero() || prev.Timeline == 0 || prev.Timeline >= token.Timeline || prev.System != token.System {
+		return
+	}
+	c := r.cfg.Replicas.Cluster()
+	if c.Timeline != token.Timeline || c.Ends == nil {
+		// The monitor has not read this timeline's history yet.
+		ends, err := r.cfg.WAL.History(ctx, token.Timeline)
+		if err != nil {
+			r.cfg.Logger.WarnContext(ctx, "a write replaced a mark of an earlier timeline, whose history could not be read: it may name a lost write", "user", userID, "mark", prev.String(), "err", err)
+			return
+		}
+		c = Cluster{System: token.System, Timeline: token.Timeline, Ends: ends}
+	}
+	if switchPoint, v := c.Judge(prev); v == Lost {
+		r.counts.lostWrite(LostInTracker)
+		r.cfg.Logger.ErrorContext(ctx, "a write was lost in a failover: the user's last acknowledged write is not in the new primary's history",
+			"user", userID, "write", prev.String(), "switchPoint", switchPoint.String())
+	}
 }
 
 // fence secures a write the tracker could not record: see RecordWrite.
@@ -507,6 +713,14 @@ func (r *Router) Read(ctx context.Context, read func(context.Context) error) err
 	err := read(rctx)
 	timedOut := errors.Is(rctx.Err(), context.DeadlineExceeded)
 	cancel()
+	if err == nil && d.MeasureSeen {
+		// What the read found is the replica's position now: the next
+		// read of this client, which needs it, finds the replica known to
+		// be there.
+		if seen, complete := observationFrom(ctx).Seen(); complete && !seen.IsZero() {
+			r.cfg.Replicas.Saw(d.Node, seen)
+		}
+	}
 	if err == nil || ctx.Err() != nil {
 		// A request that was cancelled or ran out of time says nothing
 		// about the replica.
@@ -535,7 +749,8 @@ func (r *Router) Read(ctx context.Context, read func(context.Context) error) err
 	observationFrom(ctx).setReason(reason)
 	r.counts.add(Decision{Node: Primary, Reason: reason})
 	r.counts.retry(reason)
-	if err := r.Primary(WithDecision(ctx, Decision{Node: Primary, Reason: reason}), read); err != nil {
+	retried := Decision{Node: Primary, Reason: reason, MeasureSeen: d.MeasureSeen, Timeline: d.Timeline}
+	if err := r.Primary(WithDecision(ctx, retried), read); err != nil {
 		return fmt.Errorf("retry on the primary after %s failed: %w", d.Node, err)
 	}
 	return nil

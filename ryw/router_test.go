@@ -20,16 +20,27 @@ type fakeTracker struct {
 
 func newFakeTracker() *fakeTracker { return &fakeTracker{marks: map[string]Marks{}} }
 
-func (f *fakeTracker) Record(_ context.Context, user string, token LSN) error {
+func (f *fakeTracker) Record(_ context.Context, user string, token Position) (Position, error) {
 	f.calls++
 	if f.err != nil {
-		return f.err
+		return Position{}, f.err
 	}
 	m := f.marks[user]
-	m.Token = max(m.Token, token)
+	prev := m.Token
+	m.Token = Later(m.Token, token)
 	m.WrittenAt, m.Age = t0, 0
 	f.marks[user] = m
-	return nil
+	return prev, nil
+}
+
+func (f *fakeTracker) Repair(_ context.Context, user string, lost, to Position) (bool, error) {
+	m := f.marks[user]
+	if m.Token != lost {
+		return false, nil
+	}
+	m.Token = to
+	f.marks[user] = m
+	return true, nil
 }
 
 func (f *fakeTracker) Lookup(_ context.Context, user string) (Marks, error) {
@@ -48,6 +59,7 @@ type fakeReplicas struct {
 	refreshed int
 	fence     LSN
 	fenceAsOf time.Time
+	cluster   Cluster
 }
 
 func lsnAt(t time.Time) LSN { return LSN(1_000_000 + t.Sub(t0).Milliseconds()) }
@@ -81,14 +93,31 @@ func (f *fakeReplicas) MarkDown(name string, _ error) {
 
 func (f *fakeReplicas) Behind(name string, lsn LSN) { f.replay[name] = lsn }
 
+func (f *fakeReplicas) Cluster() Cluster { return f.cluster }
+
+func (f *fakeReplicas) Saw(name string, p Position) {
+	if l, ok := f.replay[name]; ok {
+		f.replay[name] = max(l, p.LSN)
+	}
+}
+
 // fakeWAL is a primary at a fixed position whose fence can be made to fail.
 type fakeWAL struct {
 	at       LSN
+	system   string
+	timeline int
+	ends     map[int]LSN
 	fence    LSN
 	fenceErr error
 }
 
 func (w *fakeWAL) CurrentLSN(context.Context) (LSN, error) { return w.at, nil }
+
+func (w *fakeWAL) CurrentPosition(context.Context) (Position, error) {
+	return Position{System: w.system, Timeline: w.timeline, LSN: w.at}, nil
+}
+
+func (w *fakeWAL) History(context.Context, int) (map[int]LSN, error) { return w.ends, nil }
 
 func (w *fakeWAL) RaiseFence(_ context.Context, lsn LSN) error {
 	if w.fenceErr != nil {
@@ -97,6 +126,9 @@ func (w *fakeWAL) RaiseFence(_ context.Context, lsn LSN) error {
 	w.fence = max(w.fence, lsn)
 	return nil
 }
+
+// pos is a position without a timeline, as before positions carried one.
+func pos(l LSN) Position { return Position{LSN: l} }
 
 var t0 = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 
@@ -130,54 +162,54 @@ func TestOwnReadRouting(t *testing.T) {
 		fresh    map[string]time.Duration // replica -> fresh up to now minus this
 		want     Decision
 	}{
-		{name: "time: inside the window", mode: ModeTime, marks: Marks{Token: at(2 * time.Second), Age: 2 * time.Second},
-			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Primary, ReasonRecentWrite, 0}},
+		{name: "time: inside the window", mode: ModeTime, marks: Marks{Token: pos(at(2 * time.Second)), Age: 2 * time.Second},
+			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Node: Primary, Reason: ReasonRecentWrite, MinLSN: 0}},
 		{name: "time: a time mark without a token", mode: ModeTime, marks: Marks{WrittenAt: t0, Age: time.Minute},
-			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Primary, ReasonRecentWrite, 0}},
-		{name: "time: outside the window, routed by the token", mode: ModeTime, marks: Marks{Token: at(6 * time.Second), Age: 6 * time.Second},
-			fresh: map[string]time.Duration{"r1": 0}, want: Decision{"r1", ReasonNoRecentWrite, at(6 * time.Second)}},
-		{name: "time: outside the window, replica behind the token", mode: ModeTime, marks: Marks{Token: at(6 * time.Second), Age: 6 * time.Second},
-			fresh: map[string]time.Duration{"r1": 7 * time.Second}, want: Decision{Primary, ReasonReplicasBehind, 0}},
-		{name: "time: only the replica past the token", mode: ModeTime, marks: Marks{Token: at(6 * time.Second), Age: 6 * time.Second},
-			fresh: map[string]time.Duration{"r1": 7 * time.Second, "r2": time.Second}, want: Decision{"r2", ReasonNoRecentWrite, at(6 * time.Second)}},
+			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Node: Primary, Reason: ReasonRecentWrite, MinLSN: 0}},
+		{name: "time: outside the window, routed by the token", mode: ModeTime, marks: Marks{Token: pos(at(6 * time.Second)), Age: 6 * time.Second},
+			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Node: "r1", Reason: ReasonNoRecentWrite, MinLSN: at(6 * time.Second)}},
+		{name: "time: outside the window, replica behind the token", mode: ModeTime, marks: Marks{Token: pos(at(6 * time.Second)), Age: 6 * time.Second},
+			fresh: map[string]time.Duration{"r1": 7 * time.Second}, want: Decision{Node: Primary, Reason: ReasonReplicasBehind, MinLSN: 0}},
+		{name: "time: only the replica past the token", mode: ModeTime, marks: Marks{Token: pos(at(6 * time.Second)), Age: 6 * time.Second},
+			fresh: map[string]time.Duration{"r1": 7 * time.Second, "r2": time.Second}, want: Decision{Node: "r2", Reason: ReasonNoRecentWrite, MinLSN: at(6 * time.Second)}},
 		{name: "time: no marks, held to the lag bound", mode: ModeTime,
-			fresh: map[string]time.Duration{"r1": time.Minute}, want: Decision{"r1", ReasonNoRecentWrite, at(9 * time.Minute)}},
+			fresh: map[string]time.Duration{"r1": time.Minute}, want: Decision{Node: "r1", Reason: ReasonNoRecentWrite, MinLSN: at(9 * time.Minute)}},
 		{name: "lsn: no marks, replica beyond the lag bound", mode: ModeLSN,
-			fresh: map[string]time.Duration{"r1": 9*time.Minute + time.Second}, want: Decision{Primary, ReasonReplicasBehind, 0}},
-		{name: "lsn: caught up", mode: ModeLSN, marks: Marks{Token: at(time.Second)},
-			fresh: map[string]time.Duration{"r1": 0}, want: Decision{"r1", ReasonLSNCaughtUp, at(time.Second)}},
-		{name: "lsn: the client's token is higher", mode: ModeLSN, marks: Marks{Token: at(time.Minute)}, client: at(time.Second),
-			fresh: map[string]time.Duration{"r1": 2 * time.Second, "r2": 0}, want: Decision{"r2", ReasonLSNCaughtUp, at(time.Second)}},
+			fresh: map[string]time.Duration{"r1": 9*time.Minute + time.Second}, want: Decision{Node: Primary, Reason: ReasonReplicasBehind, MinLSN: 0}},
+		{name: "lsn: caught up", mode: ModeLSN, marks: Marks{Token: pos(at(time.Second))},
+			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Node: "r1", Reason: ReasonLSNCaughtUp, MinLSN: at(time.Second)}},
+		{name: "lsn: the client's token is higher", mode: ModeLSN, marks: Marks{Token: pos(at(time.Minute))}, client: at(time.Second),
+			fresh: map[string]time.Duration{"r1": 2 * time.Second, "r2": 0}, want: Decision{Node: "r2", Reason: ReasonLSNCaughtUp, MinLSN: at(time.Second)}},
 		{name: "lsn: the tracker's floor after a loss", mode: ModeLSN, marks: Marks{Floor: at(time.Second)},
-			fresh: map[string]time.Duration{"r1": 2 * time.Second, "r2": 0}, want: Decision{"r2", ReasonNoToken, at(time.Second)}},
-		{name: "lsn: the fence", mode: ModeLSN, marks: Marks{Token: at(time.Minute)}, fence: at(time.Second),
-			fresh: map[string]time.Duration{"r1": 2 * time.Second, "r2": 0}, want: Decision{"r2", ReasonLSNCaughtUp, at(time.Second)}},
-		{name: "lsn: a fence older than the lease", mode: ModeLSN, marks: Marks{Token: at(time.Minute)}, fenceAge: time.Second,
-			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Primary, ReasonFenceUnknown, 0}},
+			fresh: map[string]time.Duration{"r1": 2 * time.Second, "r2": 0}, want: Decision{Node: "r2", Reason: ReasonNoToken, MinLSN: at(time.Second)}},
+		{name: "lsn: the fence", mode: ModeLSN, marks: Marks{Token: pos(at(time.Minute))}, fence: at(time.Second),
+			fresh: map[string]time.Duration{"r1": 2 * time.Second, "r2": 0}, want: Decision{Node: "r2", Reason: ReasonLSNCaughtUp, MinLSN: at(time.Second)}},
+		{name: "lsn: a fence older than the lease", mode: ModeLSN, marks: Marks{Token: pos(at(time.Minute))}, fenceAge: time.Second,
+			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Node: Primary, Reason: ReasonFenceUnknown, MinLSN: 0}},
 		// Writes unknown: lsn mode needs a replica at the primary's position
 		// when the read arrived (the fake primary is at now); time mode the
 		// primary.
 		{name: "lsn: marks that Redis may evict", mode: ModeLSN, marks: Marks{Unreliable: true},
-			fresh: map[string]time.Duration{"r1": 0}, want: Decision{"r1", ReasonTrackerUnavailable, at(0)}},
+			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Node: "r1", Reason: ReasonTrackerUnavailable, MinLSN: at(0)}},
 		{name: "lsn: Redis may have evicted the token", mode: ModeLSN, marks: Marks{Unreliable: true, WrittenAt: t0},
-			fresh: map[string]time.Duration{"r1": time.Second, "r2": 0}, want: Decision{"r2", ReasonTrackerUnavailable, at(0)}},
+			fresh: map[string]time.Duration{"r1": time.Second, "r2": 0}, want: Decision{Node: "r2", Reason: ReasonTrackerUnavailable, MinLSN: at(0)}},
 		{name: "lsn: a time mark without its token", mode: ModeLSN, marks: Marks{WrittenAt: t0},
-			fresh: map[string]time.Duration{"r1": time.Second}, want: Decision{Primary, ReasonTrackerUnavailable, 0}},
+			fresh: map[string]time.Duration{"r1": time.Second}, want: Decision{Node: Primary, Reason: ReasonTrackerUnavailable, MinLSN: 0}},
 		{name: "lsn: tracker down", mode: ModeLSN, trackErr: down,
-			fresh: map[string]time.Duration{"r1": 0}, want: Decision{"r1", ReasonTrackerUnavailable, at(0)}},
+			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Node: "r1", Reason: ReasonTrackerUnavailable, MinLSN: at(0)}},
 		{name: "lsn: tracker down, an old client token does not lower the need", mode: ModeLSN, trackErr: down, client: at(time.Minute),
-			fresh: map[string]time.Duration{"r1": time.Second}, want: Decision{Primary, ReasonTrackerUnavailable, 0}},
+			fresh: map[string]time.Duration{"r1": time.Second}, want: Decision{Node: Primary, Reason: ReasonTrackerUnavailable, MinLSN: 0}},
 		{name: "time: tracker down, even with a client token", mode: ModeTime, trackErr: down, client: at(time.Minute),
-			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Primary, ReasonTrackerUnavailable, 0}},
+			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Node: Primary, Reason: ReasonTrackerUnavailable, MinLSN: 0}},
 		{name: "time: marks that Redis may evict", mode: ModeTime, marks: Marks{Unreliable: true},
-			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Primary, ReasonTrackerUnavailable, 0}},
-		{name: "no healthy replica", mode: ModeLSN, marks: Marks{Token: at(time.Minute)},
-			want: Decision{Primary, ReasonNoReplica, 0}},
-		{name: "off ignores the write", mode: ModeOff, marks: Marks{Token: at(0)},
-			fresh: map[string]time.Duration{"r1": time.Hour}, want: Decision{"r1", ReasonRYWOff, 0}},
+			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Node: Primary, Reason: ReasonTrackerUnavailable, MinLSN: 0}},
+		{name: "no healthy replica", mode: ModeLSN, marks: Marks{Token: pos(at(time.Minute))},
+			want: Decision{Node: Primary, Reason: ReasonNoReplica, MinLSN: 0}},
+		{name: "off ignores the write", mode: ModeOff, marks: Marks{Token: pos(at(0))},
+			fresh: map[string]time.Duration{"r1": time.Hour}, want: Decision{Node: "r1", Reason: ReasonRYWOff, MinLSN: 0}},
 		{name: "off ignores the tracker", mode: ModeOff, trackErr: down,
-			fresh: map[string]time.Duration{"r1": 0}, want: Decision{"r1", ReasonRYWOff, 0}},
-		{name: "off without replicas", mode: ModeOff, want: Decision{Primary, ReasonNoReplica, 0}},
+			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Node: "r1", Reason: ReasonRYWOff, MinLSN: 0}},
+		{name: "off without replicas", mode: ModeOff, want: Decision{Node: Primary, Reason: ReasonNoReplica, MinLSN: 0}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -193,7 +225,7 @@ func TestOwnReadRouting(t *testing.T) {
 			}
 			ctx := t.Context()
 			if tt.client > 0 {
-				ctx = WithClientToken(ctx, tt.client)
+				ctx = WithClientSession(ctx, Session{Write: pos(tt.client)})
 			}
 			got := newTestRouter(tt.mode, tr, reps, nil, &now).ForOwnRead(ctx, "u")
 			if got != tt.want {
@@ -206,12 +238,12 @@ func TestOwnReadRouting(t *testing.T) {
 func TestClientTokensAheadOfThePrimaryAreIgnored(t *testing.T) {
 	now := t0.Add(time.Hour)
 	tr := newFakeTracker()
-	tr.marks["u"] = Marks{Token: lsnAt(now.Add(-time.Second))}
+	tr.marks["u"] = Marks{Token: pos(lsnAt(now.Add(-time.Second)))}
 	reps := &fakeReplicas{replay: map[string]LSN{"r1": lsnAt(now)}, order: []string{"r1"}, fenceAsOf: now}
 	r := newTestRouter(ModeLSN, tr, reps, nil, &now)
 	for _, client := range []LSN{lsnAt(now) + 1, ^LSN(0)} {
-		d := r.ForOwnRead(WithClientToken(t.Context(), client), "u")
-		if d != (Decision{"r1", ReasonLSNCaughtUp, lsnAt(now.Add(-time.Second))}) {
+		d := r.ForOwnRead(WithClientSession(t.Context(), Session{Write: pos(client)}), "u")
+		if d != (Decision{Node: "r1", Reason: ReasonLSNCaughtUp, MinLSN: lsnAt(now.Add(-time.Second))}) {
 			t.Errorf("client token %s ahead of the primary (%s): %+v; want it ignored", client, lsnAt(now), d)
 		}
 	}
@@ -219,7 +251,7 @@ func TestClientTokensAheadOfThePrimaryAreIgnored(t *testing.T) {
 		t.Errorf("ignored tokens counted %d, want 2", n)
 	}
 	// A token the primary has reached is routed on.
-	if d := r.ForOwnRead(WithClientToken(t.Context(), lsnAt(now)), "u"); d.MinLSN != lsnAt(now) {
+	if d := r.ForOwnRead(WithClientSession(t.Context(), Session{Write: pos(lsnAt(now))}), "u"); d.MinLSN != lsnAt(now) {
 		t.Errorf("a reachable client token: %+v", d)
 	}
 }
@@ -228,14 +260,14 @@ func TestStaleReadAndWrite(t *testing.T) {
 	now := t0
 	reps := &fakeReplicas{replay: map[string]LSN{"r1": lsnAt(now.Add(-time.Hour))}, order: []string{"r1"}}
 	r := newTestRouter(ModeTime, newFakeTracker(), reps, nil, &now)
-	if d := r.ForStaleRead(); d != (Decision{"r1", ReasonStaleOK, 0}) {
+	if d := r.ForStaleRead(t.Context()); d != (Decision{Node: "r1", Reason: ReasonStaleOK, MinLSN: 0}) {
 		t.Errorf("ForStaleRead = %+v: any healthy replica, however stale", d)
 	}
-	if d := r.ForWrite(); d != (Decision{Node: Primary, Reason: ReasonWrite}) {
+	if d := r.ForWrite(t.Context()); d != (Decision{Node: Primary, Reason: ReasonWrite}) {
 		t.Errorf("ForWrite = %+v", d)
 	}
 	delete(reps.replay, "r1")
-	if d := r.ForStaleRead(); d != (Decision{Node: Primary, Reason: ReasonNoReplica}) {
+	if d := r.ForStaleRead(t.Context()); d != (Decision{Node: Primary, Reason: ReasonNoReplica}) {
 		t.Errorf("ForStaleRead without replicas = %+v", d)
 	}
 }
@@ -250,7 +282,7 @@ func TestRecordWriteRecordsTheTokenInBothModes(t *testing.T) {
 		if err := r.RecordWrite(ctx, "u"); err != nil {
 			t.Fatal(err)
 		}
-		if tr.marks["u"].Token != wal.at || obs.Token() != wal.at || obs.Reason() != "" || wal.fence != 0 {
+		if tr.marks["u"].Token.LSN != wal.at || obs.Token().LSN != wal.at || obs.Reason() != "" || wal.fence != 0 {
 			t.Errorf("%s: recorded %s, observed token %s reason %q, fence %s; want %s in the tracker and the response, no fence",
 				mode, tr.marks["u"].Token, obs.Token(), obs.Reason(), wal.fence, wal.at)
 		}
@@ -281,7 +313,7 @@ func TestRecordWriteRaisesTheFenceWhenTheTrackerFails(t *testing.T) {
 	if tr.calls != recordAttempts {
 		t.Errorf("tracker tried %d times, want %d", tr.calls, recordAttempts)
 	}
-	if wal.fence != wal.at || obs.Reason() != ReasonWriteFenced || obs.Token() != wal.at {
+	if wal.fence != wal.at || obs.Reason() != ReasonWriteFenced || obs.Token().LSN != wal.at {
 		t.Errorf("fence %s, reason %q, token %s; want the fence at the token and reason write-fenced", wal.fence, obs.Reason(), obs.Token())
 	}
 	if waited := now.Sub(start); waited < 1100*time.Millisecond {

@@ -18,9 +18,9 @@ import (
 
 // Marks is what the tracker knows of one user's writes.
 type Marks struct {
-	// Token is the WAL position of the user's last recorded write, 0 when
-	// none is recorded.
-	Token LSN
+	// Token is the WAL position of the user's last recorded write, zero
+	// when none is recorded.
+	Token Position
 	// WrittenAt is when the user's last write was recorded, on the
 	// tracker's own clock; zero when none is recorded.
 	WrittenAt time.Time
@@ -37,14 +37,20 @@ type Marks struct {
 }
 
 // HasWrite reports whether a write of the user is recorded.
-func (m Marks) HasWrite() bool { return m.Token > 0 || !m.WrittenAt.IsZero() }
+func (m Marks) HasWrite() bool { return !m.Token.IsZero() || !m.WrittenAt.IsZero() }
 
 // Tracker remembers each user's last write across all instances of the
 // service.
 type Tracker interface {
 	// Record raises the user's marks to a write whose WAL position is
-	// token, now. Marks never go down, whatever order writes are recorded in.
-	Record(ctx context.Context, userID string, token LSN) error
+	// token, now, and returns the position the token mark held before
+	// (zero if none). Marks never go down, whatever order writes are
+	// recorded in: a position on a later timeline is later.
+	Record(ctx context.Context, userID string, token Position) (prev Position, err error)
+	// Repair replaces the user's token mark with to if it still holds
+	// lost (a write a failover lost), and reports whether it did: of all
+	// the instances that find the same lost mark, one does.
+	Repair(ctx context.Context, userID string, lost, to Position) (bool, error)
 	// Lookup returns the user's marks.
 	Lookup(ctx context.Context, userID string) (Marks, error)
 }
@@ -148,17 +154,42 @@ func TokenKey(userID string) string {
 // replaced when the server changes; a change means marks may be lost.
 const EpochKey = "ryw:epoch"
 
-// raiseToken sets the key to ARGV[1] if that is greater than what it holds,
-// and renews the TTL either way, atomically. Tokens are stored as 16
-// uppercase hex digits, so that comparing strings compares positions (Lua
-// numbers are doubles and cannot hold every 64-bit LSN).
+// raiseToken sets the key to ARGV[1] if that is a later position than what
+// it holds, renews the TTL either way, and returns what it held (” for
+// nothing), atomically. Tokens are stored as "<system>:<timeline><LSN>"
+// with both numbers in fixed-width uppercase hex (see markValue), so that
+// within one cluster comparing strings compares (timeline, LSN): Lua
+// numbers are doubles and cannot hold every 64-bit LSN. A position of
+// another cluster is replaced; one from before marks carried a timeline
+// (16 hex digits) is compared by its LSN.
 var raiseToken = redis.NewScript(`
 local cur = redis.call('GET', KEYS[1])
-if (not cur) or ARGV[1] > cur then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local new = ARGV[1]
+local replace = true
+if cur then
+  local i = string.find(cur, ':', 1, true)
+  local j = string.find(new, ':', 1, true)
+  if not i then
+    replace = string.sub(new, j + 9) >= cur
+  elseif string.sub(cur, 1, i) == string.sub(new, 1, j) then
+    replace = string.sub(new, j + 1) > string.sub(cur, i + 1)
+  end
+end
+if replace then
+  redis.call('SET', KEYS[1], new, 'PX', ARGV[2])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return cur or ''
+`)
+
+// repairToken replaces the key's ARGV[1] with ARGV[2], keeping its TTL, and
+// returns 1; or returns 0 if it holds anything else.
+var repairToken = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
   return 1
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 0
 `)
 
@@ -207,28 +238,47 @@ return cur
 `)
 
 // Record raises both of the user's marks in one round trip.
-func (t *RedisTracker) Record(ctx context.Context, userID string, token LSN) error {
+func (t *RedisTracker) Record(ctx context.Context, userID string, token Position) (Position, error) {
 	start := time.Now()
 	if !t.breaker.allow(start) {
 		t.observe("record", 0, ErrTrackerShedding)
-		return ErrTrackerShedding
+		return Position{}, ErrTrackerShedding
 	}
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
-	err := t.record(ctx, userID, token, true)
+	prev, err := t.record(ctx, userID, token, true)
 	if redis.HasErrorPrefix(err, "NOSCRIPT") {
 		// Redis restarted and forgot the scripts: send them whole.
-		err = t.record(ctx, userID, token, false)
+		prev, err = t.record(ctx, userID, token, false)
 	}
 	t.breaker.done(err, time.Now())
 	t.observe("record", time.Since(start), err)
 	if err != nil {
-		return fmt.Errorf("record the write in redis: %w", err)
+		return Position{}, fmt.Errorf("record the write in redis: %w", err)
 	}
-	return nil
+	if prev == "" {
+		return Position{}, nil
+	}
+	p, err := parseMarkValue(prev)
+	if err != nil {
+		// Replaced by a valid one: nothing to judge.
+		return Position{}, nil
+	}
+	return p, nil
 }
 
-func (t *RedisTracker) record(ctx context.Context, userID string, token LSN, bySHA bool) error {
+// Repair replaces a lost token mark (see Tracker).
+func (t *RedisTracker) Repair(ctx context.Context, userID string, lost, to Position) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	n, err := repairToken.Run(ctx, t.client, []string{TokenKey(userID)}, markValue(lost), markValue(to)).Int()
+	if err != nil {
+		return false, fmt.Errorf("repair the mark in redis: %w", err)
+	}
+	return n == 1, nil
+}
+
+func (t *RedisTracker) record(ctx context.Context, userID string, token Position, bySHA bool) (string, error) {
 	ttl := t.ttl.Milliseconds()
 	pipe := t.client.Pipeline()
 	run := (*redis.Script).Eval
@@ -236,12 +286,12 @@ func (t *RedisTracker) record(ctx context.Context, userID string, token LSN, byS
 		run = (*redis.Script).EvalSha
 	}
 	marker := run(raiseMarker, ctx, pipe, []string{MarkerKey(userID)}, ttl)
-	tok := run(raiseToken, ctx, pipe, []string{TokenKey(userID)}, fmt.Sprintf("%016X", uint64(token)), ttl)
+	tok := run(raiseToken, ctx, pipe, []string{TokenKey(userID)}, markValue(token), ttl)
 	_, _ = pipe.Exec(ctx)
 	if err := marker.Err(); err != nil {
-		return err
+		return "", err
 	}
-	return tok.Err()
+	return tok.Text()
 }
 
 // Lookup reads the user's marks, the epoch and Redis's clock in one round
@@ -276,11 +326,11 @@ func (t *RedisTracker) Lookup(ctx context.Context, userID string) (Marks, error)
 		m.WrittenAt, m.Age = at, raw.now.Sub(at)
 	}
 	if v := raw.token; v != "" {
-		n, err := strconv.ParseUint(v, 16, 64)
-		if err != nil || len(v) != 16 {
-			return Marks{}, fmt.Errorf("token %s holds %q, not 16 hex digits", TokenKey(userID), v)
+		p, err := parseMarkValue(v)
+		if err != nil {
+			return Marks{}, fmt.Errorf("token %s holds %q: %w", TokenKey(userID), v, err)
 		}
-		m.Token = LSN(n)
+		m.Token = p
 	}
 	epoch := raw.epoch
 	if t.clockJumped(raw.now, time.Now()) {

@@ -100,3 +100,108 @@ func TestTheAPIFollowsAFailoverWithoutARestart(t *testing.T) {
 	})
 	t.Logf("writes during the failover: %v", statuses)
 }
+
+// TestWritesLostInAFailoverAreFoundCountedAndNotWaitedOn: both replicas
+// are cut off from the primary (a partition), users A and B save v2, which
+// is acknowledged but reaches no replica, and the primary dies: the
+// promoted replica's timeline leaves the old one before v2. The API finds
+// the lost writes against the timeline history's switch point, counts and
+// logs each once, and reads from the new primary instead of waiting for a
+// position no node will reach: A's read (the mark in Redis) and A's read
+// with the token of the lost write; B's next write (which replaces the
+// mark). Then reads go back to the replicas. The control: user D's v1,
+// written before the partition and so below the switch point, keeps its
+// token and marks and is read from a replica, uncounted.
+func TestWritesLostInAFailoverAreFoundCountedAndNotWaitedOn(t *testing.T) {
+	ctx := t.Context()
+	s, err := devstack.Start(ctx, devstack.Options{Replicas: 2, Migrate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	env := map[string]string{
+		"HTTP_ADDR": "127.0.0.1:" + freePort(t), "DATABASE_URL": s.PrimaryURLs(),
+		"DATABASE_REPLICA_URLS": s.ReplicaURLs(), "REDIS_URL": s.Redis.URL,
+		"RYW_MODE": "lsn", "RYW_PRIMARY_TIMEOUT": "2s", "READYZ_DETAILS": "true",
+	}
+	if testAuth == "jwt" {
+		for _, kv := range jwtEnv() {
+			k, v, _ := strings.Cut(kv, "=")
+			env[k] = v
+		}
+	}
+	api, logs := startRun(t, env)
+	waitReplicasUsable(t, api)
+	a, b, d := uuid.New(), uuid.New(), uuid.New()
+	for _, u := range []uuid.UUID{a, b} {
+		saveProfile(t, api, u, "v1")
+	}
+	tokenD := post(t, api, d, "v1").token
+	if err := s.WaitCaughtUp(ctx, s.Replicas...); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range s.Replicas {
+		if err := r.Detach(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tokenA := post(t, api, a, "v2").token
+	saveProfile(t, api, b, "v2")
+	if _, err := s.Failover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		return do(t, http.MethodPost, api+"/api/me/profile", uuid.New(), "application/json", strings.NewReader(`{"email":"u@example.com","name":"x"}`)).status == http.StatusOK
+	})
+	lost := func() (tracker, token float64) {
+		m := scrape(t, api)
+		return m["ryw_lost_writes_total{found_in=tracker}"], m["ryw_lost_writes_total{found_in=token}"]
+	}
+
+	// A reads: the mark names v2, lost. Not a wait, not a 503: the new
+	// primary's v1.
+	r := getMe(t, api, a)
+	if r.status != http.StatusOK || nameIn(t, r) != "v1" || r.servedBy != "primary" || r.reason != "write-lost" {
+		t.Errorf("A's read after the failover = %s; want v1 from the primary, write-lost", r)
+	}
+	if tr, tok := lost(); tr != 1 || tok != 0 {
+		t.Errorf("lost writes counted: tracker %v, token %v; want 1 and 0", tr, tok)
+	}
+	// A's client still holds the token of v2.
+	r = getWith(t, api, a, tokenA, "header")
+	if r.status != http.StatusOK || nameIn(t, r) != "v1" || r.reason != "write-lost" {
+		t.Errorf("A's read with the token of the lost write = %s; want v1, write-lost", r)
+	}
+	if tr, tok := lost(); tr != 1 || tok != 1 {
+		t.Errorf("lost writes counted: tracker %v, token %v; want 1 and 1 (the mark was replaced: not counted again)", tr, tok)
+	}
+	// The mark now holds the switch point: A's reads go to replicas again.
+	waitFor(t, func() bool {
+		r := getMe(t, api, a)
+		return strings.HasPrefix(r.servedBy, "replica") && nameIn(t, r) == "v1"
+	})
+	// B writes before reading: the write replaces the lost mark, and finds
+	// it.
+	saveProfile(t, api, b, "v3")
+	if r := getMe(t, api, b); nameIn(t, r) != "v3" {
+		t.Errorf("B's read after a write on the new timeline = %s; want v3", r)
+	}
+	if tr, tok := lost(); tr != 2 || tok != 1 {
+		t.Errorf("lost writes counted: tracker %v, token %v; want 2 and 1", tr, tok)
+	}
+	if n := strings.Count(logs.String(), "a write was lost in a failover"); n != 2 {
+		t.Errorf("%d lost writes logged; want 2 (A's and B's)", n)
+	}
+	// The control: D's v1 is in the new history; its token is kept and
+	// routed on by a replica.
+	waitFor(t, func() bool {
+		r := getWith(t, api, d, tokenD, "header")
+		return r.status == http.StatusOK && nameIn(t, r) == "v1" && strings.HasPrefix(r.servedBy, "replica") && r.reason == "lsn-caught-up"
+	})
+	if tr, tok := lost(); tr != 2 || tok != 1 {
+		t.Errorf("after D's reads: tracker %v, token %v; want 2 and 1 still", tr, tok)
+	}
+	if m := scrape(t, api); m["ryw_primary_timeline{}"] != 2 {
+		t.Errorf("ryw_primary_timeline = %v; want 2", m["ryw_primary_timeline{}"])
+	}
+}

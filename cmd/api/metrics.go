@@ -99,6 +99,12 @@ var (
 		"1 while the replica is held out of rotation for flapping.", []string{"replica"}, nil)
 	ignoredTokensDesc = prometheus.NewDesc("ryw_client_tokens_ignored_total",
 		"Tokens clients sent back that were not routed on, by why: signature (forged, another user's, another key) or ahead (above the primary's position).", []string{"reason"}, nil)
+	lostWritesDesc = prometheus.NewDesc("ryw_lost_writes_total",
+		"Acknowledged writes found lost in a failover (their position is past the point where the new primary's timeline left the old one), by where: tracker (a user's mark in Redis, counted once by the instance that replaced it) or token (a client's token, at every request that brings one back). Each is logged.", []string{"found_in"}, nil)
+	sessionEventsDesc = prometheus.NewDesc("ryw_session_floor_events_total",
+		"Session-floor (monotonic reads) events: floor-lost (a client had been shown data a failover lost) and unmeasured (a read's position was taken from the primary instead).", []string{"event"}, nil)
+	timelineDesc = prometheus.NewDesc("ryw_primary_timeline",
+		"The primary's timeline at the monitor's last poll: it rises at each failover.", nil, nil)
 	fenceAgeDesc = prometheus.NewDesc("ryw_fence_age_seconds",
 		"Time since the poll that last confirmed the primary's fence; own-write reads go to the primary beyond the fence lease.", nil, nil)
 )
@@ -114,6 +120,15 @@ func (c *routingCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for why, n := range counts.IgnoredTokens {
 		ch <- prometheus.MustNewConstMetric(ignoredTokensDesc, prometheus.CounterValue, float64(n), why)
+	}
+	for _, where := range []string{ryw.LostInTracker, ryw.LostInToken} {
+		ch <- prometheus.MustNewConstMetric(lostWritesDesc, prometheus.CounterValue, float64(counts.LostWrites[where]), where)
+	}
+	for _, event := range []string{ryw.SessionLost, ryw.SessionUnmeasured} {
+		ch <- prometheus.MustNewConstMetric(sessionEventsDesc, prometheus.CounterValue, float64(counts.Sessions[event]), event)
+	}
+	if c := c.monitor.Cluster(); c.Known() {
+		ch <- prometheus.MustNewConstMetric(timelineDesc, prometheus.GaugeValue, float64(c.Timeline))
 	}
 	for cause, n := range counts.Retries {
 		ch <- prometheus.MustNewConstMetric(retriesDesc, prometheus.CounterValue, float64(n), string(cause))

@@ -240,7 +240,7 @@ func TestClientTokensCannotBeAbused(t *testing.T) {
 	saveProfile(t, api, alice, "alice")
 	w := post(t, api, mallory, "mallory")
 	signer := ryw.NewTokenSigner([]byte(key))
-	ahead := signer.Sign(alice.String(), ryw.LSN(0xFFFFFFFF_00000000))
+	ahead := signer.Sign(alice.String(), ryw.Session{Write: ryw.Position{LSN: 0xFFFFFFFF_00000000}})
 	before := scrape(t, api)
 	for name, tok := range map[string]string{
 		"unsigned, far ahead":        "FFFFFFFF/FFFFFFFF",

@@ -415,6 +415,12 @@ func (b *tpBench) seed(ctx context.Context, n int) (float64, error) {
 	if _, err := tracker.Lookup(ctx, userID(0).String()); err != nil {
 		return 0, fmt.Errorf("redis: %w", err)
 	}
+	// The marks carry the cluster and timeline, as the API's do.
+	mark, err := ryw.PrimaryWAL{DB: db}.CurrentPosition(ctx)
+	if err != nil {
+		return 0, err
+	}
+	mark.LSN = lsn
 	before, err := usedMemory(ctx, rc)
 	if err != nil {
 		return 0, err
@@ -425,7 +431,7 @@ func (b *tpBench) seed(ctx context.Context, n int) (float64, error) {
 	for range 32 {
 		wg.Go(func() {
 			for i := range work {
-				if err := tracker.Record(ctx, userID(i).String(), lsn); err != nil {
+				if _, err := tracker.Record(ctx, userID(i).String(), mark); err != nil {
 					firstErr.CompareAndSwap(nil, err)
 				}
 			}

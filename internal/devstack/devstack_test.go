@@ -592,31 +592,11 @@ func TestASynchronousQuorumLosesNoAcknowledgedWriteInAFailover(t *testing.T) {
 			if err := s.SetSynchronousStandbys(ctx, quorum); err != nil {
 				t.Fatal(err)
 			}
-			primaryPort := s.Primary.Port
-			conninfo := func(r *Node, port int) {
-				t.Helper()
-				ci := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres application_name=%s", port, r.Name)
-				if err := r.Exec(ctx, "ALTER SYSTEM SET primary_conninfo = "+quoteLiteral(ci)); err != nil {
-					t.Fatal(err)
-				}
-				if err := r.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
-					t.Fatal(err)
-				}
-			}
+			primary := s.Primary
 			// Both replicas stop receiving: their WAL receivers point nowhere.
 			for _, r := range s.Replicas {
-				conninfo(r, 1)
-			}
-			for _, r := range s.Replicas {
-				for {
-					var n int
-					if err := r.QueryRow(ctx, []any{&n}, "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'"); err != nil {
-						t.Fatal(err)
-					}
-					if n == 0 {
-						break
-					}
-					time.Sleep(20 * time.Millisecond)
+				if err := r.Detach(ctx); err != nil {
+					t.Fatal(err)
 				}
 			}
 			acked := map[int]bool{}
@@ -636,8 +616,7 @@ func TestASynchronousQuorumLosesNoAcknowledgedWriteInAFailover(t *testing.T) {
 				}
 				// replica2 receives again: commits are acknowledged again,
 				// and replica2 is now the most advanced replica.
-				conninfo(s.Replicas[1], primaryPort)
-				if err := s.Replicas[1].waitStreaming(ctx, 1); err != nil {
+				if err := s.Replicas[1].Attach(ctx, primary); err != nil {
 					t.Fatal(err)
 				}
 				for id := 6; id <= 10; id++ {

@@ -64,11 +64,7 @@ func (s *Stack) Failover(ctx context.Context) (old *Node, err error) {
 		if err := promoted.Exec(ctx, "SELECT pg_create_physical_replication_slot($1) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)", r.Name); err != nil {
 			return nil, fmt.Errorf("devstack: slot for %s on %s: %w", r.Name, promoted.Name, err)
 		}
-		conninfo := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres application_name=%s", promoted.Port, r.Name)
-		if err := r.Exec(ctx, "ALTER SYSTEM SET primary_conninfo = "+quoteLiteral(conninfo)); err != nil {
-			return nil, fmt.Errorf("devstack: re-point %s: %w", r.Name, err)
-		}
-		if err := r.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
+		if err := r.setPrimaryConninfo(ctx, promoted.Port); err != nil {
 			return nil, err
 		}
 	}
@@ -109,6 +105,55 @@ func (n *Node) Timeline(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("%s: no WAL receiver", n.Name)
 	}
 	return int(*tli), nil
+}
+
+// Detach stops the replica receiving WAL, as a network partition between
+// it and the primary would: its primary_conninfo points nowhere until
+// Failover re-points it (or Attach). Commits on the primary are then still
+// acknowledged, unless a synchronous quorum waits for this replica, and a
+// failover that promotes a detached replica loses them.
+func (n *Node) Detach(ctx context.Context) error {
+	if err := n.setPrimaryConninfo(ctx, 1); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for {
+		var streaming int
+		if err := n.QueryRow(ctx, []any{&streaming}, "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'"); err != nil {
+			return err
+		}
+		if streaming == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: still streaming 60s after it was detached", n.Name)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Attach points the replica at primary again and waits until it streams
+// primary's timeline.
+func (n *Node) Attach(ctx context.Context, primary *Node) error {
+	if err := n.setPrimaryConninfo(ctx, primary.Port); err != nil {
+		return err
+	}
+	tli, err := primary.Timeline(ctx)
+	if err != nil {
+		return err
+	}
+	return n.waitStreaming(ctx, tli)
+}
+
+// setPrimaryConninfo points the replica's WAL receiver at port.
+func (n *Node) setPrimaryConninfo(ctx context.Context, port int) error {
+	conninfo := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres application_name=%s", port, n.Name)
+	if err := n.Exec(ctx, "ALTER SYSTEM SET primary_conninfo = "+quoteLiteral(conninfo)); err != nil {
+		return fmt.Errorf("devstack: re-point %s: %w", n.Name, err)
+	}
+	return n.Exec(ctx, "SELECT pg_reload_conf()")
 }
 
 // waitStreaming waits until the replica's WAL receiver streams timeline tli.
