@@ -3,6 +3,7 @@ package ryw
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // Primary is the node name of the primary in decisions, headers and logs.
@@ -81,6 +82,9 @@ type Observation struct {
 	// partial is set when a read that should have been measured was not.
 	seen    Position
 	partial bool
+	// seenOn is, per replica, the highest position measured on it and when
+	// the first of those reads started.
+	seenOn map[string]measured
 	// held is what held of the client's session, on the current timeline.
 	held Session
 }
@@ -160,13 +164,44 @@ func (o *Observation) kept() Session {
 	return o.held
 }
 
-func (o *Observation) addSeen(p Position) {
+// measured is a position a read found on a replica, and when the read
+// started.
+type measured struct {
+	pos Position
+	at  time.Time
+}
+
+func (o *Observation) addSeen(node string, p Position, at time.Time) {
 	if o == nil {
 		return
 	}
 	o.mu.Lock()
+	defer o.mu.Unlock()
 	o.seen = Later(o.seen, p)
-	o.mu.Unlock()
+	if node == "" {
+		return
+	}
+	if o.seenOn == nil {
+		o.seenOn = map[string]measured{}
+	}
+	m, ok := o.seenOn[node]
+	if !ok {
+		m.at = at
+	}
+	m.pos = Later(m.pos, p)
+	o.seenOn[node] = m
+}
+
+// seenOnNode returns the highest position the request's reads measured on
+// the replica node, and when the first of them started.
+func (o *Observation) seenOnNode(node string) (Position, time.Time) {
+	if o == nil {
+		return Position{}, time.Time{}
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	m := o.seenOn[node]
+	return m.pos, m.at
 }
 
 func (o *Observation) unmeasured() {

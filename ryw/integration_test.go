@@ -152,7 +152,7 @@ type recordingReplicas struct{ down string }
 
 func (r *recordingReplicas) Cluster() ryw.Cluster { return ryw.Cluster{} }
 
-func (r *recordingReplicas) Saw(string, ryw.Position) {}
+func (r *recordingReplicas) Saw(string, ryw.Position, time.Time) {}
 
 func (r *recordingReplicas) CaughtUp(ryw.LSN) []string             { return nil }
 func (r *recordingReplicas) AllCaughtUp(ryw.LSN) bool              { return false }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -23,8 +24,15 @@ import (
 // position (replay only moves forward), or the primary's insert position
 // (a commit's record is inserted before it becomes visible). The position
 // query goes in the same round trip as the statement: both are sent
-// together (pipelined, with one Sync), and the answers are read in order.
-// A position query before the statement would give a lower bound only.
+// together in pipeline mode, each followed by its own Sync, so that each
+// runs as a transaction of its own (the statement commits before the
+// position is read, and a failing position query cannot undo it), and the
+// answers are read in order. A position query before the statement would
+// give a lower bound only.
+//
+// Statements inside a transaction are not measured: the position query
+// would run inside it. The router then raises the session to the
+// primary's position instead (Router.SessionAfter).
 
 // replicaSeenQuery reads, after a statement on a standby, whether it is
 // still one, how far it has replayed, and the timeline its WAL receiver
@@ -50,43 +58,51 @@ var binaryResults = map[uint32]bool{
 }
 
 // maxMeasuredStatements bounds the statements a connection keeps prepared
-// for measured queries; past it they are all deallocated and prepared again
-// as needed.
+// for measured queries; past it they are deallocated and prepared again as
+// needed.
 const maxMeasuredStatements = 256
 
 // measuring returns the observation a query must report its position to,
-// or nil: a read whose decision asks for it (MeasureSeen), on the pool of
-// the node the decision names.
+// or nil: a read whose decision asks for it (MeasureSeen), on whichever
+// pool runs it (the resolver sends some reads to the primary whatever the
+// decision: transactions, locking reads).
 func (cc *checkedConn) measuring(ctx context.Context) (*Observation, Decision) {
 	d, ok := DecisionFrom(ctx)
-	if !ok || !d.MeasureSeen || d.OnPrimary() == cc.replica {
+	if !ok || !d.MeasureSeen {
 		return nil, d
 	}
 	return observationFrom(ctx), d
 }
 
-// queryMeasured sends query and the position query together and returns
-// the rows of query; the position is read, and reported to obs, when the
-// rows are closed.
+// queryMeasured runs query with the position query in the same round trip
+// and returns its rows; the position is read, and reported to obs, when
+// the rows are closed.
 func (cc *checkedConn) queryMeasured(ctx context.Context, obs *Observation, d Decision, query string, args []driver.NamedValue) (driver.Rows, error) {
 	conn := cc.Conn.Conn()
 	if conn.IsClosed() {
 		return nil, driver.ErrBadConn
 	}
-	if cc.prepared >= maxMeasuredStatements {
-		if err := conn.DeallocateAll(ctx); err != nil {
-			return nil, err
-		}
-		cc.prepared = 0
+	if conn.PgConn().TxStatus() != 'I' {
+		obs.unmeasured()
+		return cc.Conn.QueryContext(ctx, query, args)
 	}
-	sd, err := conn.Prepare(ctx, query, query)
+	rows, err := cc.tryMeasured(ctx, conn, obs, d, query, args)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "0A000" || pgErr.Code == "26000") {
+		// The schema changed under the prepared statement ("cached plan
+		// must not change result type"), or it is gone: prepare it again,
+		// once.
+		cc.forget(ctx, conn, query)
+		rows, err = cc.tryMeasured(ctx, conn, obs, d, query, args)
+	}
+	return rows, err
+}
+
+func (cc *checkedConn) tryMeasured(ctx context.Context, conn *pgx.Conn, obs *Observation, d Decision, query string, args []driver.NamedValue) (driver.Rows, error) {
+	sd, err := cc.statement(ctx, conn, query)
 	if err != nil {
-		if pgconn.SafeToRetry(err) {
-			return nil, driver.ErrBadConn
-		}
-		return nil, err
+		return nil, badConn(err)
 	}
-	cc.prepared++
 	values := make([]any, len(args))
 	for i, a := range args {
 		values[i] = a.Value
@@ -105,20 +121,29 @@ func (cc *checkedConn) queryMeasured(ctx context.Context, obs *Observation, d De
 	if !cc.replica {
 		seen = primarySeenQuery
 	}
-	var batch pgconn.Batch
-	batch.ExecStatement(sd, eqb.ParamValues, eqb.ParamFormats, formats)
-	batch.ExecParams(seen, nil, nil, nil, nil)
-	mrr := conn.PgConn().ExecBatch(ctx, &batch)
-	if !mrr.NextResult() {
-		err := mrr.Close()
-		if err == nil {
-			err = errors.New("ryw: a measured query returned no result")
-		}
-		return nil, err
+	started := time.Now()
+	p := conn.PgConn().StartPipeline(ctx)
+	p.SendQueryStatement(sd, eqb.ParamValues, eqb.ParamFormats, formats)
+	p.SendPipelineSync()
+	p.SendQueryParams(seen, nil, nil, nil, nil)
+	p.SendPipelineSync()
+	if err := p.Flush(); err != nil {
+		p.Close()
+		return nil, badConn(err)
 	}
-	r := &measuredRows{conn: conn, mrr: mrr, rr: mrr.ResultReader(), obs: obs, decision: d, replica: cc.replica, cc: cc}
+	res, err := p.GetResults()
+	rr, ok := res.(*pgconn.ResultReader)
+	if err != nil || !ok {
+		p.Close()
+		if err == nil {
+			err = fmt.Errorf("ryw: a measured query returned %T", res)
+		}
+		return nil, badConn(err)
+	}
+	r := &measuredRows{conn: conn, cc: cc, pipeline: p, rr: rr, obs: obs, decision: d, started: started,
+		fields: slices.Clone(rr.FieldDescriptions())}
 	// Like stdlib: read the first row now, so that the statement's error
-	// is the query's, and the columns are known.
+	// is the query's.
 	r.preloaded, r.more = true, r.rr.NextRow()
 	if !r.more {
 		if err := r.finish(); err != nil {
@@ -128,16 +153,62 @@ func (cc *checkedConn) queryMeasured(ctx context.Context, obs *Observation, d De
 	return r, nil
 }
 
+// statement returns the connection's prepared statement for a measured
+// query, preparing it (one round trip, the first time on a connection).
+// They are the connection's own, under their own names, apart from pgx's
+// statement cache.
+func (cc *checkedConn) statement(ctx context.Context, conn *pgx.Conn, query string) (*pgconn.StatementDescription, error) {
+	if sd, ok := cc.statements[query]; ok {
+		return sd, nil
+	}
+	if len(cc.statements) >= maxMeasuredStatements {
+		for q := range cc.statements {
+			cc.forget(ctx, conn, q)
+		}
+	}
+	cc.named++
+	sd, err := conn.PgConn().Prepare(ctx, fmt.Sprintf("ryw_measured_%d", cc.named), query, nil)
+	if err != nil {
+		return nil, err
+	}
+	if cc.statements == nil {
+		cc.statements = map[string]*pgconn.StatementDescription{}
+	}
+	cc.statements[query] = sd
+	return sd, nil
+}
+
+// forget deallocates the prepared statement of a measured query.
+func (cc *checkedConn) forget(ctx context.Context, conn *pgx.Conn, query string) {
+	sd, ok := cc.statements[query]
+	if !ok {
+		return
+	}
+	delete(cc.statements, query)
+	_ = conn.PgConn().Deallocate(ctx, sd.Name)
+}
+
+// badConn is err, or driver.ErrBadConn when nothing reached the server
+// (the connection was closed, say): database/sql then retries on another
+// connection, as it does for pgx's own statements.
+func badConn(err error) error {
+	if pgconn.SafeToRetry(err) {
+		return driver.ErrBadConn
+	}
+	return err
+}
+
 // measuredRows are the rows of a measured query. Their values are those
 // stdlib.Rows gives for the same columns.
 type measuredRows struct {
 	conn      *pgx.Conn
 	cc        *checkedConn
-	mrr       *pgconn.MultiResultReader
+	pipeline  *pgconn.Pipeline
 	rr        *pgconn.ResultReader
+	fields    []pgconn.FieldDescription // copied: the reader's are reused by the next result
 	obs       *Observation
 	decision  Decision
-	replica   bool
+	started   time.Time
 	preloaded bool
 	more      bool
 	done      bool
@@ -148,9 +219,8 @@ type measuredRows struct {
 
 func (r *measuredRows) Columns() []string {
 	if r.names == nil {
-		fields := r.rr.FieldDescriptions()
-		r.names = make([]string, len(fields))
-		for i, f := range fields {
+		r.names = make([]string, len(r.fields))
+		for i, f := range r.fields {
 			r.names[i] = f.Name
 		}
 	}
@@ -177,7 +247,7 @@ func (r *measuredRows) Next(dest []driver.Value) error {
 		return io.EOF
 	}
 	if r.values == nil {
-		r.values = valueFuncs(r.conn.TypeMap(), r.rr.FieldDescriptions())
+		r.values = valueFuncs(r.conn.TypeMap(), r.fields)
 	}
 	for i, raw := range r.rr.Values() {
 		if raw == nil {
@@ -205,41 +275,57 @@ func (r *measuredRows) finish() error {
 	r.done = true
 	_, stmtErr := r.rr.Close()
 	pos, posErr := r.readPosition()
-	closeErr := r.mrr.Close()
-	switch {
-	case stmtErr != nil:
-		r.err = stmtErr
-	case closeErr != nil && posErr == nil:
+	closeErr := r.pipeline.Close()
+	if posErr == nil && closeErr != nil {
 		posErr = closeErr
 	}
 	if stmtErr != nil || posErr != nil {
 		r.obs.unmeasured()
 	} else {
-		r.obs.addSeen(pos)
-		r.cc.replayed = max(r.cc.replayed, pos.LSN)
+		r.obs.addSeen(r.cc.name, pos, r.started)
+		if r.cc.replica {
+			r.cc.replayed = max(r.cc.replayed, pos.LSN)
+		}
 	}
-	if r.err != nil && pgconn.SafeToRetry(r.err) {
-		r.err = driver.ErrBadConn
+	if stmtErr != nil {
+		r.err = badConn(stmtErr)
 	}
 	return r.err
 }
 
+// readPosition reads the results that follow the statement's: its Sync,
+// the position, and the position's Sync.
 func (r *measuredRows) readPosition() (Position, error) {
-	if !r.mrr.NextResult() {
-		return Position{}, errors.New("no position result")
-	}
-	rr := r.mrr.ResultReader()
 	var row [][]byte
-	if rr.NextRow() {
-		row = rr.Values()
-		row = append([][]byte(nil), row...)
-		for i := range row {
-			row[i] = append([]byte(nil), row[i]...)
+	var got bool
+	for {
+		res, err := r.pipeline.GetResults()
+		if err != nil {
+			return Position{}, err
+		}
+		switch res := res.(type) {
+		case *pgconn.PipelineSync:
+			if got {
+				return r.position(row)
+			}
+		case *pgconn.ResultReader:
+			if res.NextRow() {
+				for _, v := range res.Values() {
+					row = append(row, slices.Clone(v))
+				}
+			}
+			if _, err := res.Close(); err != nil {
+				return Position{}, err
+			}
+			got = true
+		case nil:
+			return Position{}, errors.New("no position result")
 		}
 	}
-	if _, err := rr.Close(); err != nil {
-		return Position{}, err
-	}
+}
+
+// position reads the position query's row.
+func (r *measuredRows) position(row [][]byte) (Position, error) {
 	if len(row) < 3 || string(row[0]) != "t" || row[1] == nil {
 		return Position{}, errors.New("the node changed role: no position for the read")
 	}
@@ -247,12 +333,13 @@ func (r *measuredRows) readPosition() (Position, error) {
 	if err != nil {
 		return Position{}, err
 	}
-	p := Position{LSN: lsn, Timeline: r.decision.Timeline}
-	if r.replica {
+	if r.cc.replica {
+		// The timeline is the one the WAL receiver streams; without it,
+		// unknown (0), which is judged as the current one: a floor that
+		// errs high, never low.
+		p := Position{LSN: lsn}
 		if row[2] != nil {
-			if tli, err := strconv.Atoi(string(row[2])); err == nil {
-				p.Timeline = tli
-			}
+			p.Timeline, _ = strconv.Atoi(string(row[2]))
 		}
 		return p, nil
 	}
@@ -265,14 +352,13 @@ func (r *measuredRows) readPosition() (Position, error) {
 	if err := errors.Join(err1, err2, err3); err != nil {
 		return Position{}, err
 	}
-	p.LSN, p.Timeline = recordEnd(lsn, block, segment), int(tli)
-	return p, nil
+	return Position{LSN: recordEnd(lsn, block, segment), Timeline: int(tli)}, nil
 }
 
 // ColumnTypeScanType and ColumnTypeDatabaseTypeName answer as stdlib.Rows
 // does.
 func (r *measuredRows) ColumnTypeScanType(i int) reflect.Type {
-	switch r.rr.FieldDescriptions()[i].DataTypeOID {
+	switch r.fields[i].DataTypeOID {
 	case pgtype.Float8OID, pgtype.NumericOID:
 		return reflect.TypeFor[float64]()
 	case pgtype.Float4OID:
@@ -295,7 +381,7 @@ func (r *measuredRows) ColumnTypeScanType(i int) reflect.Type {
 }
 
 func (r *measuredRows) ColumnTypeDatabaseTypeName(i int) string {
-	oid := r.rr.FieldDescriptions()[i].DataTypeOID
+	oid := r.fields[i].DataTypeOID
 	if dt, ok := r.conn.TypeMap().TypeForOID(oid); ok {
 		return strings.ToUpper(dt.Name)
 	}

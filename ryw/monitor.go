@@ -475,15 +475,17 @@ func (m *Monitor) Behind(name string, lsn LSN) {
 	m.status[name] = next
 }
 
-// Saw records that a read on the replica found it at pos (a measured
-// read's position, see measure.go): replay only moves forward, so its known
-// position rises to it, without a poll. Positions of another timeline than
-// the one it was last checked on are left to the next check.
-func (m *Monitor) Saw(name string, pos Position) {
+// Saw records that a read on the replica, started at at, found it at pos
+// (a measured read's position, see measure.go): replay only moves forward,
+// so its known position rises to it, without a poll. A read that started
+// before the replica's last check says nothing newer (the check may have
+// seen it restarted and behind); positions of another timeline than the
+// one it was last checked on are left to the next check.
+func (m *Monitor) Saw(name string, pos Position, at time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	st, ok := m.status[name]
-	if !ok || !st.Healthy || pos.LSN <= st.ReplayLSN || (pos.Timeline != 0 && pos.Timeline != st.Timeline) {
+	if !ok || !st.Healthy || pos.LSN <= st.ReplayLSN || at.Before(st.CheckedAt) || (pos.Timeline != 0 && pos.Timeline != st.Timeline) {
 		return
 	}
 	next := m.statusAt(name, pos.LSN, m.now())

@@ -26,6 +26,9 @@ func (e *BehindError) Error() string {
 
 // PoolOptions size a connection pool.
 type PoolOptions struct {
+	// Name is the replica's name in the router's decisions: measured reads
+	// on the pool report the replica's position under it (Monitor.Saw).
+	Name        string
 	MaxOpen     int
 	MaxIdle     int
 	MaxLifetime time.Duration
@@ -66,7 +69,7 @@ func OpenPool(url string, replica bool, o PoolOptions) (*sql.DB, error) {
 	if o.StatementTimeout > 0 {
 		cfg.RuntimeParams["statement_timeout"] = strconv.FormatInt(o.StatementTimeout.Milliseconds(), 10)
 	}
-	db := sql.OpenDB(checkingConnector{Connector: stdlib.GetConnector(*cfg), replica: replica})
+	db := sql.OpenDB(checkingConnector{Connector: stdlib.GetConnector(*cfg), replica: replica, name: o.Name})
 	db.SetMaxOpenConns(o.MaxOpen)
 	db.SetMaxIdleConns(o.MaxIdle)
 	db.SetConnMaxLifetime(o.MaxLifetime)
@@ -80,6 +83,7 @@ func OpenPool(url string, replica bool, o PoolOptions) (*sql.DB, error) {
 type checkingConnector struct {
 	driver.Connector
 	replica bool
+	name    string
 }
 
 func (c checkingConnector) Connect(ctx context.Context) (driver.Conn, error) {
@@ -92,7 +96,7 @@ func (c checkingConnector) Connect(ctx context.Context) (driver.Conn, error) {
 		conn.Close()
 		return nil, fmt.Errorf("ryw: pgx stdlib returned a %T, not a *stdlib.Conn", conn)
 	}
-	return &checkedConn{Conn: sc, replica: c.replica}, nil
+	return &checkedConn{Conn: sc, replica: c.replica, name: c.name}, nil
 }
 
 // checkedConn is a pgx connection whose statements check the replay
@@ -101,8 +105,11 @@ func (c checkingConnector) Connect(ctx context.Context) (driver.Conn, error) {
 type checkedConn struct {
 	*stdlib.Conn
 	replica bool
-	// prepared counts the statements measured queries have prepared.
-	prepared int
+	name    string // the replica's, "" for the primary
+	// statements are the measured queries' own prepared statements, by
+	// query; named counts the names given.
+	statements map[string]*pgconn.StatementDescription
+	named      int
 	// replayed is the highest replay position this connection has seen.
 	// Replay only moves forward while the server runs, and the connection
 	// dies with the server, so a read that needs no more than this is known

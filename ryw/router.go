@@ -51,8 +51,8 @@ type Replicas interface {
 	// Behind lowers a replica's known position to what a connection saw.
 	Behind(name string, lsn LSN)
 	// Saw raises a replica's known position to what a measured read on it
-	// found.
-	Saw(name string, pos Position)
+	// found, in a read that started at at.
+	Saw(name string, pos Position, at time.Time)
 	// Cluster returns the primary's system identifier, timeline and
 	// timeline history, as last seen.
 	Cluster() Cluster
@@ -224,7 +224,7 @@ func (r *Router) primaryPosition(ctx context.Context) (position, error) {
 // ForWrite is the decision for a request that writes: the primary. The
 // client's session is judged, so that its response carries on what holds.
 func (r *Router) ForWrite(ctx context.Context) Decision {
-	r.session(ctx)
+	r.session(ctx, false)
 	return r.counted(Decision{Node: Primary, Reason: ReasonWrite})
 }
 
@@ -239,7 +239,7 @@ func (r *Router) ForStaleRead(ctx context.Context) Decision {
 }
 
 func (r *Router) staleRead(ctx context.Context) Decision {
-	_, seen, why := r.session(ctx)
+	_, seen, why := r.session(ctx, false)
 	if why != "" {
 		return Decision{Node: Primary, Reason: why}
 	}
@@ -268,11 +268,13 @@ func (r *Router) measured(d Decision) Decision {
 // session judges the session the client sent back against the cluster's
 // history, and keeps what holds in the request's Observation for the next
 // token. It returns the client's write and seen floors on the current
-// timeline (0 for none), or a reason to read from the primary: the client's
-// write was lost in a failover (it is counted, LostInToken), what it has
-// seen was (SessionLost), or its timeline is newer than the one this
-// instance knows of, or cannot be placed.
-func (r *Router) session(ctx context.Context) (write, seen LSN, toPrimary Reason) {
+// timeline (0 for none), or a reason to read from the primary. For an own
+// read (own): the client's write was lost in a failover (counted,
+// LostInToken), or its timeline cannot be placed (newer than this instance
+// knows, or the history is unreadable; the primary's answer, measured,
+// then stands in for it in the next token). For any read: what the
+// client has seen was lost (SessionLost), or cannot be placed.
+func (r *Router) session(ctx context.Context, own bool) (write, seen LSN, toPrimary Reason) {
 	s := clientSession(ctx)
 	if s.IsZero() {
 		return 0, 0, ""
@@ -286,14 +288,21 @@ func (r *Router) session(ctx context.Context) (write, seen LSN, toPrimary Reason
 				kept.Write = p
 			}
 		case Lost:
-			r.counts.lostWrite(LostInToken)
-			r.cfg.Logger.WarnContext(ctx, "a client's token names a write that a failover lost; reading from the primary",
-				"token", s.Write.String(), "switchPoint", p.String())
-			kept.Write, toPrimary = p, ReasonWriteLost
+			kept.Write = p
+			if own {
+				r.counts.lostWrite(LostInToken)
+				r.cfg.Logger.WarnContext(ctx, "a client's token names a write past the switch point of a failover: lost; reading from the primary",
+					"token", s.Write.String(), "switchPoint", p.String())
+				toPrimary = ReasonWriteLost
+			}
 		case Foreign:
 			r.counts.ignore(TokenForeign)
 		case Unjudged:
-			kept.Write, toPrimary = s.Write, ReasonTimelineUnknown
+			if own {
+				toPrimary = ReasonTimelineUnknown
+			} else {
+				kept.Write = s.Write
+			}
 		}
 	}
 	if r.cfg.Monotonic && !s.Seen.IsZero() {
@@ -311,7 +320,7 @@ func (r *Router) session(ctx context.Context) (write, seen LSN, toPrimary Reason
 		case Foreign:
 			r.counts.ignore(TokenForeign)
 		case Unjudged:
-			kept.Seen = s.Seen
+			// The primary's answer, measured, stands in for it.
 			toPrimary = cmp.Or(toPrimary, ReasonTimelineUnknown)
 		}
 	}
@@ -419,7 +428,7 @@ func (r *Router) ownRead(ctx context.Context, userID string) Decision {
 	if unknown != "" {
 		return r.unknownWrites(ctx, userID, unknown, err)
 	}
-	write, seen, why := r.session(ctx)
+	write, seen, why := r.session(ctx, true)
 	if toPrimary = cmp.Or(toPrimary, why); toPrimary != "" {
 		return Decision{Node: Primary, Reason: toPrimary}
 	}
@@ -714,11 +723,11 @@ func (r *Router) Read(ctx context.Context, read func(context.Context) error) err
 	timedOut := errors.Is(rctx.Err(), context.DeadlineExceeded)
 	cancel()
 	if err == nil && d.MeasureSeen {
-		// What the read found is the replica's position now: the next
-		// read of this client, which needs it, finds the replica known to
-		// be there.
-		if seen, complete := observationFrom(ctx).Seen(); complete && !seen.IsZero() {
-			r.cfg.Replicas.Saw(d.Node, seen)
+		// What the read found is the replica's position: the next read of
+		// this client, which needs it, finds the replica known to be
+		// there.
+		if seen, at := observationFrom(ctx).seenOnNode(d.Node); !seen.IsZero() {
+			r.cfg.Replicas.Saw(d.Node, seen, at)
 		}
 	}
 	if err == nil || ctx.Err() != nil {

@@ -95,7 +95,7 @@ func (f *fakeReplicas) Behind(name string, lsn LSN) { f.replay[name] = lsn }
 
 func (f *fakeReplicas) Cluster() Cluster { return f.cluster }
 
-func (f *fakeReplicas) Saw(name string, p Position) {
+func (f *fakeReplicas) Saw(name string, p Position, _ time.Time) {
 	if l, ok := f.replay[name]; ok {
 		f.replay[name] = max(l, p.LSN)
 	}

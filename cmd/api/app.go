@@ -63,14 +63,14 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 	a.logger.Info("starting", "config", cfg)
 
 	// Pools connect lazily: nothing here fails because a node is down.
-	if a.primary, err = openDB(cfg.DatabaseURL, false, 20, cfg.PrimaryTimeout); err != nil {
+	if a.primary, err = openDB(cfg.DatabaseURL, false, 20, cfg.PrimaryTimeout, ""); err != nil {
 		return nil, fmt.Errorf("primary: %w", err)
 	}
 	if err := a.migrate(ctx); err != nil {
 		return nil, err
 	}
 	for _, r := range cfg.Replicas {
-		db, err := openDB(r.URL, true, 20, cfg.ReplicaTimeout)
+		db, err := openDB(r.URL, true, 20, cfg.ReplicaTimeout, r.Name)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", r.Name, err)
 		}
@@ -91,14 +91,14 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 
 	// The monitor watches the replicas on pools of its own, so that a busy
 	// application pool never delays a health check.
-	monPrimary, err := openDB(cfg.DatabaseURL, false, 1, cfg.PrimaryTimeout)
+	monPrimary, err := openDB(cfg.DatabaseURL, false, 1, cfg.PrimaryTimeout, "")
 	if err != nil {
 		return nil, err
 	}
 	a.monPools = append(a.monPools, monPrimary)
 	var monReplicas []ryw.NodeDB
 	for _, r := range cfg.Replicas {
-		db, err := openDB(r.URL, false, 1, cfg.ReplicaTimeout)
+		db, err := openDB(r.URL, false, 1, cfg.ReplicaTimeout, "")
 		if err != nil {
 			return nil, err
 		}
@@ -332,8 +332,9 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 // replica pool checks each read's MinLSN on the connection (ryw.OpenPool).
 // timeout bounds connecting and, on a replica, as statement_timeout, each
 // statement (not on the primary, where migrations run).
-func openDB(url string, replica bool, maxOpen int, timeout time.Duration) (*sql.DB, error) {
+func openDB(url string, replica bool, maxOpen int, timeout time.Duration, name string) (*sql.DB, error) {
 	o := ryw.PoolOptions{
+		Name:    name,
 		MaxOpen: maxOpen, MaxIdle: maxOpen, MaxLifetime: 30 * time.Minute, MaxIdleTime: 5 * time.Minute,
 		ConnectTimeout: timeout,
 	}

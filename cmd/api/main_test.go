@@ -494,7 +494,7 @@ func TestTwoInstancesMigrateAtOnce(t *testing.T) {
 	wait1()
 	wait2()
 
-	db, err := openDB(dbURL, false, 2, time.Second)
+	db, err := openDB(dbURL, false, 2, time.Second, "")
 	if err != nil {
 		t.Fatal(err)
 	}

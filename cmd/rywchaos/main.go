@@ -1,35 +1,63 @@
 // Command rywchaos is the project's history checker: it runs many users over
 // two or more API instances on a real cluster (devstack) while it injects
-// faults, checks every read of a user's own profile against that user's last
-// acknowledged write, and reports, per mode, the read-your-writes
-// violations, the 5xx answers, the lost writes and the share of own-write
-// reads that replicas served.
+// faults, records every request, and checks the history: per mode, the
+// read-your-writes violations, the monotonic-read regressions, the 5xx
+// answers, the lost writes and the share of own-write reads that replicas
+// served.
 //
 // Each user loops: save the profile with the next version ("v<n>") through
-// a random instance, then read it back 1-3 times through random instances,
-// sending no token back (like a client without cookies). A read that shows
-// a version below the last one a write acknowledged is a violation. At the
-// end each user's row on the primary must hold at least that version, or a
-// write was lost.
+// a random instance, then read it back 1-3 times through random instances.
+// Half the users send no token back (like a client without cookies): the
+// server alone must get read-your-writes right. The other half are
+// sessions: they send back the token of each response, as a browser sends
+// its cookie, and also read the catalog, whose product 1 a writer on the
+// primary keeps changing ("v<n>" in its description).
 //
-// The faults, on a schedule that repeats through the run:
+// The history is checked after the run:
+//
+//   - read-your-writes: a read of a user's profile that shows a version
+//     below the last one a write acknowledged before the read was sent is a
+//     violation (writes a failover lost excepted, see below);
+//   - monotonic reads: per session, the versions of the profile and of the
+//     catalog it observes never decrease, across instances and endpoints
+//     (again, but for data a failover lost);
+//   - at the end the primary holds each user's last acknowledged version
+//     that was not lost.
+//
+// Scenario faults, on a schedule that repeats through the run:
 //
 //   - a random replica's replay paused for 0-2 s, again and again;
 //   - a replica killed (immediate shutdown) and restarted;
 //   - Redis killed and restarted empty;
 //   - Redis unreachable from the last instance only (a blackholing proxy).
 //
-// RYW_MODE=off is the control: the same run must report violations. Traffic
-// stays on loopback; the run ends by itself.
+// Scenario failover, on a stack of its own per mode, under the same load
+// and replay pauses: a third of the way through, replica2 and then replica1
+// are cut off from the primary (-partition), the primary is killed, a
+// replica is promoted (-promote, default the most advanced: replica1) and
+// the other is re-pointed at it. -promote replica2 promotes the less
+// advanced one, and leaves replica1 diverged. The data of the promoted replica before
+// its promotion tells which acknowledged writes the failover lost. The
+// checker then also requires: no read sent after the promotion shows lost
+// data or is served by a replica that diverged; the API writes again
+// without a restart (503 during the switch, never another 5xx); and the
+// instances count at least one lost write (ryw_lost_writes_total) for each
+// user who lost one. With -sync-standbys 1 no acknowledged write may be
+// lost at all.
+//
+// RYW_MODE=off is the control: the same run must report violations and
+// regressions. Traffic stays on loopback; the run ends by itself.
 //
 // Usage:
 //
 //	rywchaos [-modes time,lsn,off] [-ops 100000] [-users 60] [-instances 2]
 //	         [-max-duration 10m] [-api-bin PATH] [-out FILE]
+//	         [-scenario faults|failover] [-promote replica1] [-sync-standbys 1]
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -39,6 +67,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,6 +75,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/ryw-go/ryw/internal/devstack"
 	"github.com/ryw-go/ryw/internal/loadgen"
@@ -68,14 +98,18 @@ func main() {
 }
 
 type options struct {
-	modes       []string
-	ops         int
-	users       int
-	instances   int
-	maxDuration time.Duration
-	faultEvery  time.Duration
-	apiBin      string
-	out         string
+	modes        []string
+	ops          int
+	users        int
+	instances    int
+	maxDuration  time.Duration
+	faultEvery   time.Duration
+	apiBin       string
+	out          string
+	scenario     string
+	promote      string
+	syncStandbys int
+	partition    time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -85,12 +119,16 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&modes, "modes", "time,lsn,off", "RYW_MODEs to run, in order; off is the control and must see violations")
 	fs.IntVar(&o.ops, "ops", 100_000, "HTTP requests per mode")
-	fs.IntVar(&o.users, "users", 60, "concurrent users")
+	fs.IntVar(&o.users, "users", 60, "concurrent users (half of them sessions that send their token back)")
 	fs.IntVar(&o.instances, "instances", 2, "API instances; the last one loses Redis during the partition fault")
 	fs.DurationVar(&o.maxDuration, "max-duration", 10*time.Minute, "stop a mode after this long even if -ops is not reached")
-	fs.DurationVar(&o.faultEvery, "fault-every", 8*time.Second, "length of one cycle of the kill, Redis restart and partition faults")
+	fs.DurationVar(&o.faultEvery, "fault-every", 8*time.Second, "faults scenario: length of one cycle of the kill, Redis restart and partition faults")
 	fs.StringVar(&o.apiBin, "api-bin", "", "API executable (default: go build ./cmd/api)")
 	fs.StringVar(&o.out, "out", "", "also write the Markdown report to this file")
+	fs.StringVar(&o.scenario, "scenario", "faults", "faults (the fault cycle) or failover (the primary dies and a replica is promoted, once per mode)")
+	fs.StringVar(&o.promote, "promote", "", "failover: the replica to promote (default: the one that received the most WAL, replica1); replica2 is less advanced, and leaves replica1 diverged")
+	fs.IntVar(&o.syncStandbys, "sync-standbys", 0, "failover: synchronous_standby_names = ANY n (...); with 1, no acknowledged write may be lost")
+	fs.DurationVar(&o.partition, "partition", time.Second, "failover: how long the replicas are cut off from the primary, one after the other, before it dies")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -103,21 +141,28 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
 	case o.ops < 100:
 		return o, fmt.Errorf("-ops must be at least 100, got %d", o.ops)
-	case o.users < 1 || o.users > 1000:
-		return o, fmt.Errorf("-users must be 1..1000, got %d", o.users)
+	case o.users < 2 || o.users > 1000:
+		return o, fmt.Errorf("-users must be 2..1000, got %d", o.users)
 	case o.instances < 2 || o.instances > 8:
 		return o, fmt.Errorf("-instances must be 2..8, got %d", o.instances)
 	case o.maxDuration <= 0 || o.maxDuration > time.Hour:
 		return o, fmt.Errorf("-max-duration must be positive and at most 1h, got %s", o.maxDuration)
 	case o.faultEvery < 2*time.Second:
 		return o, fmt.Errorf("-fault-every must be at least 2s, got %s", o.faultEvery)
+	case o.scenario != "faults" && o.scenario != "failover":
+		return o, fmt.Errorf("-scenario must be faults or failover, got %q", o.scenario)
+	case o.promote != "" && o.promote != "replica1" && o.promote != "replica2":
+		return o, fmt.Errorf("-promote must be replica1 or replica2, got %q", o.promote)
+	case o.syncStandbys < 0 || o.syncStandbys > 2:
+		return o, fmt.Errorf("-sync-standbys must be 0..2, got %d", o.syncStandbys)
+	case o.partition < 0 || o.partition > time.Minute:
+		return o, fmt.Errorf("-partition must be 0..1m, got %s", o.partition)
 	}
 	return o, nil
 }
 
-// run runs every mode and prints the report; ok is false when a
-// read-your-writes mode saw a violation, a 5xx or a lost write, or when
-// the control saw no violation.
+// run runs every mode and prints the report; ok is false when the history
+// check failed (see verdict).
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) (ok bool, err error) {
 	o, err := parseFlags(args, stderr)
 	if err != nil {
@@ -129,21 +174,33 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (ok bool,
 	}
 	defer cleanup()
 	o.apiBin = bin
-	fmt.Fprintln(stderr, "rywchaos: starting a primary, 2 replicas and Redis")
-	stack, err := devstack.Start(ctx, devstack.Options{Replicas: 2, Migrate: true})
-	if err != nil {
-		return false, err
-	}
-	defer stack.Close()
 
 	var results []result
+	var shared *devstack.Stack
 	for _, mode := range o.modes {
-		fmt.Fprintf(stderr, "rywchaos: %s mode, %d users over %d instances, %d requests, faults every %s\n", mode, o.users, o.instances, o.ops, o.faultEvery)
+		stack := shared
+		if stack == nil {
+			// The failover scenario changes the cluster: a stack per mode.
+			fmt.Fprintln(stderr, "rywchaos: starting a primary, 2 replicas and Redis")
+			if stack, err = devstack.Start(ctx, devstack.Options{Replicas: 2, Migrate: true}); err != nil {
+				return false, err
+			}
+			if o.scenario == "faults" {
+				shared = stack
+			}
+		}
+		fmt.Fprintf(stderr, "rywchaos: %s mode, %s scenario, %d users over %d instances, %d requests\n", mode, o.scenario, o.users, o.instances, o.ops)
 		res, err := runMode(ctx, stack, mode, o, stderr)
+		if stack != shared {
+			stack.Close()
+		}
 		if err != nil {
 			return false, err
 		}
 		results = append(results, res)
+	}
+	if shared != nil {
+		shared.Close()
 	}
 	report := render(results, o)
 	fmt.Fprint(stdout, report)
@@ -152,21 +209,39 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (ok bool,
 			return false, err
 		}
 	}
-	return verdict(results) == "", nil
+	return verdict(results, o) == "", nil
 }
 
 // verdict says what is wrong with the results, or "" if nothing is.
-func verdict(results []result) string {
+func verdict(results []result, o options) string {
 	var problems []string
 	for _, r := range results {
-		switch {
-		case r.mode == "off" && r.violations == 0:
-			problems = append(problems, "the control (off) saw no violation")
-		case r.mode != "off" && (r.violations > 0 || r.status5xx > 0 || r.lost > 0):
-			problems = append(problems, fmt.Sprintf("%s mode: %d violations, %d 5xx, %d lost writes", r.mode, r.violations, r.status5xx, r.lost))
-		}
 		if r.ops == 0 {
 			problems = append(problems, r.mode+" mode ran nothing")
+		}
+		if r.mode == "off" {
+			if r.violations == 0 {
+				problems = append(problems, "the control (off) saw no read-your-writes violation")
+			}
+			if r.regressions == 0 {
+				problems = append(problems, "the control (off) saw no monotonic-read regression")
+			}
+			continue
+		}
+		if r.violations > 0 || r.regressions > 0 || r.status5xx > 0 || r.lostFinal > 0 || r.divergent > 0 {
+			problems = append(problems, fmt.Sprintf("%s mode: %d violations, %d regressions, %d 5xx, %d writes missing at the end, %d reads of lost or diverged data",
+				r.mode, r.violations, r.regressions, r.status5xx, r.lostFinal, r.divergent))
+		}
+		if r.failover == nil {
+			continue
+		}
+		switch f := r.failover; {
+		case !f.recovered:
+			problems = append(problems, r.mode+" mode: no write succeeded after the failover")
+		case f.counted < float64(f.lostUsers):
+			problems = append(problems, fmt.Sprintf("%s mode: %d users lost a write, the instances counted %.0f", r.mode, f.lostUsers, f.counted))
+		case o.syncStandbys > 0 && f.lostAcked > 0:
+			problems = append(problems, fmt.Sprintf("%s mode: %d acknowledged writes lost with a synchronous quorum", r.mode, f.lostAcked))
 		}
 	}
 	return strings.Join(problems, "; ")
@@ -180,13 +255,38 @@ type result struct {
 	ownReads     int
 	replicaReads int
 	violations   int
-	status5xx    int
+	sessionReads int // reads of session users, checked for monotonic reads
+	regressions  int
+	status5xx    int // 503 during a failover excepted
+	unavailable  int // 503 during a failover
 	otherErrors  int // transport errors and 4xx, which a correct client never causes
-	lost         int
+	lostFinal    int // users whose last acknowledged, not lost, version is not on the primary at the end
+	divergent    int // reads after a promotion that showed lost data, or came from a diverged replica
 	elapsed      time.Duration
 	faults       map[string]int
 	reasons      map[string]int
 	problems     []string
+	failover     *failoverInfo
+}
+
+// failoverInfo is what the failover scenario knows of its failover.
+type failoverInfo struct {
+	promoted   string
+	diverged   []string
+	timeline   int       // the promoted node's
+	promotedAt time.Time // when pg_promote returned
+	took       time.Duration
+	// promotion is how long the kill and the promotion took; took adds
+	// re-pointing the other replicas until they stream.
+	promotion time.Duration
+	// switchData is each user's version, and the catalog's, on the
+	// promoted replica just before its promotion.
+	switchData map[uuid.UUID]int
+	catalog    int
+	lostAcked  int     // acknowledged writes (profile saves and catalog changes) the failover lost
+	lostUsers  int     // users who lost an acknowledged write
+	counted    float64 // ryw_lost_writes_total{found_in="tracker"}, over the instances
+	recovered  bool
 }
 
 func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options, log io.Writer) (result, error) {
@@ -195,11 +295,17 @@ func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options,
 		return result{}, err
 	}
 	defer proxy.Close()
+	env := []string{"RYW_MODE=" + mode, "LOG_LEVEL=error"}
+	if o.scenario == "failover" {
+		env = append(env, "DATABASE_URL="+stack.PrimaryURLs(), "RYW_PRIMARY_TIMEOUT=2s")
+		if err := stack.SetSynchronousStandbys(ctx, o.syncStandbys); err != nil {
+			return result{}, err
+		}
+	}
 	apis, err := stack.StartAPI(ctx, devstack.APIOptions{
-		Binary: o.apiBin, Instances: o.instances, Output: log,
-		Env: []string{"RYW_MODE=" + mode, "LOG_LEVEL=error"},
+		Binary: o.apiBin, Instances: o.instances, Output: log, Env: env,
 		InstanceEnv: func(i int) []string {
-			if i == o.instances-1 {
+			if i == o.instances-1 && o.scenario == "faults" {
 				return []string{"REDIS_URL=" + redisURL}
 			}
 			return nil
@@ -220,14 +326,50 @@ func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options,
 
 	res := result{mode: mode, faults: map[string]int{}, reasons: map[string]int{}}
 	var cycled atomic.Bool
-	h := &history{res: &res, budget: int64(o.ops), cycled: &cycled}
+	h := &history{budget: int64(o.ops), cycled: &cycled}
 	runCtx, stop := context.WithTimeout(ctx, o.maxDuration)
 	defer stop()
-	var faults sync.WaitGroup
-	faultCtx, stopFaults := context.WithCancel(runCtx)
 	inj := &injector{stack: stack, proxy: proxy, log: log, counts: map[string]int{}, cycled: &cycled}
-	faults.Go(func() { inj.pauses(faultCtx) })
-	faults.Go(func() { inj.cycle(faultCtx, o.faultEvery) })
+	var catalog catalogWriter
+	var background sync.WaitGroup
+	bgCtx, stopBackground := context.WithCancel(runCtx)
+	background.Go(func() { catalog.run(bgCtx, stack.PrimaryURLs()) })
+	pausesCtx, stopPauses := context.WithCancel(bgCtx)
+	var pauses sync.WaitGroup
+	pauses.Go(func() { inj.pauses(pausesCtx) })
+	var fo *failoverInfo
+	if o.scenario == "faults" {
+		background.Go(func() { inj.cycle(bgCtx, o.faultEvery) })
+	} else {
+		// The failover is the one fault of the cycle: the run goes on
+		// until it is done, and a while after.
+		background.Go(func() {
+			for h.spent.Load() < h.budget/3 && bgCtx.Err() == nil {
+				sleep(bgCtx, 20*time.Millisecond)
+			}
+			stopPauses()
+			pauses.Wait()
+			if bgCtx.Err() != nil {
+				return
+			}
+			var err error
+			if fo, err = inj.failover(bgCtx, o); err != nil {
+				inj.failed("failover", err)
+				stop()
+				return
+			}
+			pctx, cancel := context.WithCancel(bgCtx)
+			defer cancel()
+			pauses.Go(func() { inj.pauses(pctx) })
+			// A third of the budget more after the switch: the users read
+			// and write on the new primary.
+			for after := h.spent.Load() + h.budget/3; h.spent.Load() < after && bgCtx.Err() == nil; {
+				sleep(bgCtx, 20*time.Millisecond)
+			}
+			cycled.Store(true)
+			<-bgCtx.Done()
+		})
+	}
 
 	client := &http.Client{
 		Timeout:   15 * time.Second,
@@ -237,42 +379,101 @@ func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options,
 	users := make([]*userState, o.users)
 	var wg sync.WaitGroup
 	for i := range users {
-		users[i] = &userState{id: uuid.New()}
+		users[i] = &userState{id: uuid.New(), session: i%2 == 0}
 		wg.Go(func() { h.user(runCtx, client, urls, users[i]) })
 	}
 	wg.Wait()
 	res.elapsed = time.Since(start)
-	stopFaults()
-	faults.Wait()
+	if fo != nil {
+		fo.counted = lostCounted(context.WithoutCancel(ctx), client, urls)
+	}
+	stopBackground()
+	stopPauses()
+	background.Wait()
+	pauses.Wait()
+	if err := runCtx.Err(); err != nil && o.scenario == "failover" && fo == nil {
+		return res, errors.New("the failover did not complete")
+	}
 	if err := inj.heal(context.WithoutCancel(ctx)); err != nil {
 		return res, err
 	}
 	res.faults = inj.counts
+	res.failover = fo
+	check(&res, users, catalog.acked(), fo)
 	// Lost writes: the primary must hold at least each user's last
-	// acknowledged version.
+	// acknowledged version that a failover did not lose.
 	for _, u := range users {
-		if u.acked == 0 {
+		want := u.lastKept(fo)
+		if want == 0 {
 			continue
 		}
 		var name string
 		if err := stack.Primary.QueryRow(context.WithoutCancel(ctx), []any{&name}, "SELECT name FROM users WHERE id = $1", u.id); err != nil {
 			return res, fmt.Errorf("read back user %s: %w", u.id, err)
 		}
-		if v := version(name); v < u.acked {
-			res.lost++
-			h.problem("lost write: user %s acknowledged v%d, the primary holds %q", u.id, u.acked, name)
+		if v := version(name); v < want {
+			res.lostFinal++
+			res.problem("lost write: user %s acknowledged v%d, the primary holds %q", u.id, want, name)
+		}
+	}
+	res.ops, res.status5xx, res.unavailable, res.otherErrors = int(h.ops.Load()), 0, 0, 0
+	for _, u := range users {
+		for _, e := range u.events {
+			if e.acked() {
+				res.writes++
+			}
+			switch {
+			case e.status == http.StatusServiceUnavailable && fo != nil:
+				res.unavailable++
+			case e.status >= 500:
+				res.status5xx++
+				res.problem("%s via %s: %d (served by %s, %s)", e.kind, e.api, e.status, e.servedBy, e.reason)
+			case e.err != nil || (e.status != http.StatusOK && e.status != http.StatusNotFound):
+				res.otherErrors++
+				res.problem("%s via %s: %d %v", e.kind, e.api, e.status, e.err)
+			}
 		}
 	}
 	return res, ctx.Err()
 }
 
-// history collects what the users saw, and stops them when the budget of
-// requests is spent.
+// lostCounted sums ryw_lost_writes_total{found_in="tracker"} over the
+// instances.
+func lostCounted(ctx context.Context, client *http.Client, apis []string) float64 {
+	var total float64
+	for _, api := range apis {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, api+"/metrics", nil)
+		if err != nil {
+			continue
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, line := range strings.Split(string(body), "\n") {
+			if v, ok := strings.CutPrefix(line, `ryw_lost_writes_total{found_in="tracker"} `); ok {
+				var n float64
+				fmt.Sscanf(v, "%g", &n)
+				total += n
+			}
+		}
+	}
+	return total
+}
+
+func (r *result) problem(format string, args ...any) {
+	if len(r.problems) < 10 {
+		r.problems = append(r.problems, fmt.Sprintf(format, args...))
+	}
+}
+
+// history hands out the budget of requests.
 type history struct {
-	mu     sync.Mutex
-	res    *result
 	budget int64
 	spent  atomic.Int64
+	ops    atomic.Int64
 	// cycled is set once every fault of the cycle has been injected: the
 	// run goes on until then, however small the budget.
 	cycled *atomic.Bool
@@ -283,15 +484,52 @@ func (h *history) more() bool {
 	return h.spent.Add(1) <= h.budget || !h.cycled.Load()
 }
 
-func (h *history) problem(format string, args ...any) {
-	if len(h.res.problems) < 10 {
-		h.res.problems = append(h.res.problems, fmt.Sprintf(format, args...))
-	}
+// event is one request of a user, as the checker saw it.
+type event struct {
+	kind       string // "write", "read" (the user's profile) or "catalog"
+	version    int    // written, or shown
+	status     int
+	err        error
+	start, end time.Time
+	api        string
+	servedBy   string
+	reason     string
+	timeline   int // a write's, from its token
 }
 
 type userState struct {
-	id    uuid.UUID
-	acked int // the last version a write acknowledged
+	id      uuid.UUID
+	session bool   // sends back the token of each response
+	token   string // the last token a response gave
+	events  []event
+}
+
+// acked reports whether e is a write that was acknowledged.
+func (e event) acked() bool { return e.kind == "write" && e.err == nil && e.status == http.StatusOK }
+
+// lost reports whether an acknowledged write was lost in the failover:
+// acknowledged on an earlier timeline (its token says which) than the
+// promoted node's, above what the promoted node had.
+func (u *userState) lost(fo *failoverInfo, e event) bool {
+	if fo == nil || !e.acked() || e.version <= fo.switchData[u.id] {
+		return false
+	}
+	if e.timeline == 0 {
+		// No token: by the time it was acknowledged.
+		return e.end.Before(fo.promotedAt)
+	}
+	return e.timeline < fo.timeline
+}
+
+// lastKept is the last version a write acknowledged that was not lost.
+func (u *userState) lastKept(fo *failoverInfo) int {
+	last := 0
+	for _, e := range u.events {
+		if e.acked() && !u.lost(fo, e) {
+			last = max(last, e.version)
+		}
+	}
+	return last
 }
 
 // user runs one user's loop until the budget is spent or ctx ends.
@@ -300,61 +538,228 @@ func (h *history) user(ctx context.Context, client *http.Client, apis []string, 
 		if !h.more() {
 			return
 		}
-		api := apis[rand.IntN(len(apis))]
 		body := fmt.Sprintf(`{"email":"chaos@example.com","name":"v%d"}`, next)
-		status, hdr, _, err := loadgen.Call(ctx, client, http.MethodPost, api+"/api/me/profile", u.id, body)
-		if ctx.Err() != nil {
+		if !h.call(ctx, client, apis, u, "write", http.MethodPost, "/api/me/profile", body, next) {
 			return
 		}
-		h.mu.Lock()
-		h.res.ops++
-		switch {
-		case err == nil && status == http.StatusOK:
-			u.acked = next
-			h.res.writes++
-		default:
-			h.failed("write", api, status, hdr, err)
-		}
-		h.mu.Unlock()
-		for range 1 + rand.IntN(3) {
-			if !h.more() {
+		reads := 1 + rand.IntN(3)
+		for i := range reads + 1 {
+			kind, path := "read", "/api/me"
+			if i == reads {
+				if !u.session {
+					break
+				}
+				kind, path = "catalog", "/api/products"
+			}
+			if !h.more() || !h.call(ctx, client, apis, u, kind, http.MethodGet, path, "", 0) {
 				return
 			}
-			api := apis[rand.IntN(len(apis))]
-			status, hdr, name, err := loadgen.Call(ctx, client, http.MethodGet, api+"/api/me", u.id, "")
-			if ctx.Err() != nil {
-				return
-			}
-			h.mu.Lock()
-			h.res.ops++
-			if err != nil || (status != http.StatusOK && status != http.StatusNotFound) {
-				h.failed("read", api, status, hdr, err)
-				h.mu.Unlock()
-				continue
-			}
-			h.res.ownReads++
-			servedBy := hdr.Get("X-Served-By")
-			if strings.HasPrefix(servedBy, "replica") {
-				h.res.replicaReads++
-			}
-			h.res.reasons[hdr.Get("X-Routing-Reason")]++
-			if seen := version(name); seen < u.acked {
-				h.res.violations++
-				h.problem("user %s acknowledged v%d, read %q from %s (%s) via %s", u.id, u.acked, name, servedBy, hdr.Get("X-Routing-Reason"), api)
-			}
-			h.mu.Unlock()
 		}
 	}
 }
 
-// failed counts a failed request. The caller holds h.mu.
-func (h *history) failed(what, api string, status int, hdr http.Header, err error) {
-	if status >= 500 {
-		h.res.status5xx++
-	} else {
-		h.res.otherErrors++
+// call sends one request through a random instance and records it; false
+// when ctx ended.
+func (h *history) call(ctx context.Context, client *http.Client, apis []string, u *userState, kind, method, path, body string, v int) bool {
+	api := apis[rand.IntN(len(apis))]
+	e := event{kind: kind, version: v, api: api, start: time.Now()}
+	req, err := http.NewRequestWithContext(ctx, method, api+path, strings.NewReader(body))
+	if err != nil {
+		return false
 	}
-	h.problem("%s via %s: %d %v (served by %s, %s)", what, api, status, err, hdr.Get("X-Served-By"), hdr.Get("X-Routing-Reason"))
+	req.Header.Set("X-Demo-UserId", u.id.String())
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if u.session && u.token != "" {
+		req.Header.Set("X-RYW-Token", u.token)
+	}
+	resp, err := client.Do(req)
+	if ctx.Err() != nil {
+		return false
+	}
+	var raw []byte
+	if err == nil {
+		raw, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		e.status = resp.StatusCode
+		e.servedBy, e.reason = resp.Header.Get("X-Served-By"), resp.Header.Get("X-Routing-Reason")
+		if tok := resp.Header.Get("X-RYW-Token"); tok != "" {
+			u.token = tok
+			// s1.<system>.<write timeline>.<write LSN>...
+			if f := strings.Split(tok, "."); len(f) == 7 && kind == "write" {
+				e.timeline, _ = strconv.Atoi(f[2])
+			}
+		}
+	}
+	e.end, e.err = time.Now(), err
+	if err == nil && e.status == http.StatusOK && kind != "write" {
+		e.version = shown(kind, raw)
+	}
+	h.ops.Add(1)
+	u.events = append(u.events, e)
+	return true
+}
+
+// shown is the version a read's body shows: the profile's name, or product
+// 1's description.
+func shown(kind string, body []byte) int {
+	if kind == "read" {
+		var p struct{ Name string }
+		_ = json.Unmarshal(body, &p)
+		return version(p.Name)
+	}
+	var list struct {
+		Products []struct {
+			ID          int64
+			Description string
+		}
+	}
+	_ = json.Unmarshal(body, &list)
+	for _, p := range list.Products {
+		if p.ID == 1 {
+			return version(p.Description)
+		}
+	}
+	return 0
+}
+
+// check goes through the recorded history (see the package comment).
+func check(res *result, users []*userState, catalogAcks []event, fo *failoverInfo) {
+	lostCatalog := func(v int) bool { return fo != nil && v > fo.catalog && v <= lastBefore(catalogAcks, fo.promotedAt) }
+	divergedNode := func(e event) bool {
+		return fo != nil && e.start.After(fo.promotedAt) && slices.Contains(fo.diverged, e.servedBy)
+	}
+	if fo != nil {
+		for _, e := range catalogAcks {
+			if lostCatalog(e.version) {
+				fo.lostAcked++
+			}
+		}
+	}
+	for _, u := range users {
+		lostVersions := map[int]bool{}
+		for _, e := range u.events {
+			if u.lost(fo, e) {
+				lostVersions[e.version] = true
+			}
+		}
+		if fo != nil {
+			fo.lostAcked += len(lostVersions)
+			if len(lostVersions) > 0 {
+				fo.lostUsers++
+			}
+			for _, e := range u.events {
+				if e.acked() && e.start.After(fo.promotedAt) {
+					fo.recovered = true
+				}
+			}
+		}
+		floor := map[string]int{} // per endpoint: the highest version the session saw
+		for i, e := range u.events {
+			if e.kind == "write" || e.err != nil || e.status != http.StatusOK {
+				continue
+			}
+			if e.kind == "read" {
+				res.ownReads++
+				if strings.HasPrefix(e.servedBy, "replica") {
+					res.replicaReads++
+				}
+				res.reasons[e.reason]++
+				need := 0
+				for _, w := range u.events[:i] {
+					if w.acked() && w.end.Before(e.start) && !lostVersions[w.version] {
+						need = max(need, w.version)
+					}
+				}
+				if e.version < need {
+					res.violations++
+					res.problem("user %s acknowledged v%d, read v%d from %s (%s) via %s", u.id, need, e.version, e.servedBy, e.reason, e.api)
+				}
+			}
+			lost := lostVersions[e.version]
+			if e.kind == "catalog" {
+				lost = lostCatalog(e.version)
+			}
+			if fo != nil && e.start.After(fo.promotedAt) && (lost || divergedNode(e)) {
+				res.divergent++
+				res.problem("user %s: a %s sent after the promotion showed v%d, lost or diverged, from %s (%s)", u.id, e.kind, e.version, e.servedBy, e.reason)
+			}
+			if !u.session {
+				continue
+			}
+			res.sessionReads++
+			prev := floor[e.kind]
+			prevLost := lostVersions[prev]
+			if e.kind == "catalog" {
+				prevLost = lostCatalog(prev)
+			}
+			if e.version < prev && !prevLost {
+				res.regressions++
+				res.problem("session %s: %s v%d after v%d, from %s (%s) via %s", u.id, e.kind, e.version, prev, e.servedBy, e.reason, e.api)
+			}
+			if e.version > prev || prevLost {
+				floor[e.kind] = e.version
+			}
+		}
+	}
+}
+
+// lastBefore is the highest version acknowledged before t.
+func lastBefore(acks []event, t time.Time) int {
+	last := 0
+	for _, e := range acks {
+		if e.end.Before(t) {
+			last = max(last, e.version)
+		}
+	}
+	return last
+}
+
+// catalogWriter changes product 1's description to "v<n>" on the primary,
+// every 50 ms, through the multi-host URL (so that it follows a failover),
+// and records what was acknowledged.
+type catalogWriter struct {
+	mu   sync.Mutex
+	acks []event
+}
+
+func (c *catalogWriter) run(ctx context.Context, url string) {
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close(context.Background())
+		}
+	}()
+	for n := 1; sleep(ctx, 50*time.Millisecond); n++ {
+		if conn == nil || conn.IsClosed() {
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			var err error
+			conn, err = pgx.Connect(cctx, url)
+			cancel()
+			if err != nil {
+				conn = nil
+				continue
+			}
+		}
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := conn.Exec(wctx, "UPDATE products SET description = $1 WHERE id = 1", "v"+strconv.Itoa(n))
+		cancel()
+		if err != nil {
+			conn.Close(context.Background())
+			conn = nil
+			continue
+		}
+		c.mu.Lock()
+		c.acks = append(c.acks, event{kind: "write", version: n, status: http.StatusOK, end: time.Now()})
+		c.mu.Unlock()
+	}
+}
+
+func (c *catalogWriter) acked() []event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.acks)
 }
 
 func version(name string) int {
@@ -391,6 +796,9 @@ func (f *injector) failed(step string, err error) {
 // pauses pauses a random replica's replay for 0-2 s, again and again.
 func (f *injector) pauses(ctx context.Context) {
 	for sleep(ctx, time.Duration(rand.Int64N(int64(500*time.Millisecond)))) {
+		if len(f.stack.Replicas) == 0 {
+			continue // every replica diverged in a failover
+		}
 		r := f.stack.Replicas[rand.IntN(len(f.stack.Replicas))]
 		if !r.Running() {
 			continue
@@ -485,20 +893,113 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
+// failover cuts the replicas off the primary one after the other, the last
+// first (so that replica1, cut last, has received the most), kills the
+// primary, promotes a replica (o.promote, or the most advanced: replica1)
+// after reading what it holds, and re-points the others.
+func (f *injector) failover(ctx context.Context, o options) (*failoverInfo, error) {
+	if err := f.heal(ctx); err != nil {
+		return nil, err
+	}
+	order := slices.Clone(f.stack.Replicas)
+	slices.Reverse(order)
+	for _, r := range order {
+		if err := r.Detach(ctx); err != nil {
+			return nil, err
+		}
+		f.count("replica cut off from the primary")
+		if !sleep(ctx, o.partition/time.Duration(len(order))) {
+			return nil, ctx.Err()
+		}
+	}
+	fo := &failoverInfo{switchData: map[uuid.UUID]int{}}
+	start := time.Now()
+	res, err := f.stack.FailoverWith(ctx, devstack.FailoverOptions{
+		Promote: o.promote,
+		BeforePromote: func(ctx context.Context, n *devstack.Node) error {
+			conn, err := n.Conn(ctx)
+			if err != nil {
+				return err
+			}
+			defer conn.Close(context.Background())
+			rows, err := conn.Query(ctx, "SELECT id, name FROM users")
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				var id uuid.UUID
+				var name string
+				if err := rows.Scan(&id, &name); err != nil {
+					return err
+				}
+				fo.switchData[id] = version(name)
+			}
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			var desc string
+			if err := conn.QueryRow(ctx, "SELECT description FROM products WHERE id = 1").Scan(&desc); err != nil {
+				return err
+			}
+			fo.catalog = version(desc)
+			return nil
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	fo.took, fo.promoted, fo.timeline, fo.promotedAt = time.Since(start), res.Promoted.Name, res.Timeline, res.PromotedAt
+	fo.promotion = res.PromotedAt.Sub(start)
+	for _, d := range res.Diverged {
+		fo.diverged = append(fo.diverged, d.Name)
+	}
+	f.count("primary killed, " + res.Promoted.Name + " promoted")
+	return fo, nil
+}
+
 // render writes the report as Markdown.
 func render(results []result, o options) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Workload: %d users over %d API instances, %d requests per mode; each user saves its profile, then reads it back 1-3 times, through random instances, without sending its token.\n", o.users, o.instances, o.ops)
-	fmt.Fprintf(&b, "Faults: a random replica's replay paused 0-2 s again and again; every %s, a replica killed and restarted, Redis killed and restarted empty, Redis unreachable from the last instance for 1-3 s.\n\n", o.faultEvery)
-	fmt.Fprintln(&b, "| mode | requests | acknowledged writes | own-write reads | served by replicas | violations | 5xx | other errors | lost writes | time |")
-	fmt.Fprintln(&b, "|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintf(&b, "Workload: %d users over %d API instances, %d requests per mode. Each user saves its profile, then reads it back 1-3 times, through random instances. Half the users send no token back; the other half are sessions that send back each response's token and also read the catalog, which a writer on the primary changes every 50 ms.\n", o.users, o.instances, o.ops)
+	if o.scenario == "faults" {
+		fmt.Fprintf(&b, "Faults: a random replica's replay paused 0-2 s again and again; every %s, a replica killed and restarted, Redis killed and restarted empty, Redis unreachable from the last instance for 1-3 s.\n\n", o.faultEvery)
+	} else {
+		promote := o.promote
+		if promote == "" {
+			promote = "the most advanced replica"
+		}
+		quorum := "asynchronous replication"
+		if o.syncStandbys > 0 {
+			quorum = fmt.Sprintf("a synchronous quorum (ANY %d)", o.syncStandbys)
+		}
+		fmt.Fprintf(&b, "Failover, with %s: a random replica's replay paused 0-2 s again and again; a third of the way through, replica2 and then replica1 are cut off from the primary over %s, the primary is killed, %s is promoted and the others re-pointed. A stack per mode.\n\n", quorum, o.partition, promote)
+	}
+	fmt.Fprintln(&b, "| mode | requests | acknowledged writes | own-write reads | served by replicas | RYW violations | session reads | monotonic regressions | 5xx | other errors | missing at the end | time |")
+	fmt.Fprintln(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range results {
 		share := 0.0
 		if r.ownReads > 0 {
 			share = 100 * float64(r.replicaReads) / float64(r.ownReads)
 		}
-		fmt.Fprintf(&b, "| %s | %d | %d | %d | %.1f%% | %d | %d | %d | %d | %.0f s |\n", r.mode, r.ops, r.writes, r.ownReads, share,
-			r.violations, r.status5xx, r.otherErrors, r.lost, r.elapsed.Seconds())
+		fmt.Fprintf(&b, "| %s | %d | %d | %d | %.1f%% | %d | %d | %d | %d | %d | %d | %.0f s |\n", r.mode, r.ops, r.writes, r.ownReads, share,
+			r.violations, r.sessionReads, r.regressions, r.status5xx, r.otherErrors, r.lostFinal, r.elapsed.Seconds())
+	}
+	if o.scenario == "failover" {
+		fmt.Fprintln(&b, "\n| mode | promoted | diverged | promotion (and re-pointing) took | acknowledged writes lost | users who lost one | counted by the instances | reads of lost or diverged data after it | 503 during it | writes after it |")
+		fmt.Fprintln(&b, "|---|---|---|---|---|---|---|---|---|---|")
+		for _, r := range results {
+			f := r.failover
+			if f == nil {
+				fmt.Fprintf(&b, "| %s | (no failover) | | | | | | | | |\n", r.mode)
+				continue
+			}
+			diverged := strings.Join(f.diverged, ", ")
+			if diverged == "" {
+				diverged = "none"
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %.1f s (%.1f s) | %d | %d | %.0f | %d | %d | %v |\n", r.mode, f.promoted, diverged, f.promotion.Seconds(), f.took.Seconds(),
+				f.lostAcked, f.lostUsers, f.counted, r.divergent, r.unavailable, f.recovered)
+		}
 	}
 	fmt.Fprintln(&b, "\nFaults injected:")
 	fmt.Fprintln(&b)
@@ -518,10 +1019,10 @@ func render(results []result, o options) string {
 			}
 		}
 	}
-	if v := verdict(results); v != "" {
+	if v := verdict(results, o); v != "" {
 		fmt.Fprintf(&b, "\nVerdict: FAIL: %s\n", v)
 	} else {
-		fmt.Fprintln(&b, "\nVerdict: pass (no violation, 5xx or lost write with read-your-writes on; the control saw violations)")
+		fmt.Fprintln(&b, "\nVerdict: pass (with read-your-writes on: no violation, no regression, no 5xx, no write missing, every lost write counted; the control saw violations and regressions)")
 	}
 	return b.String()
 }

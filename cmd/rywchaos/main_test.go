@@ -57,7 +57,8 @@ func TestFlags(t *testing.T) {
 	if err != nil || strings.Join(o.modes, ",") != "time,lsn,off" || o.ops != 100_000 || o.instances != 2 || o.faultEvery != 8*time.Second {
 		t.Errorf("defaults = %+v, %v", o, err)
 	}
-	for _, args := range [][]string{{"-modes", "time,fast"}, {"-ops", "10"}, {"-instances", "1"}, {"-users", "0"}, {"-fault-every", "1s"}, {"x"}} {
+	for _, args := range [][]string{{"-modes", "time,fast"}, {"-ops", "10"}, {"-instances", "1"}, {"-users", "0"}, {"-fault-every", "1s"}, {"x"},
+		{"-scenario", "chaos"}, {"-promote", "replica3"}, {"-sync-standbys", "3"}, {"-partition", "-1s"}} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("parseFlags(%q) accepted bad input", args)
 		}
@@ -65,19 +66,32 @@ func TestFlags(t *testing.T) {
 }
 
 func TestVerdict(t *testing.T) {
-	good := []result{{mode: "lsn", ops: 10}, {mode: "off", ops: 10, violations: 3}}
-	if v := verdict(good); v != "" {
+	o := options{}
+	good := []result{{mode: "lsn", ops: 10}, {mode: "off", ops: 10, violations: 3, regressions: 2}}
+	if v := verdict(good, o); v != "" {
 		t.Errorf("verdict(good) = %q", v)
+	}
+	recovered := &failoverInfo{recovered: true, lostUsers: 2, counted: 2, lostAcked: 3}
+	if v := verdict([]result{{mode: "lsn", ops: 10, failover: recovered}}, o); v != "" {
+		t.Errorf("verdict(failover, every lost write counted) = %q", v)
 	}
 	for _, bad := range [][]result{
 		{{mode: "lsn", ops: 10, violations: 1}},
+		{{mode: "lsn", ops: 10, regressions: 1}},
 		{{mode: "time", ops: 10, status5xx: 1}},
-		{{mode: "lsn", ops: 10, lost: 1}},
-		{{mode: "off", ops: 10}},
+		{{mode: "lsn", ops: 10, lostFinal: 1}},
+		{{mode: "lsn", ops: 10, divergent: 1}},
+		{{mode: "off", ops: 10, violations: 1}},
+		{{mode: "off", ops: 10, regressions: 1}},
 		{{mode: "lsn"}},
+		{{mode: "lsn", ops: 10, failover: &failoverInfo{}}},
+		{{mode: "lsn", ops: 10, failover: &failoverInfo{recovered: true, lostUsers: 2, counted: 1}}},
 	} {
-		if verdict(bad) == "" {
+		if verdict(bad, o) == "" {
 			t.Errorf("verdict(%+v) passed", bad)
 		}
+	}
+	if verdict([]result{{mode: "lsn", ops: 10, failover: recovered}}, options{syncStandbys: 1}) == "" {
+		t.Error("a lost acknowledged write passed with a synchronous quorum")
 	}
 }

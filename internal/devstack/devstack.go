@@ -66,7 +66,7 @@ type Stack struct {
 	issuer  *Issuer
 	labURL  string
 	db      string                        // the application database
-	retired []*Node                       // old primaries, after Failover
+	retired []*Node                       // old primaries and diverged replicas, after Failover
 	closers []func(context.Context) error // servers of the stack's own (issuer, lab)
 	closed  bool
 }
@@ -344,7 +344,7 @@ func (s *Stack) Close() error {
 		return nil
 	}
 	s.closed = true
-	apis, closers := s.apis, s.closers
+	apis, closers, retired := s.apis, s.closers, s.retired
 	s.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -358,6 +358,12 @@ func (s *Stack) Close() error {
 	}
 	for _, r := range s.Replicas {
 		errs = append(errs, r.Stop(ctx))
+	}
+	for _, r := range retired {
+		// Old primaries are stopped already; diverged replicas are not.
+		if r.Running() {
+			errs = append(errs, r.Stop(ctx))
+		}
 	}
 	if s.Primary != nil {
 		errs = append(errs, s.Primary.Stop(ctx))

@@ -3,7 +3,6 @@ package devstack
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -11,12 +10,40 @@ import (
 	"github.com/ryw-go/ryw/ryw"
 )
 
+// FailoverOptions adjust a failover.
+type FailoverOptions struct {
+	// Promote names the replica to promote. Empty: the one that has
+	// received the most WAL (the first of those that tie), what Patroni
+	// does; naming a less advanced one leaves the others diverged.
+	Promote string
+	// BeforePromote, when set, runs after the primary is killed and the
+	// replica to promote has replayed all the WAL it received, just before
+	// it is promoted: its data is then the new timeline's at the switch
+	// point.
+	BeforePromote func(ctx context.Context, promoted *Node) error
+}
+
+// FailoverResult is what a failover did.
+type FailoverResult struct {
+	// Old is the old primary, stopped.
+	Old *Node
+	// Promoted is the new primary, on Timeline since PromotedAt (when
+	// pg_promote returned: it takes writes from then on).
+	Promoted   *Node
+	Timeline   int
+	PromotedAt time.Time
+	// Diverged are the replicas that had received WAL past the switch
+	// point: they cannot follow the new timeline (they would need
+	// pg_rewind) and stay on the old one, out of Replicas.
+	Diverged []*Node
+}
+
 // Failover does what an operator, or Patroni, does when the primary dies:
 // it kills the primary the way a crash would, promotes the replica that has
-// received the most WAL (the first of those that tie), and re-points every
-// other replica at it. They follow the new timeline. Promoting the most
-// advanced replica is what makes a synchronous quorum (see
-// SetSynchronousStandbys) lose no acknowledged write.
+// received the most WAL, and re-points every other replica at it. They
+// follow the new timeline. Promoting the most advanced replica is what
+// makes a synchronous quorum (see SetSynchronousStandbys) lose no
+// acknowledged write.
 // It returns the old primary, stopped. The old primary is not rejoined: its
 // data directory may hold writes that the promotion lost (replication is
 // asynchronous) and would need pg_rewind first.
@@ -26,58 +53,102 @@ import (
 // PrimaryURLs as its DATABASE_URL follows the new primary without a
 // restart.
 func (s *Stack) Failover(ctx context.Context) (old *Node, err error) {
+	res, err := s.FailoverWith(ctx, FailoverOptions{})
+	return res.Old, err
+}
+
+// FailoverWith is Failover with options: which replica to promote, and a
+// look at it before it is. Replicas that cannot follow the promoted one
+// (they received more WAL than it had) are left where they are and
+// reported as diverged.
+func (s *Stack) FailoverWith(ctx context.Context, o FailoverOptions) (res FailoverResult, err error) {
 	if len(s.Replicas) == 0 {
-		return nil, fmt.Errorf("devstack: failover needs a replica to promote")
+		return res, fmt.Errorf("devstack: failover needs a replica to promote")
 	}
-	old = s.Primary
-	if err := old.Kill(ctx); err != nil {
-		return nil, fmt.Errorf("devstack: kill %s: %w", old.Name, err)
+	res.Old = s.Primary
+	if err := res.Old.Kill(ctx); err != nil {
+		return res, fmt.Errorf("devstack: kill %s: %w", res.Old.Name, err)
 	}
-	best, bestLSN := -1, ryw.LSN(0)
+	received := make([]ryw.LSN, len(s.Replicas))
+	best := -1
 	for i, r := range s.Replicas {
-		var text string
-		if err := r.QueryRow(ctx, []any{&text}, "SELECT GREATEST(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text"); err != nil {
+		lsn, err := r.received(ctx)
+		if err != nil {
+			received[i] = 0
 			continue // not running: not a candidate
 		}
-		lsn, err := ryw.ParseLSN(text)
-		if err == nil && (best < 0 || lsn > bestLSN) {
-			best, bestLSN = i, lsn
+		received[i] = lsn
+		if o.Promote == "" && (best < 0 || lsn > received[best]) {
+			best = i
+		}
+		if o.Promote == r.Name {
+			best = i
 		}
 	}
 	if best < 0 {
-		return old, fmt.Errorf("devstack: no replica answers; nothing to promote")
+		return res, fmt.Errorf("devstack: no replica to promote answers (asked for %q)", o.Promote)
 	}
 	promoted := s.Replicas[best]
-	others := slices.Delete(slices.Clone(s.Replicas), best, best+1)
+	res.Promoted = promoted
+	if o.BeforePromote != nil {
+		if err := promoted.WaitReplayed(ctx, received[best]); err != nil {
+			return res, err
+		}
+		if err := o.BeforePromote(ctx, promoted); err != nil {
+			return res, err
+		}
+	}
 	var ok bool
 	if err := promoted.QueryRow(ctx, []any{&ok}, "SELECT pg_promote(true, 60)"); err != nil || !ok {
-		return nil, fmt.Errorf("devstack: promote %s: %v (promoted: %v)", promoted.Name, err, ok)
+		return res, fmt.Errorf("devstack: promote %s: %v (promoted: %v)", promoted.Name, err, ok)
 	}
+	res.PromotedAt = time.Now()
 	promoted.replica = false
 	tli, err := promoted.Timeline(ctx)
 	if err != nil {
-		return nil, err
+		return res, err
+	}
+	res.Timeline = tli
+	var others []*Node
+	for i, r := range s.Replicas {
+		switch {
+		case i == best:
+		case received[i] > received[best]:
+			res.Diverged = append(res.Diverged, r)
+		default:
+			others = append(others, r)
+		}
 	}
 	for _, r := range others {
 		// Each replica streams through its own slot, as it did from the
 		// old primary.
 		if err := promoted.Exec(ctx, "SELECT pg_create_physical_replication_slot($1) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)", r.Name); err != nil {
-			return nil, fmt.Errorf("devstack: slot for %s on %s: %w", r.Name, promoted.Name, err)
+			return res, fmt.Errorf("devstack: slot for %s on %s: %w", r.Name, promoted.Name, err)
 		}
 		if err := r.setPrimaryConninfo(ctx, promoted.Port); err != nil {
-			return nil, err
+			return res, err
 		}
 	}
 	s.Primary, s.Replicas = promoted, others
 	s.mu.Lock()
-	s.retired = append(s.retired, old)
+	s.retired = append(s.retired, res.Old)
+	s.retired = append(s.retired, res.Diverged...)
 	s.mu.Unlock()
 	for _, r := range others {
 		if err := r.waitStreaming(ctx, tli); err != nil {
-			return old, err
+			return res, err
 		}
 	}
-	return old, nil
+	return res, nil
+}
+
+// received is how far the replica has received (or replayed) WAL.
+func (n *Node) received(ctx context.Context) (ryw.LSN, error) {
+	var text string
+	if err := n.QueryRow(ctx, []any{&text}, "SELECT GREATEST(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text"); err != nil {
+		return 0, err
+	}
+	return ryw.ParseLSN(text)
 }
 
 // Timeline is the timeline the node is on: a primary's own, or the one a
