@@ -37,6 +37,11 @@ type Config struct {
 	// a client's reads never go back in time. It applies in time and lsn
 	// mode; false is the control that shows the regressions.
 	Monotonic bool
+	// StaleReadsWithoutPrimary lets replicas serve stale-ok reads while the
+	// primary does not answer (RYW_STALE_READS_WITHOUT_PRIMARY, default
+	// false): availability over the risk of showing writes a failover then
+	// loses.
+	StaleReadsWithoutPrimary bool
 	// ReplicaTimeout bounds connecting to a replica and each read on it
 	// (RYW_REPLICA_TIMEOUT); a read that overruns is retried on the primary.
 	ReplicaTimeout time.Duration
@@ -124,24 +129,25 @@ var replicaName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,62}$`)
 func Load(getenv func(string) string) (Config, error) {
 	l := loader{getenv: getenv}
 	cfg := Config{
-		HTTPAddr:       l.str("HTTP_ADDR", DefaultHTTPAddr),
-		DatabaseURL:    l.postgresURL("DATABASE_URL", l.str("DATABASE_URL", "")),
-		RedisURL:       l.redisURL("REDIS_URL", l.str("REDIS_URL", DefaultRedisURL)),
-		Mode:           l.mode("RYW_MODE"),
-		Window:         l.duration("RYW_WINDOW", DefaultWindow),
-		MarkerTTL:      l.duration("RYW_MARKER_TTL", DefaultMarkerTTL),
-		PollInterval:   l.duration("RYW_POLL_INTERVAL", DefaultPollInterval),
-		MaxWait:        l.nonNegativeDuration("RYW_MAX_WAIT", 0),
-		Monotonic:      l.oneOf("RYW_MONOTONIC", "true", "true", "false") == "true",
-		ReplicaTimeout: l.duration("RYW_REPLICA_TIMEOUT", DefaultReplicaTimeout),
-		PrimaryTimeout: l.duration("RYW_PRIMARY_TIMEOUT", DefaultPrimaryTimeout),
-		LogLevel:       l.level("LOG_LEVEL"),
-		LogFormat:      l.oneOf("LOG_FORMAT", "text", "text", "json"),
-		ShutdownWait:   l.duration("SHUTDOWN_TIMEOUT", DefaultShutdownWait),
-		TokenKey:       l.getenv("RYW_TOKEN_KEY"),
-		ReadyzDetails:  l.oneOf("READYZ_DETAILS", "false", "false", "true") == "true",
-		PprofAddr:      l.hostPort("PPROF_ADDR"),
-		LivePage:       l.oneOf("LIVE_PAGE", "true", "true", "false") == "true",
+		HTTPAddr:                 l.str("HTTP_ADDR", DefaultHTTPAddr),
+		DatabaseURL:              l.postgresURL("DATABASE_URL", l.str("DATABASE_URL", "")),
+		RedisURL:                 l.redisURL("REDIS_URL", l.str("REDIS_URL", DefaultRedisURL)),
+		Mode:                     l.mode("RYW_MODE"),
+		Window:                   l.duration("RYW_WINDOW", DefaultWindow),
+		MarkerTTL:                l.duration("RYW_MARKER_TTL", DefaultMarkerTTL),
+		PollInterval:             l.duration("RYW_POLL_INTERVAL", DefaultPollInterval),
+		MaxWait:                  l.nonNegativeDuration("RYW_MAX_WAIT", 0),
+		Monotonic:                l.oneOf("RYW_MONOTONIC", "true", "true", "false") == "true",
+		StaleReadsWithoutPrimary: l.oneOf("RYW_STALE_READS_WITHOUT_PRIMARY", "false", "false", "true") == "true",
+		ReplicaTimeout:           l.duration("RYW_REPLICA_TIMEOUT", DefaultReplicaTimeout),
+		PrimaryTimeout:           l.duration("RYW_PRIMARY_TIMEOUT", DefaultPrimaryTimeout),
+		LogLevel:                 l.level("LOG_LEVEL"),
+		LogFormat:                l.oneOf("LOG_FORMAT", "text", "text", "json"),
+		ShutdownWait:             l.duration("SHUTDOWN_TIMEOUT", DefaultShutdownWait),
+		TokenKey:                 l.getenv("RYW_TOKEN_KEY"),
+		ReadyzDetails:            l.oneOf("READYZ_DETAILS", "false", "false", "true") == "true",
+		PprofAddr:                l.hostPort("PPROF_ADDR"),
+		LivePage:                 l.oneOf("LIVE_PAGE", "true", "true", "false") == "true",
 	}
 	cfg.Replicas = l.replicas("DATABASE_REPLICA_URLS")
 	cfg.Auth = l.auth()
@@ -186,6 +192,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("pollInterval", c.PollInterval),
 		slog.Duration("maxWait", c.MaxWait),
 		slog.Bool("monotonic", c.Monotonic),
+		slog.Bool("staleReadsWithoutPrimary", c.StaleReadsWithoutPrimary),
 		slog.Duration("replicaTimeout", c.ReplicaTimeout),
 		slog.Duration("primaryTimeout", c.PrimaryTimeout),
 		slog.Bool("tokenKeySet", c.TokenKey != ""),

@@ -26,10 +26,19 @@ func newCounters() Counters {
 // was found: LostInTracker (each lost mark is counted once, by the instance
 // that replaced it) or LostInToken (a client's token, counted at every
 // request that brings one back).
-func (c *Counters) lostWrite(foundIn string) {
+func (c *Counters) lostWrite(foundIn string, certain bool) {
 	c.mu.Lock()
-	c.lost[foundIn]++
+	c.lost[LostKey(foundIn, certain)]++
 	c.mu.Unlock()
+}
+
+// LostKey is the key of CountsSnapshot.LostWrites for writes found in
+// foundIn, lost for certain or possibly.
+func LostKey(foundIn string, certain bool) string {
+	if certain {
+		return foundIn + "/certain"
+	}
+	return foundIn + "/possible"
 }
 
 // session counts an event of the session floor (SessionLost,
@@ -78,7 +87,7 @@ type CountsSnapshot struct {
 	// (TokenBadSignature, TokenAhead).
 	IgnoredTokens map[string]uint64 `json:"ignoredTokens"`
 	// LostWrites counts writes found lost in a failover, by where they were
-	// found (LostInTracker, LostInToken).
+	// found (LostInTracker, LostInToken) and whether for certain (LostKey).
 	LostWrites map[string]uint64 `json:"lostWrites"`
 	// Sessions counts session-floor events: a client's floor lost in a
 	// failover (SessionLost), a read whose position could not be measured

@@ -87,6 +87,11 @@ type Observation struct {
 	seenOn map[string]measured
 	// held is what held of the client's session, on the current timeline.
 	held Session
+	// writeLow is where the primary was before the request's write.
+	writeLow Position
+	// wroteOn is the address of the primary the request's statements ran
+	// on ("" before any; "*" when they ran on more than one).
+	wroteOn string
 }
 
 type observationKey struct{}
@@ -144,6 +149,47 @@ func (o *Observation) Token() Position {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.token
+}
+
+func (o *Observation) setWriteLow(p Position) {
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	o.writeLow = p
+	o.mu.Unlock()
+}
+
+func (o *Observation) writeLowBound() Position {
+	if o == nil {
+		return Position{}
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.writeLow
+}
+
+func (o *Observation) ranOnPrimary(addr string) {
+	if o == nil || addr == "" {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	switch o.wroteOn {
+	case "", addr:
+		o.wroteOn = addr
+	default:
+		o.wroteOn = "*"
+	}
+}
+
+func (o *Observation) primaryAddr() string {
+	if o == nil {
+		return ""
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.wroteOn
 }
 
 func (o *Observation) setKept(s Session) {

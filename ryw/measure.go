@@ -35,10 +35,14 @@ import (
 // primary's position instead (Router.SessionAfter).
 
 // replicaSeenQuery reads, after a statement on a standby, whether it is
-// still one, how far it has replayed, and the timeline its WAL receiver
-// streams (NULL without a receiver, or for a role without
-// pg_read_all_stats).
-const replicaSeenQuery = `SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, (SELECT received_tli FROM pg_stat_wal_receiver)`
+// still one and how far it has replayed. Not its timeline: reading the WAL
+// receiver's (pg_stat_wal_receiver) cost a third as much as the read itself
+// (BenchmarkMeasuredRead). A replica's position is reported without one,
+// and judged as the current timeline's: a floor that errs high (a position
+// from a replica still on the old timeline past the switch point makes the
+// client wait for the new timeline to pass it, on the primary meanwhile),
+// never low; only the count of floors a failover lost misses it.
+const replicaSeenQuery = `SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, NULL::int`
 
 // primarySeenQuery reads, after a statement on the primary, whether it is
 // one, its insert position with the WAL's page and segment sizes (see
@@ -117,15 +121,21 @@ func (cc *checkedConn) tryMeasured(ctx context.Context, conn *pgx.Conn, obs *Obs
 			formats[i] = 1
 		}
 	}
-	seen := replicaSeenQuery
+	seenQuery := replicaSeenQuery
 	if !cc.replica {
-		seen = primarySeenQuery
+		seenQuery = primarySeenQuery
+	}
+	// Prepared once per connection too: planning it costs more than
+	// running it.
+	seen, err := cc.statement(ctx, conn, seenQuery)
+	if err != nil {
+		return nil, badConn(err)
 	}
 	started := time.Now()
 	p := conn.PgConn().StartPipeline(ctx)
 	p.SendQueryStatement(sd, eqb.ParamValues, eqb.ParamFormats, formats)
 	p.SendPipelineSync()
-	p.SendQueryParams(seen, nil, nil, nil, nil)
+	p.SendQueryStatement(seen, nil, nil, nil)
 	p.SendPipelineSync()
 	if err := p.Flush(); err != nil {
 		p.Close()
@@ -334,14 +344,8 @@ func (r *measuredRows) position(row [][]byte) (Position, error) {
 		return Position{}, err
 	}
 	if r.cc.replica {
-		// The timeline is the one the WAL receiver streams; without it,
-		// unknown (0), which is judged as the current one: a floor that
-		// errs high, never low.
-		p := Position{LSN: lsn}
-		if row[2] != nil {
-			p.Timeline, _ = strconv.Atoi(string(row[2]))
-		}
-		return p, nil
+		// No timeline: see replicaSeenQuery.
+		return Position{LSN: lsn}, nil
 	}
 	if len(row) < 5 {
 		return Position{}, errors.New("short position row")

@@ -313,11 +313,20 @@ func (m *Monitor) AllCaughtUp(min LSN) bool {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	for _, r := range m.replicas {
-		if st := m.status[r.Name]; !st.Healthy || st.ReplayLSN < min {
+		if st := m.status[r.Name]; !m.current(st) || st.ReplayLSN < min {
 			return false
 		}
 	}
 	return true
+}
+
+// current reports whether a replica may serve: healthy at its last check,
+// and on the primary's timeline as the monitor knows it now (a promotion
+// seen since the replica's check takes it out at once, not at its next
+// check: its positions belong to another history until it follows). The
+// caller holds m.mu.
+func (m *Monitor) current(st ReplicaStatus) bool {
+	return st.Healthy && (m.primaryTimeline == 0 || st.Timeline >= m.primaryTimeline)
 }
 
 // Refresh asks the named replicas for their replay position now, rather
@@ -545,7 +554,7 @@ func (m *Monitor) CaughtUp(min LSN) []string {
 	var names []string
 	fastest := time.Duration(-1)
 	for _, r := range m.replicas {
-		if st := m.status[r.Name]; st.Healthy && st.ReplayLSN >= min {
+		if st := m.status[r.Name]; m.current(st) && st.ReplayLSN >= min {
 			names = append(names, r.Name)
 			if st.RTT > 0 && (fastest < 0 || st.RTT < fastest) {
 				fastest = st.RTT

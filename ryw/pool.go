@@ -120,10 +120,34 @@ type checkedConn struct {
 	replayed LSN
 }
 
+// notePrimary records, for a request that runs statements on the primary,
+// which server they ran on: a write's token must come from the same one
+// (see Router.RecordWrite).
+func (c *checkedConn) notePrimary(ctx context.Context) {
+	if c.replica {
+		return
+	}
+	if obs := observationFrom(ctx); obs != nil {
+		obs.ranOnPrimary(serverOf(c.Conn.Conn()))
+	}
+}
+
+// serverOf names the server a connection is connected to.
+func serverOf(c *pgx.Conn) string {
+	if c == nil || c.IsClosed() {
+		return ""
+	}
+	if nc := c.PgConn().Conn(); nc != nil {
+		return nc.RemoteAddr().String()
+	}
+	return ""
+}
+
 func (c *checkedConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
 	if err := c.check(ctx); err != nil {
 		return nil, err
 	}
+	c.notePrimary(ctx)
 	if obs, d := c.measuring(ctx); obs != nil {
 		return c.queryMeasured(ctx, obs, d, query, args)
 	}
@@ -134,6 +158,7 @@ func (c *checkedConn) ExecContext(ctx context.Context, query string, args []driv
 	if err := c.check(ctx); err != nil {
 		return nil, err
 	}
+	c.notePrimary(ctx)
 	if obs, _ := c.measuring(ctx); obs != nil {
 		// Not measured: the session is raised to the primary's position
 		// instead (see Router.SessionAfter).
@@ -150,6 +175,7 @@ func (c *checkedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (drive
 	if err := c.check(ctx); err != nil {
 		return nil, err
 	}
+	c.notePrimary(ctx)
 	if obs, _ := c.measuring(ctx); obs != nil {
 		// The statements inside a transaction are not measured: the
 		// session is raised to the primary's position instead.
@@ -178,6 +204,7 @@ func (s *checkedStmt) QueryContext(ctx context.Context, args []driver.NamedValue
 	if err := s.conn.check(ctx); err != nil {
 		return nil, err
 	}
+	s.conn.notePrimary(ctx)
 	if obs, d := s.conn.measuring(ctx); obs != nil {
 		return s.conn.queryMeasured(ctx, obs, d, s.query, args)
 	}
@@ -188,6 +215,7 @@ func (s *checkedStmt) ExecContext(ctx context.Context, args []driver.NamedValue)
 	if err := s.conn.check(ctx); err != nil {
 		return nil, err
 	}
+	s.conn.notePrimary(ctx)
 	if obs, _ := s.conn.measuring(ctx); obs != nil {
 		obs.unmeasured()
 	}
@@ -268,21 +296,34 @@ func (w PrimaryWAL) CurrentLSN(ctx context.Context) (LSN, error) {
 
 // CurrentPosition is CurrentLSN with the primary's system identifier and
 // timeline, in one query.
-func (w PrimaryWAL) CurrentPosition(ctx context.Context) (Position, error) {
+// It also names the server it read it on.
+func (w PrimaryWAL) CurrentPosition(ctx context.Context) (Position, string, error) {
+	conn, err := w.DB.Conn(ctx)
+	if err != nil {
+		return Position{}, "", err
+	}
+	defer conn.Close()
+	var server string
+	_ = conn.Raw(func(dc any) error {
+		if c, ok := dc.(interface{ Conn() *pgx.Conn }); ok {
+			server = serverOf(c.Conn())
+		}
+		return nil
+	})
 	var text, system, tli string
 	var block, segment int64
-	if err := w.DB.QueryRowContext(ctx, currentPositionQuery).Scan(&text, &block, &segment, &system, &tli); err != nil {
-		return Position{}, err
+	if err := conn.QueryRowContext(ctx, currentPositionQuery).Scan(&text, &block, &segment, &system, &tli); err != nil {
+		return Position{}, "", err
 	}
 	lsn, err := ParseLSN(text)
 	if err != nil {
-		return Position{}, err
+		return Position{}, "", err
 	}
 	t, err := strconv.ParseInt(tli, 16, 64)
 	if err != nil {
-		return Position{}, err
+		return Position{}, "", err
 	}
-	return Position{System: system, Timeline: int(t), LSN: recordEnd(lsn, block, segment)}, nil
+	return Position{System: system, Timeline: int(t), LSN: recordEnd(lsn, block, segment)}, server, nil
 }
 
 // History reads where each ancestor of timeline ended.

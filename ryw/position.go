@@ -18,6 +18,13 @@ type Position struct {
 	// a token or mark from before positions carried it).
 	Timeline int `json:"timeline,omitempty"`
 	LSN      LSN `json:"lsn"`
+	// Low, for a write's position, is at or below the start of its commit
+	// record (0: unknown): the primary's position as the monitor last saw
+	// it before the write was sent. A write's token (LSN) is read after
+	// its commit, so other sessions' WAL can put it past a failover's
+	// switch point although the commit is before it; Low past the switch
+	// point means the write was lost for certain.
+	Low LSN `json:"low,omitempty"`
 }
 
 // IsZero reports whether p names no position.
@@ -107,6 +114,12 @@ func (v Verdict) String() string {
 	}
 }
 
+// CertainlyLost reports whether a position Judge found Lost, with the
+// switch point it returned, was lost for certain: its low bound is past
+// the switch point too. Otherwise the write may have committed just before
+// it (see Position.Low).
+func CertainlyLost(p, switchPoint Position) bool { return p.Low > switchPoint.LSN }
+
 // Judge places p in the current history. For Current it returns p on the
 // current timeline; for Lost, the switch point, where the surviving part
 // of p's history ends. A position without a timeline (from before they
@@ -125,7 +138,7 @@ func (c Cluster) Judge(p Position) (Position, Verdict) {
 	here := Position{System: c.System, Timeline: c.Timeline}
 	switch {
 	case p.Timeline == c.Timeline:
-		here.LSN = p.LSN
+		here.LSN, here.Low = p.LSN, p.Low
 		return here, Current
 	case p.Timeline > c.Timeline:
 		return p, Unjudged
@@ -172,9 +185,13 @@ func parseHistory(text string) (map[int]LSN, error) {
 // markValue encodes a position for a Redis mark: the system identifier and
 // the timeline and LSN as fixed-width hex, "<system>:<TTTTTTTT><LLLLLLLLLLLLLLLL>",
 // so that, within one system, comparing the strings after the colon
-// compares (timeline, LSN).
+// compares (timeline, LSN); then "~<low>" when the low bound is known.
 func markValue(p Position) string {
-	return fmt.Sprintf("%s:%08X%016X", p.System, p.Timeline, uint64(p.LSN))
+	v := fmt.Sprintf("%s:%08X%016X", p.System, p.Timeline, uint64(p.LSN))
+	if p.Low > 0 {
+		v += fmt.Sprintf("~%016X", uint64(p.Low))
+	}
+	return v
 }
 
 // parseMarkValue reads a mark: markValue's form, or 16 hex digits (an LSN
@@ -185,6 +202,14 @@ func parseMarkValue(v string) (Position, error) {
 		return Position{LSN: LSN(n)}, err
 	}
 	sys, rest, ok := strings.Cut(v, ":")
+	rest, lowHex, hasLow := strings.Cut(rest, "~")
+	var low uint64
+	if hasLow {
+		var err error
+		if low, err = strconv.ParseUint(lowHex, 16, 64); err != nil || len(lowHex) != 16 {
+			return Position{}, fmt.Errorf("%q: bad low bound", v)
+		}
+	}
 	if !ok || len(rest) != 24 {
 		return Position{}, fmt.Errorf("%q is not <system>:<8 hex timeline><16 hex LSN>", v)
 	}
@@ -196,5 +221,5 @@ func parseMarkValue(v string) (Position, error) {
 	if err != nil {
 		return Position{}, err
 	}
-	return Position{System: sys, Timeline: int(tli), LSN: LSN(lsn)}, nil
+	return Position{System: sys, Timeline: int(tli), LSN: LSN(lsn), Low: LSN(low)}, nil
 }

@@ -2,6 +2,7 @@ package ryw
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 )
@@ -60,6 +61,11 @@ func TestMarkValues(t *testing.T) {
 	}
 	if got, err := parseMarkValue(v); got != p || err != nil {
 		t.Errorf("parseMarkValue(%q) = %+v, %v", v, got, err)
+	}
+	// With a low bound.
+	p.Low = 0x1_00000000
+	if got, err := parseMarkValue(markValue(p)); got != p || err != nil || markValue(p) != v+"~0000000100000000" {
+		t.Errorf("a mark with a low bound: %q -> %+v, %v", markValue(p), got, err)
 	}
 	// A mark from before marks carried a timeline.
 	if got, err := parseMarkValue("000000010000ABCD"); got != (Position{LSN: 0x1_0000ABCD}) || err != nil {
@@ -149,8 +155,15 @@ func TestLostWritesAreFoundOnce(t *testing.T) {
 			t.Errorf("a's read = %+v", d)
 		}
 	}
-	if n := r.Counts().LostWrites[LostInTracker]; n != 1 {
-		t.Errorf("lost writes counted %d times; want once", n)
+	if n := r.Counts().LostWrites[LostKey(LostInTracker, false)]; n != 1 {
+		t.Errorf("lost writes counted %d times; want once (possibly lost: the mark has no low bound)", n)
+	}
+	// A mark whose low bound is past the switch point too: lost for
+	// certain.
+	tr.marks["d"] = Marks{Token: Position{System: sys, Timeline: 1, LSN: lost.LSN, Low: lost.LSN - 10}}
+	r.ForOwnRead(t.Context(), "d")
+	if n := r.Counts().LostWrites[LostKey(LostInTracker, true)]; n != 1 {
+		t.Errorf("certainly lost writes counted %d; want 1", n)
 	}
 	if m := tr.marks["a"].Token; m != at2(2, cluster.Ends[1]) {
 		t.Errorf("a's mark = %+v; want the switch point on timeline 2", m)
@@ -167,7 +180,7 @@ func TestLostWritesAreFoundOnce(t *testing.T) {
 	if s := r.SessionAfter(ctx, obs); s.Write != at2(2, cluster.Ends[1]) {
 		t.Errorf("the next token's write = %+v; want the switch point", s.Write)
 	}
-	if n := r.Counts().LostWrites[LostInToken]; n != 1 {
+	if n := r.Counts().LostWrites[LostKey(LostInToken, false)]; n != 1 {
 		t.Errorf("lost tokens counted %d; want 1", n)
 	}
 	// A write on timeline 2 replacing c's lost mark, before the monitor
@@ -179,10 +192,44 @@ func TestLostWritesAreFoundOnce(t *testing.T) {
 	if err := r2.RecordWrite(context.Background(), "c"); err != nil {
 		t.Fatal(err)
 	}
-	if n := r2.Counts().LostWrites[LostInTracker]; n != 1 {
+	if n := r2.Counts().LostWrites[LostKey(LostInTracker, false)]; n != 1 {
 		t.Errorf("a write replacing a lost mark: counted %d; want 1", n)
 	}
-	if err := r2.RecordWrite(context.Background(), "c"); err != nil || r2.Counts().LostWrites[LostInTracker] != 1 {
-		t.Errorf("the next write: %v, counted %d; want still 1", err, r2.Counts().LostWrites[LostInTracker])
+	if err := r2.RecordWrite(context.Background(), "c"); err != nil || r2.Counts().LostWrites[LostKey(LostInTracker, false)] != 1 {
+		t.Errorf("the next write: %v, counted %d; want still 1", err, r2.Counts().LostWrites[LostKey(LostInTracker, false)])
+	}
+}
+
+// TestAWriteWhosePrimaryChangedIsUnconfirmed: a write committed on one
+// server whose token was read on another (a failover in between), or whose
+// first read of the position failed, is recorded (the new position covers
+// it if it survived) but answered unconfirmed: it may have been lost. The
+// control: the same server, read at once, is confirmed.
+func TestAWriteWhosePrimaryChangedIsUnconfirmed(t *testing.T) {
+	now := t0
+	for _, tt := range []struct {
+		name        string
+		wrote, read string
+		failures    int
+		confirmed   bool
+	}{
+		{"same server", "10.0.0.1:5432", "10.0.0.1:5432", 0, true},
+		{"another server", "10.0.0.1:5432", "10.0.0.2:5432", 0, false},
+		{"the first read failed", "10.0.0.1:5432", "10.0.0.1:5432", 1, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tr := newFakeTracker()
+			wal := &fakeWAL{at: 0x5_00000010, system: sys, timeline: 2, server: tt.read, positionFailures: tt.failures}
+			r := newTestRouter(ModeLSN, tr, &fakeReplicas{}, wal, &now)
+			ctx, obs := WithObservation(t.Context())
+			obs.ranOnPrimary(tt.wrote)
+			err := r.RecordWrite(ctx, "u")
+			if tt.confirmed != (err == nil) || (err != nil && !errors.Is(err, ErrUnconfirmed)) {
+				t.Errorf("RecordWrite = %v; want confirmed %v", err, tt.confirmed)
+			}
+			if tr.marks["u"].Token.LSN != wal.at {
+				t.Errorf("mark = %+v; want the position recorded either way", tr.marks["u"].Token)
+			}
+		})
 	}
 }

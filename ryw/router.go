@@ -65,9 +65,9 @@ type WAL interface {
 	// returned: the causal token of a write that has just committed.
 	CurrentLSN(ctx context.Context) (LSN, error)
 	// CurrentPosition is CurrentLSN with the primary's system identifier
-	// and timeline: the causal token of a write, as tokens and marks carry
-	// it.
-	CurrentPosition(ctx context.Context) (Position, error)
+	// and timeline, the causal token of a write as tokens and marks carry
+	// it, and the server it was read on ("" if unknown).
+	CurrentPosition(ctx context.Context) (pos Position, server string, err error)
 	// History returns where each ancestor of timeline ended, from the
 	// primary's timeline history file.
 	History(ctx context.Context, timeline int) (map[int]LSN, error)
@@ -92,6 +92,13 @@ type RouterConfig struct {
 	// MaxWait is how long an lsn-mode read may wait for a replica to replay
 	// the user's token before it goes to the primary (0: not at all).
 	MaxWait time.Duration
+	// StaleReadsWithoutPrimary lets replicas serve stale-ok reads while the
+	// primary has not answered within the fence lease (a primary outage,
+	// before a failover is seen). Off, such reads go to the primary (503
+	// while it is down): a replica that a failover leaves diverged would
+	// otherwise show writes the promotion lost, and the session floors of
+	// its clients would then be lost too.
+	StaleReadsWithoutPrimary bool
 	// Monotonic turns on the session floor (monotonic reads): every read
 	// reports the highest position its data may reflect, the client's token
 	// carries it, and the client's next read, own-write or stale-ok, is
@@ -225,6 +232,8 @@ func (r *Router) primaryPosition(ctx context.Context) (position, error) {
 // client's session is judged, so that its response carries on what holds.
 func (r *Router) ForWrite(ctx context.Context) Decision {
 	r.session(ctx, false)
+	// Where the primary was before the write: a lower bound of its commit.
+	observationFrom(ctx).setWriteLow(Position{Timeline: r.cfg.Replicas.Cluster().Timeline, LSN: r.cfg.Replicas.PrimaryLSN()})
 	return r.counted(Decision{Node: Primary, Reason: ReasonWrite})
 }
 
@@ -232,10 +241,26 @@ func (r *Router) ForWrite(ctx context.Context) Decision {
 // healthy replica, or with the session floor on, any healthy replica at or
 // past what the client's reads have already shown it.
 func (r *Router) ForStaleRead(ctx context.Context) Decision {
+	if !r.cfg.StaleReadsWithoutPrimary && !r.primaryConfirmed() {
+		d := Decision{Node: Primary, Reason: ReasonFenceUnknown}
+		if r.cfg.Monotonic && r.cfg.Mode != ModeOff {
+			r.session(ctx, false)
+			d = r.measured(d)
+		}
+		return r.counted(d)
+	}
 	if !r.cfg.Monotonic || r.cfg.Mode == ModeOff {
 		return r.counted(r.replicaOrPrimary(0, ReasonStaleOK))
 	}
 	return r.counted(r.measured(r.staleRead(ctx)))
+}
+
+// primaryConfirmed reports whether a poll of the primary, which read its
+// timeline and fence, started within the fence lease: until one has, no
+// replica is known to be on the primary's history.
+func (r *Router) primaryConfirmed() bool {
+	_, asOf := r.cfg.Replicas.Fence()
+	return !asOf.IsZero() && r.cfg.Now().Sub(asOf) < r.cfg.FenceLease
 }
 
 func (r *Router) staleRead(ctx context.Context) Decision {
@@ -290,7 +315,7 @@ func (r *Router) session(ctx context.Context, own bool) (write, seen LSN, toPrim
 		case Lost:
 			kept.Write = p
 			if own {
-				r.counts.lostWrite(LostInToken)
+				r.counts.lostWrite(LostInToken, CertainlyLost(s.Write, p))
 				r.cfg.Logger.WarnContext(ctx, "a client's token names a write past the switch point of a failover: lost; reading from the primary",
 					"token", s.Write.String(), "switchPoint", p.String())
 				toPrimary = ReasonWriteLost
@@ -342,7 +367,7 @@ func (r *Router) SessionAfter(ctx context.Context, obs *Observation) Session {
 			r.counts.session(SessionUnmeasured)
 			var p Position
 			err := r.Primary(context.WithoutCancel(ctx), func(ctx context.Context) (err error) {
-				p, err = r.cfg.WAL.CurrentPosition(ctx)
+				p, _, err = r.cfg.WAL.CurrentPosition(ctx)
 				return err
 			})
 			if err != nil {
@@ -457,7 +482,7 @@ func (r *Router) lostMark(ctx context.Context, userID string, lost, switchPoint 
 	case err != nil:
 		r.cfg.Logger.WarnContext(ctx, "a user's mark names a write that a failover lost; could not replace it", "user", userID, "mark", lost.String(), "err", err)
 	case replaced:
-		r.counts.lostWrite(LostInTracker)
+		r.counts.lostWrite(LostInTracker, CertainlyLost(lost, switchPoint))
 		r.cfg.Logger.ErrorContext(ctx, "a write was lost in a failover: the user's last acknowledged write is not in the new primary's history",
 			"user", userID, "write", lost.String(), "switchPoint", switchPoint.String())
 	}
@@ -612,14 +637,25 @@ func (r *Router) RecordWrite(ctx context.Context, userID string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.RecordBudget)
 	defer cancel()
 	var token Position
+	var server string
+	attempts := 0
 	err := retry(ctx, func(ctx context.Context) error {
+		attempts++
 		return r.Primary(ctx, func(ctx context.Context) (err error) {
-			token, err = r.cfg.WAL.CurrentPosition(ctx)
+			token, server, err = r.cfg.WAL.CurrentPosition(ctx)
 			return err
 		})
 	})
+	if attempts > 1 {
+		// The primary failed right after the commit: the position may come
+		// from another server than the one the write committed on.
+		server = "?"
+	}
 	if err != nil {
 		return fmt.Errorf("%w: read the write's WAL position: %v", ErrUnconfirmed, err)
+	}
+	if low := observationFrom(ctx).writeLowBound(); low.Timeline == token.Timeline && low.LSN <= token.LSN {
+		token.Low = low.LSN
 	}
 	observationFrom(ctx).setToken(token)
 	var prev Position
@@ -629,10 +665,26 @@ func (r *Router) RecordWrite(ctx context.Context, userID string) error {
 	})
 	if err == nil {
 		r.replacedMark(ctx, userID, prev, token)
-		return nil
+		return r.samePrimary(ctx, userID, server, token)
 	}
 	r.cfg.Logger.WarnContext(ctx, "write committed but not recorded in the tracker; raising the fence", "user", userID, "token", token.String(), "err", err)
 	return r.fence(ctx, token.LSN)
+}
+
+// samePrimary checks that the write committed on the server its token
+// was read on ("?": not known, the first read of the position failed). If
+// the primary changed in between (a failover), the token
+// names a position of the new primary's history, which covers the write
+// if it survived, and so is recorded; but whether it survived is unknown:
+// the write is unconfirmed, and the client is told.
+func (r *Router) samePrimary(ctx context.Context, userID, server string, token Position) error {
+	wrote := observationFrom(ctx).primaryAddr()
+	if wrote == "" || (server != "?" && (server == "" || wrote == server)) {
+		return nil
+	}
+	r.cfg.Logger.WarnContext(ctx, "the primary changed after a write committed: it may have been lost in a failover", "user", userID,
+		"wroteOn", wrote, "tokenFrom", server, "token", token.String())
+	return fmt.Errorf("%w: the primary changed after the write committed, which a failover may have lost", ErrUnconfirmed)
 }
 
 // replacedMark checks the mark a write's mark replaced: one from an
@@ -645,8 +697,16 @@ func (r *Router) replacedMark(ctx context.Context, userID string, prev, token Po
 	}
 	c := r.cfg.Replicas.Cluster()
 	if c.Timeline != token.Timeline || c.Ends == nil {
-		// The monitor has not read this timeline's history yet.
-		ends, err := r.cfg.WAL.History(ctx, token.Timeline)
+		// The monitor has not read this timeline's history yet. The
+		// write's budget may be spent by now (it waited out a failover):
+		// this gets time of its own.
+		var ends map[int]LSN
+		err := retry(context.WithoutCancel(ctx), func(ctx context.Context) error {
+			return r.Primary(ctx, func(ctx context.Context) (err error) {
+				ends, err = r.cfg.WAL.History(ctx, token.Timeline)
+				return err
+			})
+		})
 		if err != nil {
 			r.cfg.Logger.WarnContext(ctx, "a write replaced a mark of an earlier timeline, whose history could not be read: it may name a lost write", "user", userID, "mark", prev.String(), "err", err)
 			return
@@ -654,7 +714,7 @@ func (r *Router) replacedMark(ctx context.Context, userID string, prev, token Po
 		c = Cluster{System: token.System, Timeline: token.Timeline, Ends: ends}
 	}
 	if switchPoint, v := c.Judge(prev); v == Lost {
-		r.counts.lostWrite(LostInTracker)
+		r.counts.lostWrite(LostInTracker, CertainlyLost(prev, switchPoint))
 		r.cfg.Logger.ErrorContext(ctx, "a write was lost in a failover: the user's last acknowledged write is not in the new primary's history",
 			"user", userID, "write", prev.String(), "switchPoint", switchPoint.String())
 	}

@@ -103,18 +103,27 @@ func (f *fakeReplicas) Saw(name string, p Position, _ time.Time) {
 
 // fakeWAL is a primary at a fixed position whose fence can be made to fail.
 type fakeWAL struct {
-	at       LSN
-	system   string
-	timeline int
-	ends     map[int]LSN
-	fence    LSN
-	fenceErr error
+	at LSN
+	// server names the server positions are read on; the first
+	// positionFailures reads fail.
+	server           string
+	positionFailures int
+	positionCalls    int
+	system           string
+	timeline         int
+	ends             map[int]LSN
+	fence            LSN
+	fenceErr         error
 }
 
 func (w *fakeWAL) CurrentLSN(context.Context) (LSN, error) { return w.at, nil }
 
-func (w *fakeWAL) CurrentPosition(context.Context) (Position, error) {
-	return Position{System: w.system, Timeline: w.timeline, LSN: w.at}, nil
+func (w *fakeWAL) CurrentPosition(context.Context) (Position, string, error) {
+	w.positionCalls++
+	if w.positionCalls <= w.positionFailures {
+		return Position{}, "", errors.New("connection refused")
+	}
+	return Position{System: w.system, Timeline: w.timeline, LSN: w.at}, w.server, nil
 }
 
 func (w *fakeWAL) History(context.Context, int) (map[int]LSN, error) { return w.ends, nil }
@@ -258,7 +267,7 @@ func TestClientTokensAheadOfThePrimaryAreIgnored(t *testing.T) {
 
 func TestStaleReadAndWrite(t *testing.T) {
 	now := t0
-	reps := &fakeReplicas{replay: map[string]LSN{"r1": lsnAt(now.Add(-time.Hour))}, order: []string{"r1"}}
+	reps := &fakeReplicas{replay: map[string]LSN{"r1": lsnAt(now.Add(-time.Hour))}, order: []string{"r1"}, fenceAsOf: now}
 	r := newTestRouter(ModeTime, newFakeTracker(), reps, nil, &now)
 	if d := r.ForStaleRead(t.Context()); d != (Decision{Node: "r1", Reason: ReasonStaleOK, MinLSN: 0}) {
 		t.Errorf("ForStaleRead = %+v: any healthy replica, however stale", d)
@@ -269,6 +278,17 @@ func TestStaleReadAndWrite(t *testing.T) {
 	delete(reps.replay, "r1")
 	if d := r.ForStaleRead(t.Context()); d != (Decision{Node: Primary, Reason: ReasonNoReplica}) {
 		t.Errorf("ForStaleRead without replicas = %+v", d)
+	}
+	// The primary unconfirmed for the lease: no replica is known to be on
+	// the history a failover will keep; unless availability was chosen.
+	reps.replay["r1"] = lsnAt(now)
+	reps.fenceAsOf = now.Add(-time.Second)
+	if d := r.ForStaleRead(t.Context()); d.Node != Primary || d.Reason != ReasonFenceUnknown {
+		t.Errorf("ForStaleRead, primary unconfirmed = %+v; want the primary, fence-unknown", d)
+	}
+	r.cfg.StaleReadsWithoutPrimary = true
+	if d := r.ForStaleRead(t.Context()); d.Node != "r1" {
+		t.Errorf("ForStaleRead, primary unconfirmed, StaleReadsWithoutPrimary = %+v; want r1", d)
 	}
 }
 

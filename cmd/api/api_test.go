@@ -379,6 +379,8 @@ func TestPrimaryDownAnswers503(t *testing.T) {
 	ctx := t.Context()
 	api, logs := startRun(t, stackEnv(t))
 	waitReplicasUsable(t, api)
+	avail, _ := startRun(t, stackEnv(t, "RYW_STALE_READS_WITHOUT_PRIMARY=true"))
+	waitReplicasUsable(t, avail)
 	user := uuid.New()
 	saveProfile(t, api, user, "Before")
 	stack.Primary.StopForTest(t)
@@ -396,8 +398,17 @@ func TestPrimaryDownAnswers503(t *testing.T) {
 	if r := getMe(t, api, user); r.status != http.StatusServiceUnavailable {
 		t.Errorf("own read inside the window with the primary down: %s; want 503", r)
 	}
-	if r := do(t, http.MethodGet, api+"/api/products", uuid.Nil, "", nil); r.status != http.StatusOK {
-		t.Errorf("stale-ok read with the primary down: %s; replicas still serve it", r)
+	// Stale-ok reads: once the primary has not answered for the fence
+	// lease, no replica is known to be on the history a failover will
+	// keep, and they go to the primary (503) ...
+	waitFor(t, func() bool {
+		r := do(t, http.MethodGet, api+"/api/products", uuid.Nil, "", nil)
+		return r.status == http.StatusServiceUnavailable && r.reason == "fence-unknown"
+	})
+	// ... unless the operator chose availability: then replicas still
+	// serve them.
+	if r := do(t, http.MethodGet, avail+"/api/products", uuid.Nil, "", nil); r.status != http.StatusOK || !strings.HasPrefix(r.servedBy, "replica") {
+		t.Errorf("stale-ok read with the primary down and RYW_STALE_READS_WITHOUT_PRIMARY=true: %s; want a replica's answer", r)
 	}
 	if err := stack.Primary.Start(ctx); err != nil {
 		t.Fatal(err)

@@ -124,7 +124,7 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 		return nil, err
 	}
 	router := ryw.NewRouter(ryw.RouterConfig{
-		Mode: cfg.Mode, Window: cfg.Window, MarkerTTL: cfg.MarkerTTL, MaxWait: cfg.MaxWait, Monotonic: cfg.Monotonic, Logger: a.logger,
+		Mode: cfg.Mode, Window: cfg.Window, MarkerTTL: cfg.MarkerTTL, MaxWait: cfg.MaxWait, Monotonic: cfg.Monotonic, StaleReadsWithoutPrimary: cfg.StaleReadsWithoutPrimary, Logger: a.logger,
 		ReplicaTimeout: cfg.ReplicaTimeout, PrimaryTimeout: cfg.PrimaryTimeout,
 		Tracker: tracker, Replicas: a.monitor, WAL: wal,
 		// The fence lease is the same on every instance (the default), and

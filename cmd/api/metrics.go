@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -100,7 +101,7 @@ var (
 	ignoredTokensDesc = prometheus.NewDesc("ryw_client_tokens_ignored_total",
 		"Tokens clients sent back that were not routed on, by why: signature (forged, another user's, another key) or ahead (above the primary's position).", []string{"reason"}, nil)
 	lostWritesDesc = prometheus.NewDesc("ryw_lost_writes_total",
-		"Acknowledged writes found lost in a failover (their position is past the point where the new primary's timeline left the old one), by where: tracker (a user's mark in Redis, counted once by the instance that replaced it) or token (a client's token, at every request that brings one back). Each is logged.", []string{"found_in"}, nil)
+		"Writes found lost in a failover (past the point where the new primary's timeline left the old one), by where: tracker (a user's mark in Redis, counted once by the instance that replaced it) or token (a client's token, at every request that brings one back); certain=true when even the write's lower bound is past it, false when the commit may be just before it. Each is logged.", []string{"found_in", "certain"}, nil)
 	sessionEventsDesc = prometheus.NewDesc("ryw_session_floor_events_total",
 		"Session-floor (monotonic reads) events: floor-lost (a client had been shown data a failover lost) and unmeasured (a read's position was taken from the primary instead).", []string{"event"}, nil)
 	timelineDesc = prometheus.NewDesc("ryw_primary_timeline",
@@ -122,7 +123,9 @@ func (c *routingCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(ignoredTokensDesc, prometheus.CounterValue, float64(n), why)
 	}
 	for _, where := range []string{ryw.LostInTracker, ryw.LostInToken} {
-		ch <- prometheus.MustNewConstMetric(lostWritesDesc, prometheus.CounterValue, float64(counts.LostWrites[where]), where)
+		for _, certain := range []bool{true, false} {
+			ch <- prometheus.MustNewConstMetric(lostWritesDesc, prometheus.CounterValue, float64(counts.LostWrites[ryw.LostKey(where, certain)]), where, strconv.FormatBool(certain))
+		}
 	}
 	for _, event := range []string{ryw.SessionLost, ryw.SessionUnmeasured} {
 		ch <- prometheus.MustNewConstMetric(sessionEventsDesc, prometheus.CounterValue, float64(counts.Sessions[event]), event)

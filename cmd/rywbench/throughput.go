@@ -416,7 +416,7 @@ func (b *tpBench) seed(ctx context.Context, n int) (float64, error) {
 		return 0, fmt.Errorf("redis: %w", err)
 	}
 	// The marks carry the cluster and timeline, as the API's do.
-	mark, err := ryw.PrimaryWAL{DB: db}.CurrentPosition(ctx)
+	mark, _, err := ryw.PrimaryWAL{DB: db}.CurrentPosition(ctx)
 	if err != nil {
 		return 0, err
 	}

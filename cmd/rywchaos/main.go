@@ -110,6 +110,7 @@ type options struct {
 	promote      string
 	syncStandbys int
 	partition    time.Duration
+	apiLogLevel  string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -128,6 +129,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.scenario, "scenario", "faults", "faults (the fault cycle) or failover (the primary dies and a replica is promoted, once per mode)")
 	fs.StringVar(&o.promote, "promote", "", "failover: the replica to promote (default: the one that received the most WAL, replica1); replica2 is less advanced, and leaves replica1 diverged")
 	fs.IntVar(&o.syncStandbys, "sync-standbys", 0, "failover: synchronous_standby_names = ANY n (...); with 1, no acknowledged write may be lost")
+	fs.StringVar(&o.apiLogLevel, "api-log-level", "error", "the API instances' LOG_LEVEL (their logs go to stderr)")
 	fs.DurationVar(&o.partition, "partition", time.Second, "failover: how long the replicas are cut off from the primary, one after the other, before it dies")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -240,6 +242,8 @@ func verdict(results []result, o options) string {
 			problems = append(problems, r.mode+" mode: no write succeeded after the failover")
 		case f.counted < float64(f.lostUsers):
 			problems = append(problems, fmt.Sprintf("%s mode: %d users lost a write, the instances counted %.0f", r.mode, f.lostUsers, f.counted))
+		case f.certain > float64(f.lostUsers):
+			problems = append(problems, fmt.Sprintf("%s mode: %d users lost a write, the instances counted %.0f as lost for certain", r.mode, f.lostUsers, f.certain))
 		case o.syncStandbys > 0 && f.lostAcked > 0:
 			problems = append(problems, fmt.Sprintf("%s mode: %d acknowledged writes lost with a synchronous quorum", r.mode, f.lostAcked))
 		}
@@ -286,6 +290,7 @@ type failoverInfo struct {
 	lostAcked  int     // acknowledged writes (profile saves and catalog changes) the failover lost
 	lostUsers  int     // users who lost an acknowledged write
 	counted    float64 // ryw_lost_writes_total{found_in="tracker"}, over the instances
+	certain    float64 // those with certain="true"
 	recovered  bool
 }
 
@@ -295,7 +300,7 @@ func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options,
 		return result{}, err
 	}
 	defer proxy.Close()
-	env := []string{"RYW_MODE=" + mode, "LOG_LEVEL=error"}
+	env := []string{"RYW_MODE=" + mode, "LOG_LEVEL=" + o.apiLogLevel}
 	if o.scenario == "failover" {
 		env = append(env, "DATABASE_URL="+stack.PrimaryURLs(), "RYW_PRIMARY_TIMEOUT=2s")
 		if err := stack.SetSynchronousStandbys(ctx, o.syncStandbys); err != nil {
@@ -330,7 +335,13 @@ func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options,
 	runCtx, stop := context.WithTimeout(ctx, o.maxDuration)
 	defer stop()
 	inj := &injector{stack: stack, proxy: proxy, log: log, counts: map[string]int{}, cycled: &cycled}
-	var catalog catalogWriter
+	// The catalog's versions go on from what an earlier mode left on a
+	// shared stack.
+	var desc string
+	if err := stack.Primary.QueryRow(ctx, []any{&desc}, "SELECT description FROM products WHERE id = 1"); err != nil {
+		return result{}, err
+	}
+	catalog := catalogWriter{next: version(desc) + 1}
 	var background sync.WaitGroup
 	bgCtx, stopBackground := context.WithCancel(runCtx)
 	background.Go(func() { catalog.run(bgCtx, stack.PrimaryURLs()) })
@@ -385,7 +396,7 @@ func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options,
 	wg.Wait()
 	res.elapsed = time.Since(start)
 	if fo != nil {
-		fo.counted = lostCounted(context.WithoutCancel(ctx), client, urls)
+		fo.counted, fo.certain = lostCounted(context.WithoutCancel(ctx), client, urls)
 	}
 	stopBackground()
 	stopPauses()
@@ -400,6 +411,18 @@ func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options,
 	res.faults = inj.counts
 	res.failover = fo
 	check(&res, users, catalog.acked(), fo)
+	if fo != nil {
+		for _, u := range users {
+			for _, e := range u.events {
+				if u.lost(fo, e) {
+					fmt.Fprintf(log, "rywchaos: user %s: v%d, acknowledged on timeline %d, was lost (the promoted replica had v%d)\n", u.id, e.version, e.timeline, fo.switchData[u.id])
+				}
+				if os.Getenv("RYWCHAOS_DEBUG") != "" && e.start.After(fo.promotedAt.Add(-3*time.Second)) {
+					fmt.Fprintf(log, "rywchaos: debug %s %s v%d status %d tl %d %s %s %v +%s\n", u.id, e.kind, e.version, e.status, e.timeline, e.servedBy, e.reason, e.err, e.start.Sub(fo.promotedAt))
+				}
+			}
+		}
+	}
 	// Lost writes: the primary must hold at least each user's last
 	// acknowledged version that a failover did not lose.
 	for _, u := range users {
@@ -438,9 +461,8 @@ func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options,
 }
 
 // lostCounted sums ryw_lost_writes_total{found_in="tracker"} over the
-// instances.
-func lostCounted(ctx context.Context, client *http.Client, apis []string) float64 {
-	var total float64
+// instances, and those lost for certain.
+func lostCounted(ctx context.Context, client *http.Client, apis []string) (total, certain float64) {
 	for _, api := range apis {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, api+"/metrics", nil)
 		if err != nil {
@@ -453,14 +475,19 @@ func lostCounted(ctx context.Context, client *http.Client, apis []string) float6
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		for _, line := range strings.Split(string(body), "\n") {
-			if v, ok := strings.CutPrefix(line, `ryw_lost_writes_total{found_in="tracker"} `); ok {
-				var n float64
-				fmt.Sscanf(v, "%g", &n)
-				total += n
+			for _, c := range []string{"true", "false"} {
+				if v, ok := strings.CutPrefix(line, `ryw_lost_writes_total{certain="`+c+`",found_in="tracker"} `); ok {
+					var n float64
+					fmt.Sscanf(v, "%g", &n)
+					total += n
+					if c == "true" {
+						certain += n
+					}
+				}
 			}
 		}
 	}
-	return total
+	return total, certain
 }
 
 func (r *result) problem(format string, args ...any) {
@@ -720,6 +747,7 @@ func lastBefore(acks []event, t time.Time) int {
 // every 50 ms, through the multi-host URL (so that it follows a failover),
 // and records what was acknowledged.
 type catalogWriter struct {
+	next int // the first version to write
 	mu   sync.Mutex
 	acks []event
 }
@@ -731,7 +759,7 @@ func (c *catalogWriter) run(ctx context.Context, url string) {
 			conn.Close(context.Background())
 		}
 	}()
-	for n := 1; sleep(ctx, 50*time.Millisecond); n++ {
+	for n := c.next; sleep(ctx, 50*time.Millisecond); n++ {
 		if conn == nil || conn.IsClosed() {
 			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			var err error
@@ -985,7 +1013,7 @@ func render(results []result, o options) string {
 			r.violations, r.sessionReads, r.regressions, r.status5xx, r.otherErrors, r.lostFinal, r.elapsed.Seconds())
 	}
 	if o.scenario == "failover" {
-		fmt.Fprintln(&b, "\n| mode | promoted | diverged | promotion (and re-pointing) took | acknowledged writes lost | users who lost one | counted by the instances | reads of lost or diverged data after it | 503 during it | writes after it |")
+		fmt.Fprintln(&b, "\n| mode | promoted | diverged | promotion (and re-pointing) took | acknowledged writes lost | users who lost one | counted by the instances (for certain) | reads of lost or diverged data after it | 503 during it | writes after it |")
 		fmt.Fprintln(&b, "|---|---|---|---|---|---|---|---|---|---|")
 		for _, r := range results {
 			f := r.failover
@@ -997,8 +1025,8 @@ func render(results []result, o options) string {
 			if diverged == "" {
 				diverged = "none"
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %.1f s (%.1f s) | %d | %d | %.0f | %d | %d | %v |\n", r.mode, f.promoted, diverged, f.promotion.Seconds(), f.took.Seconds(),
-				f.lostAcked, f.lostUsers, f.counted, r.divergent, r.unavailable, f.recovered)
+			fmt.Fprintf(&b, "| %s | %s | %s | %.1f s (%.1f s) | %d | %d | %.0f (%.0f) | %d | %d | %v |\n", r.mode, f.promoted, diverged, f.promotion.Seconds(), f.took.Seconds(),
+				f.lostAcked, f.lostUsers, f.counted, f.certain, r.divergent, r.unavailable, f.recovered)
 		}
 	}
 	fmt.Fprintln(&b, "\nFaults injected:")

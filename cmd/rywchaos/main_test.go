@@ -40,6 +40,39 @@ func TestShortChaosRun(t *testing.T) {
 	}
 }
 
+// TestShortFailoverRun is the short form of the failover scenario, on a
+// stack per mode: with asynchronous replication, acknowledged writes are
+// lost, every user who lost one is counted, no read shows lost or diverged
+// data, and reads and writes go on after the switch (the control, off,
+// sees violations and regressions); with a synchronous quorum, none is
+// lost.
+func TestShortFailoverRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts clusters and API processes")
+	}
+	bin, err := devstack.BuildAPI(t.Context(), t.TempDir(), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"-modes", "lsn,off"},
+		{"-modes", "time", "-sync-standbys", "1"},
+	} {
+		var out, logs strings.Builder
+		ok, err := run(t.Context(), append([]string{"-api-bin", bin, "-scenario", "failover", "-ops", "1500", "-users", "20"}, args...), &out, &logs)
+		if err != nil {
+			t.Fatalf("run %v: %v\n%s", args, err, logs.String())
+		}
+		t.Log("\n" + out.String())
+		if !ok {
+			t.Errorf("the history check failed for %v:\n%s", args, out.String())
+		}
+		if !strings.Contains(out.String(), "primary killed") {
+			t.Errorf("%v: no failover in the report", args)
+		}
+	}
+}
+
 // lineWith returns the first line starting with prefix after the line
 // after.
 func lineWith(s, prefix, after string) string {
@@ -86,6 +119,7 @@ func TestVerdict(t *testing.T) {
 		{{mode: "lsn"}},
 		{{mode: "lsn", ops: 10, failover: &failoverInfo{}}},
 		{{mode: "lsn", ops: 10, failover: &failoverInfo{recovered: true, lostUsers: 2, counted: 1}}},
+		{{mode: "lsn", ops: 10, failover: &failoverInfo{recovered: true, lostUsers: 2, counted: 5, certain: 3}}},
 	} {
 		if verdict(bad, o) == "" {
 			t.Errorf("verdict(%+v) passed", bad)
