@@ -65,8 +65,9 @@ type ProfileRequest struct {
 //	@Security		BearerAuth
 //	@Success		200				{object}	Profile
 //	@Header			200				{string}	X-Served-By			"primary or the replica's name"
-//	@Param			X-RYW-Token		header		string	false	"the token of the caller's last write, as a write returned it (optional; one not signed for the caller is ignored)"
-//	@Header			200				{string}	X-Routing-Reason	"recent-write, no-recent-write, lsn-caught-up, no-token, replicas-behind, replica-behind, fence-unknown, tracker-unavailable, ryw-off, no-replica, replica-failed"
+//	@Param			X-RYW-Token		header		string	false	"the session token the last response returned (optional; one not signed for the caller is ignored): a second copy of the caller's last write, and the floor of monotonic reads"
+//	@Header			200				{string}	X-Routing-Reason	"recent-write, no-recent-write, lsn-caught-up, no-token, replicas-behind, replica-behind, fence-unknown, tracker-unavailable, ryw-off, no-replica, replica-failed, session-floor, write-lost, session-lost, timeline-unknown"
+//	@Header			200				{string}	X-RYW-Token			"the caller's session, signed: s1.<system>.<timeline>.<last write>.<timeline>.<highest position read>.<signature>; also set as the ryw_token cookie"
 //	@Failure		400				{object}	ErrorBody	"malformed X-Demo-UserId or X-RYW-Token; X-Demo-UserId sent in jwt mode"
 //	@Failure		401				{object}	ErrorBody	"jwt mode: no bearer token, or an invalid one (expired, wrong issuer or audience, bad signature...)"
 //	@Failure		404				{object}	ErrorBody	"the caller has no profile yet"
@@ -95,7 +96,7 @@ func (h *MeController) Get(c *gin.Context) {
 //	@Success		200				{object}	Profile
 //	@Header			200				{string}	X-Served-By			"primary"
 //	@Header			200				{string}	X-Routing-Reason	"write, or write-fenced when Redis could not record it and the primary's fence secured it instead"
-//	@Header			200				{string}	X-RYW-Token			"the write's token: its WAL position, signed for the caller (0/3000148.q1Xz9k3mZg2T0p8Vv1Y4Qw); also set as the ryw_token cookie"
+//	@Header			200				{string}	X-RYW-Token			"the caller's session, signed, with the write's WAL position and timeline (s1.7302061513459013653.1.0/3000148.1.0/30001C0.q1Xz9k3mZg2T0p8Vv1Y4Qw); also set as the ryw_token cookie"
 //	@Failure		400				{object}	ErrorBody	"malformed JSON, an unknown field, or an invalid value (the message names the field)"
 //	@Failure		401				{object}	ErrorBody	"jwt mode: no bearer token, or an invalid one"
 //	@Failure		413				{object}	ErrorBody	"body over 64 KiB"

@@ -55,7 +55,9 @@ type ProductList struct {
 //	@Produce		json
 //	@Success		200	{object}	ProductList
 //	@Header			200	{string}	X-Served-By			"a replica's name, or primary when none is healthy"
-//	@Header			200	{string}	X-Routing-Reason	"stale-ok or no-replica"
+//	@Header			200	{string}	X-Routing-Reason	"stale-ok, no-replica, session-floor (no replica has what the client already read), session-lost, timeline-unknown, or fence-unknown (the primary unconfirmed: see RYW_STALE_READS_WITHOUT_PRIMARY)"
+//	@Header			200	{string}	X-RYW-Token			"the caller's session, signed: send it back (or keep the ryw_token cookie) and no later read shows an older catalog"
+//	@Param			X-RYW-Token	header	string	false	"the session token the last response returned (optional): the floor of monotonic reads"
 //	@Failure		401	{object}	ErrorBody	"jwt mode: an invalid bearer token was sent"
 //	@Failure		503	{object}	ErrorBody	"the database is unavailable"
 //	@Router			/api/products [get]

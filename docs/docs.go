@@ -36,7 +36,7 @@ const docTemplate = `{
                 "parameters": [
                     {
                         "type": "string",
-                        "description": "the token of the caller's last write, as a write returned it (optional; one not signed for the caller is ignored)",
+                        "description": "the session token the last response returned (optional; one not signed for the caller is ignored): a second copy of the caller's last write, and the floor of monotonic reads",
                         "name": "X-RYW-Token",
                         "in": "header"
                     }
@@ -48,9 +48,13 @@ const docTemplate = `{
                             "$ref": "#/definitions/controllers.Profile"
                         },
                         "headers": {
+                            "X-RYW-Token": {
+                                "type": "string",
+                                "description": "the caller's session, signed: s1.\u003csystem\u003e.\u003ctimeline\u003e.\u003clast write\u003e.\u003ctimeline\u003e.\u003chighest position read\u003e.\u003csignature\u003e; also set as the ryw_token cookie"
+                            },
                             "X-Routing-Reason": {
                                 "type": "string",
-                                "description": "recent-write, no-recent-write, lsn-caught-up, no-token, replicas-behind, replica-behind, fence-unknown, tracker-unavailable, ryw-off, no-replica, replica-failed"
+                                "description": "recent-write, no-recent-write, lsn-caught-up, no-token, replicas-behind, replica-behind, fence-unknown, tracker-unavailable, ryw-off, no-replica, replica-failed, session-floor, write-lost, session-lost, timeline-unknown"
                             },
                             "X-Served-By": {
                                 "type": "string",
@@ -126,7 +130,7 @@ const docTemplate = `{
                         "headers": {
                             "X-RYW-Token": {
                                 "type": "string",
-                                "description": "the write's token: its WAL position, signed for the caller (0/3000148.q1Xz9k3mZg2T0p8Vv1Y4Qw); also set as the ryw_token cookie"
+                                "description": "the caller's session, signed, with the write's WAL position and timeline (s1.7302061513459013653.1.0/3000148.1.0/30001C0.q1Xz9k3mZg2T0p8Vv1Y4Qw); also set as the ryw_token cookie"
                             },
                             "X-Routing-Reason": {
                                 "type": "string",
@@ -181,6 +185,14 @@ const docTemplate = `{
                     "products"
                 ],
                 "summary": "The product catalog",
+                "parameters": [
+                    {
+                        "type": "string",
+                        "description": "the session token the last response returned (optional): the floor of monotonic reads",
+                        "name": "X-RYW-Token",
+                        "in": "header"
+                    }
+                ],
                 "responses": {
                     "200": {
                         "description": "OK",
@@ -188,9 +200,13 @@ const docTemplate = `{
                             "$ref": "#/definitions/controllers.ProductList"
                         },
                         "headers": {
+                            "X-RYW-Token": {
+                                "type": "string",
+                                "description": "the caller's session, signed: send it back (or keep the ryw_token cookie) and no later read shows an older catalog"
+                            },
                             "X-Routing-Reason": {
                                 "type": "string",
-                                "description": "stale-ok or no-replica"
+                                "description": "stale-ok, no-replica, session-floor (no replica has what the client already read), session-lost, timeline-unknown, or fence-unknown (the primary unconfirmed: see RYW_STALE_READS_WITHOUT_PRIMARY)"
                             },
                             "X-Served-By": {
                                 "type": "string",
@@ -529,8 +545,24 @@ const docTemplate = `{
                         "format": "int64"
                     }
                 },
+                "lostWrites": {
+                    "description": "LostWrites counts writes found lost in a failover, by where they were\nfound (LostInTracker, LostInToken) and whether for certain (LostKey).",
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "integer",
+                        "format": "int64"
+                    }
+                },
                 "retries": {
                     "description": "Retries counts reads retried on the primary after a replica failed\nthem, by cause (replica-failed, replica-behind).",
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "integer",
+                        "format": "int64"
+                    }
+                },
+                "sessions": {
+                    "description": "Sessions counts session-floor events: a client's floor lost in a\nfailover (SessionLost), a read whose position could not be measured\nand was taken from the primary instead, or not at all\n(SessionUnmeasured).",
                     "type": "object",
                     "additionalProperties": {
                         "type": "integer",

@@ -152,6 +152,8 @@ type recordingReplicas struct{ down string }
 
 func (r *recordingReplicas) Cluster() ryw.Cluster { return ryw.Cluster{} }
 
+func (r *recordingReplicas) PrimaryPosition() ryw.Position { return ryw.Position{} }
+
 func (r *recordingReplicas) Saw(string, ryw.Position, time.Time) {}
 
 func (r *recordingReplicas) CaughtUp(ryw.LSN) []string             { return nil }

@@ -35,14 +35,16 @@ import (
 // primary's position instead (Router.SessionAfter).
 
 // replicaSeenQuery reads, after a statement on a standby, whether it is
-// still one and how far it has replayed. Not its timeline: reading the WAL
+// still one and how far it has replayed, or received if that is further: a
+// commit replayed becomes visible a moment before the replay position
+// moves past its record, but never before the record was received. Not its timeline: reading the WAL
 // receiver's (pg_stat_wal_receiver) cost a third as much as the read itself
 // (BenchmarkMeasuredRead). A replica's position is reported without one,
 // and judged as the current timeline's: a floor that errs high (a position
 // from a replica still on the old timeline past the switch point makes the
 // client wait for the new timeline to pass it, on the primary meanwhile),
 // never low; only the count of floors a failover lost misses it.
-const replicaSeenQuery = `SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, NULL::int`
+const replicaSeenQuery = `SELECT pg_is_in_recovery(), GREATEST(pg_last_wal_replay_lsn(), pg_last_wal_receive_lsn())::text, NULL::int`
 
 // primarySeenQuery reads, after a statement on the primary, whether it is
 // one, its insert position with the WAL's page and segment sizes (see
@@ -150,7 +152,7 @@ func (cc *checkedConn) tryMeasured(ctx context.Context, conn *pgx.Conn, obs *Obs
 		}
 		return nil, badConn(err)
 	}
-	r := &measuredRows{conn: conn, cc: cc, pipeline: p, rr: rr, obs: obs, decision: d, started: started,
+	r := &measuredRows{conn: conn, cc: cc, pipeline: p, rr: rr, obs: obs, decision: d, started: started, seenQuery: seenQuery,
 		fields: slices.Clone(rr.FieldDescriptions())}
 	// Like stdlib: read the first row now, so that the statement's error
 	// is the query's.
@@ -172,8 +174,13 @@ func (cc *checkedConn) statement(ctx context.Context, conn *pgx.Conn, query stri
 		return sd, nil
 	}
 	if len(cc.statements) >= maxMeasuredStatements {
+		// One out for one in (any one: a connection that needs this many
+		// statements is not helped by choosing).
 		for q := range cc.statements {
-			cc.forget(ctx, conn, q)
+			if q != replicaSeenQuery && q != primarySeenQuery {
+				cc.forget(ctx, conn, q)
+				break
+			}
 		}
 	}
 	cc.named++
@@ -218,6 +225,7 @@ type measuredRows struct {
 	fields    []pgconn.FieldDescription // copied: the reader's are reused by the next result
 	obs       *Observation
 	decision  Decision
+	seenQuery string
 	started   time.Time
 	preloaded bool
 	more      bool
@@ -288,6 +296,12 @@ func (r *measuredRows) finish() error {
 	closeErr := r.pipeline.Close()
 	if posErr == nil && closeErr != nil {
 		posErr = closeErr
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(posErr, &pgErr) && (pgErr.Code == "0A000" || pgErr.Code == "26000") {
+		// The position's statement is gone (DISCARD ALL, say): prepared
+		// again next time.
+		delete(r.cc.statements, r.seenQuery)
 	}
 	if stmtErr != nil || posErr != nil {
 		r.obs.unmeasured()

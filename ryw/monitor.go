@@ -200,7 +200,14 @@ func (m *Monitor) pollPrimary(ctx context.Context) {
 		// its history: forget them, and the fence read there.
 		i := sort.Search(len(m.samples), func(i int) bool { return m.samples[i].lsn > lsn })
 		m.samples = m.samples[:i]
-		m.fence = 0
+		// A fence raised past the switch point was lost with its WAL, but
+		// the write it secured may have committed before it: the fence
+		// stays at the switch point. Unknown history: it stays, erring
+		// high (own-write reads on the primary until the new timeline
+		// passes it).
+		if end, ok := ends[m.primaryTimeline]; ok && historyErr == nil && m.primarySystem == system {
+			m.fence = min(m.fence, end)
+		}
 	}
 	switch {
 	case needHistory && historyErr == nil:
@@ -267,6 +274,18 @@ func (m *Monitor) PrimaryLSN() LSN {
 		return m.samples[n-1].lsn
 	}
 	return 0
+}
+
+// PrimaryPosition returns the primary's position at its last successful
+// poll, with its timeline, read together.
+func (m *Monitor) PrimaryPosition() Position {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	p := Position{System: m.primarySystem, Timeline: m.primaryTimeline}
+	if n := len(m.samples); n > 0 {
+		p.LSN = m.samples[n-1].lsn
+	}
+	return p
 }
 
 // Primary returns the primary's cluster system identifier and timeline at

@@ -41,6 +41,8 @@ type Replicas interface {
 	RequiredLSN(t time.Time) (lsn LSN, ok bool)
 	// PrimaryLSN returns the primary's position at its last poll.
 	PrimaryLSN() LSN
+	// PrimaryPosition is PrimaryLSN with its timeline, read together.
+	PrimaryPosition() Position
 	// Fence returns the primary's fence and when the poll that read it
 	// started (zero if none has).
 	Fence() (fence LSN, asOf time.Time)
@@ -233,7 +235,7 @@ func (r *Router) primaryPosition(ctx context.Context) (position, error) {
 func (r *Router) ForWrite(ctx context.Context) Decision {
 	r.session(ctx, false)
 	// Where the primary was before the write: a lower bound of its commit.
-	observationFrom(ctx).setWriteLow(Position{Timeline: r.cfg.Replicas.Cluster().Timeline, LSN: r.cfg.Replicas.PrimaryLSN()})
+	observationFrom(ctx).setWriteLow(r.cfg.Replicas.PrimaryPosition())
 	return r.counted(Decision{Node: Primary, Reason: ReasonWrite})
 }
 
@@ -333,9 +335,11 @@ func (r *Router) session(ctx context.Context, own bool) (write, seen LSN, toPrim
 	if r.cfg.Monotonic && !s.Seen.IsZero() {
 		switch p, v := c.Judge(s.Seen); v {
 		case Current:
-			if seen = r.vetClientToken(ctx, p.LSN); seen > 0 {
-				kept.Seen = p
-			}
+			// Not vetted against the primary's position, as a write is: a
+			// signed floor is one this cluster gave, and one above the
+			// primary's (a replica's position taken on a timeline a failover
+			// left, past its switch point) must err high, not be dropped.
+			seen, kept.Seen = p.LSN, p
 		case Lost:
 			// The client was shown data that the failover lost: no node
 			// has it any more. The best that holds is the switch point.
@@ -345,7 +349,8 @@ func (r *Router) session(ctx context.Context, own bool) (write, seen LSN, toPrim
 		case Foreign:
 			r.counts.ignore(TokenForeign)
 		case Unjudged:
-			// The primary's answer, measured, stands in for it.
+			// Kept until the primary's answer, measured, passes it.
+			kept.Seen = s.Seen
 			toPrimary = cmp.Or(toPrimary, ReasonTimelineUnknown)
 		}
 	}
@@ -668,7 +673,10 @@ func (r *Router) RecordWrite(ctx context.Context, userID string) error {
 		return r.samePrimary(ctx, userID, server, token)
 	}
 	r.cfg.Logger.WarnContext(ctx, "write committed but not recorded in the tracker; raising the fence", "user", userID, "token", token.String(), "err", err)
-	return r.fence(ctx, token.LSN)
+	if err := r.fence(ctx, token.LSN); err != nil {
+		return err
+	}
+	return r.samePrimary(ctx, userID, server, token)
 }
 
 // samePrimary checks that the write committed on the server its token

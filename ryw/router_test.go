@@ -82,6 +82,10 @@ func (f *fakeReplicas) RequiredLSN(t time.Time) (LSN, bool) { return lsnAt(t), t
 
 func (f *fakeReplicas) PrimaryLSN() LSN { return lsnAt(t0.Add(time.Hour)) }
 
+func (f *fakeReplicas) PrimaryPosition() Position {
+	return Position{System: f.cluster.System, Timeline: f.cluster.Timeline, LSN: f.PrimaryLSN()}
+}
+
 func (f *fakeReplicas) Fence() (LSN, time.Time) { return f.fence, f.fenceAsOf }
 
 func (f *fakeReplicas) Refresh(context.Context, []string) { f.refreshed++ }

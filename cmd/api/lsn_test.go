@@ -69,9 +69,13 @@ func TestLSNModeNeverReadsFromTheReplicaThatIsBehind(t *testing.T) {
 		if w.token == "" || w.cookie != w.token {
 			t.Fatalf("write response token %q, cookie %q; want the same token in both", w.token, w.cookie)
 		}
-		lsn, _, signed := strings.Cut(w.token, ".")
-		if _, err := ryw.ParseLSN(lsn); err != nil || !signed {
-			t.Fatalf("token %q: %v; want a signed WAL position", w.token, err)
+		// s1.<system>.<timeline>.<write LSN>.<timeline>.<seen LSN>.<signature>
+		f := strings.Split(w.token, ".")
+		if len(f) != 7 || f[0] != "s1" || f[6] == "" {
+			t.Fatalf("token %q; want a signed session", w.token)
+		}
+		if lsn, err := ryw.ParseLSN(f[3]); err != nil || lsn == 0 {
+			t.Fatalf("token %q: write position %q, %v; want the write's WAL position", w.token, f[3], err)
 		}
 		r := getMe(t, api, user)
 		served[r.servedBy]++

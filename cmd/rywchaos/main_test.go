@@ -100,15 +100,18 @@ func TestFlags(t *testing.T) {
 
 func TestVerdict(t *testing.T) {
 	o := options{}
-	good := []result{{mode: "lsn", ops: 10}, {mode: "off", ops: 10, violations: 3, regressions: 2}}
+	good := []result{{mode: "lsn", ops: 10, ownReads: 5, sessionReads: 5}, {mode: "off", ops: 10, ownReads: 5, sessionReads: 5, violations: 3, regressions: 2}}
 	if v := verdict(good, o); v != "" {
 		t.Errorf("verdict(good) = %q", v)
 	}
 	recovered := &failoverInfo{recovered: true, lostUsers: 2, counted: 2, lostAcked: 3}
-	if v := verdict([]result{{mode: "lsn", ops: 10, failover: recovered}}, o); v != "" {
+	if v := verdict([]result{{mode: "lsn", ops: 10, ownReads: 5, sessionReads: 5, failover: recovered}}, o); v != "" {
 		t.Errorf("verdict(failover, every lost write counted) = %q", v)
 	}
 	for _, bad := range [][]result{
+		{{mode: "lsn", ops: 10, ownReads: 5}},
+		{{mode: "lsn", ops: 10, sessionReads: 5}},
+		{{mode: "lsn", ops: 10, ownReads: 5, sessionReads: 5, failover: &failoverInfo{recovered: true}}},
 		{{mode: "lsn", ops: 10, violations: 1}},
 		{{mode: "lsn", ops: 10, regressions: 1}},
 		{{mode: "time", ops: 10, status5xx: 1}},
@@ -125,7 +128,7 @@ func TestVerdict(t *testing.T) {
 			t.Errorf("verdict(%+v) passed", bad)
 		}
 	}
-	if verdict([]result{{mode: "lsn", ops: 10, failover: recovered}}, options{syncStandbys: 1}) == "" {
+	if verdict([]result{{mode: "lsn", ops: 10, ownReads: 5, sessionReads: 5, failover: recovered}}, options{syncStandbys: 1}) == "" {
 		t.Error("a lost acknowledged write passed with a synchronous quorum")
 	}
 }

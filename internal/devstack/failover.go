@@ -16,6 +16,9 @@ type FailoverOptions struct {
 	// received the most WAL (the first of those that tie), what Patroni
 	// does; naming a less advanced one leaves the others diverged.
 	Promote string
+	// Detect is how long after the kill the promotion starts: a failure
+	// detector's delay (Patroni's TTL). 0: at once.
+	Detect time.Duration
 	// BeforePromote, when set, runs after the primary is killed and the
 	// replica to promote has replayed all the WAL it received, just before
 	// it is promoted: its data is then the new timeline's at the switch
@@ -68,6 +71,11 @@ func (s *Stack) FailoverWith(ctx context.Context, o FailoverOptions) (res Failov
 	res.Old = s.Primary
 	if err := res.Old.Kill(ctx); err != nil {
 		return res, fmt.Errorf("devstack: kill %s: %w", res.Old.Name, err)
+	}
+	select {
+	case <-ctx.Done():
+		return res, ctx.Err()
+	case <-time.After(o.Detect):
 	}
 	received := make([]ryw.LSN, len(s.Replicas))
 	best := -1
