@@ -210,21 +210,23 @@ func (o *Observation) kept() Session {
 	return o.held
 }
 
-// measured is a position a read found on a replica, and when the read
-// started.
+// measured is a replay position a read found on a replica, and when the
+// read started.
 type measured struct {
 	pos Position
 	at  time.Time
 }
 
-func (o *Observation) addSeen(node string, p Position, at time.Time) {
+// addSeen records a measured read: p, the upper bound of what it may have
+// shown; on a replica (node), also how far the replica had replayed.
+func (o *Observation) addSeen(node string, p Position, replayed LSN, at time.Time) {
 	if o == nil {
 		return
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.seen = Later(o.seen, p)
-	if node == "" {
+	if node == "" || replayed == 0 {
 		return
 	}
 	if o.seenOn == nil {
@@ -234,12 +236,12 @@ func (o *Observation) addSeen(node string, p Position, at time.Time) {
 	if !ok {
 		m.at = at
 	}
-	m.pos = Later(m.pos, p)
+	m.pos = Later(m.pos, Position{LSN: replayed})
 	o.seenOn[node] = m
 }
 
-// seenOnNode returns the highest position the request's reads measured on
-// the replica node, and when the first of them started.
+// seenOnNode returns the highest replay position the request's reads
+// measured on the replica node, and when the first of them started.
 func (o *Observation) seenOnNode(node string) (Position, time.Time) {
 	if o == nil {
 		return Position{}, time.Time{}

@@ -35,16 +35,18 @@ import (
 // primary's position instead (Router.SessionAfter).
 
 // replicaSeenQuery reads, after a statement on a standby, whether it is
-// still one and how far it has replayed, or received if that is further: a
-// commit replayed becomes visible a moment before the replay position
-// moves past its record, but never before the record was received. Not its timeline: reading the WAL
+// still one; how far it has replayed, or received if that is further (the
+// read's upper bound: a commit replayed becomes visible a moment before
+// the replay position moves past its record, but never before the record
+// was received); and how far it has replayed (what the connection and the
+// monitor may take as replayed: received is not). Not its timeline: reading the WAL
 // receiver's (pg_stat_wal_receiver) cost a third as much as the read itself
 // (BenchmarkMeasuredRead). A replica's position is reported without one,
 // and judged as the current timeline's: a floor that errs high (a position
 // from a replica still on the old timeline past the switch point makes the
 // client wait for the new timeline to pass it, on the primary meanwhile),
 // never low; only the count of floors a failover lost misses it.
-const replicaSeenQuery = `SELECT pg_is_in_recovery(), GREATEST(pg_last_wal_replay_lsn(), pg_last_wal_receive_lsn())::text, NULL::int`
+const replicaSeenQuery = `SELECT pg_is_in_recovery(), GREATEST(pg_last_wal_replay_lsn(), pg_last_wal_receive_lsn())::text, pg_last_wal_replay_lsn()::text`
 
 // primarySeenQuery reads, after a statement on the primary, whether it is
 // one, its insert position with the WAL's page and segment sizes (see
@@ -225,6 +227,7 @@ type measuredRows struct {
 	fields    []pgconn.FieldDescription // copied: the reader's are reused by the next result
 	obs       *Observation
 	decision  Decision
+	replayed  LSN // a replica's replay position, read with the upper bound
 	seenQuery string
 	started   time.Time
 	preloaded bool
@@ -306,10 +309,8 @@ func (r *measuredRows) finish() error {
 	if stmtErr != nil || posErr != nil {
 		r.obs.unmeasured()
 	} else {
-		r.obs.addSeen(r.cc.name, pos, r.started)
-		if r.cc.replica {
-			r.cc.replayed = max(r.cc.replayed, pos.LSN)
-		}
+		r.obs.addSeen(r.cc.name, pos, r.replayed, r.started)
+		r.cc.replayed = max(r.cc.replayed, r.replayed)
 	}
 	if stmtErr != nil {
 		r.err = badConn(stmtErr)
@@ -359,6 +360,12 @@ func (r *measuredRows) position(row [][]byte) (Position, error) {
 	}
 	if r.cc.replica {
 		// No timeline: see replicaSeenQuery.
+		if row[2] == nil {
+			return Position{}, errors.New("no replay position")
+		}
+		if r.replayed, err = ParseLSN(string(row[2])); err != nil {
+			return Position{}, err
+		}
 		return Position{LSN: lsn}, nil
 	}
 	if len(row) < 5 {

@@ -120,8 +120,8 @@ func TestSessionFloorRouting(t *testing.T) {
 	reps.replay["r2"] = lsnAt(now.Add(-time.Minute))
 	r := newTestRouter(ModeTime, newFakeTracker(), reps, nil, &now)
 	r.cfg.Monotonic = true
-	if d := r.ForStaleRead(ctx); d.Node != Primary || d.Reason != ReasonSessionFloor || reps.refreshed == 0 {
-		t.Errorf("stale read, no replica past the floor = %+v (refreshed %d); want the primary, session-floor, after a refresh", d, reps.refreshed)
+	if d := r.ForStaleRead(ctx); d.Node != Primary || d.Reason != ReasonSessionFloor || reps.refreshed.Load() == 0 {
+		t.Errorf("stale read, no replica past the floor = %+v (refreshed %d); want the primary, session-floor, after a refresh", d, reps.refreshed.Load())
 	}
 	// The control: the floor off, r1 serves too.
 	servedBy := map[string]bool{}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -56,7 +57,7 @@ type fakeReplicas struct {
 	replay    map[string]LSN // absent: unhealthy
 	order     []string
 	down      []string
-	refreshed int
+	refreshed atomic.Int32
 	fence     LSN
 	fenceAsOf time.Time
 	cluster   Cluster
@@ -88,7 +89,7 @@ func (f *fakeReplicas) PrimaryPosition() Position {
 
 func (f *fakeReplicas) Fence() (LSN, time.Time) { return f.fence, f.fenceAsOf }
 
-func (f *fakeReplicas) Refresh(context.Context, []string) { f.refreshed++ }
+func (f *fakeReplicas) Refresh(context.Context, []string) { f.refreshed.Add(1) }
 
 func (f *fakeReplicas) MarkDown(name string, _ error) {
 	f.down = append(f.down, name)
