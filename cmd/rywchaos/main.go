@@ -307,7 +307,7 @@ func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options,
 	defer proxy.Close()
 	env := []string{"RYW_MODE=" + mode, "LOG_LEVEL=" + o.apiLogLevel}
 	if o.scenario == "failover" {
-		env = append(env, "DATABASE_URL="+stack.PrimaryURLs(), "RYW_PRIMARY_TIMEOUT=2s")
+		env = append(env, "DATABASE_URL="+stack.PrimaryURLs())
 		if err := stack.SetSynchronousStandbys(ctx, o.syncStandbys); err != nil {
 			return result{}, err
 		}
