@@ -48,9 +48,6 @@ type Decision struct {
 	// the position its data may reflect (see measure.go), for the client's
 	// session floor (monotonic reads).
 	MeasureSeen bool
-	// Timeline is the primary's timeline as the router knew it: the
-	// timeline of a measured position when the node does not say.
-	Timeline int
 }
 
 // OnPrimary reports whether the decision sends reads to the primary.

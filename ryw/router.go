@@ -288,7 +288,7 @@ func (r *Router) staleRead(ctx context.Context) Decision {
 // measured makes a read decision report its position, for the session
 // floor.
 func (r *Router) measured(d Decision) Decision {
-	d.MeasureSeen, d.Timeline = true, r.cfg.Replicas.Cluster().Timeline
+	d.MeasureSeen = true
 	return d
 }
 
@@ -826,7 +826,7 @@ func (r *Router) Read(ctx context.Context, read func(context.Context) error) err
 	observationFrom(ctx).setReason(reason)
 	r.counts.add(Decision{Node: Primary, Reason: reason})
 	r.counts.retry(reason)
-	retried := Decision{Node: Primary, Reason: reason, MeasureSeen: d.MeasureSeen, Timeline: d.Timeline}
+	retried := Decision{Node: Primary, Reason: reason, MeasureSeen: d.MeasureSeen}
 	if err := r.Primary(WithDecision(ctx, retried), read); err != nil {
 		return fmt.Errorf("retry on the primary after %s failed: %w", d.Node, err)
 	}

@@ -416,18 +416,6 @@ func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options,
 	res.faults = inj.counts
 	res.failover = fo
 	check(&res, users, catalog.acked(), fo)
-	if fo != nil {
-		for _, u := range users {
-			for _, e := range u.events {
-				if u.lost(fo, e) {
-					fmt.Fprintf(log, "rywchaos: user %s: v%d, acknowledged on timeline %d, was lost (the promoted replica had v%d)\n", u.id, e.version, e.timeline, fo.switchData[u.id])
-				}
-				if os.Getenv("RYWCHAOS_DEBUG") != "" && e.start.After(fo.promotedAt.Add(-3*time.Second)) {
-					fmt.Fprintf(log, "rywchaos: debug %s %s v%d status %d tl %d %s %s %v +%s\n", u.id, e.kind, e.version, e.status, e.timeline, e.servedBy, e.reason, e.err, e.start.Sub(fo.promotedAt))
-				}
-			}
-		}
-	}
 	// Lost writes: the primary must hold at least each user's last
 	// acknowledged version that a failover did not lose.
 	for _, u := range users {
