@@ -167,7 +167,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 // check failed (see verdict).
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) (ok bool, err error) {
 	// The API processes' output and this run's progress share stderr.
-	stderr = &lockedWriter{w: stderr}
+	stderr = devstack.Synchronized(stderr)
 	o, err := parseFlags(args, stderr)
 	if err != nil {
 		return false, err
@@ -214,18 +214,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (ok bool,
 		}
 	}
 	return verdict(results, o) == "", nil
-}
-
-// lockedWriter serializes writes to w.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // verdict says what is wrong with the results, or "" if nothing is.

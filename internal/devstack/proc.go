@@ -336,6 +336,11 @@ func withDefaultTimeout(ctx context.Context, d time.Duration) (context.Context, 
 	return context.WithTimeout(ctx, d)
 }
 
+// Synchronized returns a writer that serialises writes to w from several
+// goroutines: a tool's progress and the API processes' output on one
+// stderr, say.
+func Synchronized(w io.Writer) io.Writer { return &syncWriter{w: w} }
+
 // syncWriter serialises writes from several goroutines to one writer.
 type syncWriter struct {
 	mu sync.Mutex
