@@ -456,6 +456,9 @@ func (r *Router) ownRead(ctx context.Context, userID string) Decision {
 		}
 	}
 	if unknown != "" {
+		// The session is kept for the next token; the primary's position
+		// now, which unknownWrites reads at, is past all of it.
+		r.session(ctx, false)
 		return r.unknownWrites(ctx, userID, unknown, err)
 	}
 	write, seen, why := r.session(ctx, true)

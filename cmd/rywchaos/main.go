@@ -246,8 +246,6 @@ func verdict(results []result, o options) string {
 			problems = append(problems, r.mode+" mode: no write succeeded after the failover")
 		case f.counted < float64(f.lostUsers):
 			problems = append(problems, fmt.Sprintf("%s mode: %d users lost a write, the instances counted %.0f", r.mode, f.lostUsers, f.counted))
-		case f.certain > float64(f.lostUsers):
-			problems = append(problems, fmt.Sprintf("%s mode: %d users lost a write, the instances counted %.0f as lost for certain", r.mode, f.lostUsers, f.certain))
 		case o.syncStandbys > 0 && f.lostAcked > 0:
 			problems = append(problems, fmt.Sprintf("%s mode: %d acknowledged writes lost with a synchronous quorum", r.mode, f.lostAcked))
 		}
