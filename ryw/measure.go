@@ -74,18 +74,17 @@ const maxMeasuredStatements = 256
 // or nil: a read whose decision asks for it (MeasureSeen), on whichever
 // pool runs it (the resolver sends some reads to the primary whatever the
 // decision: transactions, locking reads).
-func (cc *checkedConn) measuring(ctx context.Context) (*Observation, Decision) {
-	d, ok := DecisionFrom(ctx)
-	if !ok || !d.MeasureSeen {
-		return nil, d
+func (cc *checkedConn) measuring(ctx context.Context) *Observation {
+	if d, ok := DecisionFrom(ctx); !ok || !d.MeasureSeen {
+		return nil
 	}
-	return observationFrom(ctx), d
+	return observationFrom(ctx)
 }
 
 // queryMeasured runs query with the position query in the same round trip
 // and returns its rows; the position is read, and reported to obs, when
 // the rows are closed.
-func (cc *checkedConn) queryMeasured(ctx context.Context, obs *Observation, d Decision, query string, args []driver.NamedValue) (driver.Rows, error) {
+func (cc *checkedConn) queryMeasured(ctx context.Context, obs *Observation, query string, args []driver.NamedValue) (driver.Rows, error) {
 	conn := cc.Conn.Conn()
 	if conn.IsClosed() {
 		return nil, driver.ErrBadConn
@@ -94,19 +93,19 @@ func (cc *checkedConn) queryMeasured(ctx context.Context, obs *Observation, d De
 		obs.unmeasured()
 		return cc.Conn.QueryContext(ctx, query, args)
 	}
-	rows, err := cc.tryMeasured(ctx, conn, obs, d, query, args)
+	rows, err := cc.tryMeasured(ctx, conn, obs, query, args)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && (pgErr.Code == "0A000" || pgErr.Code == "26000") {
 		// The schema changed under the prepared statement ("cached plan
 		// must not change result type"), or it is gone: prepare it again,
 		// once.
 		cc.forget(ctx, conn, query)
-		rows, err = cc.tryMeasured(ctx, conn, obs, d, query, args)
+		rows, err = cc.tryMeasured(ctx, conn, obs, query, args)
 	}
 	return rows, err
 }
 
-func (cc *checkedConn) tryMeasured(ctx context.Context, conn *pgx.Conn, obs *Observation, d Decision, query string, args []driver.NamedValue) (driver.Rows, error) {
+func (cc *checkedConn) tryMeasured(ctx context.Context, conn *pgx.Conn, obs *Observation, query string, args []driver.NamedValue) (driver.Rows, error) {
 	sd, err := cc.statement(ctx, conn, query)
 	if err != nil {
 		return nil, badConn(err)
@@ -154,7 +153,7 @@ func (cc *checkedConn) tryMeasured(ctx context.Context, conn *pgx.Conn, obs *Obs
 		}
 		return nil, badConn(err)
 	}
-	r := &measuredRows{conn: conn, cc: cc, pipeline: p, rr: rr, obs: obs, decision: d, started: started, seenQuery: seenQuery,
+	r := &measuredRows{conn: conn, cc: cc, pipeline: p, rr: rr, obs: obs, started: started, seenQuery: seenQuery,
 		fields: slices.Clone(rr.FieldDescriptions())}
 	// Like stdlib: read the first row now, so that the statement's error
 	// is the query's.
@@ -226,7 +225,6 @@ type measuredRows struct {
 	rr        *pgconn.ResultReader
 	fields    []pgconn.FieldDescription // copied: the reader's are reused by the next result
 	obs       *Observation
-	decision  Decision
 	replayed  LSN // a replica's replay position, read with the upper bound
 	seenQuery string
 	started   time.Time

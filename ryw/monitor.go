@@ -288,14 +288,6 @@ func (m *Monitor) PrimaryPosition() Position {
 	return p
 }
 
-// Primary returns the primary's cluster system identifier and timeline at
-// its last successful poll ("" and 0 before the first).
-func (m *Monitor) Primary() (system string, timeline int) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.primarySystem, m.primaryTimeline
-}
-
 // Cluster returns the primary's system identifier, timeline and timeline
 // history at its last successful poll (zero before the first).
 func (m *Monitor) Cluster() Cluster {

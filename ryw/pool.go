@@ -127,6 +127,11 @@ func (c *checkedConn) notePrimary(ctx context.Context) {
 	if c.replica {
 		return
 	}
+	// Only writes record their position, so only they need it: reads on
+	// the primary skip the address.
+	if d, ok := DecisionFrom(ctx); !ok || d.Reason != ReasonWrite {
+		return
+	}
 	if obs := observationFrom(ctx); obs != nil {
 		obs.ranOnPrimary(serverOf(c.Conn.Conn()))
 	}
@@ -148,8 +153,8 @@ func (c *checkedConn) QueryContext(ctx context.Context, query string, args []dri
 		return nil, err
 	}
 	c.notePrimary(ctx)
-	if obs, d := c.measuring(ctx); obs != nil {
-		return c.queryMeasured(ctx, obs, d, query, args)
+	if obs := c.measuring(ctx); obs != nil {
+		return c.queryMeasured(ctx, obs, query, args)
 	}
 	return c.Conn.QueryContext(ctx, query, args)
 }
@@ -159,7 +164,7 @@ func (c *checkedConn) ExecContext(ctx context.Context, query string, args []driv
 		return nil, err
 	}
 	c.notePrimary(ctx)
-	if obs, _ := c.measuring(ctx); obs != nil {
+	if obs := c.measuring(ctx); obs != nil {
 		// Not measured: the session is raised to the primary's position
 		// instead (see Router.SessionAfter).
 		obs.unmeasured()
@@ -176,7 +181,7 @@ func (c *checkedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (drive
 		return nil, err
 	}
 	c.notePrimary(ctx)
-	if obs, _ := c.measuring(ctx); obs != nil {
+	if obs := c.measuring(ctx); obs != nil {
 		// The statements inside a transaction are not measured: the
 		// session is raised to the primary's position instead.
 		obs.unmeasured()
@@ -205,8 +210,8 @@ func (s *checkedStmt) QueryContext(ctx context.Context, args []driver.NamedValue
 		return nil, err
 	}
 	s.conn.notePrimary(ctx)
-	if obs, d := s.conn.measuring(ctx); obs != nil {
-		return s.conn.queryMeasured(ctx, obs, d, s.query, args)
+	if obs := s.conn.measuring(ctx); obs != nil {
+		return s.conn.queryMeasured(ctx, obs, s.query, args)
 	}
 	return s.Stmt.(driver.StmtQueryContext).QueryContext(ctx, args)
 }
@@ -216,7 +221,7 @@ func (s *checkedStmt) ExecContext(ctx context.Context, args []driver.NamedValue)
 		return nil, err
 	}
 	s.conn.notePrimary(ctx)
-	if obs, _ := s.conn.measuring(ctx); obs != nil {
+	if obs := s.conn.measuring(ctx); obs != nil {
 		obs.unmeasured()
 	}
 	return s.Stmt.(driver.StmtExecContext).ExecContext(ctx, args)
@@ -248,10 +253,7 @@ func (cc *checkedConn) check(ctx context.Context) error {
 	}
 	var text *string
 	if err := c.QueryRow(ctx, "SELECT pg_last_wal_replay_lsn()::text").Scan(&text); err != nil {
-		if pgconn.SafeToRetry(err) {
-			return driver.ErrBadConn
-		}
-		return err
+		return badConn(err)
 	}
 	if text == nil {
 		return &BehindError{Need: d.MinLSN}

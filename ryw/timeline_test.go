@@ -51,8 +51,8 @@ func TestMonitorRefusesAReplicaLeftOnAnOldTimeline(t *testing.T) {
 	r1, r2 := s.Replicas[0], s.Replicas[1]
 	m := ryw.NewMonitor(openPool(t, s.PrimaryURLs()), []ryw.NodeDB{{Name: "replica2", DB: openPool(t, r2.URL)}}, time.Hour, quiet())
 	m.Poll(ctx)
-	if sys, tli := m.Primary(); sys == "" || tli != 1 {
-		t.Fatalf("the primary: system %q, timeline %d; want timeline 1", sys, tli)
+	if c := m.Cluster(); c.System == "" || c.Timeline != 1 {
+		t.Fatalf("the primary: system %q, timeline %d; want timeline 1", c.System, c.Timeline)
 	}
 	if st := m.Status()[0]; !st.Healthy || st.Timeline != 1 {
 		t.Fatalf("replica2 before the failover: %+v; want healthy on timeline 1", st)
@@ -68,7 +68,7 @@ func TestMonitorRefusesAReplicaLeftOnAnOldTimeline(t *testing.T) {
 	}
 	waitUntil(t, func() bool { // the monitor sees the new primary
 		m.Poll(ctx)
-		_, tli := m.Primary()
+		tli := m.Cluster().Timeline
 		return tli == 2
 	})
 	if st := m.Status()[0]; st.Healthy || !strings.Contains(st.Error, "timeline 1") {
