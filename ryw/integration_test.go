@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -350,12 +351,19 @@ func TestMonitorSeesLagAndFreshness(t *testing.T) {
 	if err := stack.WaitCaughtUp(ctx, stack.Replicas[1]); err != nil {
 		t.Fatal(err)
 	}
-	m.Poll(ctx)
-	need, ok := m.RequiredLSN(before)
-	if !ok {
-		t.Fatal("RequiredLSN(a moment ago) unknown")
-	}
-	fresh := m.CaughtUp(need)
+	// As above, the insert position may run a record past what replica2
+	// has been sent yet: poll until replica2 is seen past the write.
+	var fresh []string
+	var need ryw.LSN
+	waitUntil(t, func() bool {
+		m.Poll(ctx)
+		var ok bool
+		if need, ok = m.RequiredLSN(before); !ok {
+			t.Fatal("RequiredLSN(a moment ago) unknown")
+		}
+		fresh = m.CaughtUp(need)
+		return slices.Contains(fresh, "replica2")
+	})
 	if strings.Join(fresh, ",") != "replica2" {
 		t.Errorf("replicas with every commit before the write = %v; want only replica2, replica1 is paused before it", fresh)
 	}
