@@ -21,6 +21,7 @@ import (
 // tracker on a real one-node cluster (every slot on one redis-server
 // started with cluster-enabled).
 func TestTrackerOnARedisCluster(t *testing.T) {
+	needStack(t)
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatal("redis-server is not on PATH:", err)

@@ -19,7 +19,7 @@ const (
 	ReasonNoRecentWrite      Reason = "no-recent-write"     // the user's last write is older than the window (or none)
 	ReasonStaleOK            Reason = "stale-ok"            // the endpoint accepts slightly stale data
 	ReasonTrackerUnavailable Reason = "tracker-unavailable" // Redis failed: when unsure, read from the primary
-	ReasonRYWOff             Reason = "ryw-off"             // RYW_MODE=off: every read goes to a replica
+	ReasonRYWOff             Reason = "ryw-off"             // ModeOff (or an UncheckedRead): any replica, whatever the user wrote
 	ReasonNoReplica          Reason = "no-replica"          // no healthy replica (or none configured)
 	ReasonReplicaFailed      Reason = "replica-failed"      // the read failed on a replica and was retried on the primary
 	ReasonLSNCaughtUp        Reason = "lsn-caught-up"       // lsn mode: a replica that has replayed the user's token
@@ -89,6 +89,15 @@ type Observation struct {
 	// wroteOn is the address of the primary the request's statements ran
 	// on ("" before any; "*" when they ran on more than one).
 	wroteOn string
+	// writes counts the statements (and commits) of the request that
+	// wrote, or may have, on the primary; unknown is set when one of them
+	// failed in a way that leaves it unknown whether it committed.
+	writes  int
+	unknown bool
+	// cancels release the deadlines given to statements whose rows
+	// outlive the callback that ran them (see Plugin), when the request
+	// ends.
+	cancels []context.CancelFunc
 }
 
 type observationKey struct{}
@@ -177,6 +186,47 @@ func (o *Observation) ranOnPrimary(addr string) {
 		o.wroteOn = addr
 	default:
 		o.wroteOn = "*"
+	}
+}
+
+// wrote records a statement or commit on the primary that wrote, or
+// that failed so that it may have (unknown).
+func (o *Observation) wrote(unknown bool) {
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	o.writes++
+	o.unknown = o.unknown || unknown
+	o.mu.Unlock()
+}
+
+// writeCount returns how many writes the request made, and whether one's
+// outcome is unknown.
+func (o *Observation) writeCount() (n int, unknown bool) {
+	if o == nil {
+		return 0, false
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.writes, o.unknown
+}
+
+// deferCancel keeps cancel until release.
+func (o *Observation) deferCancel(cancel context.CancelFunc) {
+	o.mu.Lock()
+	o.cancels = append(o.cancels, cancel)
+	o.mu.Unlock()
+}
+
+// release ends the deadlines deferCancel kept.
+func (o *Observation) release() {
+	o.mu.Lock()
+	cancels := o.cancels
+	o.cancels = nil
+	o.mu.Unlock()
+	for _, c := range cancels {
+		c()
 	}
 }
 

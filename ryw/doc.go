@@ -1,33 +1,36 @@
-// Package ryw is the read-your-writes core: it decides, per request, which
-// PostgreSQL node may serve a user's reads so that the user always sees their
-// own writes, while every other read is offloaded to streaming replicas.
+// Package ryw is read-your-writes over PostgreSQL streaming replicas: reads
+// are offloaded to the replicas, and still no user ever sees their own write
+// disappear. Per request, it decides which node may serve the user's reads:
+// a replica that has replayed the user's last write (known from Redis, and
+// from the signed token the client sends back), else the primary.
 //
-// It depends on GORM, dbresolver, pgx and go-redis only, never on a web
-// framework or on the application that embeds it. Wiring it into a GORM
-// application takes the fence table on the primary (Schema, applied with the
-// application's migrations) and five pieces:
+// It depends on GORM, dbresolver, pgx and go-redis, never on a web
+// framework (package rywgin adapts it to Gin) or on the application that
+// embeds it. A service adopts it in three steps:
 //
-//	primary, _ := ryw.OpenPool(primaryURL, false, ryw.PoolOptions{MaxOpen: 20})
-//	replica1, _ := ryw.OpenPool(replica1URL, true, ryw.PoolOptions{MaxOpen: 20})
-//	db, _ := ryw.Open(primary, []ryw.NodeDB{{Name: "replica1", DB: replica1}}, nil)
-//
-//	monitor := ryw.NewMonitor(monitorPrimaryPool, monitorReplicaPools, 50*time.Millisecond, logger)
-//	go monitor.Run(ctx)
-//
-//	wal := ryw.PrimaryWAL{DB: primary}
-//	redisClient, _ := ryw.NewRedisClient("redis://localhost:6379/0")
-//	tracker := ryw.NewRedisTracker(redisClient, ryw.TrackerConfig{TTL: 10 * time.Minute, WAL: wal})
-//	router := ryw.NewRouter(ryw.RouterConfig{
-//		Mode: ryw.ModeLSN, Window: 5 * time.Second, MarkerTTL: 10 * time.Minute,
-//		Tracker: tracker, Replicas: monitor, WAL: wal,
+//	rw, err := ryw.New(ctx, ryw.Config{
+//		Primary:  "postgres://app@db-primary/app",
+//		Replicas: []ryw.Replica{{URL: "postgres://app@db-replica1/app"}},
+//		Redis:    "redis://redis:6379/0",
+//		TokenKey: key, // the same on every instance
 //	})
+//	defer rw.Close()
+//	repos := NewRepos(rw.GORM()) // or sqlc's New(rw.SQL())
+//	handler = rw.Middleware(ryw.HTTPOptions{User: callerID})(handler)
 //
-// Then, per request: put the router's Decision in the context
-// (router.ForOwnRead, ForStaleRead or ForWrite, with WithDecision), run GORM
-// with that context, wrap reads in router.Read so that a read failing on a
-// replica is retried on the primary, and call router.RecordWrite after a
-// write commits (it returns ErrUnconfirmed if the write could not be
-// secured: tell the client). WithObservation reports which node really
-// served, and the write's token for the client. docs/CONSISTENCY.md in the
-// repository explains why this holds under faults.
+// Handlers and repositories stay plain: a db.WithContext(ctx).Take(...) run
+// with the request's context is routed by the request's decision, checked
+// against the replica's replay position on the very connection that runs
+// it, and retried on the primary if the replica fails; a write on the
+// primary (Create, Save, Exec, INSERT ... RETURNING, a transaction) is
+// recorded before the response's headers go out, and a write that cannot
+// be secured turns into a 503. Work outside HTTP uses Balancer.Begin.
+//
+// The fence table (Schema, or schema.sql) must exist on the primary: apply
+// it with your migrations, or set Config.CreateSchema.
+//
+// The lower-level pieces (Router, Monitor, RedisTracker, OpenPool, Open)
+// remain exported for code that assembles them itself; most services need
+// none of them. docs/LIBRARY.md in the repository is the guide, and
+// docs/CONSISTENCY.md explains why the guarantee holds under faults.
 package ryw

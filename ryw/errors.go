@@ -66,3 +66,10 @@ func isSchemaBehind(err error) bool {
 	}
 	return false
 }
+
+// isReadOnly reports whether a statement failed because it tried to write
+// on a standby.
+func isReadOnly(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "25006"
+}

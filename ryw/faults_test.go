@@ -24,6 +24,7 @@ import (
 // connection to a waiter without resetting it. Reads that get such a
 // connection must still be checked against their MinLSN.
 func TestFaultConnectionsOpenedInTheBackgroundAreChecked(t *testing.T) {
+	needStack(t)
 	ctx := t.Context()
 	r := stack.Replicas[0]
 	table := newTable(t)
@@ -107,6 +108,7 @@ func TestFaultConnectionsOpenedInTheBackgroundAreChecked(t *testing.T) {
 // commit record's end. The control is the position the API used before
 // (pg_current_wal_lsn): it falls short.
 func TestFaultTokensHoldWithSynchronousCommitOff(t *testing.T) {
+	needStack(t)
 	ctx := t.Context()
 	p := stack.Primary
 	for _, q := range []string{
@@ -210,6 +212,7 @@ func commitEnds(t *testing.T, db *sql.DB, start ryw.LSN) map[string]ryw.LSN {
 // send the user's read to a replica that lacks it: no clock of an instance
 // decides what a user has written.
 func TestFaultClockSkewBetweenInstances(t *testing.T) {
+	needStack(t)
 	ctx := t.Context()
 	primary := openPool(t, stack.Primary.URL)
 	db, err := ryw.Open(primary, replicaPools(t), &gorm.Config{Logger: logger.Discard})
@@ -229,7 +232,7 @@ func TestFaultClockSkewBetweenInstances(t *testing.T) {
 	wal := ryw.PrimaryWAL{DB: primary}
 	router := func(mode ryw.Mode, skew time.Duration) *ryw.Router {
 		return ryw.NewRouter(ryw.RouterConfig{
-			Mode: mode, Window: 5 * time.Second, MarkerTTL: 10 * time.Minute, Tracker: tracker, Replicas: monitor, WAL: wal,
+			Mode: mode, Window: 5 * time.Second, MarkerTTL: 10 * time.Minute, Tracker: tracker, View: monitor, WAL: wal,
 			Logger: quiet(), Now: func() time.Time { return time.Now().Add(skew) },
 		})
 	}
@@ -292,6 +295,7 @@ func waitUntil(t *testing.T, cond func() bool) {
 // without marks is then unknown, and read from the primary. The tracker
 // learns the policy on each new connection.
 func TestFaultRedisThatMayEvictMarksIsNotTrustedForAbsence(t *testing.T) {
+	needStack(t)
 	ctx := t.Context()
 	admin, err := ryw.NewRedisClient(stack.Redis.URL)
 	if err != nil {

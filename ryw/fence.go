@@ -2,10 +2,12 @@ package ryw
 
 import (
 	"context"
+	_ "embed"
 )
 
 // Schema creates the one table ryw keeps on the primary: the fence. Apply it
-// with the application's migrations (this service's migrations do).
+// with the application's migrations, or set Config.CreateSchema. The same
+// SQL is in schema.sql, for migration tools that read files.
 //
 // The fence is a WAL position that every own-write read must see, whoever
 // the user: an instance that committed a write but could not record its
@@ -13,16 +15,12 @@ import (
 // not only itself, keeps reads off replicas that have not replayed the
 // write. Each Monitor reads the fence with its regular poll of the primary.
 // It only rises; once every replica has replayed it, it costs nothing.
-const Schema = `
-CREATE TABLE IF NOT EXISTS ryw_fence (
-    id  smallint PRIMARY KEY CHECK (id = 1),
-    lsn pg_lsn   NOT NULL
-);
-INSERT INTO ryw_fence (id, lsn) VALUES (1, '0/0') ON CONFLICT (id) DO NOTHING;
-`
+//
+//go:embed schema.sql
+var Schema string
 
 // RaiseFence raises the primary's fence to lsn (it never lowers it).
 func (w PrimaryWAL) RaiseFence(ctx context.Context, lsn LSN) error {
-	_, err := w.DB.ExecContext(ctx, "UPDATE ryw_fence SET lsn = greatest(lsn, $1::pg_lsn) WHERE id = 1", lsn.String())
+	_, err := w.DB.ExecContext(internal(ctx), "UPDATE ryw_fence SET lsn = greatest(lsn, $1::pg_lsn) WHERE id = 1", lsn.String())
 	return err
 }

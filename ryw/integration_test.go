@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -23,11 +24,25 @@ import (
 	"github.com/ryw-go/ryw/ryw"
 )
 
-// The package's cluster: a primary, two replicas, Redis.
+// The package's cluster: a primary, two replicas, Redis. Nil under -short.
 var stack *devstack.Stack
 
+// TestMain starts the cluster, except under -short, which runs only the tests
+// that need no server: the others call needStack and skip.
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		os.Exit(m.Run())
+	}
 	os.Exit(devstack.RunTests(m, devstack.Options{Replicas: 2, Migrate: true}, &stack))
+}
+
+// needStack skips a test that needs real nodes when TestMain started none.
+func needStack(t testing.TB) {
+	t.Helper()
+	if stack == nil {
+		t.Skip("needs PostgreSQL and Redis (devstack); run without -short")
+	}
 }
 
 func openPool(t *testing.T, url string) *sql.DB {
@@ -70,6 +85,7 @@ func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 // has (replica1 paused), then reads it through GORM under each decision:
 // what was read must match the node the observation names.
 func TestPluginRoutesAndObservesTruthfully(t *testing.T) {
+	needStack(t)
 	ctx := t.Context()
 	table := newTable(t)
 	db, err := ryw.Open(openPool(t, stack.Primary.URL), replicaPools(t), &gorm.Config{Logger: logger.Discard})
@@ -126,6 +142,7 @@ func TestPluginRoutesAndObservesTruthfully(t *testing.T) {
 }
 
 func TestReadRetriesOnThePrimaryWhenTheReplicaIsDown(t *testing.T) {
+	needStack(t)
 	ctx := t.Context()
 	r := stack.Replicas[1]
 	db, err := ryw.Open(openPool(t, stack.Primary.URL), replicaPools(t), &gorm.Config{Logger: logger.Discard})
@@ -133,7 +150,7 @@ func TestReadRetriesOnThePrimaryWhenTheReplicaIsDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	marked := &recordingReplicas{}
-	router := ryw.NewRouter(ryw.RouterConfig{Mode: ryw.ModeTime, Window: time.Second, Replicas: marked, Logger: quiet()})
+	router := ryw.NewRouter(ryw.RouterConfig{Mode: ryw.ModeTime, Window: time.Second, View: marked, Logger: quiet()})
 	r.KillForTest(t)
 	rctx, obs := ryw.WithObservation(ryw.WithDecision(ctx, ryw.Decision{Node: r.Name, Reason: ryw.ReasonStaleOK}))
 	var products int64
@@ -183,6 +200,7 @@ func tl1(l ryw.LSN) ryw.Position {
 }
 
 func TestRedisTracker(t *testing.T) {
+	needStack(t)
 	ctx := t.Context()
 	tracker, client := newTracker(t, 10*time.Minute)
 	user := fmt.Sprintf("user-%d", seq.Add(1))
@@ -247,6 +265,7 @@ func TestRedisTracker(t *testing.T) {
 // own user's marks, including users with none and a user whose mark is
 // garbled (an error for that user alone).
 func TestConcurrentLookupsSharePipelinesAndKeepTheirOwnMarks(t *testing.T) {
+	needStack(t)
 	ctx := t.Context()
 	tracker, client := newTracker(t, 10*time.Minute)
 	const users = 300
@@ -326,6 +345,7 @@ func TestNewRedisClientKinds(t *testing.T) {
 }
 
 func TestMonitorSeesLagAndFreshness(t *testing.T) {
+	needStack(t)
 	ctx := t.Context()
 	table := newTable(t)
 	m := ryw.NewMonitor(openPool(t, stack.Primary.URL), replicaPools(t), 10*time.Millisecond, quiet())
@@ -391,6 +411,7 @@ func TestMonitorSeesLagAndFreshness(t *testing.T) {
 }
 
 func TestMonitorTakesADownReplicaOutUntilItAnswers(t *testing.T) {
+	needStack(t)
 	ctx := t.Context()
 	m := ryw.NewMonitor(openPool(t, stack.Primary.URL), replicaPools(t), 10*time.Millisecond, quiet())
 	r2 := stack.Replicas[1]
@@ -422,6 +443,7 @@ func TestMonitorTakesADownReplicaOutUntilItAnswers(t *testing.T) {
 // decision needs a position the replica has not replayed fails with
 // BehindError before its query runs, on fresh and on reused connections.
 func TestReplicaPoolChecksTheReplayPositionOnEachConnection(t *testing.T) {
+	needStack(t)
 	query, replayed, ahead := pausedReplicaPool(t, 2)
 	for i := range 3 { // the first connection is new, the next ones reused
 		if err := query(replayed); err != nil {
@@ -477,6 +499,7 @@ func pausedReplicaPool(t *testing.T, maxOpen int) (query func(min ryw.LSN) error
 // lower either mark. The control shows that a plain SET, what the tracker
 // did before, lowers the time mark.
 func TestMarksOnlyRise(t *testing.T) {
+	needStack(t)
 	ctx := t.Context()
 	tracker, client := newTracker(t, time.Minute)
 	user := fmt.Sprintf("user-%d", seq.Add(1))
@@ -546,6 +569,7 @@ func TestMarksOnlyRise(t *testing.T) {
 // lives; a read that needs more is still checked, and still refused by a
 // replica that has not replayed it.
 func TestAConnectionSkipsChecksItHasAlreadySettled(t *testing.T) {
+	needStack(t)
 	query, replayed, ahead := pausedReplicaPool(t, 1)
 	checks := func(f func()) int64 {
 		before := ryw.ReplayChecks()

@@ -64,6 +64,7 @@ func scanAll(t *testing.T, ctx context.Context, db *sql.DB, query string, args .
 // on a replica, at or past the replay position read before it; on the
 // primary, at or past a write committed before it.
 func TestMeasuredReadsAreTheSameReads(t *testing.T) {
+	needStack(t)
 	const query = `SELECT 1::int2, 2::int4, 3::int8, 1.5::float4, 2.5::float8, 19.99::numeric(12,2), true, 'text'::text,
 		'\xDEAD'::bytea, '{"a":1}'::jsonb, '2026-11-26 12:00:00.123456+00'::timestamptz, '2026-11-26 12:00:00'::timestamp,
 		'2026-11-26'::date, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid, NULL::text, ARRAY[1,2]::int[], $1::text AS arg
@@ -177,6 +178,7 @@ func TestMeasuredReadsAreTheSameReads(t *testing.T) {
 //
 //	go test ./ryw -run '^$' -bench MeasuredRead -count 5
 func BenchmarkMeasuredRead(b *testing.B) {
+	needStack(b)
 	db := openMeasuredB(b, stack.Replicas[0].URL)
 	const query = "SELECT id, email, name, avatar_url, created_at, updated_at FROM users WHERE id = $1"
 	id := "00000000-0000-0000-0000-000000000000"

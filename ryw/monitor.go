@@ -99,6 +99,9 @@ type Monitor struct {
 // be separate from the application's, so that a busy app pool never delays
 // health checks.
 func NewMonitor(primary *sql.DB, replicas []NodeDB, interval time.Duration, logger *slog.Logger) *Monitor {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	m := &Monitor{
 		primary: primary, replicas: replicas, interval: interval, logger: logger, now: time.Now,
 		status:     make(map[string]ReplicaStatus, len(replicas)),
@@ -214,7 +217,7 @@ func (m *Monitor) pollPrimary(ctx context.Context) {
 		m.ends, m.historyErr = ends, ""
 	case needHistory:
 		if m.historyErr == "" || changed {
-			m.logger.Warn("cannot read the primary's timeline history: tokens and marks of earlier timelines go to the primary, and lost writes are not detected; grant the API's role EXECUTE on pg_read_file(text) (see docs/CONSISTENCY.md)",
+			m.logger.Warn("cannot read the primary's timeline history: tokens and marks of earlier timelines go to the primary, and lost writes are not detected; grant the role EXECUTE on pg_read_file(text)",
 				"timeline", tli, "err", historyErr)
 		}
 		m.ends, m.historyErr = nil, historyErr.Error()

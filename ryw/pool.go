@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"fmt"
+	"io"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -153,10 +155,30 @@ func (c *checkedConn) QueryContext(ctx context.Context, query string, args []dri
 		return nil, err
 	}
 	c.notePrimary(ctx)
-	if obs := c.measuring(ctx); obs != nil {
-		return c.queryMeasured(ctx, obs, query, args)
+	if !c.writes(ctx, query) {
+		if obs := c.measuring(ctx); obs != nil {
+			return c.queryMeasured(ctx, obs, query, args)
+		}
+		return c.Conn.QueryContext(ctx, query, args)
 	}
-	return c.Conn.QueryContext(ctx, query, args)
+	if obs := c.measuring(ctx); obs != nil {
+		// Not measured: the session is raised to the primary's position
+		// instead (see Router.SessionAfter).
+		obs.unmeasured()
+	}
+	// A statement that writes and returns rows (INSERT ... RETURNING):
+	// its failure may only show while the rows are read.
+	rows, err := c.Conn.QueryContext(ctx, query, args)
+	if err != nil {
+		c.noteWrite(ctx, err)
+		return nil, err
+	}
+	sr, ok := rows.(*stdlib.Rows)
+	if !ok {
+		c.noteWrite(ctx, nil)
+		return rows, nil
+	}
+	return &writeRows{Rows: sr, conn: c, ctx: ctx}, nil
 }
 
 func (c *checkedConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
@@ -169,7 +191,11 @@ func (c *checkedConn) ExecContext(ctx context.Context, query string, args []driv
 		// instead (see Router.SessionAfter).
 		obs.unmeasured()
 	}
-	return c.Conn.ExecContext(ctx, query, args)
+	res, err := c.Conn.ExecContext(ctx, query, args)
+	if !c.replica {
+		c.noteWrite(ctx, err)
+	}
+	return res, err
 }
 
 // BeginTx checks before BEGIN: in a REPEATABLE READ or SERIALIZABLE
@@ -186,7 +212,120 @@ func (c *checkedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (drive
 		// session is raised to the primary's position instead.
 		obs.unmeasured()
 	}
-	return c.Conn.BeginTx(ctx, opts)
+	tx, err := c.Conn.BeginTx(ctx, opts)
+	if err != nil || c.replica || opts.ReadOnly || observationFrom(ctx) == nil {
+		return tx, err
+	}
+	return &writeTx{Tx: tx, conn: c, ctx: ctx}, nil
+}
+
+// Writes on the primary are noted in the request's Observation, so that
+// they are recorded before the response goes out (see Job.Finish): a
+// statement executed with Exec, one that returns rows but is not a plain
+// read (INSERT ... RETURNING, a data-modifying WITH), and the commit of a
+// transaction that was not read-only. Statements inside a transaction
+// count at its commit, which is when they take effect. A write that fails
+// so that it may have committed (see MayHaveCommitted) is noted too, as
+// unknown. The balancer's own statements (positions, the fence) are not
+// the request's writes.
+
+// writes reports whether query, about to run on this connection, is to be
+// noted as a write once it has run.
+func (c *checkedConn) writes(ctx context.Context, query string) bool {
+	return !c.replica && !plainRead(query) && observationFrom(ctx) != nil
+}
+
+// noteWrite notes a write that ran with the result err, unless it ran
+// inside a transaction (its commit is noted instead).
+func (c *checkedConn) noteWrite(ctx context.Context, err error) {
+	if c.Conn.Conn().PgConn().TxStatus() == 'I' {
+		c.noteCommit(ctx, err)
+	}
+}
+
+// noteCommit notes a write that took effect, or may have, with the result
+// err.
+func (c *checkedConn) noteCommit(ctx context.Context, err error) {
+	obs := observationFrom(ctx)
+	if obs == nil || ctx.Value(internalKey{}) != nil {
+		return
+	}
+	switch {
+	case err == nil:
+		obs.wrote(false)
+	case MayHaveCommitted(err):
+		obs.wrote(true)
+	default:
+		return
+	}
+	obs.ranOnPrimary(serverOf(c.Conn.Conn()))
+}
+
+// plainRead reports whether query certainly does not write: it starts
+// with SELECT, SHOW, VALUES or TABLE. Anything else that returns rows on
+// the primary is taken as a write; a function that writes, called from a
+// SELECT, is not seen (run it with Exec, or in a transaction).
+func plainRead(query string) bool {
+	q := strings.TrimLeft(query, " \t\r\n(")
+	for _, kw := range [...]string{"select", "show", "values", "table"} {
+		if len(q) > len(kw) && strings.EqualFold(q[:len(kw)], kw) {
+			switch q[len(kw)] {
+			case ' ', '\t', '\r', '\n', '(', '*':
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// internalKey marks the balancer's own statements on the primary.
+type internalKey struct{}
+
+func internal(ctx context.Context) context.Context {
+	return context.WithValue(ctx, internalKey{}, true)
+}
+
+// writeRows are the rows of a statement that writes: reading them tells
+// whether it failed, and how.
+type writeRows struct {
+	*stdlib.Rows
+	conn  *checkedConn
+	ctx   context.Context
+	noted bool
+}
+
+func (r *writeRows) Next(dest []driver.Value) error {
+	err := r.Rows.Next(dest)
+	if err != nil && !r.noted {
+		r.noted = true
+		if err == io.EOF {
+			err = nil
+		}
+		r.conn.noteWrite(r.ctx, err)
+	}
+	return err
+}
+
+func (r *writeRows) Close() error {
+	err := r.Rows.Close()
+	if !r.noted {
+		r.noted = true
+		r.conn.noteWrite(r.ctx, err)
+	}
+	return err
+}
+
+// writeTx notes its commit as a write.
+type writeTx struct {
+	driver.Tx
+	conn *checkedConn
+	ctx  context.Context
+}
+
+func (t *writeTx) Commit() error {
+	err := t.Tx.Commit()
+	t.conn.noteCommit(t.ctx, err)
+	return err
 }
 
 func (c *checkedConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
@@ -210,10 +349,19 @@ func (s *checkedStmt) QueryContext(ctx context.Context, args []driver.NamedValue
 		return nil, err
 	}
 	s.conn.notePrimary(ctx)
+	writes := s.conn.writes(ctx, s.query)
 	if obs := s.conn.measuring(ctx); obs != nil {
-		return s.conn.queryMeasured(ctx, obs, s.query, args)
+		if !writes {
+			return s.conn.queryMeasured(ctx, obs, s.query, args)
+		}
+		obs.unmeasured()
 	}
-	return s.Stmt.(driver.StmtQueryContext).QueryContext(ctx, args)
+	rows, err := s.Stmt.(driver.StmtQueryContext).QueryContext(ctx, args)
+	if writes {
+		// Noted as soon as it ran (prepared statements are rare here).
+		s.conn.noteWrite(ctx, err)
+	}
+	return rows, err
 }
 
 func (s *checkedStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
@@ -224,7 +372,11 @@ func (s *checkedStmt) ExecContext(ctx context.Context, args []driver.NamedValue)
 	if obs := s.conn.measuring(ctx); obs != nil {
 		obs.unmeasured()
 	}
-	return s.Stmt.(driver.StmtExecContext).ExecContext(ctx, args)
+	res, err := s.Stmt.(driver.StmtExecContext).ExecContext(ctx, args)
+	if !s.conn.replica {
+		s.conn.noteWrite(ctx, err)
+	}
+	return res, err
 }
 
 // checksRun counts the replay checks that went to a server.
@@ -240,7 +392,7 @@ func ReplayChecks() int64 { return checksRun.Load() }
 // seen does not settle it.
 func (cc *checkedConn) check(ctx context.Context) error {
 	d, ok := DecisionFrom(ctx)
-	if !ok || d.MinLSN == 0 || d.OnPrimary() || d.MinLSN <= cc.replayed {
+	if !ok || !cc.replica || d.MinLSN == 0 || d.OnPrimary() || d.MinLSN <= cc.replayed {
 		return nil
 	}
 	checksRun.Add(1)
@@ -284,6 +436,7 @@ type PrimaryWAL struct {
 // about the session, the role or the server's configuration can make the
 // token too low, so none of it needs policing.
 func (w PrimaryWAL) CurrentLSN(ctx context.Context) (LSN, error) {
+	ctx = internal(ctx)
 	var text string
 	var block, segment int64
 	if err := w.DB.QueryRowContext(ctx, currentLSNQuery).Scan(&text, &block, &segment); err != nil {
@@ -300,6 +453,7 @@ func (w PrimaryWAL) CurrentLSN(ctx context.Context) (LSN, error) {
 // timeline, in one query.
 // It also names the server it read it on.
 func (w PrimaryWAL) CurrentPosition(ctx context.Context) (Position, string, error) {
+	ctx = internal(ctx)
 	conn, err := w.DB.Conn(ctx)
 	if err != nil {
 		return Position{}, "", err

@@ -156,7 +156,7 @@ func newTestRouter(mode Mode, tr *fakeTracker, reps *fakeReplicas, wal *fakeWAL,
 		wal = &fakeWAL{at: lsnAt(*now)}
 	}
 	return NewRouter(RouterConfig{
-		Mode: mode, Window: 5 * time.Second, MarkerTTL: testTTL, Tracker: tr, Replicas: reps, WAL: wal,
+		Mode: mode, Window: 5 * time.Second, MarkerTTL: testTTL, Tracker: tr, View: reps, WAL: wal,
 		FenceLease: time.Second, RecordBudget: time.Second, Now: func() time.Time { return *now },
 	})
 }
@@ -322,7 +322,7 @@ func TestRecordWriteRaisesTheFenceWhenTheTrackerFails(t *testing.T) {
 	// replica r1 lags behind the write, so the writer must wait the lease.
 	reps := &fakeReplicas{replay: map[string]LSN{"r1": 0x4_00000000}, order: []string{"r1"}}
 	r := NewRouter(RouterConfig{
-		Mode: ModeLSN, MarkerTTL: testTTL, Tracker: tr, Replicas: reps, WAL: wal,
+		Mode: ModeLSN, MarkerTTL: testTTL, Tracker: tr, View: reps, WAL: wal,
 		FenceLease: time.Second, RecordBudget: time.Minute,
 		// Each look at the clock moves it 100 ms on.
 		Now: func() time.Time {

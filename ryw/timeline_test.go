@@ -14,6 +14,7 @@ import (
 // within one cluster, so a standby of another cluster, listed by mistake,
 // never serves. Control: the stack's own replica, same poll, does.
 func TestMonitorRefusesAReplicaOfAnotherCluster(t *testing.T) {
+	needStack(t)
 	ctx := t.Context()
 	other, err := devstack.Start(ctx, devstack.Options{Replicas: 1})
 	if err != nil {
@@ -42,6 +43,7 @@ func TestMonitorRefusesAReplicaOfAnotherCluster(t *testing.T) {
 // timeline: it is out of rotation. Once it follows the new primary, it is
 // back. The monitor follows the primary through a multi-host URL.
 func TestMonitorRefusesAReplicaLeftOnAnOldTimeline(t *testing.T) {
+	needStack(t)
 	ctx := t.Context()
 	s, err := devstack.Start(ctx, devstack.Options{Replicas: 2, Migrate: true})
 	if err != nil {

@@ -1,0 +1,491 @@
+package ryw
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/redis/go-redis/v9"
+	"gorm.io/gorm"
+)
+
+// Config is everything a Balancer needs, each setting given once. Only
+// Primary is required; every other field has a default that suits most
+// services.
+type Config struct {
+	// Primary is the primary's URL (postgres://...). It may list several
+	// hosts with target_session_attrs=read-write, to follow a failover.
+	Primary string
+	// Replicas are the streaming replicas that may serve reads.
+	Replicas []Replica
+	// Redis is where each user's last write is recorded, shared by every
+	// instance of the service (default redis://127.0.0.1:6379/0). See
+	// NewRedisClient for Sentinel and Cluster URLs.
+	Redis string
+	// Mode is how reads that must show the caller's own writes are routed
+	// (default ModeTime).
+	Mode Mode
+	// Window is, in ModeTime, how long after a write the user's reads go to
+	// the primary (default 5s).
+	Window time.Duration
+	// MarkerTTL is how long a user's write is remembered in Redis (default
+	// 10m). No replica further behind than that serves a read that must
+	// show the caller's writes.
+	MarkerTTL time.Duration
+	// MaxWait is how long, in ModeLSN, a read may wait for a replica to
+	// replay the user's last write before it goes to the primary (default
+	// 0: it does not wait).
+	MaxWait time.Duration
+	// NoMonotonicReads turns off the session floor: by default a client
+	// that sends its token back never sees its reads go back in time.
+	NoMonotonicReads bool
+	// StaleReadsWithoutPrimary lets replicas serve stale-ok reads while the
+	// primary does not answer: availability, at the risk of showing writes
+	// that a failover then loses.
+	StaleReadsWithoutPrimary bool
+	// TokenKey signs the tokens handed to clients: 32 bytes or more, the
+	// same on every instance. Empty: a random key for this process (tokens
+	// of other instances are then ignored; Redis still keeps every user's
+	// writes).
+	TokenKey []byte
+	// PrimaryTimeout bounds connecting to the primary and each statement a
+	// request runs there (default 5s).
+	PrimaryTimeout time.Duration
+	// ReplicaTimeout bounds connecting to a replica and each read on it
+	// (default 1s): a read that overruns is retried on the primary.
+	ReplicaTimeout time.Duration
+	// PollInterval is how often the primary's and the replicas' WAL
+	// positions are read (default 50ms, at most a fifth of FenceLease).
+	PollInterval time.Duration
+	// FenceLease is how long an instance trusts the fence it last read
+	// (default 1s); every instance must use the same.
+	FenceLease time.Duration
+	// MaxConns bounds each node's connection pool (default 20).
+	MaxConns int
+	// CreateSchema creates the fence table (Schema) on the primary if it is
+	// missing. Without it, New refuses to start until the table exists:
+	// apply Schema (or schema.sql) with your migrations.
+	CreateSchema bool
+	// GORM configures the *gorm.DB that Balancer.GORM returns (nil: GORM's
+	// defaults).
+	GORM *gorm.Config
+	// Logger receives what the balancer has to say (nil: nothing).
+	Logger *slog.Logger
+	// ObserveRedis, when set, is told of every Redis round trip ("lookup"
+	// or "record"), how long it took and its error: a hook for metrics.
+	ObserveRedis func(op string, took time.Duration, err error)
+}
+
+// Replica is one streaming replica: a name, for decisions, headers and
+// logs, and its URL.
+type Replica struct {
+	Name string // default replica1, replica2, ... in order
+	URL  string
+}
+
+// Defaults of Config.
+const (
+	DefaultRedisURL     = "redis://127.0.0.1:6379/0"
+	DefaultWindow       = 5 * time.Second
+	DefaultPollInterval = 50 * time.Millisecond
+	DefaultMaxConns     = 20
+	// MinTokenKeyLen is the shortest Config.TokenKey: 256 bits.
+	MinTokenKeyLen = 32
+)
+
+var replicaName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,62}$`)
+
+// withDefaults fills in the defaults and checks every rule that keeps the
+// guarantee, returning every problem found at once.
+func (c Config) withDefaults() (Config, error) {
+	var errs []string
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+	if c.Redis == "" {
+		c.Redis = DefaultRedisURL
+	}
+	if c.Mode == "" {
+		c.Mode = ModeTime
+	}
+	switch c.Mode {
+	case ModeTime, ModeLSN, ModeOff:
+	default:
+		fail("Mode must be %q, %q or %q, got %q", ModeTime, ModeLSN, ModeOff, c.Mode)
+	}
+	setDefault(&c.Window, DefaultWindow)
+	setDefault(&c.MarkerTTL, DefaultMarkerTTL)
+	setDefault(&c.PrimaryTimeout, DefaultPrimaryTimeout)
+	setDefault(&c.ReplicaTimeout, DefaultReplicaTimeout)
+	setDefault(&c.PollInterval, DefaultPollInterval)
+	setDefault(&c.FenceLease, DefaultFenceLease)
+	if c.MaxConns == 0 {
+		c.MaxConns = DefaultMaxConns
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"Window", c.Window}, {"MarkerTTL", c.MarkerTTL}, {"PrimaryTimeout", c.PrimaryTimeout}, {"ReplicaTimeout", c.ReplicaTimeout}, {"PollInterval", c.PollInterval}, {"FenceLease", c.FenceLease}} {
+		if d.v < 0 {
+			fail("%s must be positive, got %s", d.name, d.v)
+		}
+	}
+	if c.MaxWait < 0 {
+		fail("MaxWait must be 0 or more, got %s", c.MaxWait)
+	}
+	if c.MaxConns < 1 {
+		fail("MaxConns must be at least 1, got %d", c.MaxConns)
+	}
+	if c.MarkerTTL < c.Window {
+		fail("MarkerTTL (%s) must be at least Window (%s), or marks expire inside the window", c.MarkerTTL, c.Window)
+	}
+	// Several polls of the primary fit in the lease, so that one late poll
+	// does not send every own-write read to the primary.
+	if c.PollInterval > c.FenceLease/5 {
+		fail("PollInterval must be at most a fifth of FenceLease (%s), got %s", c.FenceLease/5, c.PollInterval)
+	}
+	if n := len(c.TokenKey); n > 0 && n < MinTokenKeyLen {
+		fail("TokenKey must be at least %d bytes (a random secret, the same on every instance), got %d", MinTokenKeyLen, n)
+	}
+	if c.Primary == "" {
+		fail("Primary is required: the primary's URL, like postgres://app@db:5432/app")
+	} else if err := checkPostgresURL(c.Primary); err != nil {
+		fail("Primary: %v", err)
+	}
+	seen := map[string]bool{Primary: true}
+	for i := range c.Replicas {
+		r := &c.Replicas[i]
+		if r.Name == "" {
+			r.Name = fmt.Sprintf("replica%d", i+1)
+		}
+		switch {
+		case !replicaName.MatchString(r.Name):
+			fail("replica name %q must be a letter followed by up to 62 letters, digits, - or _", r.Name)
+		case seen[r.Name]:
+			fail("replica name %q is used twice (or is %q, the primary's)", r.Name, Primary)
+		}
+		seen[r.Name] = true
+		if err := checkPostgresURL(r.URL); err != nil {
+			fail("replica %s: %v", r.Name, err)
+		}
+	}
+	if _, err := url.Parse(c.Redis); err != nil {
+		fail("Redis must be a URL, like redis://localhost:6379/0: %v", err)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if len(errs) > 0 {
+		return c, fmt.Errorf("ryw: invalid configuration: %s", strings.Join(errs, "; "))
+	}
+	return c, nil
+}
+
+func setDefault(d *time.Duration, def time.Duration) {
+	if *d == 0 {
+		*d = def
+	}
+}
+
+func checkPostgresURL(raw string) error {
+	if _, err := pgx.ParseConfig(raw); err != nil {
+		return fmt.Errorf("not a PostgreSQL URL: %w", err)
+	}
+	if u, err := url.Parse(raw); err == nil && u.Scheme != "" && u.Scheme != "postgres" && u.Scheme != "postgresql" {
+		return fmt.Errorf("must be a postgres:// URL, got %s://", u.Scheme)
+	}
+	return nil
+}
+
+// Balancer is read-your-writes for one service: it owns the connection
+// pools to the primary and the replicas, the Redis client that records
+// each user's writes, the monitor that follows the replicas' positions,
+// and the router that decides, per request, which node may serve a read.
+// Build one with New at start-up and Close it at shutdown; in between,
+// hand out GORM (or SQL) and wrap the HTTP handler with Middleware.
+type Balancer struct {
+	cfg      Config
+	primary  *sql.DB
+	replicas []NodeDB
+	monPools []*sql.DB
+	redis    redis.UniversalClient
+	tracker  *RedisTracker
+	monitor  *Monitor
+	router   *Router
+	signer   *TokenSigner
+	gorm     *gorm.DB
+	sql      *DB
+
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+	once sync.Once
+}
+
+// New validates cfg, opens the pools and the Redis client, reads every
+// node's position once, and starts following them in the background until
+// Close. Nodes that are down at start-up are not an error: pools connect
+// lazily, and a replica joins the rotation once it answers. A fence table
+// that is missing is one (see Config.CreateSchema), when the primary can
+// tell.
+func New(ctx context.Context, cfg Config) (_ *Balancer, err error) {
+	if cfg, err = cfg.withDefaults(); err != nil {
+		return nil, err
+	}
+	b := &Balancer{cfg: cfg}
+	defer func() {
+		if err != nil {
+			b.closePools()
+		}
+	}()
+	open := func(url, name string, replica bool, conns int) (*sql.DB, error) {
+		o := PoolOptions{Name: name, MaxOpen: conns, MaxIdle: conns, MaxLifetime: 30 * time.Minute, MaxIdleTime: 5 * time.Minute}
+		o.ConnectTimeout = cfg.PrimaryTimeout
+		if replica {
+			o.ConnectTimeout, o.StatementTimeout = cfg.ReplicaTimeout, cfg.ReplicaTimeout
+		}
+		return OpenPool(url, replica, o)
+	}
+	if b.primary, err = open(cfg.Primary, "", false, cfg.MaxConns); err != nil {
+		return nil, fmt.Errorf("ryw: primary: %w", err)
+	}
+	monPrimary, err := open(cfg.Primary, "", false, 1)
+	if err != nil {
+		return nil, fmt.Errorf("ryw: primary: %w", err)
+	}
+	b.monPools = append(b.monPools, monPrimary)
+	var monReplicas []NodeDB
+	for _, r := range cfg.Replicas {
+		db, err := open(r.URL, r.Name, true, cfg.MaxConns)
+		if err != nil {
+			return nil, fmt.Errorf("ryw: %s: %w", r.Name, err)
+		}
+		b.replicas = append(b.replicas, NodeDB{Name: r.Name, DB: db})
+		// The monitor's own small pools: a busy application pool never
+		// delays a health check.
+		mon, err := open(r.URL, "", false, 1)
+		if err != nil {
+			return nil, fmt.Errorf("ryw: %s: %w", r.Name, err)
+		}
+		b.monPools = append(b.monPools, mon)
+		monReplicas = append(monReplicas, NodeDB{Name: r.Name, DB: mon})
+	}
+	if err := b.checkSchema(ctx); err != nil {
+		return nil, err
+	}
+	if b.redis, err = NewRedisClient(cfg.Redis); err != nil {
+		return nil, fmt.Errorf("ryw: redis: %w", err)
+	}
+	wal := PrimaryWAL{DB: b.primary}
+	// The tracker checks every new Redis connection's server, so it is
+	// built before anything connects.
+	b.tracker = NewRedisTracker(b.redis, TrackerConfig{TTL: cfg.MarkerTTL, WAL: wal, Logger: cfg.Logger, Observe: cfg.ObserveRedis})
+	b.monitor = NewMonitor(monPrimary, monReplicas, cfg.PollInterval, cfg.Logger)
+	b.router = NewRouter(RouterConfig{
+		Mode: cfg.Mode, Window: cfg.Window, MarkerTTL: cfg.MarkerTTL, MaxWait: cfg.MaxWait,
+		Monotonic: !cfg.NoMonotonicReads, StaleReadsWithoutPrimary: cfg.StaleReadsWithoutPrimary,
+		FenceLease: cfg.FenceLease, ReplicaTimeout: cfg.ReplicaTimeout, PrimaryTimeout: cfg.PrimaryTimeout,
+		Tracker: b.tracker, View: b.monitor, WAL: wal, Logger: cfg.Logger,
+	})
+	if b.gorm, err = openGORM(b.primary, b.replicas, cfg.GORM, b.router); err != nil {
+		return nil, fmt.Errorf("ryw: %w", err)
+	}
+	b.sql = &DB{b: b}
+	key := cfg.TokenKey
+	if len(key) == 0 {
+		key = make([]byte, MinTokenKeyLen)
+		_, _ = rand.Read(key)
+		cfg.Logger.Warn("ryw: no token key: this process signs tokens with a random key, so tokens from other instances are ignored (read-your-writes still holds through Redis); give every instance the same key")
+	}
+	b.signer = NewTokenSigner(key)
+	pctx, cancel := context.WithTimeout(ctx, time.Second)
+	if err := b.redis.Ping(pctx).Err(); err != nil {
+		cfg.Logger.Warn("ryw: redis unavailable at start-up; it is retried on use", "err", err)
+	}
+	cancel()
+
+	// Know the replicas before the first request.
+	b.monitor.Poll(ctx)
+	for _, st := range b.monitor.Status() {
+		if !st.Healthy {
+			cfg.Logger.Warn("ryw: replica unavailable at start-up; it is retried on use", "replica", st.Name, "err", st.Error)
+		}
+	}
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	b.stop = stop
+	b.wg.Go(func() { b.monitor.Run(runCtx) })
+	return b, nil
+}
+
+// schemaTimeout bounds the start-up check of the fence table.
+const schemaTimeout = 5 * time.Second
+
+// checkSchema makes sure the fence table exists (or creates it with
+// CreateSchema). A primary that does not answer is not an error here: it
+// may start after the service.
+func (b *Balancer) checkSchema(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, schemaTimeout)
+	defer cancel()
+	if b.cfg.CreateSchema {
+		if _, err := b.primary.ExecContext(ctx, Schema); err != nil {
+			if IsUnavailable(err) || ctx.Err() != nil {
+				b.cfg.Logger.Warn("ryw: the primary is unavailable at start-up; the fence table is created by the first instance that reaches it", "err", err)
+				return nil
+			}
+			return fmt.Errorf("ryw: create the fence table (Schema) on the primary: %w", err)
+		}
+		return nil
+	}
+	var fence string
+	err := b.primary.QueryRowContext(ctx, "SELECT lsn::text FROM ryw_fence WHERE id = 1").Scan(&fence)
+	var pgErr *pgconn.PgError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &pgErr) && pgErr.Code == "42P01", errors.Is(err, sql.ErrNoRows):
+		return errors.New("ryw: the fence table ryw_fence is missing on the primary: apply ryw.Schema (schema.sql) with your migrations, or set Config.CreateSchema")
+	case errors.As(err, &pgErr) && pgErr.Code == "42501":
+		return fmt.Errorf("ryw: the primary's user may not read ryw_fence (grant SELECT, UPDATE on it): %w", err)
+	default:
+		b.cfg.Logger.Warn("ryw: could not check the fence table at start-up (the primary may not be up yet)", "err", err)
+		return nil
+	}
+}
+
+// GORM returns the *gorm.DB to build repositories on. Inside a request
+// wrapped by Middleware (or a Job), plain calls such as
+// db.WithContext(ctx).Take(&u, id) are routed by the request's decision,
+// checked against the replica's replay position on the connection that
+// runs them, and retried on the primary if the replica fails; writes run
+// on the primary and are recorded before the response is sent.
+func (b *Balancer) GORM() *gorm.DB { return b.gorm }
+
+// SQL returns the handle for database/sql code: its methods fit sqlc's
+// DBTX interface, and it begins transactions (on the primary).
+func (b *Balancer) SQL() *DB { return b.sql }
+
+// Mode returns the balancer's mode.
+func (b *Balancer) Mode() Mode { return b.cfg.Mode }
+
+// Status returns what the balancer knows of each replica.
+func (b *Balancer) Status() []ReplicaStatus { return b.monitor.Status() }
+
+// Counts returns how many routing decisions were made, by reason and by
+// node, with the other events the router counts.
+func (b *Balancer) Counts() CountsSnapshot { return b.router.Counts() }
+
+// Stats are counters of the balancer's own round trips, for metrics.
+type Stats struct {
+	// LookupPipelines is how many pipelines the Redis lookups used
+	// (lookups made at the same time share one).
+	LookupPipelines int64
+	// ReplayChecks is how many replay checks went to a replica: reads whose
+	// connection had not yet seen the replica replay far enough.
+	ReplayChecks int64
+}
+
+// Stats returns the balancer's round-trip counters.
+func (b *Balancer) Stats() Stats {
+	return Stats{LookupPipelines: b.tracker.LookupPipelines(), ReplayChecks: ReplayChecks()}
+}
+
+// Nodes names every node a Ping can check: Primary, each replica, and
+// NodeRedis.
+func (b *Balancer) Nodes() []string {
+	out := []string{Primary}
+	for _, r := range b.replicas {
+		out = append(out, r.Name)
+	}
+	return append(out, NodeRedis)
+}
+
+// NodeRedis names Redis in Nodes and Ping.
+const NodeRedis = "redis"
+
+// Ping checks that a node answers: the primary, a replica (which must be
+// in recovery: a promoted former replica is not one), or Redis.
+func (b *Balancer) Ping(ctx context.Context, node string) error {
+	switch node {
+	case Primary:
+		return b.primary.PingContext(ctx)
+	case NodeRedis:
+		return b.redis.Ping(ctx).Err()
+	}
+	db := b.replica(node)
+	if db == nil {
+		return fmt.Errorf("ryw: no node named %q", node)
+	}
+	var standby bool
+	if err := db.QueryRowContext(ctx, "SELECT pg_is_in_recovery()").Scan(&standby); err != nil {
+		return err
+	}
+	if !standby {
+		return errors.New("not in recovery: the node is not a standby")
+	}
+	return nil
+}
+
+// replica returns the named replica's pool, or nil.
+func (b *Balancer) replica(name string) *sql.DB {
+	for _, r := range b.replicas {
+		if r.Name == name {
+			return r.DB
+		}
+	}
+	return nil
+}
+
+// Close stops following the nodes and closes every pool and the Redis
+// client. Requests still running fail.
+func (b *Balancer) Close() error {
+	b.once.Do(func() {
+		if b.stop != nil {
+			b.stop()
+		}
+		b.wg.Wait()
+		b.closePools()
+	})
+	return nil
+}
+
+func (b *Balancer) closePools() {
+	for _, r := range b.replicas {
+		r.DB.Close()
+	}
+	for _, db := range b.monPools {
+		db.Close()
+	}
+	if b.primary != nil {
+		b.primary.Close()
+	}
+	if b.redis != nil {
+		b.redis.Close()
+	}
+}
+
+// PrimaryStatus is what the balancer knows of the primary.
+type PrimaryStatus struct {
+	// System and Timeline identify the primary's cluster and history, as
+	// last seen ("" and 0 before it first answered); Timeline rises at each
+	// failover.
+	System   string
+	Timeline int
+	// FenceAsOf is when the poll that last confirmed the primary's fence
+	// started (zero if none has): own-write reads go to the primary when it
+	// is older than the fence lease.
+	FenceAsOf time.Time
+}
+
+// Primary returns what the balancer knows of the primary.
+func (b *Balancer) Primary() PrimaryStatus {
+	c := b.monitor.Cluster()
+	_, asOf := b.monitor.Fence()
+	return PrimaryStatus{System: c.System, Timeline: c.Timeline, FenceAsOf: asOf}
+}

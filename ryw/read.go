@@ -1,0 +1,92 @@
+package ryw
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Read runs read with the decision in ctx. On a replica it gets
+// ReplicaTimeout. If it fails there because the replica is unreachable,
+// does not answer in time, is restarting, cancelled the query in a replay
+// conflict, or turned out behind the read's MinLSN, the replica is taken out
+// of rotation (or its position lowered) and read runs once more, on the
+// primary, within PrimaryTimeout: the request is answered, not failed.
+func (r *Router) Read(ctx context.Context, read func(context.Context) error) error {
+	d, ok := DecisionFrom(ctx)
+	if !ok || d.OnPrimary() {
+		return r.Primary(ctx, read)
+	}
+	rctx, cancel := context.WithTimeout(ctx, r.cfg.ReplicaTimeout)
+	err := read(rctx)
+	timedOut := errors.Is(rctx.Err(), context.DeadlineExceeded)
+	cancel()
+	if err == nil && d.MeasureSeen {
+		// What the read found is the replica's position: the next read of
+		// this client, which needs it, finds the replica known to be
+		// there.
+		if seen, at := observationFrom(ctx).seenOnNode(d.Node); !seen.IsZero() {
+			r.cfg.View.Saw(d.Node, seen, at)
+		}
+	}
+	if err == nil || ctx.Err() != nil {
+		// A request that was cancelled or ran out of time says nothing
+		// about the replica.
+		return err
+	}
+	reason, retry := r.replicaFailed(ctx, d, err, timedOut)
+	if !retry {
+		return err
+	}
+	retried := Decision{Node: Primary, Reason: reason, MeasureSeen: d.MeasureSeen}
+	if err := r.Primary(WithDecision(ctx, retried), read); err != nil {
+		return fmt.Errorf("retry on the primary after %s failed: %w", d.Node, err)
+	}
+	return nil
+}
+
+// replicaFailed judges a read that failed with err on the replica d
+// names: if the replica is unreachable, did not answer in time
+// (timedOut), is restarting, cancelled the query in a replay conflict,
+// turned out behind the read's MinLSN, lacks the schema, or was sent a
+// write, the replica is taken out of rotation (or its position lowered)
+// as it deserves, the retry is counted, and retry says to run the read
+// once more, on the primary, for reason. Any other error is the query's
+// own: no retry.
+func (r *Router) replicaFailed(ctx context.Context, d Decision, err error, timedOut bool) (reason Reason, retry bool) {
+	reason = ReasonReplicaFailed
+	var behind *BehindError
+	switch {
+	case timedOut:
+		err = fmt.Errorf("no answer within the replica timeout (%s): %w", r.cfg.ReplicaTimeout, err)
+		r.cfg.View.MarkDown(d.Node, err)
+	case errors.As(err, &behind):
+		r.cfg.View.Behind(d.Node, behind.Replayed)
+		reason = ReasonReplicaBehind
+	case IsUnavailable(err) || isRecoveryConflict(err):
+		r.cfg.View.MarkDown(d.Node, err)
+	case isSchemaBehind(err):
+		// A replica that restarted may come up consistent at a point before
+		// the schema the query needs: it is behind, not broken. (If the
+		// primary lacks the table too, the retry returns its error.)
+		reason = ReasonReplicaBehind
+	case isReadOnly(err):
+		// A statement that writes, in a read: the primary runs it.
+	default:
+		return "", false
+	}
+	r.cfg.Logger.WarnContext(ctx, "read failed on a replica; retrying on the primary", "replica", d.Node, "err", err)
+	observationFrom(ctx).setReason(reason)
+	r.counts.add(Decision{Node: Primary, Reason: reason})
+	r.counts.retry(reason)
+	return reason, true
+}
+
+// Primary runs work that needs the primary (a write, or a read routed
+// there) within PrimaryTimeout: a primary that hangs fails the request with
+// context.DeadlineExceeded instead of holding it.
+func (r *Router) Primary(ctx context.Context, work func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.PrimaryTimeout)
+	defer cancel()
+	return work(ctx)
+}

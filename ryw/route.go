@@ -1,0 +1,286 @@
+package ryw
+
+import (
+	"cmp"
+	"context"
+	"math/rand/v2"
+	"time"
+)
+
+// ForWrite is the decision for a request that writes: the primary. The
+// client's session is judged, so that its response carries on what holds.
+func (r *Router) ForWrite(ctx context.Context) Decision {
+	r.session(ctx, false)
+	// Where the primary was before the write: a lower bound of its commit.
+	observationFrom(ctx).setWriteLow(r.cfg.View.PrimaryPosition())
+	return r.counted(Decision{Node: Primary, Reason: ReasonWrite})
+}
+
+// ForStaleRead is the decision for a read that may be slightly stale: any
+// healthy replica, or with the session floor on, any healthy replica at or
+// past what the client's reads have already shown it.
+func (r *Router) ForStaleRead(ctx context.Context) Decision {
+	if !r.cfg.StaleReadsWithoutPrimary && !r.primaryConfirmed() {
+		d := Decision{Node: Primary, Reason: ReasonFenceUnknown}
+		if r.cfg.Monotonic && r.cfg.Mode != ModeOff {
+			r.session(ctx, false)
+			d = r.measured(d)
+		}
+		return r.counted(d)
+	}
+	if !r.cfg.Monotonic || r.cfg.Mode == ModeOff {
+		return r.counted(r.replicaOrPrimary(0, ReasonStaleOK))
+	}
+	return r.counted(r.measured(r.staleRead(ctx)))
+}
+
+// primaryConfirmed reports whether a poll of the primary, which read its
+// timeline and fence, started within the fence lease: until one has, no
+// replica is known to be on the primary's history.
+func (r *Router) primaryConfirmed() bool {
+	_, asOf := r.cfg.View.Fence()
+	return !asOf.IsZero() && r.cfg.Now().Sub(asOf) < r.cfg.FenceLease
+}
+
+func (r *Router) staleRead(ctx context.Context) Decision {
+	_, seen, why := r.session(ctx, false)
+	if why != "" {
+		return Decision{Node: Primary, Reason: why}
+	}
+	if d, ok := r.pick(seen, ReasonStaleOK); ok {
+		return d
+	}
+	if len(r.cfg.View.CaughtUp(0)) == 0 {
+		return Decision{Node: Primary, Reason: ReasonNoReplica}
+	}
+	// The known positions may only be stale (the floor came from another
+	// instance's read): ask the replicas, once, or up to MaxWait in lsn
+	// mode.
+	if d, ok := r.waitFor(ctx, seen, ReasonStaleOK); ok {
+		return d
+	}
+	return Decision{Node: Primary, Reason: ReasonSessionFloor}
+}
+
+// measured makes a read decision report its position, for the session
+// floor.
+func (r *Router) measured(d Decision) Decision {
+	d.MeasureSeen = true
+	return d
+}
+
+// ForOwnRead is the decision for a read that must show the user's own
+// writes.
+func (r *Router) ForOwnRead(ctx context.Context, userID string) Decision {
+	if r.cfg.Mode == ModeOff {
+		return r.forUncheckedRead()
+	}
+	d := r.ownRead(ctx, userID)
+	if r.cfg.Monotonic {
+		d = r.measured(d)
+	}
+	return r.counted(d)
+}
+
+// forUncheckedRead is the decision ModeOff makes for a read that must show
+// the user's own writes: any replica, whatever the user wrote (see
+// UncheckedRead).
+func (r *Router) forUncheckedRead() Decision {
+	return r.counted(r.replicaOrPrimary(0, ReasonRYWOff))
+}
+
+// ownRead routes a read that must show the user's writes. Whatever the
+// mode, a replica serves it only if it has replayed the highest of:
+//
+//   - the user's token, from the tracker or sent back by the client;
+//   - the tracker's floor, after Redis lost its state;
+//   - the primary's fence, raised by writes the tracker could not record,
+//     as confirmed by a poll of the primary within the fence lease;
+//   - where the primary was MarkerTTL ago (less a tenth): marks expire
+//     after that long, so no replica further behind may serve, marks or
+//     not.
+//
+// Time mode also sends the user to the primary for Window after a
+// write, judged on the tracker's clock alone. When the tracker cannot say
+// what the user wrote, see unknownWrites.
+func (r *Router) ownRead(ctx context.Context, userID string) Decision {
+	marks, err := r.cfg.Tracker.Lookup(ctx, userID)
+	unknown := ""
+	switch {
+	case err != nil:
+		unknown = "tracker unavailable"
+	case marks.Unreliable && (marks.Token.IsZero() || marks.WrittenAt.IsZero()):
+		// Redis may have evicted the user's marks, or one of them.
+		unknown = "marks may have been evicted"
+	case r.cfg.Mode == ModeLSN && marks.Token.IsZero() && !marks.WrittenAt.IsZero():
+		// A time mark without its token: the token was lost.
+		unknown = "token missing"
+	}
+	var toPrimary Reason
+	var token LSN
+	if unknown == "" && !marks.Token.IsZero() {
+		switch p, v := r.cfg.View.Cluster().Judge(marks.Token); v {
+		case Current:
+			token = p.LSN
+		case Lost:
+			r.lostMark(ctx, userID, marks.Token, p)
+			toPrimary = ReasonWriteLost
+		case Foreign:
+			unknown = "the mark is of another cluster"
+		case Unjudged:
+			toPrimary = ReasonTimelineUnknown
+		}
+	}
+	if unknown != "" {
+		// The session is kept for the next token; the primary's position
+		// now, which unknownWrites reads at, is past all of it.
+		r.session(ctx, false)
+		return r.unknownWrites(ctx, userID, unknown, err)
+	}
+	write, seen, why := r.session(ctx, true)
+	if toPrimary = cmp.Or(toPrimary, why); toPrimary != "" {
+		return Decision{Node: Primary, Reason: toPrimary}
+	}
+	if r.cfg.Mode == ModeTime && marks.HasWrite() && (marks.Age < r.cfg.Window || marks.Token.IsZero()) {
+		return Decision{Node: Primary, Reason: ReasonRecentWrite}
+	}
+	// The client may know of a later write than Redis does.
+	token = max(token, write)
+	reason := ReasonNoRecentWrite
+	if r.cfg.Mode == ModeLSN {
+		reason = ReasonLSNCaughtUp
+		if token == 0 {
+			reason = ReasonNoToken
+		}
+	}
+	return r.replicaPast(ctx, max(token, seen), marks.Floor, reason)
+}
+
+// unknownWrites routes an own-write read when the user's writes are not
+// known (Redis failed, or may have lost the user's marks). Time mode reads
+// from the primary, as its window cannot be judged. Lsn mode reads from a
+// replica that has replayed everything the primary had written when the
+// read arrived, which covers every write acknowledged before it, from any
+// device, without Redis; that costs the primary one position query.
+func (r *Router) unknownWrites(ctx context.Context, userID, why string, cause error) Decision {
+	if r.cfg.Mode != ModeLSN {
+		r.cfg.Logger.WarnContext(ctx, "user's writes unknown; reading from the primary", "user", userID, "why", why, "err", cause)
+		return Decision{Node: Primary, Reason: ReasonTrackerUnavailable}
+	}
+	var now LSN
+	err := r.Primary(ctx, func(ctx context.Context) (err error) {
+		now, err = r.cfg.WAL.CurrentLSN(ctx)
+		return err
+	})
+	if err != nil {
+		r.cfg.Logger.WarnContext(ctx, "user's writes and the primary's position unknown; reading from the primary", "user", userID, "why", why, "err", cause)
+		return Decision{Node: Primary, Reason: ReasonTrackerUnavailable}
+	}
+	r.cfg.Logger.DebugContext(ctx, "user's writes unknown; reading from a replica at the primary's position", "user", userID, "why", why, "err", cause)
+	return r.replicaPast(ctx, now, 0, ReasonTrackerUnavailable)
+}
+
+// replicaPast picks a replica that has replayed token, floor and the
+// own-read floors (see ownReadFloor); in lsn mode it waits up to MaxWait
+// for one; else the primary.
+func (r *Router) replicaPast(ctx context.Context, token, floor LSN, reason Reason) Decision {
+	need, ok := r.ownReadFloor(token, floor)
+	if !ok {
+		return Decision{Node: Primary, Reason: ReasonFenceUnknown}
+	}
+	if d, ok := r.pick(need, reason); ok {
+		return d
+	}
+	if r.cfg.Mode == ModeLSN {
+		if d, ok := r.waitFor(ctx, need, reason); ok {
+			return d
+		}
+	}
+	if len(r.cfg.View.CaughtUp(0)) == 0 {
+		return Decision{Node: Primary, Reason: ReasonNoReplica}
+	}
+	if reason == ReasonTrackerUnavailable {
+		return Decision{Node: Primary, Reason: reason}
+	}
+	return Decision{Node: Primary, Reason: ReasonReplicasBehind}
+}
+
+// ownReadFloor returns what a replica must have replayed to serve an
+// own-write read of a user with token and tracker floor; ok is false when
+// the fence cannot be vouched for (no poll of the primary within the
+// lease), and the read must go to the primary.
+func (r *Router) ownReadFloor(token, floor LSN) (need LSN, ok bool) {
+	now := r.cfg.Now()
+	fence, asOf := r.cfg.View.Fence()
+	if asOf.IsZero() || now.Sub(asOf) >= r.cfg.FenceLease {
+		return 0, false
+	}
+	bound, ok := r.cfg.View.RequiredLSN(now.Add(-r.cfg.MarkerTTL * 9 / 10))
+	if !ok {
+		return 0, false
+	}
+	return max(token, floor, fence, bound), true
+}
+
+// waitFor asks the healthy replicas for their position directly, since
+// the known ones may only be stale, and keeps asking until MaxWait. The
+// replicas are asked at once, and the first that qualifies serves: a slow
+// replica delays nobody whom a fast one can serve.
+func (r *Router) waitFor(ctx context.Context, need LSN, reason Reason) (Decision, bool) {
+	deadline := r.cfg.Now().Add(r.cfg.MaxWait)
+	// A replica that hangs must not hold the read: each round of asking
+	// ends by MaxWait, or after refreshGrace when MaxWait is shorter.
+	wctx, cancel := context.WithTimeout(ctx, max(r.cfg.MaxWait, refreshGrace))
+	defer cancel()
+	for {
+		names := r.cfg.View.CaughtUp(0)
+		answered := make(chan struct{}, len(names))
+		for _, n := range names {
+			go func() {
+				r.cfg.View.Refresh(wctx, []string{n})
+				answered <- struct{}{}
+			}()
+		}
+		for range names {
+			select {
+			case <-answered:
+			case <-wctx.Done():
+				return Decision{}, false
+			}
+			if d, ok := r.pick(need, reason); ok {
+				return d, true
+			}
+		}
+		left := deadline.Sub(r.cfg.Now())
+		if left <= 0 || ctx.Err() != nil {
+			return Decision{}, false
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(min(left, 2*time.Millisecond)):
+		}
+	}
+}
+
+// refreshGrace bounds how long a read with a short MaxWait (or none)
+// waits for the replicas to tell their positions: a healthy replica
+// answers in well under it.
+const refreshGrace = 50 * time.Millisecond
+
+// pick chooses a random healthy replica known to have replayed min; ok is
+// false when there is none.
+func (r *Router) pick(min LSN, reason Reason) (d Decision, ok bool) {
+	names := r.cfg.View.CaughtUp(min)
+	if len(names) == 0 {
+		return Decision{}, false
+	}
+	return Decision{Node: names[rand.IntN(len(names))], Reason: reason, MinLSN: min}, true
+}
+
+// replicaOrPrimary picks a replica that has replayed min, else the primary.
+func (r *Router) replicaOrPrimary(min LSN, reason Reason) Decision {
+	if d, ok := r.pick(min, reason); ok {
+		return d
+	}
+	return Decision{Node: Primary, Reason: ReasonNoReplica}
+}

@@ -1,0 +1,73 @@
+// Package rywgin adapts ryw's HTTP middleware to Gin: the same per-request
+// work (the client's token, the routing decision, the writes recorded
+// before the response, the headers), as a gin.HandlerFunc.
+package rywgin
+
+import (
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/ryw-go/ryw/ryw"
+)
+
+// Middleware is b.Middleware for Gin. A request the middleware refuses
+// (an invalid token, a caller User cannot name) is aborted with the error
+// attached (c.Error), for the application's error handling to render;
+// without one, nothing renders it, so give o.OnError or render
+// c.Errors. A write that cannot be secured replaces the handler's
+// response with o.OnError's (default ryw.WriteError).
+func Middleware(b *ryw.Balancer, o ryw.HTTPOptions) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		w, r, done, err := b.Wrap(c.Writer, c.Request, o)
+		if err != nil {
+			_ = c.Error(err)
+			c.Abort()
+			return
+		}
+		c.Request = r
+		c.Writer = &writer{ResponseWriter: c.Writer, ryw: w}
+		c.Next()
+		// With an error attached and nothing written, an error middleware
+		// further out renders the response: the writes are recorded now,
+		// the headers go out with it.
+		done(len(c.Errors) == 0)
+	}
+}
+
+// writer is Gin's writer with ryw's in front: the status is kept as Gin
+// keeps it until something is written, and the first write goes through
+// ryw's writer, which secures the request's writes and sets the headers.
+type writer struct {
+	gin.ResponseWriter
+	ryw *ryw.ResponseWriter
+}
+
+func (w *writer) start() {
+	if !w.ryw.Started() {
+		w.ryw.WriteHeader(w.ResponseWriter.Status())
+	}
+}
+
+func (w *writer) WriteHeaderNow() {
+	w.start()
+	w.ResponseWriter.WriteHeaderNow()
+}
+
+func (w *writer) Write(b []byte) (int, error) {
+	w.start()
+	return w.ryw.Write(b)
+}
+
+func (w *writer) WriteString(s string) (int, error) {
+	w.start()
+	return w.ryw.Write([]byte(s))
+}
+
+func (w *writer) Flush() {
+	w.start()
+	w.ryw.Flush()
+}
+
+// Unwrap returns Gin's writer, for http.ResponseController.
+func (w *writer) Unwrap() http.ResponseWriter { return w.ResponseWriter }
