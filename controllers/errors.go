@@ -86,7 +86,7 @@ func classify(err error) *httpError {
 		return &httpError{status: http.StatusBadRequest, code: "demo_identity_refused", message: err.Error()}
 	case errors.Is(err, middleware.ErrInvalidUserID):
 		return &httpError{status: http.StatusBadRequest, code: "invalid_user_id", message: err.Error()}
-	case errors.Is(err, middleware.ErrInvalidToken):
+	case errors.Is(err, ryw.ErrInvalidToken):
 		return &httpError{status: http.StatusBadRequest, code: "invalid_token", message: err.Error()}
 	case errors.Is(err, middleware.ErrBodyTooLarge):
 		return &httpError{status: http.StatusRequestEntityTooLarge, code: "body_too_large", message: err.Error()}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ryw-go/ryw/middleware"
 	"github.com/ryw-go/ryw/ryw"
+	"github.com/ryw-go/ryw/ryw/rywgin"
 )
 
 // Deps is what the router needs.
@@ -27,12 +28,12 @@ type Deps struct {
 	Identity, Required gin.HandlerFunc
 	// ModeOverride honours X-RYW-Mode: off (AUTH_MODE=demo only).
 	ModeOverride bool
-	Router       *ryw.Router
-	UI           *UIController // nil: no live page
-	Tokens       middleware.Tokens
-	Health       *HealthController
-	Me           *MeController
-	Products     *ProductsController
+	// RYW routes each request's queries (read-your-writes).
+	RYW      *ryw.Balancer
+	UI       *UIController // nil: no live page
+	Health   *HealthController
+	Me       *MeController
+	Products *ProductsController
 }
 
 // MaxBodyBytes bounds request bodies.
@@ -73,11 +74,31 @@ func NewRouter(d Deps) *gin.Engine {
 	}
 
 	api := r.Group("/api", middleware.RoutingHeaders())
-	api.GET("/me", d.Required, middleware.ModeOverride(d.ModeOverride), middleware.Route(d.Router, d.Tokens, middleware.OwnRead), d.Me.Get)
-	api.POST("/me/profile", d.Required, middleware.Route(d.Router, d.Tokens, middleware.Write),
+	ownRead := func(r *http.Request) ryw.Access {
+		if middleware.ModeOff(r) {
+			return ryw.UncheckedRead
+		}
+		return ryw.OwnRead
+	}
+	api.GET("/me", d.Required, middleware.ModeOverride(d.ModeOverride), route(d.RYW, ownRead), d.Me.Get)
+	api.POST("/me/profile", d.Required, route(d.RYW, ryw.Always(ryw.Write)),
 		middleware.LimitBody(MaxBodyBytes), middleware.RequireJSON(), d.Me.SaveProfile)
 	// The catalog is public: in jwt mode a caller without a token reads
 	// it too (a token that is sent is still checked).
-	api.GET("/products", d.Identity, middleware.Route(d.Router, d.Tokens, middleware.StaleRead), d.Products.List)
+	api.GET("/products", d.Identity, route(d.RYW, ryw.Always(ryw.StaleRead)), d.Products.List)
 	return r
+}
+
+// route is the read-your-writes middleware for an endpoint whose access
+// is access: the caller is who the identity middleware before it named.
+func route(b *ryw.Balancer, access func(*http.Request) ryw.Access) gin.HandlerFunc {
+	return rywgin.Middleware(b, ryw.HTTPOptions{User: caller, Access: access})
+}
+
+// caller names the user for read-your-writes; an anonymous caller (the
+// catalog's) is the nil UUID, whose tokens are signed for it like any
+// other's.
+func caller(r *http.Request) (string, error) {
+	user, _ := middleware.UserFrom(r.Context())
+	return user.String(), nil
 }

@@ -5,29 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/ryw-go/ryw/ryw"
 )
-
-// Response headers that say where a request was served, and why.
-const (
-	ServedByHeader = "X-Served-By"
-	ReasonHeader   = "X-Routing-Reason"
-	// TokenHeader carries the causal token (ryw.Session, signed): the WAL
-	// position of the caller's last write, a second copy of what Redis
-	// records, and, with the session floor on, the highest position the
-	// caller's reads may have shown. Responses set it, in the header and the
-	// TokenCookie; a client sends it back in either, for read-your-writes
-	// without Redis and for monotonic reads.
-	TokenHeader = "X-RYW-Token"
-	TokenCookie = "ryw_token"
-)
-
-// ErrInvalidToken means X-RYW-Token (or its cookie) is not a WAL position.
-var ErrInvalidToken = errors.New("invalid token")
 
 // ModeHeader asks for one read to be routed as another RYW_MODE would:
 // "off" shows the stale read that read-your-writes prevents, side by side
@@ -64,96 +46,11 @@ func ModeOverride(allowed bool) gin.HandlerFunc {
 	}
 }
 
-// Access is what an endpoint does with the database, which decides where it
-// may read.
-type Access int
-
-const (
-	// Write: the request writes; it runs on the primary.
-	Write Access = iota
-	// OwnRead: the request must show the caller's own writes.
-	OwnRead
-	// StaleRead: the request may show slightly stale data.
-	StaleRead
-)
-
-// Tokens is how Route reads and writes the causal token.
-type Tokens struct {
-	Signer *ryw.TokenSigner
-	TTL    time.Duration // the cookie's lifetime
-}
-
-// Route asks the router where the request's queries run, stores the
-// Decision in the request context for the GORM plugin, and makes the
-// response carry X-Served-By (the node that really ran the request's
-// queries, or "none" when no query ran) and X-Routing-Reason, and a write's
-// response its signed token. Route needs Identity before it. A token the
-// client sends back that is not a token at all is refused (400); one whose
-// signature does not hold for the caller is ignored, and counted.
-func Route(router *ryw.Router, tokens Tokens, access Access) gin.HandlerFunc {
-	return func(c *gin.Context) {
-		ctx := c.Request.Context()
-		user, _ := UserFrom(ctx)
-		ses, err := clientSession(c, tokens.Signer, user.String(), router)
-		if err != nil {
-			fail(c, err)
-			return
-		}
-		if !ses.IsZero() {
-			ctx = ryw.WithClientSession(ctx, ses)
-		}
-		ctx, obs := ryw.WithObservation(ctx)
-		var d ryw.Decision
-		switch access {
-		case Write:
-			d = router.ForWrite(ctx)
-		case StaleRead:
-			d = router.ForStaleRead(ctx)
-		case OwnRead:
-			if off, _ := ctx.Value(modeOffKey{}).(bool); off {
-				d = router.ForOwnReadOff()
-				break
-			}
-			d = router.ForOwnRead(ctx, user.String())
-		}
-		ctx = ryw.WithDecision(ctx, d)
-		c.Request = c.Request.WithContext(ctx)
-		w, ok := c.Writer.(*routedWriter)
-		if !ok {
-			w = &routedWriter{ResponseWriter: c.Writer}
-			c.Writer = w
-		}
-		w.decision, w.obs, w.tokens, w.user, w.router, w.ctx = d, obs, tokens, user.String(), router, ctx
-		w.secure = c.Request.TLS != nil || c.GetHeader("X-Forwarded-Proto") == "https"
-		c.Next()
-	}
-}
-
-// clientSession reads the token the client sent back (the header, else the
-// cookie) and returns its session if its signature holds for user, else
-// none.
-func clientSession(c *gin.Context, signer *ryw.TokenSigner, user string, router *ryw.Router) (ryw.Session, error) {
-	raw, source := c.GetHeader(TokenHeader), TokenHeader
-	if raw == "" {
-		if ck, err := c.Request.Cookie(TokenCookie); err == nil {
-			raw, source = ck.Value, "the "+TokenCookie+" cookie"
-		}
-	}
-	if raw == "" {
-		return ryw.Session{}, nil
-	}
-	t, ok, err := signer.Verify(user, raw)
-	if err != nil {
-		if len(raw) > 80 {
-			raw = raw[:80] + "..."
-		}
-		return ryw.Session{}, fmt.Errorf("%w: %s must be a token as a response returned it, like s1.7302061513459013653.1.0/3000148.1.0/30001C0.q1Xz9k3mZg2T0p8Vv1Y4Qw, got %q", ErrInvalidToken, source, raw)
-	}
-	if !ok {
-		router.IgnoreToken(ryw.TokenBadSignature)
-		return ryw.Session{}, nil
-	}
-	return t, nil
+// ModeOff reports whether the request asked, through X-RYW-Mode: off (and
+// ModeOverride let it), to be routed as RYW_MODE=off would.
+func ModeOff(r *http.Request) bool {
+	off, _ := r.Context().Value(modeOffKey{}).(bool)
+	return off
 }
 
 // RoutingHeaders makes every response carry the routing headers, even one
@@ -161,7 +58,7 @@ func clientSession(c *gin.Context, signer *ryw.TokenSigner, user string, router 
 // response says X-Served-By: none, X-Routing-Reason: rejected.
 func RoutingHeaders() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		c.Writer = &routedWriter{ResponseWriter: c.Writer, decision: ryw.Decision{Reason: ReasonRejected}}
+		c.Writer = &routedWriter{ResponseWriter: c.Writer}
 		c.Next()
 	}
 }
@@ -170,18 +67,11 @@ func RoutingHeaders() gin.HandlerFunc {
 // routing decision was made.
 const ReasonRejected ryw.Reason = "rejected"
 
-// routedWriter adds the routing headers just before the response's headers
-// are sent, when the queries have run and their node is known.
+// routedWriter sets the routing headers of a request refused before the
+// read-your-writes middleware ran; once it has run, its headers stand.
 type routedWriter struct {
 	gin.ResponseWriter
-	decision ryw.Decision
-	obs      *ryw.Observation
-	tokens   Tokens
-	user     string
-	router   *ryw.Router
-	ctx      context.Context
-	secure   bool
-	done     bool
+	done bool
 }
 
 func (w *routedWriter) addHeaders() {
@@ -189,30 +79,10 @@ func (w *routedWriter) addHeaders() {
 		return
 	}
 	w.done = true
-	node, reason := "", ryw.Reason("")
-	if w.obs != nil {
-		node, reason = w.obs.ServedBy(), w.obs.Reason()
-	}
-	if node == "" {
-		node = "none"
-	}
-	if reason == "" {
-		reason = w.decision.Reason
-	}
 	h := w.ResponseWriter.Header()
-	h.Set(ServedByHeader, node)
-	h.Set(ReasonHeader, string(reason))
-	if w.obs == nil {
-		return
-	}
-	if s := w.router.SessionAfter(w.ctx, w.obs); !s.IsZero() {
-		signed := w.tokens.Signer.Sign(w.user, s)
-		h.Set(TokenHeader, signed)
-		ck := &http.Cookie{
-			Name: TokenCookie, Value: signed, Path: "/", MaxAge: int(w.tokens.TTL.Seconds()),
-			HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: w.secure,
-		}
-		h.Add("Set-Cookie", ck.String())
+	if h.Get(ryw.ServedByHeader) == "" {
+		h.Set(ryw.ServedByHeader, "none")
+		h.Set(ryw.ReasonHeader, string(ReasonRejected))
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/mail"
 	"net/url"
 	"strings"
@@ -40,21 +39,14 @@ type UserStore interface {
 	Upsert(ctx context.Context, u models.User) (models.User, error)
 }
 
-// WriteRecorder records that a user wrote, for read-your-writes routing.
-type WriteRecorder interface {
-	RecordWrite(ctx context.Context, userID string) error
-}
-
 // Profiles is the profile use case: a user reads and saves their own profile.
 type Profiles struct {
-	users  UserStore
-	writes WriteRecorder
-	logger *slog.Logger
+	users UserStore
 }
 
 // NewProfiles builds the service.
-func NewProfiles(users UserStore, writes WriteRecorder, logger *slog.Logger) *Profiles {
-	return &Profiles{users: users, writes: writes, logger: logger}
+func NewProfiles(users UserStore) *Profiles {
+	return &Profiles{users: users}
 }
 
 // ProfileInput is what a user may set.
@@ -74,11 +66,8 @@ func (p *Profiles) Get(ctx context.Context, userID uuid.UUID) (models.User, erro
 }
 
 // Save validates the input, then creates or replaces the user's profile on
-// the primary. Once it has committed, the write is recorded for routing,
-// before the caller answers, so that the user's next read sees it. If it
-// cannot be secured (see ryw.Router.RecordWrite), Save returns the saved
-// profile and an error that wraps ryw.ErrUnconfirmed: the write is not
-// undone, but the caller must not answer as if all were well.
+// the primary. The read-your-writes middleware records the write before
+// the response goes out, so that the user's next read shows it.
 func (p *Profiles) Save(ctx context.Context, userID uuid.UUID, in ProfileInput) (models.User, error) {
 	if err := in.validate(); err != nil {
 		return models.User{}, err
@@ -88,18 +77,8 @@ func (p *Profiles) Save(ctx context.Context, userID uuid.UUID, in ProfileInput) 
 		avatar = &in.AvatarURL
 	}
 	saved, err := p.users.Upsert(ctx, models.User{ID: userID, Email: in.Email, Name: in.Name, AvatarURL: avatar})
-	if errors.Is(err, repositories.ErrOutcomeUnknown) {
-		// It may have committed: secure it as if it had (RecordWrite
-		// outlives the request), and tell the client it is unconfirmed.
-		if rerr := p.writes.RecordWrite(ctx, userID.String()); rerr != nil {
-			p.logger.WarnContext(ctx, "a write of unknown outcome could not be recorded either", "user", userID, "err", rerr)
-		}
-	}
 	if err != nil {
 		return models.User{}, fmt.Errorf("save profile: %w", err)
-	}
-	if err := p.writes.RecordWrite(ctx, userID.String()); err != nil {
-		return saved, fmt.Errorf("profile saved: %w", err)
 	}
 	return saved, nil
 }

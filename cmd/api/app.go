@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -15,7 +14,6 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 	gormlogger "gorm.io/gorm/logger"
 
@@ -38,11 +36,7 @@ const startupTimeout = 60 * time.Second
 type app struct {
 	cfg      config.Config
 	logger   *slog.Logger
-	primary  *sql.DB
-	replicas []ryw.NodeDB // the application's replica pools
-	monPools []*sql.DB    // the monitor's own small pools
-	redis    redis.UniversalClient
-	monitor  *ryw.Monitor
+	rw       *ryw.Balancer
 	handler  http.Handler
 	ui       *controllers.UIController
 	keys     *middleware.Keys // jwt mode: the issuer's keys
@@ -61,87 +55,37 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 		}
 	}()
 	a.logger.Info("starting", "config", cfg)
-
-	// Pools connect lazily: nothing here fails because a node is down.
-	if a.primary, err = openDB(cfg.DatabaseURL, false, 20, cfg.PrimaryTimeout, ""); err != nil {
-		return nil, fmt.Errorf("primary: %w", err)
-	}
 	if err := a.migrate(ctx); err != nil {
 		return nil, err
 	}
-	for _, r := range cfg.Replicas {
-		db, err := openDB(r.URL, true, 20, cfg.ReplicaTimeout, r.Name)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", r.Name, err)
-		}
-		a.replicas = append(a.replicas, ryw.NodeDB{Name: r.Name, DB: db})
-	}
-	if a.redis, err = ryw.NewRedisClient(cfg.RedisURL); err != nil {
-		return nil, fmt.Errorf("redis: %w", err)
-	}
-	// The tracker checks every new Redis connection's server, so it is
-	// built before anything connects.
-	wal := ryw.PrimaryWAL{DB: a.primary}
 	metrics := newMetrics()
-	tracker := ryw.NewRedisTracker(a.redis, ryw.TrackerConfig{TTL: cfg.MarkerTTL, WAL: wal, Logger: a.logger, Observe: metrics.observeRedis})
-	metrics.watchTracker(tracker)
-	if err := pingTimeout(ctx, time.Second, func(ctx context.Context) error { return a.redis.Ping(ctx).Err() }); err != nil {
-		a.logger.Warn("redis unavailable at start-up; it is retried on use", "err", err)
+	replicas := make([]ryw.Replica, len(cfg.Replicas))
+	for i, r := range cfg.Replicas {
+		replicas[i] = ryw.Replica{Name: r.Name, URL: r.URL}
 	}
-
-	// The monitor watches the replicas on pools of its own, so that a busy
-	// application pool never delays a health check.
-	monPrimary, err := openDB(cfg.DatabaseURL, false, 1, cfg.PrimaryTimeout, "")
-	if err != nil {
-		return nil, err
-	}
-	a.monPools = append(a.monPools, monPrimary)
-	var monReplicas []ryw.NodeDB
-	for _, r := range cfg.Replicas {
-		db, err := openDB(r.URL, false, 1, cfg.ReplicaTimeout, "")
-		if err != nil {
-			return nil, err
-		}
-		a.monPools = append(a.monPools, db)
-		monReplicas = append(monReplicas, ryw.NodeDB{Name: r.Name, DB: db})
-	}
-	a.monitor = ryw.NewMonitor(monPrimary, monReplicas, cfg.PollInterval, a.logger)
-	// Know the replicas before the first request. One that is down is not
-	// fatal: the monitor keeps checking, and it rejoins once it answers.
-	a.monitor.Poll(ctx)
-	for _, st := range a.monitor.Status() {
-		if !st.Healthy {
-			a.logger.Warn("replica unavailable at start-up; it is retried on use", "replica", st.Name, "err", st.Error)
-		}
-	}
-
-	db, err := ryw.Open(a.primary, a.replicas, &gorm.Config{
-		Logger: slowQueries{gormlogger.NewSlogLogger(a.logger, gormlogger.Config{
+	// Nodes that are down are not fatal: pools connect lazily, and a
+	// replica joins the rotation once it answers.
+	a.rw, err = ryw.New(ctx, ryw.Config{
+		Primary: cfg.DatabaseURL, Replicas: replicas, Redis: cfg.RedisURL,
+		Mode: cfg.Mode, Window: cfg.Window, MarkerTTL: cfg.MarkerTTL, MaxWait: cfg.MaxWait,
+		NoMonotonicReads: !cfg.Monotonic, StaleReadsWithoutPrimary: cfg.StaleReadsWithoutPrimary,
+		TokenKey:       []byte(cfg.TokenKey),
+		PrimaryTimeout: cfg.PrimaryTimeout, ReplicaTimeout: cfg.ReplicaTimeout, PollInterval: cfg.PollInterval,
+		GORM: &gorm.Config{Logger: slowQueries{gormlogger.NewSlogLogger(a.logger, gormlogger.Config{
 			SlowThreshold: slowQuery, LogLevel: gormlogger.Warn,
-		})},
+		})}},
+		Logger: a.logger, ObserveRedis: metrics.observeRedis,
 	})
 	if err != nil {
 		return nil, err
 	}
-	router := ryw.NewRouter(ryw.RouterConfig{
-		Mode: cfg.Mode, Window: cfg.Window, MarkerTTL: cfg.MarkerTTL, MaxWait: cfg.MaxWait, Monotonic: cfg.Monotonic, StaleReadsWithoutPrimary: cfg.StaleReadsWithoutPrimary, Logger: a.logger,
-		ReplicaTimeout: cfg.ReplicaTimeout, PrimaryTimeout: cfg.PrimaryTimeout,
-		Tracker: tracker, Replicas: a.monitor, WAL: wal,
-		// The fence lease is the same on every instance (the default), and
-		// config keeps RYW_POLL_INTERVAL well inside it.
-	})
-	profiles := services.NewProfiles(repositories.NewUsers(db, router), router, a.logger)
-	catalog := services.NewCatalog(repositories.NewProducts(db, router))
+	metrics.watch(a.rw)
+	db := a.rw.GORM()
+	profiles := services.NewProfiles(repositories.NewUsers(db))
+	catalog := services.NewCatalog(repositories.NewProducts(db))
 
-	health := services.NewHealth(a.probes()).WithRouting(a.monitor, router).WithDetails(cfg.ReadyzDetails)
+	health := services.NewHealth(a.probes()).WithRouting(a.rw, a.rw).WithDetails(cfg.ReadyzDetails)
 	gin.SetMode(gin.ReleaseMode)
-	metrics.watch(router, a.monitor)
-	tokenKey := []byte(cfg.TokenKey)
-	if len(tokenKey) == 0 {
-		tokenKey = make([]byte, 32)
-		_, _ = rand.Read(tokenKey)
-		a.logger.Warn("RYW_TOKEN_KEY is not set: this process signs tokens with a random key, so tokens from other instances are ignored (read-your-writes still holds through Redis); set the same key on every instance")
-	}
 	identity, required, err := a.identity(ctx)
 	if err != nil {
 		return nil, err
@@ -155,7 +99,7 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 		a.ui, err = controllers.NewUIController(controllers.UIInfo{
 			Mode: string(cfg.Mode), Auth: cfg.Auth.Mode, Window: cfg.Window.String(),
 			ModeOverride: modeOverride, LabURL: cfg.LabURL,
-		}, web.Files(), a.monitor.Status, router.Counts)
+		}, web.Files(), a.rw.Status, a.rw.Counts)
 		if err != nil {
 			return nil, err
 		}
@@ -167,8 +111,7 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 		Required:     required,
 		ModeOverride: modeOverride,
 		UI:           a.ui,
-		Router:       router,
-		Tokens:       middleware.Tokens{Signer: ryw.NewTokenSigner(tokenKey), TTL: cfg.MarkerTTL},
+		RYW:          a.rw,
 		Health:       controllers.NewHealthController(health),
 		Me:           controllers.NewMeController(profiles),
 		Products:     controllers.NewProductsController(catalog),
@@ -210,13 +153,19 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// migrate applies the schema, retrying while the primary is unreachable.
+// migrate applies the schema (the ryw fence table included), retrying
+// while the primary is unreachable, on a pool of its own.
 func (a *app) migrate(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, startupTimeout)
 	defer cancel()
+	db, err := sql.Open("pgx", a.cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("primary: %w", err)
+	}
+	defer db.Close()
 	delay := 100 * time.Millisecond
 	for {
-		n, err := migrations.Up(ctx, a.primary, a.logger)
+		n, err := migrations.Up(ctx, db, a.logger)
 		if err == nil {
 			a.logger.Info("schema up to date", "applied", n)
 			return nil
@@ -234,13 +183,14 @@ func (a *app) migrate(ctx context.Context) error {
 }
 
 func (a *app) probes() (services.Probe, []services.Probe, services.Probe, time.Duration) {
-	primary := services.Probe{Name: "primary", Check: func(ctx context.Context) error { return a.primary.PingContext(ctx) }}
-	var replicas []services.Probe
-	for _, r := range a.replicas {
-		replicas = append(replicas, services.Probe{Name: r.Name, Check: func(ctx context.Context) error { return pingReplica(ctx, r.DB) }})
+	probe := func(node string) services.Probe {
+		return services.Probe{Name: node, Check: func(ctx context.Context) error { return a.rw.Ping(ctx, node) }}
 	}
-	redisProbe := services.Probe{Name: "redis", Check: func(ctx context.Context) error { return a.redis.Ping(ctx).Err() }}
-	return primary, replicas, redisProbe, time.Second
+	var replicas []services.Probe
+	for _, r := range a.cfg.Replicas {
+		replicas = append(replicas, probe(r.Name))
+	}
+	return probe(ryw.Primary), replicas, probe(ryw.NodeRedis), time.Second
 }
 
 // serve runs the HTTP server until ctx ends, then shuts it down gracefully.
@@ -257,14 +207,13 @@ func (a *app) serve(ctx context.Context) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
 	}
-	monCtx, stopMonitor := context.WithCancel(ctx)
+	uiCtx, stopUI := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Go(func() { a.monitor.Run(monCtx) })
 	if a.ui != nil {
-		wg.Go(func() { a.ui.Run(monCtx) })
+		wg.Go(func() { a.ui.Run(uiCtx) })
 	}
 	defer func() {
-		stopMonitor()
+		stopUI()
 		wg.Wait()
 	}()
 	if a.cfg.PprofAddr != "" {
@@ -306,17 +255,8 @@ func (a *app) close() {
 	if a.stopAuth != nil {
 		a.stopAuth()
 	}
-	for _, r := range a.replicas {
-		r.DB.Close()
-	}
-	for _, db := range a.monPools {
-		db.Close()
-	}
-	if a.primary != nil {
-		a.primary.Close()
-	}
-	if a.redis != nil {
-		a.redis.Close()
+	if a.rw != nil {
+		a.rw.Close()
 	}
 }
 
@@ -326,41 +266,6 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
-}
-
-// openDB opens a pool of up to maxOpen connections without connecting; a
-// replica pool checks each read's MinLSN on the connection (ryw.OpenPool).
-// timeout bounds connecting and, on a replica, as statement_timeout, each
-// statement (not on the primary, where migrations run).
-func openDB(url string, replica bool, maxOpen int, timeout time.Duration, name string) (*sql.DB, error) {
-	o := ryw.PoolOptions{
-		Name:    name,
-		MaxOpen: maxOpen, MaxIdle: maxOpen, MaxLifetime: 30 * time.Minute, MaxIdleTime: 5 * time.Minute,
-		ConnectTimeout: timeout,
-	}
-	if replica {
-		o.StatementTimeout = timeout
-	}
-	return ryw.OpenPool(url, replica, o)
-}
-
-// pingReplica checks that the node answers and really is a standby: a
-// promoted former replica must not be mistaken for one.
-func pingReplica(ctx context.Context, db *sql.DB) error {
-	var standby bool
-	if err := db.QueryRowContext(ctx, "SELECT pg_is_in_recovery()").Scan(&standby); err != nil {
-		return err
-	}
-	if !standby {
-		return errors.New("not in recovery: the node is not a standby")
-	}
-	return nil
-}
-
-func pingTimeout(ctx context.Context, d time.Duration, f func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	return f(ctx)
 }
 
 // slowQuery is how long a query runs before GORM's logger reports it.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -494,7 +495,7 @@ func TestTwoInstancesMigrateAtOnce(t *testing.T) {
 	wait1()
 	wait2()
 
-	db, err := openDB(dbURL, false, 2, time.Second, "")
+	db, err := sql.Open("pgx", dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,29 +60,23 @@ type redisOp struct {
 	errors prometheus.Counter
 }
 
-// watchTracker counts the tracker's lookup pipelines: with the lookups in
-// ryw_redis_duration_seconds_count{op="lookup"}, how many share each.
-func (m *metrics) watchTracker(t *ryw.RedisTracker) {
-	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+// watch adds what the read-your-writes core knows: its counters, the
+// replicas and the primary as it sees them, and its own round trips.
+func (m *metrics) watch(b *ryw.Balancer) {
+	m.reg.MustRegister(&routingCollector{b: b}, prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "ryw_redis_lookup_pipelines_total",
 		Help: "Pipelines the tracker's lookups sent to Redis; lookups made at the same time share one.",
-	}, func() float64 { return float64(t.LookupPipelines()) }), prometheus.NewCounterFunc(prometheus.CounterOpts{
+	}, func() float64 { return float64(b.Stats().LookupPipelines) }), prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "ryw_replay_checks_total",
 		Help: "Replay checks sent to replicas: reads whose connection had not yet seen the replica replay past what they needed (the others cost no extra round trip).",
-	}, func() float64 { return float64(ryw.ReplayChecks()) }))
-}
-
-// watch adds the router's counters and the monitor's view of the replicas.
-func (m *metrics) watch(router *ryw.Router, monitor *ryw.Monitor) {
-	m.reg.MustRegister(&routingCollector{router: router, monitor: monitor})
+	}, func() float64 { return float64(b.Stats().ReplayChecks) }))
 }
 
 // routingCollector reads the router's counters and the monitor's view of
 // each replica at scrape time, so that the hot path only bumps counters it
 // already keeps.
 type routingCollector struct {
-	router  *ryw.Router
-	monitor *ryw.Monitor
+	b *ryw.Balancer
 }
 
 var (
@@ -113,7 +107,8 @@ var (
 func (c *routingCollector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
 
 func (c *routingCollector) Collect(ch chan<- prometheus.Metric) {
-	counts := c.router.Counts()
+	counts := c.b.Counts()
+	primary := c.b.Primary()
 	for reason, nodes := range counts.Decisions {
 		for node, n := range nodes {
 			ch <- prometheus.MustNewConstMetric(decisionsDesc, prometheus.CounterValue, float64(n), string(reason), node)
@@ -130,13 +125,13 @@ func (c *routingCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, event := range []string{ryw.SessionLost, ryw.SessionUnmeasured} {
 		ch <- prometheus.MustNewConstMetric(sessionEventsDesc, prometheus.CounterValue, float64(counts.Sessions[event]), event)
 	}
-	if c := c.monitor.Cluster(); c.Known() {
-		ch <- prometheus.MustNewConstMetric(timelineDesc, prometheus.GaugeValue, float64(c.Timeline))
+	if primary.Timeline > 0 {
+		ch <- prometheus.MustNewConstMetric(timelineDesc, prometheus.GaugeValue, float64(primary.Timeline))
 	}
 	for cause, n := range counts.Retries {
 		ch <- prometheus.MustNewConstMetric(retriesDesc, prometheus.CounterValue, float64(n), string(cause))
 	}
-	for _, st := range c.monitor.Status() {
+	for _, st := range c.b.Status() {
 		if st.Healthy {
 			// A replica out of rotation has no known lag: no series, rather
 			// than a 0 that would read as caught up.
@@ -146,7 +141,7 @@ func (c *routingCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(healthyDesc, prometheus.GaugeValue, boolValue(st.Healthy), st.Name)
 		ch <- prometheus.MustNewConstMetric(quarantinedDesc, prometheus.GaugeValue, boolValue(st.Quarantined), st.Name)
 	}
-	if _, asOf := c.monitor.Fence(); !asOf.IsZero() {
+	if asOf := primary.FenceAsOf; !asOf.IsZero() {
 		ch <- prometheus.MustNewConstMetric(fenceAgeDesc, prometheus.GaugeValue, time.Since(asOf).Seconds())
 	}
 }
