@@ -2,6 +2,7 @@ package ryw_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -63,6 +64,14 @@ func newFrontDoor(t *testing.T, cfg ryw.Config) *frontDoor {
 			err = db.WithContext(r.Context()).Raw("SELECT v FROM "+f.table+" WHERE k = ?", r.PathValue("k")).Scan(&v).Error
 		case "sql":
 			err = sqlDB.QueryRowContext(r.Context(), "SELECT v FROM "+f.table+" WHERE k = $1", r.PathValue("k")).Scan(&v)
+		case "raw-insert":
+			// The same through GORM's Raw(...).Scan.
+			err = db.WithContext(r.Context()).Raw("INSERT INTO "+f.table+" (k, v) VALUES (?, 'from a read') ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v RETURNING v", r.PathValue("k")).Scan(&v).Error
+		case "tx-read":
+			// A transaction of reads is no write.
+			err = db.WithContext(r.Context()).Transaction(func(tx *gorm.DB) error {
+				return tx.Raw("SELECT v FROM "+f.table+" WHERE k = ?", r.PathValue("k")).Scan(&v).Error
+			})
 		case "sql-insert":
 			// A write in a read: sent to a replica, refused there, run
 			// on the primary, and recorded.
@@ -203,14 +212,27 @@ func TestFrontDoorAWriteInAReadRunsOnThePrimaryAndIsRecorded(t *testing.T) {
 	waitHealthy(t, f.rw)
 	rc := redis.NewClient(&redis.Options{Addr: strings.TrimPrefix(strings.TrimSuffix(stack.Redis.URL, "/0"), "redis://")})
 	defer rc.Close()
-	before, _ := rc.Exists(t.Context(), ryw.TokenKey("u3")).Result()
-	a := f.do(t, "GET", "/k3?via=sql-insert", "u3", "")
-	if a.status != 200 || a.body != "from a read" || a.node != ryw.Primary || a.reason != "replica-failed" {
-		t.Fatalf("a write in a read: %+v, want it run on the primary after the replica refused it", a)
+	for i, via := range []string{"sql-insert", "raw-insert"} {
+		user := fmt.Sprintf("u3-%d", i)
+		before, _ := rc.Exists(t.Context(), ryw.TokenKey(user)).Result()
+		a := f.do(t, "GET", "/k3?via="+via, user, "")
+		// database/sql sends it to the replica, which refuses it; GORM's
+		// resolver sends a raw statement that is not a SELECT to the
+		// primary at once.
+		if a.status != 200 || a.body != "from a read" || a.node != ryw.Primary || (via == "sql-insert" && a.reason != "replica-failed") {
+			t.Fatalf("a write in a read via %s: %+v, want it run on the primary", via, a)
+		}
+		after, err := rc.Exists(t.Context(), ryw.TokenKey(user)).Result()
+		if err != nil || before != 0 || after != 1 {
+			t.Errorf("via %s, the user's mark: %d before, %d after (%v); want it recorded", via, before, after, err)
+		}
 	}
-	after, err := rc.Exists(t.Context(), ryw.TokenKey("u3")).Result()
-	if err != nil || before != 0 || after != 1 {
-		t.Errorf("the user's mark: %d before, %d after (%v); want it recorded", before, after, err)
+	// The control: a transaction that only reads records nothing.
+	if a := f.do(t, "GET", "/k3?via=tx-read", "u3-tx", ""); a.status != 200 || a.body != "from a read" {
+		t.Fatalf("a transaction of reads: %+v", a)
+	}
+	if n, err := rc.Exists(t.Context(), ryw.TokenKey("u3-tx")).Result(); err != nil || n != 0 {
+		t.Errorf("a transaction of reads left a mark (%d, %v); want none", n, err)
 	}
 }
 

@@ -196,6 +196,13 @@ func TestPlainRead(t *testing.T) {
 		`WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d`: false,
 		`UPDATE t SET v = 1`:                                    false,
 		``:                                                      false,
+		"-- name: GetUser :one\nSELECT id FROM users WHERE id = $1": true,
+		"/* app:profile */ SELECT 1":                                true,
+		"-- one\n-- two\n  /* three */\n(SELECT 1)":                 true,
+		"-- name: CreateUser :one\nINSERT INTO users VALUES ($1)":   false,
+		"-- only a comment":                                         false,
+		"/* unterminated SELECT 1":                                  false,
+		"/* a /* nested */ comment */ SELECT 1":                     false,
 	} {
 		if got := plainRead(q); got != want {
 			t.Errorf("plainRead(%q) = %t, want %t", q, got, want)

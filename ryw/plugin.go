@@ -252,19 +252,34 @@ func (p *Plugin) row(db *gorm.DB) {
 		return
 	}
 	orig := db.Statement.Context
+	// RowQuery consumes the setting that asks for Rows rather than a Row.
+	_, rows := db.Statement.Settings.Load("rows")
 	p.deadline(db, p.router.cfg.ReplicaTimeout)
 	callbacks.RowQuery(db)
-	if db.Error == nil || orig.Err() != nil {
+	err := db.Error
+	if row, ok := db.Statement.Dest.(*sql.Row); ok && err == nil {
+		// Row keeps its error until it is scanned.
+		err = row.Err()
+	}
+	if err == nil || orig.Err() != nil {
 		return
 	}
-	reason, retry := p.router.replicaFailed(orig, d, db.Error, errors.Is(db.Error, context.DeadlineExceeded))
+	reason, retry := p.router.replicaFailed(orig, d, err, errors.Is(err, context.DeadlineExceeded))
 	if !retry {
 		return
 	}
 	retried := Decision{Node: Primary, Reason: reason, MeasureSeen: d.MeasureSeen}
-	db.Statement.Context = WithDecision(orig, retried)
+	ctx := WithDecision(orig, retried)
+	if isReadOnly(err) {
+		// The statement writes: the primary runs it, as the write it is.
+		ctx = context.WithValue(ctx, writesKey{}, true)
+	}
+	db.Statement.Context = ctx
 	db.Statement.ConnPool = p.primary
 	db.Error = nil
+	if rows {
+		db.Statement.Settings.Store("rows", true)
+	}
 	p.deadline(db, p.primaryTimeout())
 	callbacks.RowQuery(db)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -112,6 +113,8 @@ type checkedConn struct {
 	// query; named counts the names given.
 	statements map[string]*pgconn.StatementDescription
 	named      int
+	// txWrote is set when a statement of the open transaction wrote.
+	txWrote bool
 	// replayed is the highest replay position this connection has seen.
 	// Replay only moves forward while the server runs, and the connection
 	// dies with the server, so a read that needs no more than this is known
@@ -212,6 +215,7 @@ func (c *checkedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (drive
 		// session is raised to the primary's position instead.
 		obs.unmeasured()
 	}
+	c.txWrote = false
 	tx, err := c.Conn.BeginTx(ctx, opts)
 	if err != nil || c.replica || opts.ReadOnly || observationFrom(ctx) == nil {
 		return tx, err
@@ -232,15 +236,26 @@ func (c *checkedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (drive
 // writes reports whether query, about to run on this connection, is to be
 // noted as a write once it has run.
 func (c *checkedConn) writes(ctx context.Context, query string) bool {
-	return !c.replica && !plainRead(query) && observationFrom(ctx) != nil
+	if c.replica || observationFrom(ctx) == nil {
+		return false
+	}
+	return ctx.Value(writesKey{}) != nil || !plainRead(query)
 }
+
+// writesKey marks a statement that a replica refused as a write (SQLSTATE
+// 25006), retried on the primary: whatever its text, it writes.
+type writesKey struct{}
 
 // noteWrite notes a write that ran with the result err, unless it ran
 // inside a transaction (its commit is noted instead).
 func (c *checkedConn) noteWrite(ctx context.Context, err error) {
 	if c.Conn.Conn().PgConn().TxStatus() == 'I' {
 		c.noteCommit(ctx, err)
+		return
 	}
+	// Inside a transaction: its commit is a write only if a statement of
+	// it wrote (a transaction of reads is none).
+	c.txWrote = true
 }
 
 // noteCommit notes a write that took effect, or may have, with the result
@@ -253,7 +268,8 @@ func (c *checkedConn) noteCommit(ctx context.Context, err error) {
 	switch {
 	case err == nil:
 		obs.wrote(false)
-	case MayHaveCommitted(err):
+	case MayHaveCommitted(err) && !errors.Is(err, driver.ErrBadConn):
+		// (ErrBadConn: nothing reached the server.)
 		obs.wrote(true)
 	default:
 		return
@@ -266,7 +282,7 @@ func (c *checkedConn) noteCommit(ctx context.Context, err error) {
 // the primary is taken as a write; a function that writes, called from a
 // SELECT, is not seen (run it with Exec, or in a transaction).
 func plainRead(query string) bool {
-	q := strings.TrimLeft(query, " \t\r\n(")
+	q := skipComments(query)
 	for _, kw := range [...]string{"select", "show", "values", "table"} {
 		if len(q) > len(kw) && strings.EqualFold(q[:len(kw)], kw) {
 			switch q[len(kw)] {
@@ -276,6 +292,33 @@ func plainRead(query string) bool {
 		}
 	}
 	return false
+}
+
+// skipComments returns query without its leading white space, opening
+// parentheses and comments: sqlc starts every query with "-- name: ...".
+// A comment it cannot skip (unterminated, or nested /* /* */ */) leaves
+// the query taken as a write, the safe side.
+func skipComments(query string) string {
+	q := query
+	for {
+		q = strings.TrimLeft(q, " \t\r\n(")
+		switch {
+		case strings.HasPrefix(q, "--"):
+			i := strings.IndexByte(q, '\n')
+			if i < 0 {
+				return ""
+			}
+			q = q[i+1:]
+		case strings.HasPrefix(q, "/*"):
+			i := strings.Index(q, "*/")
+			if i < 0 {
+				return ""
+			}
+			q = q[i+2:]
+		default:
+			return q
+		}
+	}
 }
 
 // internalKey marks the balancer's own statements on the primary.
@@ -298,12 +341,13 @@ func (r *writeRows) Next(dest []driver.Value) error {
 	err := r.Rows.Next(dest)
 	if err != nil && !r.noted {
 		r.noted = true
+		failed := err
 		if err == io.EOF {
-			err = nil
+			failed = nil // the end of the rows: it ran
 		}
-		r.conn.noteWrite(r.ctx, err)
+		r.conn.noteWrite(r.ctx, failed)
 	}
-	return err
+	return err // io.EOF stays io.EOF, or database/sql reads the last row twice
 }
 
 func (r *writeRows) Close() error {
@@ -324,8 +368,16 @@ type writeTx struct {
 
 func (t *writeTx) Commit() error {
 	err := t.Tx.Commit()
-	t.conn.noteCommit(t.ctx, err)
+	if t.conn.txWrote {
+		t.conn.txWrote = false
+		t.conn.noteCommit(t.ctx, err)
+	}
 	return err
+}
+
+func (t *writeTx) Rollback() error {
+	t.conn.txWrote = false
+	return t.Tx.Rollback()
 }
 
 func (c *checkedConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {

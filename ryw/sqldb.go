@@ -47,7 +47,7 @@ func (db *DB) QueryContext(ctx context.Context, query string, args ...any) (*sql
 	if !retry {
 		return nil, err
 	}
-	ctx = WithDecision(ctx, Decision{Node: Primary, Reason: reason, MeasureSeen: d.MeasureSeen})
+	ctx = retryContext(ctx, d, reason, err)
 	rows, err = db.b.primary.QueryContext(db.deadline(ctx, false), query, args...)
 	served(ctx, d, false, err)
 	return rows, err
@@ -80,7 +80,7 @@ func (db *DB) QueryRowContext(ctx context.Context, query string, args ...any) *s
 	if !retry {
 		return row
 	}
-	ctx = WithDecision(ctx, Decision{Node: Primary, Reason: reason, MeasureSeen: d.MeasureSeen})
+	ctx = retryContext(ctx, d, reason, err)
 	row = db.b.primary.QueryRowContext(db.deadline(ctx, false), query, args...)
 	served(ctx, d, false, row.Err())
 	return row
@@ -142,4 +142,15 @@ func (db *DB) timeout(ctx context.Context) (context.Context, context.CancelFunc)
 		return ctx, func() {}
 	}
 	return context.WithTimeout(ctx, db.b.cfg.PrimaryTimeout)
+}
+
+// retryContext is the context of a read retried on the primary after it
+// failed on the replica d named with err; a statement the replica refused
+// as a write is the request's write.
+func retryContext(ctx context.Context, d Decision, reason Reason, err error) context.Context {
+	ctx = WithDecision(ctx, Decision{Node: Primary, Reason: reason, MeasureSeen: d.MeasureSeen})
+	if isReadOnly(err) {
+		ctx = context.WithValue(ctx, writesKey{}, true)
+	}
+	return ctx
 }

@@ -12,26 +12,44 @@ import (
 )
 
 // Middleware is b.Middleware for Gin. A request the middleware refuses
-// (an invalid token, a caller User cannot name) is aborted with the error
-// attached (c.Error), for the application's error handling to render;
-// without one, nothing renders it, so give o.OnError or render
-// c.Errors. A write that cannot be secured replaces the handler's
-// response with o.OnError's (default ryw.WriteError).
+// (an invalid token, a caller User cannot name) is aborted with its status
+// (ryw.ErrorStatus) and the error attached (c.Error): o.OnError, if
+// given, answers it; otherwise the application's error handling renders
+// c.Errors (without either, the body is empty). A write that cannot be
+// secured replaces the handler's response with o.OnError's (default
+// ryw.WriteError).
 func Middleware(b *ryw.Balancer, o ryw.HTTPOptions) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		w, r, done, err := b.Wrap(c.Writer, c.Request, o)
 		if err != nil {
+			// The status at least (401, 400), whoever renders the body:
+			// o.OnError, or an error middleware further out.
+			// (c.AbortWithError would send the headers at once, before
+			// either could.)
+			status, _, _ := ryw.ErrorStatus(err)
+			c.Status(status)
 			_ = c.Error(err)
 			c.Abort()
+			if o.OnError != nil {
+				o.OnError(c.Writer, c.Request, err)
+			}
 			return
 		}
 		c.Request = r
-		c.Writer = &writer{ResponseWriter: c.Writer, ryw: w}
+		gw := &writer{ResponseWriter: c.Writer, ryw: w}
+		c.Writer = gw
+		defer func() {
+			// A handler that set a status and wrote nothing (c.Status(204))
+			// keeps it: the headers go out with Gin's stored status. With an
+			// error attached and nothing written, an error middleware further
+			// out renders the response: the writes are recorded now, the
+			// headers go out with it. A panic's writes are recorded too.
+			if len(c.Errors) == 0 {
+				gw.start()
+			}
+			done(false)
+		}()
 		c.Next()
-		// With an error attached and nothing written, an error middleware
-		// further out renders the response: the writes are recorded now,
-		// the headers go out with it.
-		done(len(c.Errors) == 0)
 	}
 }
 
