@@ -39,7 +39,10 @@ type HTTPOptions struct {
 	User func(*http.Request) (string, error)
 	// Access says what a request does (default DefaultAccess: GET, HEAD and
 	// OPTIONS must show the caller's own writes, other methods write). Say
-	// StaleRead for reads that may be slightly stale, to offload them.
+	// StaleRead for reads that may be slightly stale, to offload them. It
+	// runs before a ServeMux around which the middleware sits has matched
+	// the route (r.Pattern is still empty): match on r.URL.Path, or wrap
+	// each route with a middleware of its own (Always).
 	Access func(*http.Request) Access
 	// OnError answers a request that the middleware refuses (ErrInvalidToken,
 	// ErrUnauthenticated), or whose write it could not secure
