@@ -219,6 +219,20 @@ func (o *Observation) deferCancel(cancel context.CancelFunc) {
 	o.mu.Unlock()
 }
 
+// untilDone bounds ctx by d, until the request or job whose observation
+// it carries ends (a statement's rows may be read after the call that ran
+// it returns). Outside a request or job (nothing to end it), or with no d,
+// ctx is returned as it is.
+func untilDone(ctx context.Context, d time.Duration) context.Context {
+	obs := observationFrom(ctx)
+	if d <= 0 || obs == nil {
+		return ctx
+	}
+	ctx, cancel := context.WithTimeout(ctx, d)
+	obs.deferCancel(cancel)
+	return ctx
+}
+
 // release ends the deadlines deferCancel kept.
 func (o *Observation) release() {
 	o.mu.Lock()

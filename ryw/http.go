@@ -51,6 +51,15 @@ type HTTPOptions struct {
 	OnError func(w http.ResponseWriter, r *http.Request, err error)
 }
 
+func (o *HTTPOptions) setDefaults() {
+	if o.Access == nil {
+		o.Access = DefaultAccess
+	}
+	if o.OnError == nil {
+		o.OnError = WriteError
+	}
+}
+
 // DefaultAccess is the access of a request by its method: GET, HEAD and
 // OPTIONS are reads that must show the caller's own writes, and every other
 // method writes.
@@ -79,12 +88,7 @@ func (b *Balancer) Middleware(o HTTPOptions) func(http.Handler) http.Handler {
 	if o.User == nil {
 		panic("ryw: HTTPOptions.User is required: it names the caller whose writes must be shown")
 	}
-	if o.Access == nil {
-		o.Access = DefaultAccess
-	}
-	if o.OnError == nil {
-		o.OnError = WriteError
-	}
+	o.setDefaults()
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			rw, r, err := b.begin(w, r, &o)
@@ -249,12 +253,7 @@ func (b *Balancer) Wrap(w http.ResponseWriter, r *http.Request, o HTTPOptions) (
 	if o.User == nil {
 		return nil, r, nil, errors.New("ryw: HTTPOptions.User is required")
 	}
-	if o.Access == nil {
-		o.Access = DefaultAccess
-	}
-	if o.OnError == nil {
-		o.OnError = WriteError
-	}
+	o.setDefaults()
 	rw, req, err = b.begin(w, r, &o)
 	if err != nil {
 		return nil, r, nil, err

@@ -197,13 +197,7 @@ func (p *Plugin) primaryTimeout() time.Duration {
 // may be read after the callbacks return). Outside a request or job
 // (nothing to end it), the caller's context alone bounds it.
 func (p *Plugin) deadline(db *gorm.DB, d time.Duration) {
-	obs := observationFrom(db.Statement.Context)
-	if d <= 0 || obs == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(db.Statement.Context, d)
-	obs.deferCancel(cancel)
-	db.Statement.Context = ctx
+	db.Statement.Context = untilDone(db.Statement.Context, d)
 }
 
 // onReplica reports whether the statement is about to run on a replica
@@ -268,13 +262,7 @@ func (p *Plugin) row(db *gorm.DB) {
 	if !retry {
 		return
 	}
-	retried := Decision{Node: Primary, Reason: reason, MeasureSeen: d.MeasureSeen}
-	ctx := WithDecision(orig, retried)
-	if isReadOnly(err) {
-		// The statement writes: the primary runs it, as the write it is.
-		ctx = context.WithValue(ctx, writesKey{}, true)
-	}
-	db.Statement.Context = ctx
+	db.Statement.Context = retryContext(orig, d, reason, err)
 	db.Statement.ConnPool = p.primary
 	db.Error = nil
 	if rows {

@@ -123,17 +123,10 @@ func primaryContext(ctx context.Context) context.Context {
 // (its rows are read after the call returns). Outside a request or job,
 // the caller's context alone bounds it.
 func (db *DB) deadline(ctx context.Context, replica bool) context.Context {
-	obs := observationFrom(ctx)
-	if obs == nil {
-		return ctx
-	}
-	d := db.b.cfg.PrimaryTimeout
 	if replica {
-		d = db.b.cfg.ReplicaTimeout
+		return untilDone(ctx, db.b.cfg.ReplicaTimeout)
 	}
-	ctx, cancel := context.WithTimeout(ctx, d)
-	obs.deferCancel(cancel)
-	return ctx
+	return untilDone(ctx, db.b.cfg.PrimaryTimeout)
 }
 
 // timeout bounds a statement that completes within the call.
