@@ -11,10 +11,17 @@ run: build
 	./$(BIN)/devstack -api-bin $(BIN)/ryw-api $(ARGS)
 
 ## test: every test, with the race detector, against real PostgreSQL and Redis started by devstack;
-##       then the API's suite again with bearer tokens (AUTH_MODE=jwt) instead of X-Demo-UserId.
+##       then the API's suite again with bearer tokens (AUTH_MODE=jwt) instead of X-Demo-UserId,
+##       and the consistency suites behind PgBouncer in transaction and in session mode.
 test:
 	$(GO) test -race -count=1 -timeout 15m ./...
 	RYW_TEST_AUTH=jwt $(GO) test -race -count=1 -timeout 10m ./cmd/api
+	RYW_TEST_POOLER=transaction $(GO) test -race -count=1 -timeout 10m -run '$(POOLED_TESTS)' ./ryw ./cmd/api
+	RYW_TEST_POOLER=session $(GO) test -race -count=1 -timeout 10m -run '$(POOLED_TESTS)' ./ryw ./cmd/api
+
+# The suites run again with a PgBouncer in front of every node: read-your-writes,
+# lsn mode (a replica crash under load included), monotonic reads, the front door.
+POOLED_TESTS := ReadYourWrites|LSNMode|Monotonic|FrontDoor|Pooled|Pooler|ServedByIsTruthful|TwoProcesses
 
 ## chaos: the history checker: 100k requests per mode over 2 API instances while replicas pause,
 ##        crash and restart, Redis restarts empty and loses one instance; writes docs/CHAOS.md.

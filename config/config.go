@@ -24,9 +24,18 @@ type Replica struct {
 
 // Config is everything the service reads from its environment.
 type Config struct {
-	HTTPAddr     string        // HTTP_ADDR
-	DatabaseURL  string        // DATABASE_URL: the primary
-	Replicas     []Replica     // DATABASE_REPLICA_URLS
+	HTTPAddr    string    // HTTP_ADDR
+	DatabaseURL string    // DATABASE_URL: the primary
+	Replicas    []Replica // DATABASE_REPLICA_URLS
+	// Pooler says whether a connection pooler (PgBouncer) sits in front of
+	// the nodes (DATABASE_POOLER): detect (default), none, transaction or
+	// session.
+	Pooler string
+	// MigrationURL is where the schema migrations run (DATABASE_MIGRATION_URL,
+	// default DATABASE_URL): they hold a session-level lock, which a
+	// transaction pooler does not keep, so behind one it must reach the
+	// primary directly.
+	MigrationURL string
 	RedisURL     string        // REDIS_URL
 	Mode         ryw.Mode      // RYW_MODE
 	Window       time.Duration // RYW_WINDOW
@@ -120,6 +129,25 @@ const (
 	MinTokenKeyLen = 32
 )
 
+// DATABASE_POOLER's values.
+const (
+	PoolerDetect      = "detect"
+	PoolerNone        = "none"
+	PoolerTransaction = "transaction"
+	PoolerSession     = "session"
+)
+
+// RywPooler is the core's setting for Pooler.
+func (c Config) RywPooler() ryw.Pooler {
+	switch c.Pooler {
+	case PoolerNone:
+		return ryw.PoolerNone
+	case PoolerTransaction, PoolerSession:
+		return ryw.PoolerPresent
+	}
+	return ryw.PoolerDetect
+}
+
 // replicaName is what a replica may be called in DATABASE_REPLICA_URLS.
 var replicaName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,62}$`)
 
@@ -131,6 +159,8 @@ func Load(getenv func(string) string) (Config, error) {
 	cfg := Config{
 		HTTPAddr:                 l.str("HTTP_ADDR", DefaultHTTPAddr),
 		DatabaseURL:              l.postgresURL("DATABASE_URL", l.str("DATABASE_URL", "")),
+		Pooler:                   l.oneOf("DATABASE_POOLER", PoolerDetect, PoolerDetect, PoolerNone, PoolerTransaction, PoolerSession),
+		MigrationURL:             l.postgresURL("DATABASE_MIGRATION_URL", l.str("DATABASE_MIGRATION_URL", "")),
 		RedisURL:                 l.redisURL("REDIS_URL", l.str("REDIS_URL", DefaultRedisURL)),
 		Mode:                     l.mode("RYW_MODE"),
 		Window:                   l.duration("RYW_WINDOW", DefaultWindow),
@@ -155,6 +185,9 @@ func Load(getenv func(string) string) (Config, error) {
 		if u, err := url.Parse(cfg.LabURL); err != nil || u.Scheme != "http" || u.Host == "" || u.Path != "" {
 			l.fail(fmt.Sprintf("RYW_LAB_URL must be devstack's lab, like http://127.0.0.1:8091, got %q", cfg.LabURL))
 		}
+	}
+	if cfg.MigrationURL == "" {
+		cfg.MigrationURL = cfg.DatabaseURL
 	}
 	if l.str("DATABASE_URL", "") == "" {
 		l.fail("DATABASE_URL is required: the primary's URL, e.g. postgres://user:pass@localhost:5432/ryw?sslmode=disable")
@@ -185,6 +218,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("httpAddr", c.HTTPAddr),
 		slog.String("databaseUrl", RedactURL(c.DatabaseURL)),
 		slog.String("replicas", strings.Join(replicas, ",")),
+		slog.String("pooler", c.Pooler),
+		slog.String("migrationUrl", RedactURL(c.MigrationURL)),
 		slog.String("redisUrl", RedactURL(c.RedisURL)),
 		slog.String("mode", string(c.Mode)),
 		slog.Duration("window", c.Window),

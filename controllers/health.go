@@ -44,7 +44,7 @@ func (h *HealthController) Healthz(c *gin.Context) {
 // Readyz godoc
 //
 //	@Summary		Readiness
-//	@Description	Probes the primary, each replica and Redis. 200 while the primary answers (status "ready", or "degraded" when a replica or Redis does not); 503 with status "unavailable" when the primary does not. Error texts, WAL positions and routing counters appear only with READYZ_DETAILS=true (the figures are on /metrics).
+//	@Description	Probes the primary, each replica and Redis. 200 while the primary answers (status "ready", or "degraded" when a replica or Redis does not); 503 with status "unavailable" when the primary does not. "warnings" lists what weakens the guarantees without making the service unready, such as timeline_history_unreadable (the database role may not run pg_read_file(text)); they appear either way, their error texts only with READYZ_DETAILS=true, like every error text, WAL position and routing counter (the figures are on /metrics).
 //	@Tags			health
 //	@Produce		json
 //	@Success		200	{object}	services.Readiness

@@ -251,7 +251,7 @@ const docTemplate = `{
         },
         "/readyz": {
             "get": {
-                "description": "Probes the primary, each replica and Redis. 200 while the primary answers (status \"ready\", or \"degraded\" when a replica or Redis does not); 503 with status \"unavailable\" when the primary does not. Error texts, WAL positions and routing counters appear only with READYZ_DETAILS=true (the figures are on /metrics).",
+                "description": "Probes the primary, each replica and Redis. 200 while the primary answers (status \"ready\", or \"degraded\" when a replica or Redis does not); 503 with status \"unavailable\" when the primary does not. \"warnings\" lists what weakens the guarantees without making the service unready, such as timeline_history_unreadable (the database role may not run pg_read_file(text)); they appear either way, their error texts only with READYZ_DETAILS=true, like every error text, WAL position and routing counter (the figures are on /metrics).",
                 "produces": [
                     "application/json"
                 ],
@@ -681,6 +681,32 @@ const docTemplate = `{
                         "degraded",
                         "unavailable"
                     ]
+                },
+                "warnings": {
+                    "description": "Warnings are what costs the service part of its guarantees while it\nworks: they leave the status as it is, and are shown whatever\nREADYZ_DETAILS says, for the operator to fix.",
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/services.Warning"
+                    }
+                }
+            }
+        },
+        "services.Warning": {
+            "type": "object",
+            "properties": {
+                "code": {
+                    "type": "string",
+                    "example": "timeline_history_unreadable"
+                },
+                "error": {
+                    "description": "Error is the cause (with READYZ_DETAILS only).",
+                    "type": "string",
+                    "example": "ryw: the role may not execute pg_read_file(text), which reads the primary's timeline history"
+                },
+                "message": {
+                    "description": "Message says what it costs and how to fix it.",
+                    "type": "string",
+                    "example": "the database role may not read the primary's timeline history: grant it EXECUTE on pg_read_file(text)"
                 }
             }
         }

@@ -72,6 +72,14 @@ type Config struct {
 	FenceLease time.Duration
 	// MaxConns bounds each node's connection pool (default 20).
 	MaxConns int
+	// Pooler says whether a connection pooler, such as PgBouncer in
+	// transaction or session mode, sits in front of the nodes (default
+	// PoolerDetect: every new connection tells). Behind one, statements are
+	// sent unnamed, no statement_timeout is set at connection start-up (set
+	// it on the role instead), and a replica read checks the replica's
+	// position in its own transaction. PoolerNone makes a pooler found a
+	// start-up error.
+	Pooler Pooler
 	// CreateSchema creates the fence table (Schema) on the primary if it is
 	// missing. Without it, New refuses to start until the table exists:
 	// apply Schema (or schema.sql) with your migrations.
@@ -143,6 +151,11 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxConns < 1 {
 		fail("MaxConns must be at least 1, got %d", c.MaxConns)
+	}
+	switch c.Pooler {
+	case PoolerDetect, PoolerNone, PoolerPresent:
+	default:
+		fail("Pooler must be %q, %q or %q (detect), got %q", PoolerNone, PoolerPresent, PoolerDetect, c.Pooler)
 	}
 	if c.MarkerTTL < c.Window {
 		fail("MarkerTTL (%s) must be at least Window (%s), or marks expire inside the window", c.MarkerTTL, c.Window)
@@ -246,7 +259,7 @@ func New(ctx context.Context, cfg Config) (_ *Balancer, err error) {
 		}
 	}()
 	open := func(url, name string, replica bool, conns int) (*sql.DB, error) {
-		o := PoolOptions{Name: name, MaxOpen: conns, MaxIdle: conns, MaxLifetime: 30 * time.Minute, MaxIdleTime: 5 * time.Minute}
+		o := PoolOptions{Name: name, MaxOpen: conns, MaxIdle: conns, MaxLifetime: 30 * time.Minute, MaxIdleTime: 5 * time.Minute, Pooler: cfg.Pooler}
 		o.ConnectTimeout = cfg.PrimaryTimeout
 		if replica {
 			o.ConnectTimeout, o.StatementTimeout = cfg.ReplicaTimeout, cfg.ReplicaTimeout
@@ -276,6 +289,9 @@ func New(ctx context.Context, cfg Config) (_ *Balancer, err error) {
 		}
 		b.monPools = append(b.monPools, mon)
 		monReplicas = append(monReplicas, NodeDB{Name: r.Name, DB: mon})
+	}
+	if err := b.checkNodes(ctx); err != nil {
+		return nil, err
 	}
 	if err := b.checkSchema(ctx); err != nil {
 		return nil, err
@@ -326,6 +342,43 @@ func New(ctx context.Context, cfg Config) (_ *Balancer, err error) {
 
 // schemaTimeout bounds the start-up check of the fence table.
 const schemaTimeout = 5 * time.Second
+
+// checkNodes connects to every node that answers and refuses, at start-up,
+// what can never work, rather than failing request after request: a pooler
+// found with PoolerNone (ErrPooled), and a replica that is an Amazon
+// Aurora reader (ErrAurora). A node that does not answer is not an error
+// here.
+func (b *Balancer) checkNodes(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, schemaTimeout)
+	defer cancel()
+	nodes := append([]NodeDB{{Name: Primary, DB: b.primary}}, b.replicas...)
+	errs := make([]error, len(nodes))
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Go(func() {
+			var aurora bool
+			err := n.DB.QueryRowContext(internal(ctx), auroraQuery).Scan(&aurora)
+			switch {
+			case errors.Is(err, ErrPooled):
+				errs[i] = fmt.Errorf("ryw: %s: %w", n.Name, err)
+			case err == nil && aurora && n.Name != Primary:
+				errs[i] = fmt.Errorf("ryw: %s: %w", n.Name, ErrAurora)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// auroraQuery tells an Aurora PostgreSQL instance by its aurora_version()
+// function, which community PostgreSQL does not have.
+const auroraQuery = `SELECT to_regprocedure('aurora_version()') IS NOT NULL`
+
+// ErrAurora refuses an Amazon Aurora reader as a replica: Aurora readers
+// share the writer's storage instead of replaying its WAL, and expose no
+// replay position that a write's token can be compared with, so no read
+// on them could be checked.
+var ErrAurora = errors.New("an Aurora reader exposes no WAL replay position to check reads against: list only streaming replicas (use the Aurora writer as Primary, and send stale-ok reads to the reader endpoint yourself)")
 
 // checkSchema makes sure the fence table exists (or creates it with
 // CreateSchema). A primary that does not answer is not an error here: it
@@ -481,11 +534,18 @@ type PrimaryStatus struct {
 	// started (zero if none has): own-write reads go to the primary when it
 	// is older than the fence lease.
 	FenceAsOf time.Time
+	// HistoryError is why the primary's timeline history cannot be read
+	// ("" when it can, and before the primary first answered); usually
+	// ErrHistoryNotGranted's text. Nothing is wrong until a failover; after
+	// one, reads that must show a write made before it go to the primary
+	// until the write's mark expires, and writes the failover lost are not
+	// detected.
+	HistoryError string
 }
 
 // Primary returns what the balancer knows of the primary.
 func (b *Balancer) Primary() PrimaryStatus {
 	c := b.monitor.Cluster()
 	_, asOf := b.monitor.Fence()
-	return PrimaryStatus{System: c.System, Timeline: c.Timeline, FenceAsOf: asOf}
+	return PrimaryStatus{System: c.System, Timeline: c.Timeline, FenceAsOf: asOf, HistoryError: b.monitor.HistoryError()}
 }

@@ -2,6 +2,7 @@ package ryw_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"io"
 	"net/http"
@@ -27,9 +28,9 @@ type frontDoor struct {
 
 func newFrontDoor(t *testing.T, cfg ryw.Config) *frontDoor {
 	t.Helper()
-	cfg.Primary = stack.Primary.URL
+	cfg.Primary = stack.ClientURL(stack.Primary)
 	for _, r := range stack.Replicas {
-		cfg.Replicas = append(cfg.Replicas, ryw.Replica{Name: r.Name, URL: r.URL})
+		cfg.Replicas = append(cfg.Replicas, ryw.Replica{Name: r.Name, URL: stack.ClientURL(r)})
 	}
 	cfg.Redis = stack.Redis.URL
 	cfg.Logger = quiet()
@@ -67,6 +68,17 @@ func newFrontDoor(t *testing.T, cfg ryw.Config) *frontDoor {
 		case "raw-insert":
 			// The same through GORM's Raw(...).Scan.
 			err = db.WithContext(r.Context()).Raw("INSERT INTO "+f.table+" (k, v) VALUES (?, 'from a read') ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v RETURNING v", r.PathValue("k")).Scan(&v).Error
+		case "checked":
+			// What the replay check left in the read's transaction: set
+			// only behind a pooler, where the check runs in it.
+			err = sqlDB.QueryRowContext(r.Context(), "SELECT coalesce(current_setting('ryw.checked', true), '') || '|' || pg_is_in_recovery()").Scan(&v)
+		case "prepared":
+			// A prepared statement: on a pooled connection, sent unnamed.
+			var st *sql.Stmt
+			if st, err = sqlDB.PrepareContext(r.Context(), "SELECT v FROM "+f.table+" WHERE k = $1"); err == nil {
+				err = st.QueryRowContext(r.Context(), r.PathValue("k")).Scan(&v)
+				st.Close()
+			}
 		case "tx-read":
 			// A transaction of reads is no write.
 			err = db.WithContext(r.Context()).Transaction(func(tx *gorm.DB) error {

@@ -34,7 +34,9 @@ func TestMain(m *testing.M) {
 	if testing.Short() {
 		os.Exit(m.Run())
 	}
-	os.Exit(devstack.RunTests(m, devstack.Options{Replicas: 2, Migrate: true}, &stack))
+	// RYW_TEST_POOLER=transaction|session puts a PgBouncer in front of
+	// every node: make test runs the front door's tests so.
+	os.Exit(devstack.RunTests(m, devstack.Options{Replicas: 2, Migrate: true, Pooler: os.Getenv("RYW_TEST_POOLER")}, &stack))
 }
 
 // needStack skips a test that needs real nodes when TestMain started none.

@@ -93,6 +93,9 @@ func (cc *checkedConn) queryMeasured(ctx context.Context, obs *Observation, quer
 		obs.unmeasured()
 		return cc.Conn.QueryContext(ctx, query, args)
 	}
+	if cc.pooled {
+		return cc.queryPooled(ctx, obs, 0, query, args)
+	}
 	rows, err := cc.tryMeasured(ctx, conn, obs, query, args)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && (pgErr.Code == "0A000" || pgErr.Code == "26000") {
@@ -166,6 +169,122 @@ func (cc *checkedConn) tryMeasured(ctx context.Context, conn *pgx.Conn, obs *Obs
 	return r, nil
 }
 
+// replayCheckQuery fails, when the replica has not replayed as far as $1,
+// with an error that names how far it has (see behindError); else it sets
+// ryw.checked to $1 for the rest of the transaction, where the read that
+// follows can see it. Sent before a read in the read's own transaction, it
+// aborts the read when it fails: the server skips everything up to the
+// Sync.
+const replayCheckQuery = `SELECT CASE WHEN pg_last_wal_replay_lsn() >= $1::text::pg_lsn THEN set_config('ryw.checked', $1::text, true)
+	ELSE ('` + behindPrefix + `' || coalesce(pg_last_wal_replay_lsn()::text, 'none'))::pg_lsn::text END`
+
+const behindPrefix = "ryw: replica behind at "
+
+// behindError turns the failure of replayCheckQuery into *BehindError,
+// or returns nil for any other error.
+func behindError(err error, need LSN) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "22P02" {
+		return nil
+	}
+	i := strings.Index(pgErr.Message, behindPrefix)
+	if i < 0 {
+		return nil
+	}
+	replayed, _ := ParseLSN(strings.TrimSuffix(pgErr.Message[i+len(behindPrefix):], `"`))
+	return &BehindError{Replayed: replayed, Need: need}
+}
+
+// queryPooled runs query on a pooled connection as one transaction in one
+// round trip, with a single Sync: first, when need is set, the replay
+// check (so that the read runs on a server, and a server connection, that
+// has replayed need, whichever the pooler chose), then the statement,
+// then, when obs is set, the position query that bounds what it saw. The
+// statements are unnamed and their results text, as pgx's
+// QueryExecModeExec sends them. The position is read, and reported to obs,
+// when the rows are closed.
+func (cc *checkedConn) queryPooled(ctx context.Context, obs *Observation, need LSN, query string, args []driver.NamedValue) (driver.Rows, error) {
+	conn := cc.Conn.Conn()
+	if conn.IsClosed() {
+		return nil, driver.ErrBadConn
+	}
+	if obs != nil && conn.PgConn().TxStatus() != 'I' {
+		obs.unmeasured()
+		obs = nil
+	}
+	values := make([]any, len(args))
+	for i, a := range args {
+		values[i] = a.Value
+	}
+	var eqb pgx.ExtendedQueryBuilder
+	if err := eqb.Build(conn.TypeMap(), nil, values); err != nil {
+		return nil, err
+	}
+	seenQuery := replicaSeenQuery
+	if !cc.replica {
+		seenQuery = primarySeenQuery
+	}
+	started := time.Now()
+	p := conn.PgConn().StartPipeline(ctx)
+	if need > 0 {
+		p.SendQueryParams(replayCheckQuery, [][]byte{[]byte(need.String())}, nil, nil, nil)
+	}
+	p.SendQueryParams(query, eqb.ParamValues, nil, eqb.ParamFormats, eqb.ResultFormats)
+	if obs != nil {
+		p.SendQueryParams(seenQuery, nil, nil, nil, nil)
+	}
+	p.SendPipelineSync()
+	if err := p.Flush(); err != nil {
+		p.Close()
+		return nil, badConn(err)
+	}
+	if need > 0 {
+		checksRun.Add(1)
+		res, err := p.GetResults()
+		if rr, ok := res.(*pgconn.ResultReader); ok && err == nil {
+			_, err = rr.Close()
+		}
+		if err != nil {
+			p.Close()
+			if b := behindError(err, need); b != nil {
+				return nil, b
+			}
+			return nil, badConn(err)
+		}
+	}
+	res, err := p.GetResults()
+	rr, ok := res.(*pgconn.ResultReader)
+	if err != nil || !ok {
+		p.Close()
+		if err == nil {
+			err = fmt.Errorf("ryw: a pooled query returned %T", res)
+		}
+		return nil, badConn(err)
+	}
+	r := &measuredRows{conn: conn, cc: cc, pipeline: p, rr: rr, obs: obs, started: started, seenQuery: seenQuery,
+		fields: slices.Clone(rr.FieldDescriptions())}
+	r.preloaded, r.more = true, r.rr.NextRow()
+	if !r.more {
+		if err := r.finish(); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// execPooled is queryPooled for a statement run with Exec.
+func (cc *checkedConn) execPooled(ctx context.Context, need LSN, query string, args []driver.NamedValue) (driver.Result, error) {
+	rows, err := cc.queryPooled(ctx, nil, need, query, args)
+	if err != nil {
+		return nil, err
+	}
+	r := rows.(*measuredRows)
+	if err := r.finish(); err != nil {
+		return nil, err
+	}
+	return driver.RowsAffected(r.tag.RowsAffected()), nil
+}
+
 // statement returns the connection's prepared statement for a measured
 // query, preparing it (one round trip, the first time on a connection).
 // They are the connection's own, under their own names, apart from pgx's
@@ -224,7 +343,8 @@ type measuredRows struct {
 	pipeline  *pgconn.Pipeline
 	rr        *pgconn.ResultReader
 	fields    []pgconn.FieldDescription // copied: the reader's are reused by the next result
-	obs       *Observation
+	obs       *Observation              // nil: not measured (a pooled read that only checks)
+	tag       pgconn.CommandTag
 	replayed  LSN // a replica's replay position, read with the upper bound
 	seenQuery string
 	started   time.Time
@@ -292,7 +412,18 @@ func (r *measuredRows) finish() error {
 		return r.err
 	}
 	r.done = true
-	_, stmtErr := r.rr.Close()
+	tag, stmtErr := r.rr.Close()
+	r.tag = tag
+	if r.obs == nil {
+		// Nothing to measure: the Sync is all that follows.
+		if closeErr := r.pipeline.Close(); stmtErr == nil && closeErr != nil {
+			stmtErr = closeErr
+		}
+		if stmtErr != nil {
+			r.err = badConn(stmtErr)
+		}
+		return r.err
+	}
 	pos, posErr := r.readPosition()
 	closeErr := r.pipeline.Close()
 	if posErr == nil && closeErr != nil {

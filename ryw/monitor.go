@@ -93,6 +93,9 @@ type Monitor struct {
 	ends map[int]LSN
 	// historyErr is why the history could not be read ("" when it was).
 	historyErr string
+	// mayReadHistory: the role may read the history (pg_read_file), as of
+	// the last poll.
+	mayReadHistory bool
 }
 
 // NewMonitor builds a monitor that checks every interval. Its pools should
@@ -163,7 +166,8 @@ func (m *Monitor) pollPrimary(ctx context.Context) {
 	asked := m.now()
 	var text, fenceText, system, tliHex string
 	var block, segment int64
-	err := m.primary.QueryRowContext(ctx, pollPrimaryQuery).Scan(&text, &block, &segment, &fenceText, &system, &tliHex)
+	var mayRead bool
+	err := m.primary.QueryRowContext(ctx, pollPrimaryQuery).Scan(&text, &block, &segment, &fenceText, &system, &tliHex, &mayRead)
 	if err != nil {
 		m.primaryFailed(ctx, err)
 		return // replicas are judged against the last known position
@@ -183,11 +187,21 @@ func (m *Monitor) pollPrimary(ctx context.Context) {
 	}
 	m.mu.RLock()
 	changed := m.primarySystem != system || m.primaryTimeline != int(tli)
-	needHistory := changed || (m.ends == nil && tli > 1)
+	// A grant or revoke of pg_read_file is seen at the next poll.
+	needHistory := changed || (m.ends == nil && tli > 1) || mayRead != m.mayReadHistory
 	m.mu.RUnlock()
 	var ends map[int]LSN
 	var historyErr error
-	if needHistory {
+	switch {
+	case !needHistory:
+	case !mayRead:
+		// Not asked for, so that the server does not log a refusal at every
+		// poll. Timeline 1 has no ancestors to read; the next one will.
+		if tli <= 1 {
+			ends = map[int]LSN{}
+		}
+		historyErr = ErrHistoryNotGranted
+	default:
 		ends, historyErr = readHistory(ctx, m.primary, int(tli))
 	}
 	m.mu.Lock()
@@ -217,11 +231,17 @@ func (m *Monitor) pollPrimary(ctx context.Context) {
 		m.ends, m.historyErr = ends, ""
 	case needHistory:
 		if m.historyErr == "" || changed {
-			m.logger.Warn("cannot read the primary's timeline history: tokens and marks of earlier timelines go to the primary, and lost writes are not detected; grant the role EXECUTE on pg_read_file(text)",
+			m.logger.Warn("cannot read the primary's timeline history: after a failover, tokens and marks of earlier timelines go to the primary, and lost writes are not detected; grant the role EXECUTE on pg_read_file(text)",
 				"timeline", tli, "err", historyErr)
 		}
-		m.ends, m.historyErr = nil, historyErr.Error()
+		// A history already read stays true of this timeline when the
+		// grant is revoked; what is unreadable now is the next one's.
+		if ends != nil || changed {
+			m.ends = ends
+		}
+		m.historyErr = historyErr.Error()
 	}
+	m.mayReadHistory = mayRead
 	m.primarySystem, m.primaryTimeline = system, int(tli)
 	m.fence, m.fenceAsOf = max(m.fence, fence), asked
 	if n := len(m.samples); n > 0 && m.samples[n-1].lsn == lsn {
@@ -236,12 +256,16 @@ func (m *Monitor) pollPrimary(ctx context.Context) {
 
 // pollPrimaryQuery reads the primary's WAL insert position (at or past
 // every commit that has returned, whatever synchronous_commit is; see
-// PrimaryWAL.CurrentLSN), its fence, its cluster's system identifier, and
-// its timeline (the first 8 hex digits of a WAL file's name; the control
-// file's checkpoint lags behind a promotion).
+// PrimaryWAL.CurrentLSN), its fence, its cluster's system identifier, its
+// timeline (the first 8 hex digits of a WAL file's name; the control
+// file's checkpoint lags behind a promotion), and whether the role may
+// read the timeline history (a catalog lookup: it costs the poll nothing
+// measurable, and tells before any failover whether one will find its
+// history unreadable).
 const pollPrimaryQuery = `SELECT pg_current_wal_insert_lsn()::text, current_setting('wal_block_size')::bigint,
 	pg_size_bytes(current_setting('wal_segment_size')), (SELECT lsn::text FROM ryw_fence WHERE id = 1),
-	(SELECT system_identifier FROM pg_control_system())::text, substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8)`
+	(SELECT system_identifier FROM pg_control_system())::text, substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8),
+	COALESCE(has_function_privilege(to_regprocedure('pg_catalog.pg_read_file(text)'), 'EXECUTE'), false)`
 
 // pollReplicaQuery reads whether the node is a standby, how far it has
 // replayed, its cluster's system identifier, and the timeline it is on:
@@ -291,6 +315,24 @@ func (m *Monitor) PrimaryPosition() Position {
 	return p
 }
 
+// HistoryError says why the primary's timeline history cannot be read (see
+// ErrHistoryNotGranted), as of the monitor's last poll of the primary: ""
+// when it can, and before the primary first answered.
+func (m *Monitor) HistoryError() string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.historyErr
+}
+
+// ErrHistoryNotGranted: the primary's role may not execute
+// pg_read_file(text), with which the monitor reads the primary's timeline
+// history. Without the history, after a failover, positions taken on an
+// earlier timeline cannot be placed in the new one: reads that must show
+// a write made before the failover (a client's token, a user's mark) go to
+// the primary until the mark expires, and writes the failover lost are not
+// detected. Grant the role EXECUTE on pg_read_file(text).
+var ErrHistoryNotGranted = errors.New("ryw: the role may not execute pg_read_file(text), which reads the primary's timeline history")
+
 // Cluster returns the primary's system identifier, timeline and timeline
 // history at its last successful poll (zero before the first).
 func (m *Monitor) Cluster() Cluster {
@@ -300,8 +342,9 @@ func (m *Monitor) Cluster() Cluster {
 }
 
 // readHistory reads where each ancestor of timeline ended, from the
-// primary's timeline history file (pg_read_file needs EXECUTE on it, or
-// pg_read_server_files). Timeline 1 has no ancestors.
+// primary's timeline history file (the role needs EXECUTE on
+// pg_read_file(text); the path is relative to the data directory, so
+// pg_read_server_files is not needed). Timeline 1 has no ancestors.
 func readHistory(ctx context.Context, db *sql.DB, timeline int) (map[int]LSN, error) {
 	if timeline <= 1 {
 		return map[int]LSN{}, nil

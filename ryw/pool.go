@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -41,9 +43,44 @@ type PoolOptions struct {
 	ConnectTimeout time.Duration
 	// StatementTimeout sets the sessions' statement_timeout, so that a
 	// statement whose client gave up (a deadline only closes the socket)
-	// does not run on: 0 leaves the server's setting.
+	// does not run on: 0 leaves the server's setting. Behind a pooler it is
+	// not set: PgBouncer refuses it as a startup parameter (see Pooler).
 	StatementTimeout time.Duration
+	// Pooler says whether a connection pooler may sit between the pool and
+	// the node (default PoolerDetect).
+	Pooler Pooler
 }
+
+// Pooler says whether a connection pooler, such as PgBouncer in
+// transaction or session mode, sits between the service and a node.
+//
+// Behind one, a client connection is not a server connection: consecutive
+// transactions may run on different server connections (transaction
+// pooling), and the server connection behind a client connection may be
+// replaced when the server restarts (both modes). Named prepared
+// statements and startup parameters other than a few are refused. A pooled
+// connection therefore uses none of them: its statements are sent unnamed
+// (pgx's QueryExecModeExec), and the replay check of a replica read runs in
+// the same transaction as the read, in one round trip, rather than as a
+// statement of its own before it (see docs/CONSISTENCY.md).
+type Pooler string
+
+const (
+	// PoolerDetect tells, for every new connection, whether it goes
+	// through a pooler: a pooler gives the client a process id of its own
+	// (PgBouncer's cancel key), not the server's, or refuses a startup
+	// parameter. The first connection to a pooled node is opened twice.
+	PoolerDetect Pooler = ""
+	// PoolerNone says the connections are direct: one that turns out to go
+	// through a pooler fails with ErrPooled.
+	PoolerNone Pooler = "none"
+	// PoolerPresent treats every connection as pooled, without probing.
+	PoolerPresent Pooler = "present"
+)
+
+// ErrPooled is the error of a connection that goes through a connection
+// pooler although the configuration says there is none (PoolerNone).
+var ErrPooled = errors.New("the connection goes through a connection pooler (such as PgBouncer), but the configuration says the nodes are reached directly: set the pooler setting to detect or present")
 
 // OpenPool opens a database/sql pool on pgx for one node, without
 // connecting.
@@ -55,24 +92,37 @@ type PoolOptions struct {
 // hooks, because database/sql does not run those for every statement: it
 // opens connections for waiting requests in the background (without the
 // request's context) and hands a fresh connection over without resetting
-// it. A connection never outlives its server and replay only moves forward
-// while the server runs, so a check that passed holds for the statement
-// that follows, whose snapshot is taken after it. A replica whose known
-// position was overstated (it crashed and is replaying again) thus fails
-// the read with *BehindError instead of answering it stale, and Router.Read
-// retries it on the primary.
+// it. A direct connection never outlives its server and replay only moves
+// forward while the server runs, so a check that passed holds for the
+// statement that follows, whose snapshot is taken after it. A replica whose
+// known position was overstated (it crashed and is replaying again) thus
+// fails the read with *BehindError instead of answering it stale, and
+// Router.Read retries it on the primary. A pooled connection may outlive
+// its server, so there the check and the statement are one transaction.
 func OpenPool(url string, replica bool, o PoolOptions) (*sql.DB, error) {
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
 		return nil, err
 	}
+	switch o.Pooler {
+	case PoolerDetect, PoolerNone, PoolerPresent:
+	default:
+		return nil, fmt.Errorf("ryw: unknown pooler setting %q", o.Pooler)
+	}
 	if o.ConnectTimeout > 0 {
 		cfg.ConnectTimeout = o.ConnectTimeout
 	}
+	direct := cfg.Copy()
 	if o.StatementTimeout > 0 {
-		cfg.RuntimeParams["statement_timeout"] = strconv.FormatInt(o.StatementTimeout.Milliseconds(), 10)
+		direct.RuntimeParams["statement_timeout"] = strconv.FormatInt(o.StatementTimeout.Milliseconds(), 10)
 	}
-	db := sql.OpenDB(checkingConnector{Connector: stdlib.GetConnector(*cfg), replica: replica, name: o.Name})
+	pooled := cfg.Copy()
+	pooled.DefaultQueryExecMode = pgx.QueryExecModeExec
+	pooled.StatementCacheCapacity, pooled.DescriptionCacheCapacity = 0, 0
+	db := sql.OpenDB(&checkingConnector{
+		direct: stdlib.GetConnector(*direct), pooledConfig: pooled,
+		replica: replica, name: o.Name, pooler: o.Pooler,
+	})
 	db.SetMaxOpenConns(o.MaxOpen)
 	db.SetMaxIdleConns(o.MaxIdle)
 	db.SetConnMaxLifetime(o.MaxLifetime)
@@ -82,15 +132,62 @@ func OpenPool(url string, replica bool, o PoolOptions) (*sql.DB, error) {
 
 // checkingConnector hands out connections that check a read's MinLSN
 // before each statement (replicas), and measure the position of reads that
-// ask for it (both; see measure.go).
+// ask for it (both; see measure.go). It connects with one of two
+// configurations: direct (the statement timeout as a startup parameter,
+// pgx's cached named statements) or pooled (neither).
 type checkingConnector struct {
-	driver.Connector
-	replica bool
-	name    string
+	direct       driver.Connector
+	pooledConfig *pgx.ConnConfig
+	replica      bool
+	name         string
+	pooler       Pooler
+	// found is set once a connection of the pool went through a pooler:
+	// later ones connect pooled straight away.
+	found atomic.Bool
 }
 
-func (c checkingConnector) Connect(ctx context.Context) (driver.Conn, error) {
-	conn, err := c.Connector.Connect(ctx)
+func (c *checkingConnector) Driver() driver.Driver { return c.direct.Driver() }
+
+func (c *checkingConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	if c.pooler == PoolerPresent || c.found.Load() {
+		return c.open(ctx, true)
+	}
+	conn, err := c.open(ctx, false)
+	if err != nil {
+		if !refusedStartup(err) {
+			return nil, err
+		}
+		// PgBouncer refuses statement_timeout as a startup parameter.
+		if c.pooler == PoolerNone {
+			return nil, fmt.Errorf("ryw: %w (%v)", ErrPooled, err)
+		}
+		c.found.Store(true)
+		return c.open(ctx, true)
+	}
+	pooled, err := conn.throughPooler(ctx)
+	if err != nil {
+		conn.Close()
+		return nil, badConn(err)
+	}
+	if !pooled {
+		return conn, nil
+	}
+	conn.Close()
+	if c.pooler == PoolerNone {
+		return nil, fmt.Errorf("ryw: %w", ErrPooled)
+	}
+	c.found.Store(true)
+	return c.open(ctx, true)
+}
+
+func (c *checkingConnector) open(ctx context.Context, pooled bool) (*checkedConn, error) {
+	connector := c.direct
+	var connected atomic.Bool
+	if pooled {
+		connector = c.noCancelConnector(&connected)
+	}
+	conn, err := connector.Connect(ctx)
+	connected.Store(true)
 	if err != nil {
 		return nil, err
 	}
@@ -99,7 +196,52 @@ func (c checkingConnector) Connect(ctx context.Context) (driver.Conn, error) {
 		conn.Close()
 		return nil, fmt.Errorf("ryw: pgx stdlib returned a %T, not a *stdlib.Conn", conn)
 	}
-	return &checkedConn{Conn: sc, replica: c.replica, name: c.name}, nil
+	return &checkedConn{Conn: sc, replica: c.replica, name: c.name, pooled: pooled}, nil
+}
+
+// noCancelConnector connects with the pooled configuration, and keeps the
+// connection from sending cancel requests once it is open: pgx sends one
+// whenever it closes a connection after an error or a deadline, and
+// PgBouncer 1.18 can crash on cancel requests from Go clients
+// (pgbouncer/pgbouncer#801 and #904, fixed in later versions), taking every
+// client of the node with it. A cancel request is a new connection to the
+// same address, made with the configuration's DialFunc: after connected is
+// set, that dial fails at once. Statements the client gave up on are
+// stopped by the role's statement_timeout instead (see Pooler).
+func (c *checkingConnector) noCancelConnector(connected *atomic.Bool) driver.Connector {
+	cfg := c.pooledConfig.Copy()
+	dial := cfg.DialFunc
+	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if connected.Load() {
+			return nil, errNoCancel
+		}
+		return dial(ctx, network, addr)
+	}
+	return stdlib.GetConnector(*cfg)
+}
+
+var errNoCancel = errors.New("ryw: no cancel requests through a pooler")
+
+// refusedStartup reports whether err is a server's (or pooler's) refusal
+// of a startup parameter: PgBouncer's "unsupported startup parameter".
+func refusedStartup(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && strings.Contains(pgErr.Message, "unsupported startup parameter")
+}
+
+// throughPooler tells whether the connection reaches its server through a
+// pooler: the process id the connection was given at start-up (with its
+// cancel key) is then the pooler's invention, not the server process's.
+func (c *checkedConn) throughPooler(ctx context.Context) (bool, error) {
+	pc := c.Conn.Conn().PgConn()
+	res, err := pc.Exec(internal(ctx), "SELECT pg_backend_pid()").ReadAll()
+	if err != nil {
+		return false, err
+	}
+	if len(res) != 1 || len(res[0].Rows) != 1 || len(res[0].Rows[0]) != 1 {
+		return false, errors.New("ryw: pg_backend_pid() returned no row")
+	}
+	return string(res[0].Rows[0][0]) != strconv.FormatUint(uint64(pc.PID()), 10), nil
 }
 
 // checkedConn is a pgx connection whose statements check the replay
@@ -109,6 +251,9 @@ type checkedConn struct {
 	*stdlib.Conn
 	replica bool
 	name    string // the replica's, "" for the primary
+	// pooled is set when the connection goes through a pooler: no named
+	// statements, and replica reads check in the statement's transaction.
+	pooled bool
 	// statements are the measured queries' own prepared statements, by
 	// query; named counts the names given.
 	statements map[string]*pgconn.StatementDescription
@@ -154,6 +299,14 @@ func serverOf(c *pgx.Conn) string {
 }
 
 func (c *checkedConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	args, err := c.pooledArgs(args)
+	if err != nil {
+		return nil, err
+	}
+	if need := c.pooledCheck(ctx); need > 0 {
+		// The check and the statement in one transaction: see Pooler.
+		return c.queryPooled(ctx, c.measuring(ctx), need, query, args)
+	}
 	if err := c.check(ctx); err != nil {
 		return nil, err
 	}
@@ -185,6 +338,16 @@ func (c *checkedConn) QueryContext(ctx context.Context, query string, args []dri
 }
 
 func (c *checkedConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	args, err := c.pooledArgs(args)
+	if err != nil {
+		return nil, err
+	}
+	if need := c.pooledCheck(ctx); need > 0 {
+		if obs := c.measuring(ctx); obs != nil {
+			obs.unmeasured()
+		}
+		return c.execPooled(ctx, need, query, args)
+	}
 	if err := c.check(ctx); err != nil {
 		return nil, err
 	}
@@ -206,6 +369,13 @@ func (c *checkedConn) ExecContext(ctx context.Context, query string, args []driv
 // reads, before it evaluates anything, so a check inside it would come too
 // late. (The statements inside check again; that is harmless.)
 func (c *checkedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	if need := c.pooledCheck(ctx); need > 0 && opts.Isolation > driver.IsolationLevel(sql.LevelReadCommitted) {
+		// A snapshot taken by the transaction's first statement cannot be
+		// checked from inside it, nor, through a pooler, from before it: a
+		// read that needs both goes to the primary.
+		return nil, &BehindError{Need: need}
+	}
+	// Pooled and READ COMMITTED: every statement inside checks itself.
 	if err := c.check(ctx); err != nil {
 		return nil, err
 	}
@@ -381,6 +551,11 @@ func (t *writeTx) Rollback() error {
 }
 
 func (c *checkedConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
+	if c.pooled {
+		// A named statement lives on one server connection, which a pooler
+		// does not keep for us: the statement is sent unnamed each time.
+		return &pooledStmt{conn: c, query: query}, nil
+	}
 	st, err := c.Conn.PrepareContext(ctx, query)
 	if err != nil {
 		return nil, err
@@ -431,6 +606,76 @@ func (s *checkedStmt) ExecContext(ctx context.Context, args []driver.NamedValue)
 	return res, err
 }
 
+// pooledStmt is a prepared statement on a pooled connection: only its
+// text is kept, and each execution sends it unnamed, through the
+// connection's checks.
+type pooledStmt struct {
+	conn  *checkedConn
+	query string
+}
+
+func (s *pooledStmt) Close() error  { return nil }
+func (s *pooledStmt) NumInput() int { return -1 }
+
+func (s *pooledStmt) Exec(args []driver.Value) (driver.Result, error) {
+	return nil, errors.New("ryw: Exec without a context")
+}
+
+func (s *pooledStmt) Query(args []driver.Value) (driver.Rows, error) {
+	return nil, errors.New("ryw: Query without a context")
+}
+
+func (s *pooledStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+	return s.conn.QueryContext(ctx, s.query, args)
+}
+
+func (s *pooledStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
+	return s.conn.ExecContext(ctx, s.query, args)
+}
+
+// pooledArgs converts, on a pooled connection, the arguments that
+// implement driver.Valuer to their values, as database/sql does for other
+// drivers. Unnamed statements carry no parameter types, so pgx encodes
+// each argument by its Go type alone, in text, and a type it knows only
+// with the column's (a uuid.UUID is a [16]byte) would fail.
+func (c *checkedConn) pooledArgs(args []driver.NamedValue) ([]driver.NamedValue, error) {
+	if !c.pooled {
+		return args, nil
+	}
+	var out []driver.NamedValue
+	for i, a := range args {
+		if _, ok := a.Value.(driver.Valuer); !ok {
+			continue
+		}
+		if out == nil {
+			out = slices.Clone(args)
+		}
+		v, err := driver.DefaultParameterConverter.ConvertValue(a.Value)
+		if err != nil {
+			return nil, fmt.Errorf("ryw: argument %d: %w", a.Ordinal, err)
+		}
+		out[i].Value = v
+	}
+	if out == nil {
+		return args, nil
+	}
+	return out, nil
+}
+
+// pooledCheck is the position a statement on this pooled replica
+// connection must check, in its own transaction, before it reads: 0 when
+// there is none (or the connection is direct, and check does it).
+func (cc *checkedConn) pooledCheck(ctx context.Context) LSN {
+	if !cc.pooled || !cc.replica {
+		return 0
+	}
+	d, ok := DecisionFrom(ctx)
+	if !ok || d.MinLSN == 0 || d.OnPrimary() {
+		return 0
+	}
+	return d.MinLSN
+}
+
 // checksRun counts the replay checks that went to a server.
 var checksRun atomic.Int64
 
@@ -444,7 +689,7 @@ func ReplayChecks() int64 { return checksRun.Load() }
 // seen does not settle it.
 func (cc *checkedConn) check(ctx context.Context) error {
 	d, ok := DecisionFrom(ctx)
-	if !ok || !cc.replica || d.MinLSN == 0 || d.OnPrimary() || d.MinLSN <= cc.replayed {
+	if !ok || !cc.replica || cc.pooled || d.MinLSN == 0 || d.OnPrimary() || d.MinLSN <= cc.replayed {
 		return nil
 	}
 	checksRun.Add(1)

@@ -51,6 +51,12 @@ func NewRedisClient(rawURL string) (redis.UniversalClient, error) {
 			return nil, err
 		}
 		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.ContextTimeoutEnabled, &o.MaxRetries, &o.DialerRetries, &o.Protocol)
+		// go-redis reloads the slot map on a MOVED answer, or once it is
+		// this old: after a master crashes, its replica takes the slots
+		// without a MOVED from the dead node, and every call to them fails
+		// until the reload (60 s by default, a minute without offload).
+		// Reloading is one CLUSTER SLOTS, in the background.
+		o.ClusterStateReloadInterval = clusterReload
 		return redis.NewClusterClient(o), nil
 	default:
 		o, err := redis.ParseURL(rawURL)
@@ -61,6 +67,9 @@ func NewRedisClient(rawURL string) (redis.UniversalClient, error) {
 		return redis.NewClient(o), nil
 	}
 }
+
+// clusterReload is how old a Redis Cluster's slot map may get.
+const clusterReload = time.Second
 
 // tune sets a client's timeouts and retries. A command is retried once on a
 // network error; a dial is not retried, so that a Redis that refuses

@@ -19,19 +19,26 @@ type Probe struct {
 // Health reports whether the service can do its work: it needs the primary;
 // replicas and Redis only make it better, so their loss degrades it.
 type Health struct {
-	primary  Probe
-	replicas []Probe
-	redis    Probe
-	timeout  time.Duration
-	monitor  ReplicaMonitor
-	counts   DecisionCounter
-	details  bool
-	issuer   func() (haveKeys bool, err error)
+	primary     Probe
+	replicas    []Probe
+	redis       Probe
+	timeout     time.Duration
+	monitor     ReplicaMonitor
+	counts      DecisionCounter
+	primaryView PrimaryMonitor
+	details     bool
+	issuer      func() (haveKeys bool, err error)
 }
 
 // ReplicaMonitor is what readiness shows of the replica monitor.
 type ReplicaMonitor interface {
 	Status() []ryw.ReplicaStatus
+}
+
+// PrimaryMonitor is what readiness shows of the monitor's view of the
+// primary.
+type PrimaryMonitor interface {
+	Primary() ryw.PrimaryStatus
 }
 
 // DecisionCounter is what readiness shows of the router.
@@ -43,6 +50,13 @@ type DecisionCounter interface {
 // counters to the report.
 func (h *Health) WithRouting(m ReplicaMonitor, c DecisionCounter) *Health {
 	h.monitor, h.counts = m, c
+	return h
+}
+
+// WithPrimary adds the warnings about the primary that the monitor finds:
+// a timeline history the database role may not read.
+func (h *Health) WithPrimary(p PrimaryMonitor) *Health {
+	h.primaryView = p
 	return h
 }
 
@@ -85,7 +99,34 @@ type Readiness struct {
 	// Routing counts the routing decisions made since start, by reason
 	// and by node.
 	Routing *ryw.CountsSnapshot `json:"routing,omitempty"`
+	// Warnings are what costs the service part of its guarantees while it
+	// works: they leave the status as it is, and are shown whatever
+	// READYZ_DETAILS says, for the operator to fix.
+	Warnings []Warning `json:"warnings,omitempty"`
 }
+
+// Warning is one condition that weakens the service without making it
+// unready.
+type Warning struct {
+	Code string `json:"code" example:"timeline_history_unreadable"`
+	// Message says what it costs and how to fix it.
+	Message string `json:"message" example:"the database role may not read the primary's timeline history: grant it EXECUTE on pg_read_file(text)"`
+	// Error is the cause (with READYZ_DETAILS only).
+	Error string `json:"error,omitempty" example:"ryw: the role may not execute pg_read_file(text), which reads the primary's timeline history"`
+}
+
+// Warning codes.
+const (
+	// WarnTimelineHistory: the primary's timeline history cannot be read
+	// (ryw.PrimaryStatus.HistoryError).
+	WarnTimelineHistory = "timeline_history_unreadable"
+)
+
+// timelineHistoryMessage is WarnTimelineHistory's message: what the
+// operator loses, and the fix.
+const timelineHistoryMessage = "the primary's timeline history cannot be read (grant the database role EXECUTE on pg_read_file(text)): " +
+	"nothing is lost until a failover; after one, reads that must show a write made before it go to the primary (reason timeline-unknown) " +
+	"until the user writes again or the write's mark expires, and writes the failover lost are not detected"
 
 // Component is one dependency's state.
 type Component struct {
@@ -133,12 +174,20 @@ func (h *Health) Check(ctx context.Context) Readiness {
 			r.Status = StatusDegraded
 		}
 	}
+	if h.primaryView != nil {
+		if p := h.primaryView.Primary(); p.HistoryError != "" {
+			r.Warnings = append(r.Warnings, Warning{Code: WarnTimelineHistory, Message: timelineHistoryMessage, Error: p.HistoryError})
+		}
+	}
 	if !h.details {
 		for _, c := range append([]*Component{&r.Primary, &r.Redis}, pointers(r.Replicas)...) {
 			c.Error = ""
 		}
 		if r.Issuer != nil {
 			r.Issuer.Error = ""
+		}
+		for i := range r.Warnings {
+			r.Warnings[i].Error = ""
 		}
 		return r
 	}

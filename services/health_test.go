@@ -3,8 +3,12 @@ package services
 import (
 	"context"
 	"errors"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/ryw-go/ryw/ryw"
 )
 
 func probe(name string, err error) Probe {
@@ -58,5 +62,44 @@ func TestHealthHidesErrorsWithoutDetails(t *testing.T) {
 	r := NewHealth(down, nil, probe("redis", nil), time.Second).Check(t.Context())
 	if r.Primary.Up || r.Primary.Error != "" || r.Status != StatusUnavailable {
 		t.Errorf("without details: %+v; want the primary down, without its error text", r.Primary)
+	}
+}
+
+type primaryView struct{ historyErr string }
+
+func (p primaryView) Primary() ryw.PrimaryStatus {
+	return ryw.PrimaryStatus{Timeline: 1, HistoryError: p.historyErr}
+}
+
+// TestHealthWarnsOfAnUnreadableTimelineHistory: a role that may not read
+// the timeline history costs guarantees only after a failover, so the
+// status stays ready; the warning says so, with or without details, and
+// its cause only with them. Control: no warning when it can be read.
+func TestHealthWarnsOfAnUnreadableTimelineHistory(t *testing.T) {
+	cause := ryw.ErrHistoryNotGranted.Error()
+	for _, tt := range []struct {
+		name       string
+		historyErr string
+		details    bool
+		want       []Warning
+	}{
+		{"readable", "", true, nil},
+		{"not granted, details", cause, true, []Warning{{Code: WarnTimelineHistory, Message: timelineHistoryMessage, Error: cause}}},
+		{"not granted, public", cause, false, []Warning{{Code: WarnTimelineHistory, Message: timelineHistoryMessage}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := NewHealth(probe("primary", nil), nil, probe("redis", nil), time.Second).
+				WithPrimary(primaryView{tt.historyErr}).WithDetails(tt.details)
+			r := h.Check(t.Context())
+			if r.Status != StatusReady {
+				t.Errorf("status = %q; want ready: the service works", r.Status)
+			}
+			if !reflect.DeepEqual(r.Warnings, tt.want) {
+				t.Errorf("warnings = %+v; want %+v", r.Warnings, tt.want)
+			}
+		})
+	}
+	if !strings.Contains(timelineHistoryMessage, "EXECUTE on pg_read_file(text)") {
+		t.Errorf("the message does not name the grant: %q", timelineHistoryMessage)
 	}
 }

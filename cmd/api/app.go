@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/jackc/pgx/v5/stdlib"
 	"gorm.io/gorm"
 	gormlogger "gorm.io/gorm/logger"
 
@@ -71,6 +72,7 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 		NoMonotonicReads: !cfg.Monotonic, StaleReadsWithoutPrimary: cfg.StaleReadsWithoutPrimary,
 		TokenKey:       []byte(cfg.TokenKey),
 		PrimaryTimeout: cfg.PrimaryTimeout, ReplicaTimeout: cfg.ReplicaTimeout, PollInterval: cfg.PollInterval,
+		Pooler: cfg.RywPooler(),
 		GORM: &gorm.Config{Logger: slowQueries{gormlogger.NewSlogLogger(a.logger, gormlogger.Config{
 			SlowThreshold: slowQuery, LogLevel: gormlogger.Warn,
 		})}},
@@ -84,7 +86,7 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 	profiles := services.NewProfiles(repositories.NewUsers(db))
 	catalog := services.NewCatalog(repositories.NewProducts(db))
 
-	health := services.NewHealth(a.probes()).WithRouting(a.rw, a.rw).WithDetails(cfg.ReadyzDetails)
+	health := services.NewHealth(a.probes()).WithRouting(a.rw, a.rw).WithPrimary(a.rw).WithDetails(cfg.ReadyzDetails)
 	gin.SetMode(gin.ReleaseMode)
 	identity, required, err := a.identity(ctx)
 	if err != nil {
@@ -158,14 +160,21 @@ func isLoopback(host string) bool {
 func (a *app) migrate(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, startupTimeout)
 	defer cancel()
-	db, err := sql.Open("pgx", a.cfg.DatabaseURL)
+	db, err := sql.Open("pgx", a.cfg.MigrationURL)
 	if err != nil {
 		return fmt.Errorf("primary: %w", err)
 	}
 	defer db.Close()
 	delay := 100 * time.Millisecond
 	for {
-		n, err := migrations.Up(ctx, db, a.logger)
+		err := a.checkMigrationPooler(ctx, db)
+		if errors.Is(err, errMigrationPooled) {
+			return err
+		}
+		n, err := 0, err
+		if err == nil {
+			n, err = migrations.Up(ctx, db, a.logger)
+		}
 		if err == nil {
 			a.logger.Info("schema up to date", "applied", n)
 			return nil
@@ -180,6 +189,37 @@ func (a *app) migrate(ctx context.Context) error {
 		}
 		delay = min(2*delay, 2*time.Second)
 	}
+}
+
+var errMigrationPooled = errors.New("DATABASE_MIGRATION_URL (default DATABASE_URL) goes through a connection pooler: the migrations hold a session-level lock, which a transaction pooler does not keep; set DATABASE_MIGRATION_URL to the primary's own address, or DATABASE_POOLER=session if the pooler pools sessions")
+
+// checkMigrationPooler refuses to migrate through a transaction pooler: a
+// connection that goes through a pooler was given the pooler's own process
+// id, not its server's.
+func (a *app) checkMigrationPooler(ctx context.Context, db *sql.DB) error {
+	if a.cfg.Pooler == config.PoolerSession {
+		return nil
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	var pid uint32
+	if err := conn.Raw(func(dc any) error {
+		pid = dc.(*stdlib.Conn).Conn().PgConn().PID()
+		return nil
+	}); err != nil {
+		return err
+	}
+	var server int64
+	if err := conn.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&server); err != nil {
+		return err
+	}
+	if uint32(server) != pid {
+		return errMigrationPooled
+	}
+	return nil
 }
 
 func (a *app) probes() (services.Probe, []services.Probe, services.Probe, time.Duration) {

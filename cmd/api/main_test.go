@@ -59,7 +59,9 @@ func TestMain(m *testing.M) {
 	}
 	srv := httptest.NewServer(testIssuer.Handler())
 	testIssuerURL = srv.URL
-	code := devstack.RunTests(m, devstack.Options{Replicas: 2}, &stack)
+	// RYW_TEST_POOLER=transaction|session runs the suite with a PgBouncer
+	// in front of every node (make test runs the consistency tests so).
+	code := devstack.RunTests(m, devstack.Options{Replicas: 2, Pooler: os.Getenv("RYW_TEST_POOLER")}, &stack)
 	srv.Close()
 	os.Exit(code)
 }
@@ -149,6 +151,8 @@ func launch(t *testing.T, env map[string]string) (wait func() (string, *devstack
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("run returned %v\nlogs:\n%s", err, logs)
+		} else if t.Failed() {
+			t.Logf("logs:\n%s", logs)
 		}
 	})
 	url := "http://" + env["HTTP_ADDR"]

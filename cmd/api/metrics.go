@@ -100,6 +100,8 @@ var (
 		"Session-floor (monotonic reads) events: floor-lost (a client had been shown data a failover lost) and unmeasured (a read's position was taken from the primary instead).", []string{"event"}, nil)
 	timelineDesc = prometheus.NewDesc("ryw_primary_timeline",
 		"The primary's timeline at the monitor's last poll: it rises at each failover.", nil, nil)
+	historyReadableDesc = prometheus.NewDesc("ryw_timeline_history_readable",
+		"1 while the database role may read the primary's timeline history, 0 while it may not (grant it EXECUTE on pg_read_file(text)): after a failover, reads that must show a write made before it then go to the primary, and lost writes are not detected.", nil, nil)
 	fenceAgeDesc = prometheus.NewDesc("ryw_fence_age_seconds",
 		"Time since the poll that last confirmed the primary's fence; own-write reads go to the primary beyond the fence lease.", nil, nil)
 )
@@ -127,6 +129,11 @@ func (c *routingCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if primary.Timeline > 0 {
 		ch <- prometheus.MustNewConstMetric(timelineDesc, prometheus.GaugeValue, float64(primary.Timeline))
+		readable := 1.0
+		if primary.HistoryError != "" {
+			readable = 0
+		}
+		ch <- prometheus.MustNewConstMetric(historyReadableDesc, prometheus.GaugeValue, readable)
 	}
 	for cause, n := range counts.Retries {
 		ch <- prometheus.MustNewConstMetric(retriesDesc, prometheus.CounterValue, float64(n), string(cause))

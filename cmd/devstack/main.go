@@ -8,6 +8,8 @@
 //
 //	devstack [-replicas 2] [-replica-delay 2s] [-mode time|lsn|off]
 //	         [-auth demo|jwt] [-issuer-addr 127.0.0.1:8090]
+//	         [-pooler none|transaction|session] [-least-privilege]
+//	         [-redis single|sentinel|cluster] [-redis-replicas 1]
 //	         [-addr 127.0.0.1:8080] [-instances 1] [-state FILE] [-api-bin PATH]
 //	devstack token [-issuer URL] [-ttl 1h] SUBJECT
 //	devstack issuer [-addr :8090] [-issuer URL] [-audience ryw-api]
@@ -15,7 +17,15 @@
 // With -auth jwt it also serves a development token issuer (a JWKS and a
 // token endpoint) on loopback, and the API verifies bearer tokens against
 // it; "devstack token <uuid>" prints a token for that user. "devstack
-// issuer" serves the issuer alone (docker-compose.jwt.yml runs it).
+// issuer" serves the issuer alone (docker-compose.jwt.yml runs it). When
+// AUTH_JWKS_URL, AUTH_ISSUER and AUTH_AUDIENCE are all set in its
+// environment, the API trusts that issuer instead, and devstack serves
+// none; setting only some of them is refused.
+//
+// -pooler puts a PgBouncer in front of every node; -least-privilege makes
+// the API connect as a role that is not a superuser; -redis runs Redis as
+// Sentinel (a master, a replica and three sentinels) or Cluster (three
+// masters with -redis-replicas replicas each) instead of one server.
 package main
 
 import (
@@ -27,6 +37,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -73,6 +84,7 @@ type options struct {
 	issuerAddr   string
 	labAddr      string
 	syncStandbys int
+	topology     devstack.Options // its Pooler, Redis, RedisReplicas and LeastPrivilege (devstack.TopologyFlags)
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -90,7 +102,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.issuerAddr, "issuer-addr", "127.0.0.1:8090", "with -auth jwt: loopback address of the development token issuer (port 0: a free port)")
 	fs.IntVar(&o.syncStandbys, "sync-standbys", 0, "synchronous replication: commits wait for this many replicas (synchronous_standby_names = 'ANY N (...)'); 0: asynchronous")
 	fs.StringVar(&o.labAddr, "lab-addr", "127.0.0.1:0", "loopback address of the lab, which the live page's buttons call to pause replicas and stop Redis")
+	topology := devstack.AddTopologyFlags(fs)
 	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if err := topology.Apply(&o.topology); err != nil {
 		return o, err
 	}
 	switch {
@@ -119,10 +135,42 @@ func envOr(name, def string) string {
 	return def
 }
 
+// The API's settings for trusting a JWT issuer.
+var issuerSettings = []string{"AUTH_JWKS_URL", "AUTH_ISSUER", "AUTH_AUDIENCE"}
+
+// callersIssuer reports whether the environment names an issuer for the
+// API to trust (all of issuerSettings set): devstack then passes it
+// through and serves none of its own. Only some of them set is an error:
+// devstack would otherwise replace them silently.
+func callersIssuer(getenv func(string) string) (bool, error) {
+	var set, missing []string
+	for _, name := range issuerSettings {
+		if getenv(name) != "" {
+			set = append(set, name)
+		} else {
+			missing = append(missing, name)
+		}
+	}
+	switch {
+	case len(set) == 0:
+		return false, nil
+	case len(missing) == 0:
+		return true, nil
+	}
+	return false, fmt.Errorf("with -auth jwt (AUTH_MODE=jwt), set all of %s to use your issuer, or none of them for devstack's development issuer: %s set, %s missing",
+		strings.Join(issuerSettings, ", "), strings.Join(set, ", "), strings.Join(missing, ", "))
+}
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	o, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
+	}
+	callerIssuer := false
+	if o.auth == "jwt" {
+		if callerIssuer, err = callersIssuer(os.Getenv); err != nil {
+			return err
+		}
 	}
 	if o.apiBin == "" {
 		dir, err := os.MkdirTemp("", "ryw-api-build-")
@@ -136,10 +184,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		}
 	}
 
-	fmt.Fprintf(stderr, "devstack: starting a primary, %d replica(s) and Redis\n", o.replicas)
-	stack, err := devstack.Start(ctx, devstack.Options{
-		Replicas: o.replicas, ReplicaDelay: o.replicaDelay, Migrate: true, Log: stderr,
-	})
+	fmt.Fprintf(stderr, "devstack: starting a primary, %d replica(s) and Redis: %s\n", o.replicas, devstack.DescribeTopology(o.topology))
+	opts := o.topology
+	opts.Replicas, opts.ReplicaDelay, opts.Migrate, opts.Log = o.replicas, o.replicaDelay, true, stderr
+	stack, err := devstack.Start(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -168,7 +216,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	env = append(env, "RYW_LAB_URL="+labURL)
 	var issuer *devstack.Issuer
-	if o.auth == "jwt" {
+	if o.auth == "jwt" && !callerIssuer {
 		if issuer, err = stack.StartIssuer(o.issuerAddr); err != nil {
 			return err
 		}
@@ -191,9 +239,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		}
 		fmt.Fprintf(w, "%s\t%s%s\n", r.Name, r.URL, note)
 	}
-	fmt.Fprintf(w, "redis\t%s\n", stack.Redis.URL)
+	for _, n := range append([]*devstack.Node{stack.Primary}, stack.Replicas...) {
+		if b := n.Pooler(); b != nil {
+			fmt.Fprintf(w, "pgbouncer-%s\t%s\t(%s pooling; the API connects through it)\n", n.Name, b.URL(), b.Mode)
+		}
+	}
+	if o.topology.LeastPrivilege {
+		fmt.Fprintf(w, "role\t%s\t(the API connects as it, not as the superuser: -least-privilege)\n", devstack.AppRole)
+	}
+	printRedis(ctx, w, stack)
 	for _, a := range apis {
 		fmt.Fprintf(w, "%s\t%s\t(RYW_MODE=%s, AUTH_MODE=%s)\n", a.Name, a.URL, o.mode, o.auth)
+	}
+	if callerIssuer {
+		fmt.Fprintf(w, "issuer\t%s\t(yours: AUTH_JWKS_URL, AUTH_ISSUER and AUTH_AUDIENCE from the environment)\n", os.Getenv("AUTH_JWKS_URL"))
 	}
 	if issuer != nil {
 		tokenCmd := "bin/devstack token <uuid>"
@@ -217,6 +276,32 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 
 	<-ctx.Done()
 	return nil
+}
+
+// printRedis prints the stack's REDIS_URL and what runs behind it.
+func printRedis(ctx context.Context, w io.Writer, stack *devstack.Stack) {
+	switch stack.RedisTopology() {
+	case devstack.RedisSentinel:
+		fmt.Fprintf(w, "redis\t%s\t(Sentinel: master name %s)\n", stack.RedisURL(), devstack.SentinelMaster)
+	case devstack.RedisCluster:
+		fmt.Fprintf(w, "redis\t%s\t(Cluster: %d nodes)\n", stack.RedisURL(), len(stack.RedisNodes))
+	default:
+		fmt.Fprintf(w, "redis\t%s\n", stack.RedisURL())
+		return
+	}
+	for _, r := range stack.RedisNodes {
+		role, err := r.Role(ctx)
+		switch {
+		case err != nil:
+			role = err.Error()
+		case role == "slave":
+			role = "replica"
+		}
+		fmt.Fprintf(w, "%s\t%s\t(%s)\n", r.Name, r.URL, role)
+	}
+	for _, r := range stack.Sentinels {
+		fmt.Fprintf(w, "%s\t%s\n", r.Name, r.URL)
+	}
 }
 
 // runToken prints a token of a running development issuer for a subject:

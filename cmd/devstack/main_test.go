@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/ryw-go/ryw/internal/devissuer"
 	"github.com/ryw-go/ryw/internal/devstack"
 	"github.com/ryw-go/ryw/ryw"
 )
@@ -40,12 +42,58 @@ func TestFlags(t *testing.T) {
 	if o.replicas != 2 || o.replicaDelay != 2*time.Second || o.addr != "127.0.0.1:8080" || o.instances != 1 || o.state != "" {
 		t.Errorf("defaults = %+v", o)
 	}
+	if tp := o.topology; tp.Pooler != "" || tp.Redis != devstack.RedisSingle || tp.RedisReplicas != 0 || tp.LeastPrivilege {
+		t.Errorf("topology defaults = %+v; want no pooler, a single Redis, no least privilege", o)
+	}
 	for _, args := range [][]string{
 		{"-replicas", "-1"}, {"-replica-delay", "-1s"}, {"-mode", "fast"}, {"-auth", "oauth"}, {"-sync-standbys", "3"}, {"-sync-standbys", "-1"}, {"-instances", "0"}, {"extra"}, {"-bogus"},
+		{"-pooler", "statement"}, {"-pooler", ""}, {"-redis", "replicated"}, {"-redis", "cluster", "-redis-replicas", "2"},
+		{"-redis", "cluster", "-redis-replicas", "-1"}, {"-redis-replicas", "1"}, {"-redis", "sentinel", "-redis-replicas", "0"},
 	} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("parseFlags(%q) accepted bad input", args)
 		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want func(options) bool
+	}{
+		{[]string{"-pooler", "none"}, func(o options) bool { return o.topology.Pooler == "" }},
+		{[]string{"-pooler", "transaction"}, func(o options) bool { return o.topology.Pooler == devstack.PoolTransaction }},
+		{[]string{"-pooler", "session"}, func(o options) bool { return o.topology.Pooler == devstack.PoolSession }},
+		{[]string{"-redis", "sentinel"}, func(o options) bool {
+			return o.topology.Redis == devstack.RedisSentinel && o.topology.RedisReplicas == 0
+		}},
+		{[]string{"-redis", "cluster"}, func(o options) bool {
+			return o.topology.Redis == devstack.RedisCluster && o.topology.RedisReplicas == 1
+		}},
+		{[]string{"-redis", "cluster", "-redis-replicas", "0"}, func(o options) bool { return o.topology.RedisReplicas == 0 }},
+		{[]string{"-least-privilege"}, func(o options) bool { return o.topology.LeastPrivilege }},
+	} {
+		o, err := parseFlags(tc.args, io.Discard)
+		if err != nil || !tc.want(o) {
+			t.Errorf("parseFlags(%q) = %+v, %v", tc.args, o, err)
+		}
+	}
+}
+
+func TestCallersIssuer(t *testing.T) {
+	env := func(kv ...string) func(string) string {
+		m := map[string]string{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return func(k string) string { return m[k] }
+	}
+	if given, err := callersIssuer(env()); given || err != nil {
+		t.Errorf("none set: %v, %v; want devstack's own issuer", given, err)
+	}
+	if given, err := callersIssuer(env("AUTH_JWKS_URL", "https://idp/jwks", "AUTH_ISSUER", "https://idp/", "AUTH_AUDIENCE", "api")); !given || err != nil {
+		t.Errorf("all set: %v, %v; want the caller's issuer", given, err)
+	}
+	_, err := callersIssuer(env("AUTH_ISSUER", "https://idp/"))
+	if err == nil || !strings.Contains(err.Error(), "AUTH_JWKS_URL, AUTH_AUDIENCE missing") || !strings.Contains(err.Error(), "AUTH_ISSUER set") {
+		t.Errorf("some set: %v; want an error naming what is set and what is missing", err)
 	}
 }
 
@@ -336,5 +384,114 @@ func TestJWTStackAndToken(t *testing.T) {
 	}
 	if err := runToken(t.Context(), nil, io.Discard, io.Discard); err == nil {
 		t.Error("devstack token without a subject succeeded")
+	}
+}
+
+// TestJWTWithTheCallersIssuer: with AUTH_MODE=jwt and AUTH_JWKS_URL,
+// AUTH_ISSUER and AUTH_AUDIENCE in its environment, devstack serves no
+// issuer of its own and the API trusts the caller's: a token of that issuer
+// is taken. (devstack used to replace the three with its own issuer's, and
+// this token was refused.)
+func TestJWTWithTheCallersIssuer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the whole stack")
+	}
+	iss, err := devissuer.New("https://issuer.example.test/", "callers-api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(iss.Handler())
+	t.Cleanup(srv.Close)
+	jwks := srv.URL + devissuer.JWKSPath
+	t.Setenv("AUTH_MODE", "jwt")
+	t.Setenv("AUTH_JWKS_URL", jwks)
+	t.Setenv("AUTH_ISSUER", iss.Issuer())
+	t.Setenv("AUTH_AUDIENCE", iss.Audience())
+	ds := startDevstack(t, "-replicas", "1", "-replica-delay", "0", "-addr", "127.0.0.1:0", "-issuer-addr", "127.0.0.1:0")
+	if ds.printed["issuer"] != jwks {
+		t.Errorf("devstack printed issuer %q; want the caller's %s (printed %v)", ds.printed["issuer"], jwks, ds.printed)
+	}
+	if strings.Contains(ds.stderr.String(), "DEVELOPMENT ONLY") {
+		t.Error("devstack started its own issuer although the caller gave one")
+	}
+	user := "7d0c8f5e-3b1a-4c2d-9e8f-0a1b2c3d4e5f"
+	tok, err := iss.Mint(user, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, ds.printed["api1"]+"/api/me/profile", strings.NewReader(`{"email":"ada@example.com","name":"Ada"}`))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), user) {
+		t.Errorf("POST /api/me/profile with the caller's issuer's token = %d %s; want 200 as %s", resp.StatusCode, body, user)
+	}
+}
+
+// TestJWTWithPartOfAnIssuerIsRefused: only some of the issuer's settings in
+// the environment is a mistake devstack names, before it starts anything.
+func TestJWTWithPartOfAnIssuerIsRefused(t *testing.T) {
+	cmd := exec.CommandContext(t.Context(), os.Args[0], "-replicas", "0")
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "AUTH_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "RYW_TEST_RUN_DEVSTACK=1", "AUTH_MODE=jwt", "AUTH_ISSUER=https://issuer.example.test/")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("devstack with AUTH_ISSUER alone: %v; want exit status 1\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "AUTH_JWKS_URL, AUTH_AUDIENCE missing") || strings.Contains(string(out), "building") {
+		t.Errorf("devstack with AUTH_ISSUER alone said:\n%s\nwant the missing settings named, before building anything", out)
+	}
+}
+
+// TestTopologyFlags runs the command with a pooler, the least-privileged
+// role and a Redis Cluster: it prints what runs, and the API works through
+// them.
+func TestTopologyFlags(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the whole stack")
+	}
+	ds := startDevstack(t, "-replicas", "1", "-replica-delay", "0", "-addr", "127.0.0.1:0",
+		"-pooler", "session", "-least-privilege", "-redis", "cluster", "-redis-replicas", "0")
+	for _, k := range []string{"pgbouncer-primary", "pgbouncer-replica1", "redis1", "redis2", "redis3"} {
+		if ds.printed[k] == "" {
+			t.Errorf("devstack did not print %s; printed %v", k, ds.printed)
+		}
+	}
+	if r := ds.printed["redis"]; strings.Count(r, "addr=") != 2 {
+		t.Errorf("devstack printed redis %q; want the cluster's URL with its three nodes", r)
+	}
+	api := ds.printed["api1"]
+	user := "0e9b6a1c-5d4f-4e3a-8b2c-1d0e9f8a7b6c"
+	call := func(method, path, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(t.Context(), method, api+path, strings.NewReader(body))
+		req.Header.Set("X-Demo-UserId", user)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if st, b := call(http.MethodPost, "/api/me/profile", `{"email":"ada@example.com","name":"Ada"}`); st != http.StatusOK {
+		t.Fatalf("POST /api/me/profile = %d %s", st, b)
+	}
+	if st, b := call(http.MethodGet, "/api/me", ""); st != http.StatusOK || !strings.Contains(b, `"Ada"`) {
+		t.Errorf("GET /api/me = %d %s", st, b)
+	}
+	if st, b := call(http.MethodGet, "/readyz", ""); st != http.StatusOK {
+		t.Errorf("/readyz = %d %s", st, b)
 	}
 }

@@ -6,7 +6,9 @@
 // costs per request against off mode and against what the nodes can do:
 // closed-loop peak and latency at a constant rate for GET /api/me, pgbench
 // and redis-benchmark on the same nodes, CPU per request by process, and
-// how it all grows with replicas and users. See throughput.go.
+// how it all grows with replicas and users. See throughput.go. With
+// -pooler, a PgBouncer sits in front of every node and each mode runs
+// twice, direct and through it (pooler.go).
 //
 // own-write: many users who each save their profile, wait 0-100 ms, and
 // read it back; it reports the share of those own-write reads that replicas
@@ -23,7 +25,8 @@
 //
 //	rywbench [-suite throughput|own-write] [-modes off,time,lsn] [-rounds 3] [-phase 5s]
 //	         [-conns 32] [-population 1000] [-scale=true] [-users 32] [-duration 15s]
-//	         [-read-after 100ms] [-replicas 2] [-replica-delay 20ms] [-api-bin PATH] [-out FILE]
+//	         [-read-after 100ms] [-replicas 2] [-replica-delay 20ms] [-pooler transaction|session]
+//	         [-api-bin PATH] [-out FILE]
 package main
 
 import (
@@ -90,7 +93,10 @@ type options struct {
 	markerTTL    time.Duration // the API's marker TTL (its default)
 	pollInterval time.Duration // the API's monitor interval (its default)
 	args         string        // the command line, for the report
-	pprofMode    string        // the mode whose API keeps PPROF_ADDR
+	pprofMode    string        // the API (a label of apiLabels) that keeps PPROF_ADDR
+	// pooler is the PgBouncer pool mode (devstack.PoolTransaction or
+	// PoolSession) of the throughput suite's stack, or "": none.
+	pooler string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -104,7 +110,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.phase, "phase", 5*time.Second, "throughput: how long each measurement runs")
 	fs.IntVar(&o.conns, "conns", 32, "throughput: closed-loop connections")
 	fs.IntVar(&o.population, "population", 1000, "throughput: users with a profile whom the reads are for")
-	fs.StringVar(&o.pprofMode, "pprof", "", "throughput: the mode whose API process gets PPROF_ADDR from the environment (the others get none), for docs/PROFILING.md")
+	fs.StringVar(&o.pprofMode, "pprof", "", "throughput: the mode whose API process gets PPROF_ADDR from the environment (the others get none), for docs/PROFILING.md; with -pooler, lsn"+pooledSuffix+" names the pooled one")
+	fs.StringVar(&o.pooler, "pooler", "", "throughput: put a PgBouncer in this pool mode (transaction, session, or none: the default) in front of every node, and run each mode twice, direct and through it (labelled <mode>"+pooledSuffix+")")
 	fs.BoolVar(&o.scale, "scale", true, "throughput: also measure 1, 2 and 4 replicas and 100x the population, one round each")
 	fs.IntVar(&o.users, "users", 32, "concurrent users, each writing then reading its own profile")
 	fs.DurationVar(&o.duration, "duration", 15*time.Second, "how long each mode runs")
@@ -122,6 +129,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	var err error
 	o.args = userArgs(args)
+	if o.pooler == "none" {
+		o.pooler = "" // as devstack -pooler and DATABASE_POOLER spell it
+	}
 	o.window, o.markerTTL, o.pollInterval = config.DefaultWindow, config.DefaultMarkerTTL, config.DefaultPollInterval
 	if modes == "" {
 		modes = "time,lsn,off"
@@ -163,6 +173,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-conns must be 1..1000, got %d", o.conns)
 	case o.population < 1 || o.population > 1_000_000:
 		return o, fmt.Errorf("-population must be 1..1000000, got %d", o.population)
+	case o.pooler != "" && o.pooler != devstack.PoolTransaction && o.pooler != devstack.PoolSession:
+		return o, fmt.Errorf("-pooler must be %s or %s, got %q", devstack.PoolTransaction, devstack.PoolSession, o.pooler)
+	case o.pooler != "" && (o.suite != "throughput" || len(o.scenarios) > 0):
+		return o, errors.New("-pooler: only the throughput suite (without -scenarios) runs behind PgBouncer")
 	}
 	return o, nil
 }

@@ -2,11 +2,15 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ryw-go/ryw/internal/devstack"
 )
 
 func TestPercentile(t *testing.T) {
@@ -42,6 +46,85 @@ func TestFlags(t *testing.T) {
 	} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("parseFlags(%q) accepted bad input", args)
+		}
+	}
+}
+
+func TestPoolerFlag(t *testing.T) {
+	o, err := parseFlags(nil, io.Discard)
+	if err != nil || o.pooler != "" || strings.Join(apiLabels(o), ",") != "off,time,lsn" {
+		t.Errorf("without -pooler: pooler %q, labels %q, %v; want none, the modes alone", o.pooler, apiLabels(o), err)
+	}
+	o, err = parseFlags([]string{"-pooler", "none"}, io.Discard)
+	if err != nil || o.pooler != "" {
+		t.Errorf("-pooler none: pooler %q, %v; want none", o.pooler, err)
+	}
+	for mode, want := range map[string]string{
+		"transaction": "off,off+pgbouncer,time,time+pgbouncer,lsn,lsn+pgbouncer",
+		"session":     "off,off+pgbouncer,time,time+pgbouncer,lsn,lsn+pgbouncer",
+	} {
+		o, err := parseFlags([]string{"-pooler", mode}, io.Discard)
+		if err != nil || o.pooler != mode || strings.Join(apiLabels(o), ",") != want {
+			t.Errorf("-pooler %s: pooler %q, labels %q, %v; want %s", mode, o.pooler, apiLabels(o), err, want)
+		}
+	}
+	o, err = parseFlags([]string{"-pooler=transaction", "-modes", "lsn,off"}, io.Discard)
+	if got := strings.Join(apiLabels(o), ","); err != nil || got != "lsn,lsn+pgbouncer,off,off+pgbouncer" {
+		t.Errorf("-pooler with -modes lsn,off: labels %q, %v", got, err)
+	}
+	for _, args := range [][]string{
+		{"-pooler", "statement"}, {"-pooler", "Transaction"},
+		{"-suite", "own-write", "-pooler", "session"},
+		{"-scenarios", "none,slow", "-pooler", "transaction"},
+	} {
+		if _, err := parseFlags(args, io.Discard); err == nil {
+			t.Errorf("parseFlags(%q) accepted bad input", args)
+		}
+	}
+}
+
+func TestLabelsSayModeAndRoute(t *testing.T) {
+	for label, want := range map[string]struct {
+		mode   string
+		pooled bool
+	}{
+		"off": {"off", false}, "lsn": {"lsn", false}, "lsn+pgbouncer": {"lsn", true}, "time+pgbouncer": {"time", true},
+	} {
+		if m, p := modeOf(label), pooled(label); m != want.mode || p != want.pooled {
+			t.Errorf("%s: mode %q, pooled %v; want %q, %v", label, m, p, want.mode, want.pooled)
+		}
+	}
+}
+
+func TestAPIEnvPointsDirectProcessesPastThePoolers(t *testing.T) {
+	stack := &devstack.Stack{
+		Primary: &devstack.Node{Name: "primary", URL: "postgres://postgres@127.0.0.1:5001/ryw"},
+		Replicas: []*devstack.Node{
+			{Name: "replica1", URL: "postgres://postgres@127.0.0.1:5002/ryw"},
+			{Name: "replica2", URL: "postgres://postgres@127.0.0.1:5003/ryw"},
+		},
+	}
+	direct := []string{
+		"DATABASE_URL=postgres://postgres@127.0.0.1:5001/ryw",
+		"DATABASE_REPLICA_URLS=replica1=postgres://postgres@127.0.0.1:5002/ryw,replica2=postgres://postgres@127.0.0.1:5003/ryw",
+		"DATABASE_POOLER=none",
+	}
+	pooledOpts := options{pooler: devstack.PoolTransaction, pprofMode: "lsn+pgbouncer"}
+	for _, c := range []struct {
+		o     options
+		label string
+		want  []string
+	}{
+		// Without -pooler, only the mode and the profiler port, as before.
+		{options{pprofMode: "lsn"}, "lsn", []string{"RYW_MODE=lsn"}},
+		{options{}, "off", []string{"RYW_MODE=off", "PPROF_ADDR="}},
+		{pooledOpts, "lsn", append([]string{"RYW_MODE=lsn", "PPROF_ADDR="}, direct...)},
+		// The pooled process keeps the stack's environment: the poolers.
+		{pooledOpts, "lsn+pgbouncer", []string{"RYW_MODE=lsn"}},
+		{pooledOpts, "off+pgbouncer", []string{"RYW_MODE=off", "PPROF_ADDR="}},
+	} {
+		if got := apiEnv(stack, c.o, c.label); !slices.Equal(got, c.want) {
+			t.Errorf("apiEnv(pooler %q, %s) = %q, want %q", c.o.pooler, c.label, got, c.want)
 		}
 	}
 }
@@ -135,6 +218,70 @@ func TestThroughputReportStatesTheTargets(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+func TestThroughputReportShowsThePooler(t *testing.T) {
+	ph := func(reqs uint64, api, pooler time.Duration) phase {
+		return phase{requests: reqs, secs: 1, p50: time.Millisecond, p99: 4 * time.Millisecond,
+			cpu: cpuUse{api: api * time.Duration(reqs), pooler: pooler * time.Duration(reqs)}}
+	}
+	rounds := func(reqs uint64, api, pooler time.Duration) *modeRounds {
+		return &modeRounds{peak: []phase{ph(reqs, api, pooler)}, rate: []phase{ph(500, api, pooler)}}
+	}
+	cfg := configResult{
+		cfg: tpConfig{replicas: 2, population: 1000, rounds: 1}, rate: 500, generator: "wrk", poolerVersion: "PgBouncer 1.18.0",
+		modes: []string{"off", "off+pgbouncer", "lsn", "lsn+pgbouncer"},
+		byMode: map[string]*modeRounds{
+			"off":           rounds(1000, 100*time.Microsecond, 0),
+			"off+pgbouncer": rounds(800, 100*time.Microsecond, 30*time.Microsecond),
+			"lsn":           rounds(950, 110*time.Microsecond, 0),
+			"lsn+pgbouncer": rounds(700, 110*time.Microsecond, 40*time.Microsecond),
+		},
+		limits: limits{pgbench: []pgbenchRun{{tps: 4000}}, redisGetRPS: 50000},
+		own: []result{
+			{mode: "lsn", reads: 100, replicaReads: 99, reasons: map[string]int{}},
+			{mode: "lsn+pgbouncer", reads: 100, replicaReads: 98, violations: 1, reasons: map[string]int{}},
+		},
+	}
+	o := options{window: 5 * time.Second, conns: 32, phase: time.Second, pooler: devstack.PoolTransaction}
+	out := renderThroughput([]configResult{cfg}, o, "abc1234")
+	for _, want := range []string{
+		"Two API processes per mode", "DATABASE_POOLER=none", "labelled `<mode>+pgbouncer`",
+		"PgBouncer 1.18.0 in front of every node in transaction pooling",
+		fmt.Sprintf("default_pool_size = %d", poolSize(devstack.PoolTransaction)), "pgbench connects to the primary directly",
+		"PgBouncer µs/req", "| lsn+pgbouncer | 700 ", "| 0.70x ", "| 40 ",
+		"lsn mode throughput is 0.95x off",
+		"- lsn+pgbouncer mode serves 98.0% of own-write reads from replicas (target at least 95%), with 1 violations: **not met**",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	// The throughput targets are the direct processes'.
+	if strings.Contains(out, "lsn+pgbouncer mode throughput") {
+		t.Errorf("report sets a throughput target for the pooled process:\n%s", out)
+	}
+	if strings.Contains(out, "In session pooling") {
+		t.Errorf("transaction pooling report warns about session pooling:\n%s", out)
+	}
+	// Session pooling: devstack sizes the pools for the pooled processes'
+	// connections, so the report states the size and warns of no wait.
+	o.pooler = devstack.PoolSession
+	out = renderThroughput([]configResult{cfg}, o, "abc1234")
+	if want := fmt.Sprintf("in session pooling (pool_mode = session, default_pool_size = %d", devstack.SessionPoolSize); !strings.Contains(out, want) {
+		t.Errorf("session report lacks %q:\n%s", want, out)
+	}
+	if strings.Contains(out, "In session pooling a client connection holds a server connection") {
+		t.Errorf("session report warns of a wait that %d server connections rule out:\n%s", devstack.SessionPoolSize, out)
+	}
+
+	// Without -pooler: no PgBouncer anywhere.
+	o.pooler = ""
+	cfg.modes, cfg.poolerVersion, cfg.own = []string{"off", "lsn"}, "", nil
+	out = renderThroughput([]configResult{cfg}, o, "abc1234")
+	if strings.Contains(strings.ToLower(out), "pgbouncer") || !strings.Contains(out, "One API process per mode") {
+		t.Errorf("report without -pooler mentions PgBouncer or lacks the one-process note:\n%s", out)
 	}
 }
 

@@ -83,7 +83,8 @@ func ownWritesPlot(path string, tls []timeline) error {
 		return err
 	}
 	p.Add(l)
-	return p.Save(6.5*vg.Inch, 3.6*vg.Inch, path)
+	// Wider with -pooler's six processes, so that their names fit.
+	return p.Save(vg.Length(max(6.5, 1.8*float64(len(tls))))*vg.Inch, 3.6*vg.Inch, path)
 }
 
 // bars is one series of a bar chart.
@@ -136,7 +137,7 @@ func latencyPlot(path string, c configResult) error {
 		return err
 	}
 	p.Y.Min, p.Y.Max = 0, slices.Max(p99)*1.3
-	return p.Save(6*vg.Inch, 3.6*vg.Inch, path)
+	return p.Save(vg.Length(max(6, 1.3*float64(len(names))))*vg.Inch, 3.6*vg.Inch, path)
 }
 
 // timelinePlot: the paused replica's lag, and below it, per mode, where

@@ -46,7 +46,8 @@ import (
 //   - pgbench -S -M prepared on the same primary and redis-benchmark GET on
 //     the same Redis: what the nodes themselves can do;
 //   - CPU per request of every process: the API, PostgreSQL (all nodes),
-//     Redis and the load generator (this process).
+//     Redis, the load generator (this process) and, with -pooler, PgBouncer
+//     (all of them).
 //
 // Then the same with other replica counts and populations (-scale), and the
 // own-write workload for the offload and violations.
@@ -84,11 +85,12 @@ func (p phase) perRequest(d time.Duration) time.Duration {
 	return d / time.Duration(p.requests)
 }
 
-// cpuUse is the CPU time each process used in a phase.
-type cpuUse struct{ api, pg, redis, gen time.Duration }
+// cpuUse is the CPU time each process used in a phase. pooler is every
+// pgbouncer's (none without -pooler).
+type cpuUse struct{ api, pg, redis, gen, pooler time.Duration }
 
 func (c cpuUse) sub(o cpuUse) cpuUse {
-	return cpuUse{c.api - o.api, c.pg - o.pg, c.redis - o.redis, c.gen - o.gen}
+	return cpuUse{c.api - o.api, c.pg - o.pg, c.redis - o.redis, c.gen - o.gen, c.pooler - o.pooler}
 }
 
 // modeRounds holds one mode's phases, one per round.
@@ -162,8 +164,8 @@ func roundRatios(c configResult) string {
 // configResult is everything measured on one cluster shape.
 type configResult struct {
 	cfg    tpConfig
-	modes  []string
-	rate   int // the constant rate: half the off-mode peak of the first round
+	modes  []string // the API processes' labels (apiLabels)
+	rate   int      // the constant rate: half the off-mode peak of the first round
 	byMode map[string]*modeRounds
 	limits limits
 	own    []result // the own-write workload, per mode (main config only)
@@ -174,19 +176,23 @@ type configResult struct {
 	// healthz is GET /healthz at the constant rate: the generator's and
 	// the HTTP stack's own latency, with no node involved.
 	healthz phase
+	// poolerVersion is `pgbouncer --version`'s first line (-pooler only).
+	poolerVersion string
 }
 
 // tpBench runs the suite on one stack.
 type tpBench struct {
 	o       options
 	stack   *devstack.Stack
-	apis    map[string]*devstack.API
-	headers []http.Header // one per seeded user
+	labels  []string                 // the API processes (apiLabels)
+	apis    map[string]*devstack.API // by label
+	headers []http.Header            // one per seeded user
 	stderr  io.Writer
 	seeded  int
 
-	generator string // what measured the closed loop
-	wrkFiles  string // wrk's script and user list
+	generator     string // what measured the closed loop
+	wrkFiles      string // wrk's script and user list
+	poolerVersion string // with -pooler
 }
 
 func runThroughput(ctx context.Context, o options, stderr io.Writer) ([]configResult, error) {
@@ -228,27 +234,39 @@ func runThroughput(ctx context.Context, o options, stderr io.Writer) ([]configRe
 }
 
 func startTPBench(ctx context.Context, o options, replicas int, stderr io.Writer) (*tpBench, error) {
-	fmt.Fprintf(stderr, "rywbench: starting a primary, %d replicas and Redis\n", replicas)
-	stack, err := devstack.Start(ctx, devstack.Options{Replicas: replicas, Migrate: true})
+	b := &tpBench{o: o, labels: apiLabels(o), apis: map[string]*devstack.API{}, stderr: stderr}
+	if o.pooler == "" {
+		fmt.Fprintf(stderr, "rywbench: starting a primary, %d replicas and Redis\n", replicas)
+	} else {
+		var err error
+		if b.poolerVersion, err = pgbouncerVersion(ctx); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(stderr, "rywbench: starting a primary, %d replicas and Redis, %s in %s pooling in front of every node\n",
+			replicas, b.poolerVersion, o.pooler)
+	}
+	stack, err := devstack.Start(ctx, devstack.Options{Replicas: replicas, Migrate: true, Pooler: o.pooler})
 	if err != nil {
 		return nil, err
 	}
-	b := &tpBench{o: o, stack: stack, apis: map[string]*devstack.API{}, stderr: stderr}
+	b.stack = stack
 	if err := initPgbench(ctx, stack); err != nil {
 		stack.Close()
 		return nil, err
 	}
-	for _, mode := range o.modes {
-		env := []string{"RYW_MODE=" + mode}
-		if mode != o.pprofMode {
-			env = append(env, "PPROF_ADDR=") // one profiler port, for one process
-		}
-		apis, err := stack.StartAPI(ctx, devstack.APIOptions{Binary: o.apiBin, Env: env, LogDir: stack.Dir})
-		if err != nil {
+	for _, label := range b.labels {
+		// Each process logs to a file of its own in the stack's directory.
+		logDir := filepath.Join(stack.Dir, "api-"+label)
+		if err := os.Mkdir(logDir, 0o755); err != nil {
 			stack.Close()
 			return nil, err
 		}
-		b.apis[mode] = apis[0]
+		apis, err := stack.StartAPI(ctx, devstack.APIOptions{Binary: o.apiBin, Env: apiEnv(stack, o, label), LogDir: logDir})
+		if err != nil {
+			stack.Close()
+			return nil, fmt.Errorf("%s: %w", label, err)
+		}
+		b.apis[label] = apis[0]
 	}
 	return b, nil
 }
@@ -275,8 +293,8 @@ func initPgbench(ctx context.Context, stack *devstack.Stack) error {
 }
 
 func (b *tpBench) measureConfig(ctx context.Context, cfg tpConfig, main bool) (configResult, error) {
-	res := configResult{cfg: cfg, modes: b.o.modes, byMode: map[string]*modeRounds{}}
-	for _, m := range b.o.modes {
+	res := configResult{cfg: cfg, modes: b.labels, byMode: map[string]*modeRounds{}, poolerVersion: b.poolerVersion}
+	for _, m := range b.labels {
 		res.byMode[m] = &modeRounds{}
 	}
 	var err error
@@ -306,14 +324,14 @@ func (b *tpBench) measureConfig(ctx context.Context, cfg tpConfig, main bool) (c
 	if err := waitUntil(ctx, seededAt.Add(b.o.window+time.Second)); err != nil {
 		return res, err
 	}
-	for _, m := range b.o.modes {
+	for _, m := range b.labels {
 		if _, err := b.attack(ctx, b.apis[m], 0, time.Second); err != nil { // warm the pools
 			return res, err
 		}
 	}
 	for round := range cfg.rounds {
 		// Rotate the order, so that no mode always goes first or last.
-		order := slices.Clone(b.o.modes)
+		order := slices.Clone(b.labels)
 		for range round {
 			order = append(order[1:], order[0])
 		}
@@ -352,7 +370,7 @@ func (b *tpBench) measureConfig(ctx context.Context, cfg tpConfig, main bool) (c
 		if res.healthz, err = b.attackPath(ctx, b.apis["off"], "/healthz", res.rate, b.o.phase); err != nil {
 			return res, err
 		}
-		for _, m := range b.o.modes {
+		for _, m := range b.labels {
 			fmt.Fprintf(b.stderr, "rywbench:   %s: own-write workload, %d users for %s\n", m, b.o.users, b.o.phase)
 			ow := b.o
 			ow.duration = b.o.phase
@@ -364,7 +382,7 @@ func (b *tpBench) measureConfig(ctx context.Context, cfg tpConfig, main bool) (c
 				return res, ctx.Err()
 			}
 		}
-		for _, m := range b.o.modes {
+		for _, m := range b.labels {
 			tl, err := pauseTimeline(ctx, b.stack, b.apis[m], m, b.stderr)
 			if err != nil {
 				return res, err
@@ -476,7 +494,7 @@ func usedMemory(ctx context.Context, rc *redis.Client) (int64, error) {
 func (b *tpBench) idle(ctx context.Context, l *limits) error {
 	const window = 3 * time.Second
 	var apiBefore []time.Duration
-	for _, m := range b.o.modes {
+	for _, m := range b.labels {
 		c, err := procCPU(b.apis[m].Pid(), false)
 		if err != nil {
 			return err
@@ -500,7 +518,7 @@ func (b *tpBench) idle(ctx context.Context, l *limits) error {
 	}
 	l.idleRedis = (redisAfter - redisBefore) * time.Second / window
 	var api time.Duration
-	for i, m := range b.o.modes {
+	for i, m := range b.labels {
 		c, err := procCPU(b.apis[m].Pid(), false)
 		if err != nil {
 			return err
@@ -511,7 +529,7 @@ func (b *tpBench) idle(ctx context.Context, l *limits) error {
 	if err != nil {
 		return err
 	}
-	n := len(b.o.modes)
+	n := len(b.labels)
 	l.idleProcesses = n
 	l.idleAPI = api / time.Duration(n) * time.Second / window
 	l.idlePG = (pg - pgBefore) * time.Second / window
@@ -615,6 +633,9 @@ func (b *tpBench) cpu(api *devstack.API) (cpuUse, error) {
 	}
 	if c.redis, err = procCPU(b.stack.Redis.Pid(), false); err != nil {
 		return c, fmt.Errorf("redis: %w", err)
+	}
+	if c.pooler, err = poolerCPU(b.stack); err != nil {
+		return c, err
 	}
 	c.gen = selfCPU()
 	return c, nil
@@ -895,6 +916,7 @@ type summary struct {
 	p50, p99, p99Ratio      float64 // ms, and the p99 against off's
 	rateAchieved            float64
 	api, pg, redis, gen     time.Duration // CPU per request at the peak
+	pooler                  time.Duration // every pgbouncer's, likewise
 	replicaShare            float64
 	bad                     int
 	genCoreShare            float64 // the generator's share of one core at the constant rate
@@ -929,6 +951,7 @@ func summarize(c configResult, mode string) summary {
 	s.pg = dur(func(p phase) time.Duration { return p.perRequest(p.cpu.pg) })
 	s.redis = dur(func(p phase) time.Duration { return p.perRequest(p.cpu.redis) })
 	s.gen = dur(func(p phase) time.Duration { return p.perRequest(p.cpu.gen) })
+	s.pooler = dur(func(p phase) time.Duration { return p.perRequest(p.cpu.pooler) })
 	var lookups, pipelines float64
 	for _, p := range mr.peak {
 		lookups += p.lookups
@@ -957,13 +980,21 @@ func renderThroughput(results []configResult, o options, commit string) string {
 	fmt.Fprintf(&b, "Measured on commit `%s`, %s, with `make bench%s`.\n\n", commit, time.Now().UTC().Format("2006-01-02"), argsNote(o))
 	fmt.Fprintf(&b, "Workload: GET /api/me for %s users who saved their profile long before (past the %s window, marks in Redis), "+
 		"in turn; %d connections in a closed loop (%s) for the peak, then a constant rate of half the off-mode peak (vegeta), %s each, "+
-		"%d rounds, the modes' order rotating. One API process per mode, all running, taking turns.\n\n",
-		humanCount(main.cfg.population), o.window, o.conns, main.generator, o.phase, main.cfg.rounds)
+		"%d rounds, the modes' order rotating. %s\n\n",
+		humanCount(main.cfg.population), o.window, o.conns, main.generator, o.phase, main.cfg.rounds, processesNote(main, o))
 
 	fmt.Fprintf(&b, "### %s\n\n", main.cfg)
+	// PgBouncer's column, with -pooler: every pgbouncer's CPU, whichever
+	// API process the phase was for (so about 0 for the direct ones).
+	poolerHead, poolerRule := "", ""
+	poolerCol := func(summary) string { return "" }
+	if o.pooler != "" {
+		poolerHead, poolerRule = " PgBouncer µs/req\t", "---\t"
+		poolerCol = func(s summary) string { return " " + us(s.pooler) + "\t" }
+	}
 	w := tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.Debug)
-	fmt.Fprintln(w, "| mode\t peak req/s\t vs off\t rounds (vs off)\t p50 at rate\t p99 at rate\t p99 vs off\t served by replicas\t API µs/req\t PostgreSQL µs/req\t Redis µs/req\t generator µs/req\t lookups per Redis pipeline\t non-200\t")
-	fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t")
+	fmt.Fprintln(w, "| mode\t peak req/s\t vs off\t rounds (vs off)\t p50 at rate\t p99 at rate\t p99 vs off\t served by replicas\t API µs/req\t PostgreSQL µs/req\t Redis µs/req\t"+poolerHead+" generator µs/req\t lookups per Redis pipeline\t non-200\t")
+	fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t"+poolerRule+"---\t---\t---\t")
 	for _, m := range main.modes {
 		s := summarize(main, m)
 		var rounds []string
@@ -974,9 +1005,9 @@ func renderThroughput(results []configResult, o options, commit string) string {
 		if s.perPipeline > 0 {
 			perPipeline = fmt.Sprintf("%.1f", s.perPipeline)
 		}
-		fmt.Fprintf(w, "| %s\t %.0f\t %.2fx\t %s\t %.2f ms\t %.2f ms\t %.2fx\t %.1f%%\t %s\t %s\t %s\t %s\t %s\t %d\t\n",
+		fmt.Fprintf(w, "| %s\t %.0f\t %.2fx\t %s\t %.2f ms\t %.2f ms\t %.2fx\t %.1f%%\t %s\t %s\t %s\t%s %s\t %s\t %d\t\n",
 			m, s.peak, s.peakRatio, strings.Join(rounds, " "), s.p50, s.p99, s.p99Ratio, s.replicaShare,
-			us(s.api), us(s.pg), us(s.redis), us(s.gen), perPipeline, s.bad)
+			us(s.api), us(s.pg), us(s.redis), poolerCol(s), us(s.gen), perPipeline, s.bad)
 	}
 	w.Flush()
 	l := main.limits
@@ -1003,9 +1034,13 @@ func renderThroughput(results []configResult, o options, commit string) string {
 	fmt.Fprintf(w, "| `redis-benchmark -t get`, 32 clients\t %.0f GET/s\t %.3fx\t\n", l.redisGetRPS, off.peak/l.redisGetRPS)
 	w.Flush()
 
-	fmt.Fprintf(&b, "\nThe issue's targets, from this run:\n\n")
+	fmt.Fprintf(&b, "\nThe issue's targets, from this run")
+	if o.pooler != "" {
+		fmt.Fprintf(&b, " (throughput and latency on direct connections, as the targets were set; own writes both ways)")
+	}
+	fmt.Fprintf(&b, ":\n\n")
 	for _, m := range main.modes {
-		if m == "off" {
+		if m == "off" || pooled(m) {
 			continue
 		}
 		s := summarize(main, m)
@@ -1017,9 +1052,9 @@ func renderThroughput(results []configResult, o options, commit string) string {
 		fmt.Fprintf(&b, "- lsn mode p99 at half the peak is %.2fx off's (target at most 2x): %s\n", s.p99Ratio, verdict(s.p99Ratio <= 2))
 	}
 	for _, r := range main.own {
-		if r.mode == "lsn" {
-			fmt.Fprintf(&b, "- lsn mode serves %.1f%% of own-write reads from replicas (target at least 95%%), with %d violations: %s\n",
-				share(r), r.violations, verdict(share(r) >= 95 && r.violations == 0))
+		if modeOf(r.mode) == "lsn" {
+			fmt.Fprintf(&b, "- %s mode serves %.1f%% of own-write reads from replicas (target at least 95%%), with %d violations: %s\n",
+				r.mode, share(r), r.violations, verdict(share(r) >= 95 && r.violations == 0))
 		}
 	}
 
@@ -1053,12 +1088,12 @@ func renderThroughput(results []configResult, o options, commit string) string {
 	fmt.Fprintf(&b, "\n### How cost grows\n\n")
 	fmt.Fprintf(&b, "One round per shape after the first (so noisier); peak and CPU per request in the closed loop, latency at half the shape's own off-mode peak.\n\n")
 	w = tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.Debug)
-	fmt.Fprintln(w, "| shape\t mode\t peak req/s\t vs off\t p99 at rate\t p99 vs off\t API µs/req\t PostgreSQL µs/req\t Redis µs/req\t")
-	fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t")
+	fmt.Fprintln(w, "| shape\t mode\t peak req/s\t vs off\t p99 at rate\t p99 vs off\t API µs/req\t PostgreSQL µs/req\t Redis µs/req\t"+poolerHead)
+	fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t"+poolerRule)
 	for _, c := range results {
 		for _, m := range c.modes {
 			s := summarize(c, m)
-			fmt.Fprintf(w, "| %s\t %s\t %.0f\t %.2fx\t %.2f ms\t %.2fx\t %s\t %s\t %s\t\n", c.cfg, m, s.peak, s.peakRatio, s.p99, s.p99Ratio, us(s.api), us(s.pg), us(s.redis))
+			fmt.Fprintf(w, "| %s\t %s\t %.0f\t %.2fx\t %.2f ms\t %.2fx\t %s\t %s\t %s\t%s\n", c.cfg, m, s.peak, s.peakRatio, s.p99, s.p99Ratio, us(s.api), us(s.pg), us(s.redis), poolerCol(s))
 		}
 	}
 	w.Flush()
@@ -1082,6 +1117,54 @@ func renderThroughput(results []configResult, o options, commit string) string {
 	}
 	w.Flush()
 	return b.String()
+}
+
+// processesNote says which API processes ran and how they reach the nodes.
+func processesNote(c configResult, o options) string {
+	if o.pooler == "" {
+		return "One API process per mode, all running, taking turns."
+	}
+	version := c.poolerVersion
+	if version == "" {
+		version = "PgBouncer"
+	}
+	return fmt.Sprintf("Two API processes per mode, all running, taking turns: one connecting to the nodes directly (DATABASE_POOLER=none), "+
+		"and one, labelled `<mode>%s`, through a %s in front of every node in %s pooling (pool_mode = %s, default_pool_size = %d, "+
+		"DATABASE_POOLER=%s); every ratio is against off mode, direct. PgBouncer µs/req is every pgbouncer's CPU in the phase, "+
+		"whichever process it served: in the direct rows, the idle pooled processes' monitor polls. pgbench connects to the primary directly.",
+		pooledSuffix, version, o.pooler, o.pooler, poolSize(o.pooler), o.pooler) + sessionNote(c, o)
+}
+
+// sessionNote warns, in session pooling, when the pooled processes may hold
+// more client connections to a node than its pgbouncer has server
+// connections: each holds one for as long as it stays open (idle ones
+// included), so the others wait for one, and the +pgbouncer rows measure
+// that wait as much as the pooler.
+func sessionNote(c configResult, o options) string {
+	if o.pooler != devstack.PoolSession {
+		return ""
+	}
+	n := 0
+	for _, m := range c.modes {
+		if pooled(m) {
+			n++
+		}
+	}
+	perProcess := ryw.DefaultMaxConns + 1 // the application's pool and the monitor's
+	if n*perProcess <= poolSize(o.pooler) {
+		return ""
+	}
+	return fmt.Sprintf(" In session pooling a client connection holds a server connection until it closes: the %d pooled processes "+
+		"may open up to %d connections to each node (%d each: ryw's default MaxConns and the monitor's one), against %d server connections, "+
+		"so their requests can wait for one; the %s rows include that wait.", n, n*perProcess, perProcess, poolSize(o.pooler), pooledSuffix)
+}
+
+// poolSize is devstack's default_pool_size in the pool mode.
+func poolSize(mode string) int {
+	if mode == devstack.PoolSession {
+		return devstack.SessionPoolSize
+	}
+	return devstack.PoolSize
 }
 
 func verdict(ok bool) string {

@@ -28,8 +28,15 @@
 //
 //   - a random replica's replay paused for 0-2 s, again and again;
 //   - a replica killed (immediate shutdown) and restarted;
-//   - Redis killed and restarted empty;
-//   - Redis unreachable from the last instance only (a blackholing proxy).
+//   - Redis killed and restarted empty (-redis single); the master killed,
+//     the sentinels promoting its replica and the old master back as a
+//     replica (-redis sentinel); a master handing over to its replica
+//     (CLUSTER FAILOVER), then another killed and replaced by its replica,
+//     and back as a replica (-redis cluster; with -redis-replicas 0, a
+//     master restarted empty);
+//   - Redis unreachable from the last instance only (a blackholing proxy;
+//     single Redis only: with Sentinel or Cluster the clients reach the
+//     nodes at the addresses the sentinels and the cluster give).
 //
 // Scenario failover, on a stack of its own per mode, under the same load
 // and replay pauses: a third of the way through, replica2 and then replica1
@@ -53,6 +60,11 @@
 //	rywchaos [-modes time,lsn,off] [-ops 100000] [-users 60] [-instances 2]
 //	         [-max-duration 10m] [-api-bin PATH] [-out FILE]
 //	         [-scenario faults|failover] [-promote replica1] [-sync-standbys 1]
+//	         [-pooler none|transaction|session] [-least-privilege]
+//	         [-redis single|sentinel|cluster] [-redis-replicas 1]
+//
+// The topology flags are devstack's (cmd/devstack): make chaos
+// ARGS="-redis sentinel" runs the schedule on Redis Sentinel.
 package main
 
 import (
@@ -111,6 +123,7 @@ type options struct {
 	syncStandbys int
 	partition    time.Duration
 	apiLogLevel  string
+	topology     devstack.Options // its Pooler, Redis, RedisReplicas and LeastPrivilege (devstack.TopologyFlags)
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -126,12 +139,16 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.faultEvery, "fault-every", 8*time.Second, "faults scenario: length of one cycle of the kill, Redis restart and partition faults")
 	fs.StringVar(&o.apiBin, "api-bin", "", "API executable (default: go build ./cmd/api)")
 	fs.StringVar(&o.out, "out", "", "also write the Markdown report to this file")
-	fs.StringVar(&o.scenario, "scenario", "faults", "faults (the fault cycle) or failover (the primary dies and a replica is promoted, once per mode)")
+	fs.StringVar(&o.scenario, "scenario", "faults", "faults (the fault cycle), failover (the primary dies and a replica is promoted, once per mode) or none (the same load without faults: the offload a healthy cluster gets)")
 	fs.StringVar(&o.promote, "promote", "", "failover: the replica to promote (default: the one that received the most WAL, replica1); replica2 is less advanced, and leaves replica1 diverged")
 	fs.IntVar(&o.syncStandbys, "sync-standbys", 0, "failover: synchronous_standby_names = ANY n (...); with 1, no acknowledged write may be lost")
 	fs.StringVar(&o.apiLogLevel, "api-log-level", "error", "the API instances' LOG_LEVEL (their logs go to stderr)")
 	fs.DurationVar(&o.partition, "partition", time.Second, "failover: how long the replicas are cut off from the primary, one after the other, before it dies")
+	topology := devstack.AddTopologyFlags(fs)
 	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if err := topology.Apply(&o.topology); err != nil {
 		return o, err
 	}
 	var err error
@@ -151,8 +168,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-max-duration must be positive and at most 1h, got %s", o.maxDuration)
 	case o.faultEvery < 2*time.Second:
 		return o, fmt.Errorf("-fault-every must be at least 2s, got %s", o.faultEvery)
-	case o.scenario != "faults" && o.scenario != "failover":
-		return o, fmt.Errorf("-scenario must be faults or failover, got %q", o.scenario)
+	case o.scenario != "faults" && o.scenario != "failover" && o.scenario != "none":
+		return o, fmt.Errorf("-scenario must be faults, failover or none, got %q", o.scenario)
 	case o.promote != "" && o.promote != "replica1" && o.promote != "replica2":
 		return o, fmt.Errorf("-promote must be replica1 or replica2, got %q", o.promote)
 	case o.syncStandbys < 0 || o.syncStandbys > 2:
@@ -185,11 +202,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (ok bool,
 		stack := shared
 		if stack == nil {
 			// The failover scenario changes the cluster: a stack per mode.
-			fmt.Fprintln(stderr, "rywchaos: starting a primary, 2 replicas and Redis")
-			if stack, err = devstack.Start(ctx, devstack.Options{Replicas: 2, Migrate: true}); err != nil {
+			fmt.Fprintln(stderr, "rywchaos: starting a primary, 2 replicas and Redis:", devstack.DescribeTopology(o.topology))
+			opts := o.topology
+			opts.Replicas, opts.Migrate = 2, true
+			if stack, err = devstack.Start(ctx, opts); err != nil {
 				return false, err
 			}
-			if o.scenario == "faults" {
+			if o.scenario != "failover" {
 				shared = stack
 			}
 		}
@@ -222,6 +241,11 @@ func verdict(results []result, o options) string {
 	for _, r := range results {
 		if r.ops == 0 || r.ownReads == 0 || r.sessionReads == 0 {
 			problems = append(problems, fmt.Sprintf("%s mode checked too little: %d requests, %d own-write reads, %d session reads", r.mode, r.ops, r.ownReads, r.sessionReads))
+		}
+		if r.mode == "off" && o.scenario == "none" {
+			// Without faults the control may or may not catch a replica
+			// behind: the scenario measures offload, not the checker.
+			continue
 		}
 		if r.mode == "off" {
 			if r.violations == 0 {
@@ -300,11 +324,18 @@ type failoverInfo struct {
 }
 
 func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options, log io.Writer) (result, error) {
-	proxy, redisURL, err := devstack.StartProxyForURL(stack.Redis.URL)
-	if err != nil {
-		return result{}, err
+	// The last instance reaches a single Redis through a proxy, which the
+	// cycle cuts. With Sentinel or Cluster the clients connect to the
+	// addresses the sentinels and the nodes give: no proxy can stand in.
+	var proxy *devstack.Proxy
+	var redisURL string
+	if stack.RedisTopology() == devstack.RedisSingle {
+		var err error
+		if proxy, redisURL, err = devstack.StartProxyForURL(stack.RedisURL()); err != nil {
+			return result{}, err
+		}
+		defer proxy.Close()
 	}
-	defer proxy.Close()
 	env := []string{"RYW_MODE=" + mode, "LOG_LEVEL=" + o.apiLogLevel}
 	if o.scenario == "failover" {
 		env = append(env, "DATABASE_URL="+stack.PrimaryURLs())
@@ -315,7 +346,7 @@ func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options,
 	apis, err := stack.StartAPI(ctx, devstack.APIOptions{
 		Binary: o.apiBin, Instances: o.instances, Output: log, Env: env,
 		InstanceEnv: func(i int) []string {
-			if i == o.instances-1 && o.scenario == "faults" {
+			if i == o.instances-1 && o.scenario == "faults" && proxy != nil {
 				return []string{"REDIS_URL=" + redisURL}
 			}
 			return nil
@@ -352,11 +383,16 @@ func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options,
 	background.Go(func() { catalog.run(bgCtx, stack.PrimaryURLs()) })
 	pausesCtx, stopPauses := context.WithCancel(bgCtx)
 	var pauses sync.WaitGroup
-	pauses.Go(func() { inj.pauses(pausesCtx) })
+	if o.scenario != "none" {
+		pauses.Go(func() { inj.pauses(pausesCtx) })
+	}
 	var fo *failoverInfo
-	if o.scenario == "faults" {
+	switch o.scenario {
+	case "none":
+		cycled.Store(true) // nothing to wait for: the budget ends the run
+	case "faults":
 		background.Go(func() { inj.cycle(bgCtx, o.faultEvery) })
-	} else {
+	default:
 		// The failover is the one fault of the cycle: the run goes on
 		// until it is done, and a while after.
 		background.Go(func() {
@@ -805,9 +841,10 @@ type injector struct {
 	proxy *devstack.Proxy
 	log   io.Writer
 
-	mu     sync.Mutex
-	counts map[string]int
-	cycled *atomic.Bool // set after the first full cycle
+	mu          sync.Mutex
+	counts      map[string]int
+	redisFaults int          // Redis faults injected so far (Cluster alternates)
+	cycled      *atomic.Bool // set after the first full cycle
 }
 
 // count notes a fault injected.
@@ -873,33 +910,115 @@ func (f *injector) cycle(ctx context.Context, period time.Duration) {
 		if !sleep(ctx, third/2) {
 			return
 		}
-		if err := f.stack.Redis.Stop(ctx); err == nil {
-			f.count("redis killed and restarted empty")
-			sleep(ctx, 200*time.Millisecond+time.Duration(rand.Int64N(int64(500*time.Millisecond))))
-			f.failed("restart redis", f.stack.Redis.Start(context.WithoutCancel(ctx)))
-		} else if ctx.Err() == nil {
-			f.failed("stop redis", err)
-		}
+		f.redisFault(ctx)
 
 		if !sleep(ctx, third/2) {
 			return
 		}
-		if err := f.proxy.Blackhole(); err == nil {
-			f.count("redis unreachable from the last instance for 1-3 s")
-			sleep(ctx, time.Second+time.Duration(rand.Int64N(int64(2*time.Second))))
-			f.failed("heal the partition", f.proxy.Heal())
+		// No partition fault without a proxy (see runMode).
+		if f.proxy != nil {
+			if err := f.proxy.Blackhole(); err == nil {
+				f.count("redis unreachable from the last instance for 1-3 s")
+				sleep(ctx, time.Second+time.Duration(rand.Int64N(int64(2*time.Second))))
+				f.failed("heal the partition", f.proxy.Heal())
+			}
 		}
 		f.cycled.Store(true)
 	}
 }
 
+// redisFault is the cycle's Redis fault, for the stack's topology: a
+// single Redis restarts empty; a Sentinel master is killed, the sentinels
+// promote its replica and it comes back as a replica; in a Cluster, one
+// shard's master hands over to its replica (CLUSTER FAILOVER), then the
+// next shard's master is killed and comes back as its replica's replica
+// (a cluster without replicas has a master restart empty instead).
+func (f *injector) redisFault(ctx context.Context) {
+	back := func(r *devstack.Redis, what string) {
+		sleep(ctx, 200*time.Millisecond+time.Duration(rand.Int64N(int64(500*time.Millisecond))))
+		ctx := context.WithoutCancel(ctx)
+		if err := r.Start(ctx); err != nil {
+			f.failed(what, err)
+			return
+		}
+		f.failed(what, f.stack.WaitRedis(ctx))
+	}
+	switch f.stack.RedisTopology() {
+	case devstack.RedisSentinel:
+		killed, err := f.stack.KillRedisMaster(ctx)
+		if err != nil && ctx.Err() == nil {
+			f.failed("kill the redis master", err)
+		}
+		if killed == nil {
+			return
+		}
+		if err == nil {
+			f.count("redis master killed, the sentinels promoted its replica, back as a replica")
+		}
+		back(killed, "restart the old redis master as a replica")
+	case devstack.RedisCluster:
+		f.mu.Lock()
+		f.redisFaults++
+		n := f.redisFaults
+		f.mu.Unlock()
+		shard := n % 3
+		if len(f.stack.RedisNodes) == 3 {
+			m := f.stack.RedisNodes[shard]
+			if err := m.Stop(ctx); err != nil {
+				f.failed("stop a redis cluster master", err)
+				return
+			}
+			f.count("redis cluster master restarted empty (no replica)")
+			back(m, "restart the redis cluster master")
+			return
+		}
+		// A handover of one shard, then a crash of the next one's master.
+		if _, err := f.stack.ClusterFailover(ctx, devstack.ClusterFailoverOptions{Shard: shard}); err == nil {
+			f.count("redis cluster master handed over to its replica (CLUSTER FAILOVER)")
+		} else if ctx.Err() == nil {
+			f.failed("redis cluster failover", err)
+		}
+		if !sleep(ctx, 200*time.Millisecond) {
+			return
+		}
+		res, err := f.stack.ClusterFailover(ctx, devstack.ClusterFailoverOptions{Shard: (shard + 1) % 3, Kill: true})
+		if err != nil && ctx.Err() == nil {
+			f.failed("redis cluster master kill", err)
+		}
+		if res.Old == nil || res.Old.Running() {
+			return
+		}
+		if err == nil {
+			f.count("redis cluster master killed, its replica elected, back as a replica")
+		}
+		back(res.Old, "restart the killed redis cluster master")
+	default:
+		if err := f.stack.Redis.Stop(ctx); err != nil {
+			if ctx.Err() == nil {
+				f.failed("stop redis", err)
+			}
+			return
+		}
+		f.count("redis killed and restarted empty")
+		sleep(ctx, 200*time.Millisecond+time.Duration(rand.Int64N(int64(500*time.Millisecond))))
+		f.failed("restart redis", f.stack.Redis.Start(context.WithoutCancel(ctx)))
+	}
+}
+
 // heal undoes every fault and waits until the replicas have caught up.
 func (f *injector) heal(ctx context.Context) error {
-	_ = f.proxy.Heal()
-	if !f.stack.Redis.Running() {
-		if err := f.stack.Redis.Start(ctx); err != nil {
-			return err
+	if f.proxy != nil {
+		_ = f.proxy.Heal()
+	}
+	for _, r := range f.stack.RedisNodes {
+		if !r.Running() {
+			if err := r.Start(ctx); err != nil {
+				return err
+			}
 		}
+	}
+	if err := f.stack.WaitRedis(ctx); err != nil {
+		return err
 	}
 	for _, r := range f.stack.Replicas {
 		if !r.Running() {
@@ -996,10 +1115,14 @@ func (f *injector) failover(ctx context.Context, o options) (*failoverInfo, erro
 // render writes the report as Markdown.
 func render(results []result, o options) string {
 	var b strings.Builder
+	fmt.Fprintf(&b, "Topology: a primary and 2 streaming replicas; %s.\n", devstack.DescribeTopology(o.topology))
 	fmt.Fprintf(&b, "Workload: %d users over %d API instances, %d requests per mode. Each user saves its profile, then reads it back 1-3 times, through random instances. Half the users send no token back; the other half are sessions that send back each response's token and also read the catalog, which a writer on the primary changes every 50 ms.\n", o.users, o.instances, o.ops)
-	if o.scenario == "faults" {
-		fmt.Fprintf(&b, "Faults: a random replica's replay paused 0-2 s again and again; every %s, a replica killed and restarted, Redis killed and restarted empty, Redis unreachable from the last instance for 1-3 s.\n\n", o.faultEvery)
-	} else {
+	switch o.scenario {
+	case "none":
+		fmt.Fprintf(&b, "No faults: every node up, no replay paused; replication lag is what the load makes it.\n\n")
+	case "faults":
+		fmt.Fprintf(&b, "Faults: a random replica's replay paused 0-2 s again and again; every %s, a replica killed and restarted, %s.\n\n", o.faultEvery, redisFaultText(o.topology))
+	default:
 		promote := o.promote
 		if promote == "" {
 			promote = "the most advanced replica"
@@ -1061,6 +1184,19 @@ func render(results []result, o options) string {
 		fmt.Fprintln(&b, "\nVerdict: pass (with read-your-writes on: no violation, no regression, no 5xx, no write missing, every lost write counted; the control saw violations and regressions)")
 	}
 	return b.String()
+}
+
+// redisFaultText says what the cycle does to Redis with the topology.
+func redisFaultText(t devstack.Options) string {
+	switch {
+	case t.Redis == devstack.RedisSentinel:
+		return "the Redis master killed (SIGKILL), the sentinels promoting its replica and the old master back as a replica (no partition fault: the clients reach the nodes at the addresses the sentinels give)"
+	case t.Redis == devstack.RedisCluster && t.RedisReplicas == 0:
+		return "a Redis Cluster master restarted empty, a shard at a time (no partition fault: the clients reach the nodes at the addresses the cluster gives)"
+	case t.Redis == devstack.RedisCluster:
+		return "a Redis Cluster master handing over to its replica (CLUSTER FAILOVER), then the next shard's master killed (SIGKILL), its replica elected and the old master back as a replica (no partition fault: the clients reach the nodes at the addresses the cluster gives)"
+	}
+	return "Redis killed and restarted empty, Redis unreachable from the last instance for 1-3 s"
 }
 
 func counts(m map[string]int) string {

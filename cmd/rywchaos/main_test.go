@@ -98,6 +98,34 @@ func TestFlags(t *testing.T) {
 	}
 }
 
+// TestTopologyFlags: rywchaos takes devstack's topology flags, and its
+// report names the topology.
+func TestTopologyFlags(t *testing.T) {
+	o, err := parseFlags([]string{"-redis", "sentinel", "-pooler", "transaction", "-least-privilege"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tp := o.topology; tp.Redis != devstack.RedisSentinel || tp.Pooler != devstack.PoolTransaction || !tp.LeastPrivilege || tp.RedisReplicas != 0 {
+		t.Errorf("topology = %+v", tp)
+	}
+	if o, err = parseFlags([]string{"-redis", "cluster"}, io.Discard); err != nil || o.topology.RedisReplicas != 1 {
+		t.Errorf("-redis cluster: %+v, %v; want one replica per master", o.topology, err)
+	}
+	if o, err = parseFlags(nil, io.Discard); err != nil || o.topology.Redis != devstack.RedisSingle || o.topology.Pooler != "" {
+		t.Errorf("defaults: %+v, %v; want a single Redis and no pooler", o.topology, err)
+	}
+	for _, args := range [][]string{{"-redis", "ha"}, {"-pooler", "statement"}, {"-redis-replicas", "1"}, {"-redis", "cluster", "-redis-replicas", "3"}} {
+		if _, err := parseFlags(args, io.Discard); err == nil {
+			t.Errorf("parseFlags(%q) accepted bad input", args)
+		}
+	}
+	o, _ = parseFlags([]string{"-redis", "sentinel"}, io.Discard)
+	report := render([]result{{mode: "lsn", faults: map[string]int{}, reasons: map[string]int{}}}, o)
+	if !strings.Contains(report, "Topology: a primary and 2 streaming replicas; Redis Sentinel") || !strings.Contains(report, "the sentinels promoting its replica") {
+		t.Errorf("the report does not state the topology and its Redis fault:\n%s", report)
+	}
+}
+
 func TestVerdict(t *testing.T) {
 	o := options{}
 	good := []result{{mode: "lsn", ops: 10, ownReads: 5, sessionReads: 5}, {mode: "off", ops: 10, ownReads: 5, sessionReads: 5, violations: 3, regressions: 2}}

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -46,26 +47,76 @@ type Options struct {
 	// system's temporary directory).
 	TempDir string
 
+	// Pooler puts a PgBouncer (Debian's pgbouncer) in front of every node,
+	// in this pool mode: "" (none: clients connect to the nodes directly),
+	// PoolTransaction or PoolSession. Node.URL stays the node's own address;
+	// Stack.ClientURL and Env give the pooler's.
+	Pooler string
+	// Redis is the Redis topology: "" or RedisSingle (one server),
+	// RedisSentinel (a master, a replica and 3 sentinels) or RedisCluster
+	// (3 masters, each with RedisReplicas replicas).
+	Redis string
+	// RedisReplicas is how many replicas each cluster master has (cluster
+	// only; 0 or 1).
+	RedisReplicas int
+	// LeastPrivilege makes the application connect as AppRole, a role that
+	// is not a superuser and holds only the grants docs/OPERATIONS.md lists.
+	// Node.URL stays the superuser's, for the tests' own faults.
+	LeastPrivilege bool
+
 	// beforeRedis, when set, runs after the databases are up and before
 	// Redis starts; its error fails Start. Tests use it to check that a
 	// start-up failing half-way leaves nothing behind.
 	beforeRedis func() error
+	// redisStarted, when set, runs after each Redis process (data node or
+	// sentinel) has started; its error fails Start. Tests use it to fail a
+	// topology's start half-way.
+	redisStarted func(*Redis) error
 }
+
+// Pool modes of Options.Pooler.
+const (
+	PoolTransaction = "transaction"
+	PoolSession     = "session"
+)
+
+// Redis topologies of Options.Redis.
+const (
+	RedisSingle   = "single"
+	RedisSentinel = "sentinel"
+	RedisCluster  = "cluster"
+)
+
+// AppRole is the application's role with Options.LeastPrivilege.
+const AppRole = "ryw_app"
 
 // Stack is a running primary, its replicas and Redis.
 type Stack struct {
 	Dir      string // the temporary directory holding everything
 	Primary  *Node
 	Replicas []*Node
-	Redis    *Redis
+	// Redis is the Redis server (single), the current master as the stack
+	// last saw it (Sentinel: SentinelFailover, KillRedisMaster and WaitRedis
+	// update it), or the first node, a master at start (Cluster). The
+	// application's URL is RedisURL.
+	Redis *Redis
+	// RedisNodes are every redis-server: Redis alone (single); the master
+	// and the replica at start (Sentinel); the masters, then their
+	// replicas (Cluster).
+	RedisNodes []*Redis
+	// Sentinels are the redis-sentinel processes (Sentinel only).
+	Sentinels []*Redis
 
-	log io.Writer
+	log           io.Writer
+	redisTopology string             // RedisSingle, RedisSentinel or RedisCluster
+	redisStarted  func(*Redis) error // Options.redisStarted
 
 	mu      sync.Mutex
 	apis    []*API
 	issuer  *Issuer
 	labURL  string
 	db      string                        // the application database
+	appUser string                        // the application's role when not the superuser (Options.LeastPrivilege)
 	retired []*Node                       // old primaries and diverged replicas, after Failover
 	closers []func(context.Context) error // servers of the stack's own (issuer, lab)
 	closed  bool
@@ -84,6 +135,19 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	}
 	if opts.Database == "" {
 		opts.Database = "ryw"
+	}
+	if opts.LeastPrivilege && !opts.Migrate {
+		// The role is granted the schema's tables, which the superuser
+		// creates: the application's role may not.
+		return nil, fmt.Errorf("devstack: LeastPrivilege needs Migrate: the application's role is granted the migrated tables")
+	}
+	switch opts.Pooler {
+	case "", PoolTransaction, PoolSession:
+	default:
+		return nil, fmt.Errorf("devstack: pooler must be %q or %q (or empty: none), got %q", PoolTransaction, PoolSession, opts.Pooler)
+	}
+	if err := checkRedisOptions(opts); err != nil {
+		return nil, err
 	}
 	if opts.Log == nil {
 		opts.Log = io.Discard
@@ -161,22 +225,18 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		}
 	}
 
+	if opts.Pooler != "" {
+		if err := s.startPoolers(ctx, opts.Pooler); err != nil {
+			return nil, err
+		}
+	}
+
 	if opts.beforeRedis != nil {
 		if err := opts.beforeRedis(); err != nil {
 			return nil, err
 		}
 	}
-	redisDir := filepath.Join(dir, "redis")
-	if err := os.Mkdir(redisDir, 0o700); err != nil {
-		return nil, fmt.Errorf("devstack: %w", err)
-	}
-	if err := as.chown(redisDir); err != nil {
-		return nil, fmt.Errorf("devstack: %w", err)
-	}
-	if s.Redis, err = newRedis(bins.redis, redisDir, as); err != nil {
-		return nil, err
-	}
-	if err := s.Redis.Start(ctx); err != nil {
+	if err := s.startRedis(ctx, opts, bins.redis, as); err != nil {
 		return nil, err
 	}
 
@@ -185,6 +245,11 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	}
 	if opts.Migrate {
 		if err := s.migrate(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if opts.LeastPrivilege {
+		if err := s.createAppRole(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -267,22 +332,29 @@ func (s *Stack) Replica(name string) *Node {
 }
 
 // ReplicaURLs is the DATABASE_REPLICA_URLS value for the stack: name=url
-// items, comma-separated.
+// items, comma-separated, each the URL the application uses (ClientURL).
 func (s *Stack) ReplicaURLs() string {
 	items := make([]string, len(s.Replicas))
 	for i, r := range s.Replicas {
-		items[i] = r.Name + "=" + r.URL
+		items[i] = r.Name + "=" + s.ClientURL(r)
 	}
 	return strings.Join(items, ",")
 }
 
-// Env is the API's connection environment for this stack.
+// Env is the API's connection environment for this stack. Behind a pooler,
+// or as AppRole, the migrations run as the owner, straight to the primary
+// (OwnerURL).
 func (s *Stack) Env() []string {
-	return []string{
-		"DATABASE_URL=" + s.Primary.URL,
+	env := []string{
+		"DATABASE_URL=" + s.ClientURL(s.Primary),
 		"DATABASE_REPLICA_URLS=" + s.ReplicaURLs(),
-		"REDIS_URL=" + s.Redis.URL,
+		"DATABASE_POOLER=" + s.PoolerEnv(),
+		"REDIS_URL=" + s.RedisURL(),
 	}
+	if s.Primary.pooler != nil || s.appUser != "" {
+		env = append(env, "DATABASE_MIGRATION_URL="+s.OwnerURL())
+	}
+	return env
 }
 
 // State is the -state file: how other tools find the running stack.
@@ -305,7 +377,7 @@ type ReplicaState struct {
 
 // State describes the running stack.
 func (s *Stack) State() State {
-	st := State{Primary: s.Primary.URL, Redis: s.Redis.URL, Replicas: []ReplicaState{}, API: []string{}}
+	st := State{Primary: s.Primary.URL, Redis: s.RedisURL(), Replicas: []ReplicaState{}, API: []string{}}
 	for _, r := range s.Replicas {
 		st.Replicas = append(st.Replicas, ReplicaState{Name: r.Name, URL: r.URL})
 	}
@@ -356,6 +428,11 @@ func (s *Stack) Close() error {
 	for _, c := range closers {
 		errs = append(errs, c(ctx))
 	}
+	for _, n := range append(append([]*Node{s.Primary}, s.Replicas...), retired...) {
+		if n != nil && n.pooler != nil {
+			errs = append(errs, n.pooler.Stop(ctx))
+		}
+	}
 	for _, r := range s.Replicas {
 		errs = append(errs, r.Stop(ctx))
 	}
@@ -368,8 +445,10 @@ func (s *Stack) Close() error {
 	if s.Primary != nil {
 		errs = append(errs, s.Primary.Stop(ctx))
 	}
-	if s.Redis != nil {
-		errs = append(errs, s.Redis.Stop(ctx))
+	// The sentinels first, so that they do not fail the master over while
+	// the data nodes stop.
+	for _, r := range append(slices.Clone(s.Sentinels), s.RedisNodes...) {
+		errs = append(errs, r.Stop(ctx))
 	}
 	if s.Dir != "" {
 		errs = append(errs, os.RemoveAll(s.Dir))

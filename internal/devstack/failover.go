@@ -284,12 +284,29 @@ func (s *Stack) SetSynchronousStandbys(ctx context.Context, n int) error {
 // PrimaryURLs is a DATABASE_URL that names the primary and then every
 // replica, with target_session_attrs=read-write: pgx connects to whichever
 // accepts writes, so that an API follows the primary through a Failover.
+// Its hosts and user are the application's: the poolers', and AppRole with
+// Options.LeastPrivilege.
 func (s *Stack) PrimaryURLs() string {
-	hosts := []string{fmt.Sprintf("127.0.0.1:%d", s.Primary.Port)}
-	for _, r := range s.Replicas {
-		hosts = append(hosts, fmt.Sprintf("127.0.0.1:%d", r.Port))
+	user := "postgres"
+	if s.appUser != "" {
+		user = s.appUser
 	}
-	return "postgres://postgres@" + strings.Join(hosts, ",") + "/" + s.db + "?sslmode=disable&target_session_attrs=read-write"
+	return s.primaryURLs(user, (*Node).clientHost)
+}
+
+// OwnerURL is PrimaryURLs for the schema's owner: the superuser, straight
+// to the nodes, as migrations need (they hold a session-level lock, which
+// a transaction pooler does not keep).
+func (s *Stack) OwnerURL() string {
+	return s.primaryURLs("postgres", func(n *Node) string { return fmt.Sprintf("127.0.0.1:%d", n.Port) })
+}
+
+func (s *Stack) primaryURLs(user string, host func(*Node) string) string {
+	hosts := []string{host(s.Primary)}
+	for _, r := range s.Replicas {
+		hosts = append(hosts, host(r))
+	}
+	return "postgres://" + user + "@" + strings.Join(hosts, ",") + "/" + s.db + "?sslmode=disable&target_session_attrs=read-write"
 }
 
 func quoteLiteral(s string) string {

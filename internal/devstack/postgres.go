@@ -49,6 +49,7 @@ type Node struct {
 	ApplyDelay time.Duration
 
 	replica bool
+	pooler  *PgBouncer // in front of the node, or nil
 	bins    binaries
 	as      *account
 	home    string

@@ -1,0 +1,73 @@
+package ryw_test
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ryw-go/ryw/ryw"
+)
+
+// TestMonitorSaysWhetherItMayReadTheTimelineHistory: the monitor works for
+// a role that is not a superuser and holds nothing but SELECT on the fence,
+// and says, before any failover, that it may not read the timeline history.
+// A grant of pg_read_file is seen at the next poll, and so is its revoke.
+// Control: the superuser may read it.
+func TestMonitorSaysWhetherItMayReadTheTimelineHistory(t *testing.T) {
+	needStack(t)
+	ctx := t.Context()
+	role := fmt.Sprintf("plain_%d_%d", os.Getpid(), seq.Add(1))
+	for _, stmt := range []string{
+		"CREATE ROLE " + role + " LOGIN",
+		"GRANT SELECT ON ryw_fence TO " + role,
+	} {
+		if err := stack.Primary.Exec(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		_ = stack.Primary.Exec(ctx, "DROP OWNED BY "+role)
+		_ = stack.Primary.Exec(ctx, "DROP ROLE "+role)
+	})
+	if err := stack.WaitCaughtUp(ctx, stack.Replicas...); err != nil {
+		t.Fatal(err)
+	}
+	as := func(url string) string {
+		return strings.Replace(url, "postgres://postgres@", "postgres://"+role+"@", 1)
+	}
+	m := ryw.NewMonitor(openPool(t, as(stack.Primary.URL)), []ryw.NodeDB{{Name: "replica1", DB: openPool(t, as(stack.Replicas[0].URL))}}, time.Hour, quiet())
+	m.Poll(ctx)
+	if c := m.Cluster(); c.Timeline != 1 || c.System == "" {
+		t.Fatalf("the primary as %s: %+v; want it seen, on timeline 1", role, c)
+	}
+	if st := m.Status()[0]; !st.Healthy || st.Timeline != 1 {
+		t.Errorf("replica1 as %s: %+v; want healthy on timeline 1", role, st)
+	}
+	if got := m.HistoryError(); got != ryw.ErrHistoryNotGranted.Error() {
+		t.Errorf("HistoryError without the grant = %q; want %q", got, ryw.ErrHistoryNotGranted)
+	}
+
+	grant := "GRANT EXECUTE ON FUNCTION pg_read_file(text) TO " + role
+	if err := stack.Primary.Exec(ctx, grant); err != nil {
+		t.Fatal(err)
+	}
+	m.Poll(ctx)
+	if got := m.HistoryError(); got != "" {
+		t.Errorf("HistoryError after %q = %q; want none", grant, got)
+	}
+	if err := stack.Primary.Exec(ctx, "REVOKE EXECUTE ON FUNCTION pg_read_file(text) FROM "+role); err != nil {
+		t.Fatal(err)
+	}
+	m.Poll(ctx)
+	if got := m.HistoryError(); got != ryw.ErrHistoryNotGranted.Error() {
+		t.Errorf("HistoryError after the revoke = %q; want %q", got, ryw.ErrHistoryNotGranted)
+	}
+
+	super := ryw.NewMonitor(openPool(t, stack.Primary.URL), nil, time.Hour, quiet())
+	super.Poll(ctx)
+	if c, got := super.Cluster(), super.HistoryError(); c.Timeline != 1 || got != "" {
+		t.Errorf("as the superuser: timeline %d, HistoryError %q; want timeline 1 and none", c.Timeline, got)
+	}
+}
