@@ -147,12 +147,19 @@ func (cc *checkedConn) tryMeasured(ctx context.Context, conn *pgx.Conn, obs *Obs
 		p.Close()
 		return nil, badConn(err)
 	}
+	return cc.statementRows(conn, p, obs, started, seenQuery)
+}
+
+// statementRows reads the statement's result off a sent pipeline and
+// returns its rows; the results after it (the position, the Syncs) are
+// read when the rows are closed.
+func (cc *checkedConn) statementRows(conn *pgx.Conn, p *pgconn.Pipeline, obs *Observation, started time.Time, seenQuery string) (driver.Rows, error) {
 	res, err := p.GetResults()
 	rr, ok := res.(*pgconn.ResultReader)
 	if err != nil || !ok {
 		p.Close()
 		if err == nil {
-			err = fmt.Errorf("ryw: a measured query returned %T", res)
+			err = fmt.Errorf("ryw: a pipelined query returned %T", res)
 		}
 		return nil, badConn(err)
 	}
@@ -252,24 +259,7 @@ func (cc *checkedConn) queryPooled(ctx context.Context, obs *Observation, need L
 			return nil, badConn(err)
 		}
 	}
-	res, err := p.GetResults()
-	rr, ok := res.(*pgconn.ResultReader)
-	if err != nil || !ok {
-		p.Close()
-		if err == nil {
-			err = fmt.Errorf("ryw: a pooled query returned %T", res)
-		}
-		return nil, badConn(err)
-	}
-	r := &measuredRows{conn: conn, cc: cc, pipeline: p, rr: rr, obs: obs, started: started, seenQuery: seenQuery,
-		fields: slices.Clone(rr.FieldDescriptions())}
-	r.preloaded, r.more = true, r.rr.NextRow()
-	if !r.more {
-		if err := r.finish(); err != nil {
-			return nil, err
-		}
-	}
-	return r, nil
+	return cc.statementRows(conn, p, obs, started, seenQuery)
 }
 
 // execPooled is queryPooled for a statement run with Exec.
