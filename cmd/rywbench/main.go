@@ -119,7 +119,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.replicas, "replicas", 2, "streaming replicas")
 	fs.DurationVar(&o.replicaDelay, "replica-delay", 20*time.Millisecond, "recovery_min_apply_delay of the last replica (its lag)")
 	fs.StringVar(&o.apiBin, "api-bin", "", "API executable (default: go build ./cmd/api)")
-	fs.StringVar(&o.baselineBin, "baseline-bin", "", "another API executable (an older commit, say) to measure in the same run, mode by mode, labelled \"<mode> (baseline)\"")
+	fs.StringVar(&o.baselineBin, "baseline-bin", "", "another API executable (an older commit, say) to measure in the same run, mode by mode, labelled \"<mode> (baseline)\" (own-write) or <mode>+baseline (throughput)")
 	var scenarios string
 	fs.StringVar(&scenarios, "scenarios", "", "instead of the modes, measure lsn mode under faults between the API and replica1: a comma-separated list of none,blackhole,slow,flood (none first: the baseline)")
 	fs.StringVar(&o.out, "out", "", "also write the Markdown report to this file")

@@ -22,25 +22,45 @@ import (
 // pooledSuffix ends the label of an API process that goes through PgBouncer.
 const pooledSuffix = "+pgbouncer"
 
+// baselineSuffix ends the label of an API process run from -baseline-bin:
+// the same mode, another build, taking turns with this one.
+const baselineSuffix = "+baseline"
+
 // apiLabels are the suite's API processes, in the order they take turns
 // (rotated each round): the modes, each followed, with -pooler, by its
-// pooled twin.
+// pooled twin and, with -baseline-bin, by its baseline twin.
 func apiLabels(o options) []string {
-	if o.pooler == "" {
-		return o.modes
-	}
 	var labels []string
 	for _, m := range o.modes {
-		labels = append(labels, m, m+pooledSuffix)
+		labels = append(labels, m)
+		if o.pooler != "" {
+			labels = append(labels, m+pooledSuffix)
+		}
+		if o.baselineBin != "" {
+			labels = append(labels, m+baselineSuffix)
+		}
 	}
 	return labels
 }
 
 // modeOf is the RYW_MODE of the API process labelled label.
-func modeOf(label string) string { return strings.TrimSuffix(label, pooledSuffix) }
+func modeOf(label string) string {
+	return strings.TrimSuffix(strings.TrimSuffix(label, pooledSuffix), baselineSuffix)
+}
 
 // pooled says whether the API process labelled label goes through PgBouncer.
 func pooled(label string) bool { return strings.HasSuffix(label, pooledSuffix) }
+
+// baseline says whether the API process labelled label runs -baseline-bin.
+func baseline(label string) bool { return strings.HasSuffix(label, baselineSuffix) }
+
+// apiBinary is the executable of the API process labelled label.
+func apiBinary(o options, label string) string {
+	if baseline(label) {
+		return o.baselineBin
+	}
+	return o.apiBin
+}
 
 // apiEnv is the environment, on top of the stack's (Stack.Env: through the
 // poolers when the stack has them), of the API process labelled label.

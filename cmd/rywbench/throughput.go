@@ -261,7 +261,7 @@ func startTPBench(ctx context.Context, o options, replicas int, stderr io.Writer
 			stack.Close()
 			return nil, err
 		}
-		apis, err := stack.StartAPI(ctx, devstack.APIOptions{Binary: o.apiBin, Env: apiEnv(stack, o, label), LogDir: logDir})
+		apis, err := stack.StartAPI(ctx, devstack.APIOptions{Binary: apiBinary(o, label), Env: apiEnv(stack, o, label), LogDir: logDir})
 		if err != nil {
 			stack.Close()
 			return nil, fmt.Errorf("%s: %w", label, err)
@@ -1040,7 +1040,7 @@ func renderThroughput(results []configResult, o options, commit string) string {
 	}
 	fmt.Fprintf(&b, ":\n\n")
 	for _, m := range main.modes {
-		if m == "off" || pooled(m) {
+		if m == "off" || pooled(m) || baseline(m) {
 			continue
 		}
 		s := summarize(main, m)
@@ -1056,6 +1056,22 @@ func renderThroughput(results []configResult, o options, commit string) string {
 			fmt.Fprintf(&b, "- %s mode serves %.1f%% of own-write reads from replicas (target at least 95%%), with %d violations: %s\n",
 				r.mode, share(r), r.violations, verdict(share(r) >= 95 && r.violations == 0))
 		}
+	}
+
+	if o.baselineBin != "" {
+		fmt.Fprintf(&b, "\nThis build against the baseline build (`%s`), mode by mode, same run (medians of the rounds):\n\n", filepath.Base(o.baselineBin))
+		w = tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.Debug)
+		fmt.Fprintln(w, "| mode\t peak req/s, this build\t peak req/s, baseline\t this vs baseline\t CPU µs/req (API+PostgreSQL+Redis), this\t same, baseline\t")
+		fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t")
+		for _, m := range main.modes {
+			if pooled(m) || baseline(m) {
+				continue
+			}
+			s, base := summarize(main, m), summarize(main, m+baselineSuffix)
+			fmt.Fprintf(w, "| %s\t %.0f\t %.0f\t %.3fx\t %s\t %s\t\n", m, s.peak, base.peak, baselineRatio(main, m),
+				us(s.api+s.pg+s.redis), us(base.api+base.pg+base.redis))
+		}
+		w.Flush()
 	}
 
 	if len(main.own) > 0 {
@@ -1179,4 +1195,17 @@ func argsNote(o options) string {
 		return ""
 	}
 	return fmt.Sprintf(` ARGS="%s"`, o.args)
+}
+
+// baselineRatio is the median over the rounds of mode's peak over its
+// baseline twin's peak in the same round.
+func baselineRatio(c configResult, mode string) float64 {
+	this, base := c.byMode[mode], c.byMode[mode+baselineSuffix]
+	var ratios []float64
+	for i, p := range this.peak {
+		if i < len(base.peak) {
+			ratios = append(ratios, p.rps()/base.peak[i].rps())
+		}
+	}
+	return median(ratios)
 }

@@ -253,6 +253,11 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 			return nil, err
 		}
 	}
+	if opts.Pooler == PoolSession {
+		if err := s.warmPoolers(ctx); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }
 

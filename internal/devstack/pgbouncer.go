@@ -47,6 +47,15 @@ const PoolSize = 20
 // size it. Fewer makes instances wait for one another's idle connections.
 const SessionPoolSize = 120
 
+// SessionMinPoolSize is min_pool_size in session mode: the server
+// connections pgbouncer opens before clients ask for them. PgBouncer opens
+// one server connection at a time per pool, so a cold pool meeting many
+// clients at once makes them queue (seconds, on a busy machine), and a
+// client that gives up leaves its place in the queue behind. Warm pools
+// are how session pooling is run; this covers two API instances' pools
+// (2 x (20 + 1)) and a little more.
+const SessionMinPoolSize = 48
+
 // findPgBouncer looks for pgbouncer where Debian installs it, then on PATH.
 func findPgBouncer() (string, error) {
 	for _, p := range []string{"/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"} {
@@ -107,6 +116,7 @@ auth_file = %s
 pool_mode = %s
 default_pool_size = %d
 max_client_conn = 2000
+min_pool_size = %d
 server_reset_query = DISCARD ALL
 server_check_delay = 0
 server_connect_timeout = 5
@@ -115,7 +125,7 @@ admin_users = postgres
 log_connections = 0
 log_disconnections = 0
 log_pooler_errors = 1
-`, b.Node.Port, b.Port, filepath.Join(b.dir, "userlist.txt"), b.Mode, b.PoolSize())
+`, b.Node.Port, b.Port, filepath.Join(b.dir, "userlist.txt"), b.Mode, b.PoolSize(), b.minPoolSize())
 	users := fmt.Sprintf("%q \"\"\n%q \"\"\n", "postgres", AppRole)
 	for name, text := range map[string]string{"pgbouncer.ini": ini, "userlist.txt": users} {
 		path := filepath.Join(b.dir, name)
@@ -135,6 +145,15 @@ func (b *PgBouncer) PoolSize() int {
 		return SessionPoolSize
 	}
 	return PoolSize
+}
+
+// minPoolSize is the pool's min_pool_size: SessionMinPoolSize in session
+// mode, 0 (none kept open) in transaction mode, whose pools fill at once.
+func (b *PgBouncer) minPoolSize() int {
+	if b.Mode == PoolSession {
+		return SessionMinPoolSize
+	}
+	return 0
 }
 
 // Start starts pgbouncer and waits until it serves a query from its node
@@ -206,6 +225,64 @@ func (b *PgBouncer) ping(ctx context.Context) error {
 	defer c.Close(context.Background())
 	_, err = c.Exec(ctx, "SELECT 1")
 	return err
+}
+
+// warmPoolers opens SessionMinPoolSize server connections behind every
+// session-mode pgbouncer, for the application's user, before anything
+// uses the stack: a session pool that starts cold under load makes
+// clients queue behind pgbouncer's one login at a time, and the clients
+// that give up cost a server connection each (docs/OPERATIONS.md). Then
+// min_pool_size keeps them open.
+func (s *Stack) warmPoolers(ctx context.Context) error {
+	for _, n := range append([]*Node{s.Primary}, s.Replicas...) {
+		if n.pooler == nil || n.pooler.Mode != PoolSession || !n.Running() {
+			continue
+		}
+		if err := warm(ctx, s.ClientURL(n), SessionMinPoolSize); err != nil {
+			return fmt.Errorf("devstack: warm the pgbouncer of %s: %w", n.Name, err)
+		}
+	}
+	return nil
+}
+
+// warm holds n connections to url open at once, each with a query run on
+// it (so that a session pooler gives each a server connection of its
+// own), then closes them.
+func warm(ctx context.Context, url string, n int) error {
+	ctx, cancel := withDefaultTimeout(ctx, time.Minute)
+	defer cancel()
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return err
+	}
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+		conns []*pgx.Conn
+	)
+	for range n {
+		wg.Go(func() {
+			c, err := pgx.ConnectConfig(ctx, cfg)
+			if err == nil {
+				_, err = c.Exec(ctx, "SELECT 1")
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if c != nil {
+				conns = append(conns, c)
+			}
+			if err != nil && first == nil {
+				first = err
+			}
+		})
+	}
+	wg.Wait()
+	for _, c := range conns {
+		_ = c.Close(context.Background())
+	}
+	return first
 }
 
 // Admin runs a command of pgbouncer's admin console (SHOW POOLS, RECONNECT,
