@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -94,12 +95,16 @@ type RedisTracker struct {
 	observe func(op string, took time.Duration, err error)
 	batch   *batcher
 
-	renewals    singleflight.Group
-	breaker     breaker
-	mu          sync.Mutex
-	epoch       string // the epoch last seen
-	floor       LSN    // the highest floor of any epoch seen
-	evicting    bool   // Redis's maxmemory policy may evict marks
+	renewals singleflight.Group
+	breaker  breaker
+	mu       sync.Mutex
+	epoch    string // the epoch last seen
+	floor    LSN    // the highest floor of any epoch seen
+	evicting bool   // Redis's maxmemory policy may evict marks
+	// unlisted holds, in a Redis Cluster, the run ids of the nodes this
+	// process has connected to that the epoch it last saw does not list.
+	unlisted    map[string]bool
+	cluster     bool
 	infoRefused sync.Once
 	// Redis's clock and this process's at the last lookup: if Redis's
 	// clock jumps forward, marks expire early, which is a loss.
@@ -133,8 +138,20 @@ func NewRedisTracker(client redis.UniversalClient, cfg TrackerConfig) *RedisTrac
 			return t.checkServer(ctx, cn)
 		}
 	case *redis.ClusterClient:
-		// Connections go to many nodes, and the epoch key lives on one:
-		// a cluster relies on the epoch key alone (see docs/CONSISTENCY.md).
+		// Connections go to many nodes, and the epoch key lives on one
+		// of them. Each new connection notes its node's run id; a lookup
+		// that finds a node its epoch does not list starts a new epoch
+		// that lists it, before it trusts any mark (see noteClusterNode).
+		t.cluster, t.unlisted = true, map[string]bool{}
+		prev := c.Options().OnConnect
+		c.Options().OnConnect = func(ctx context.Context, cn *redis.Conn) error {
+			if prev != nil {
+				if err := prev(ctx, cn); err != nil {
+					return err
+				}
+			}
+			return t.noteClusterNode(ctx, cn)
+		}
 	}
 	return t
 }
@@ -341,6 +358,13 @@ func (t *RedisTracker) Lookup(ctx context.Context, userID string) (Marks, error)
 		}
 		epoch = renewed
 	}
+	if t.cluster {
+		listed, err := t.listNodes(ctx, epoch)
+		if err != nil {
+			return Marks{}, err
+		}
+		epoch = listed
+	}
 	floor, err := t.adopt(ctx, epoch)
 	if err != nil {
 		return Marks{}, err
@@ -372,6 +396,92 @@ func (t *RedisTracker) adopt(ctx context.Context, epoch string) (LSN, error) {
 		epoch = renewed
 	}
 	return t.learn(epoch)
+}
+
+// noteClusterNode runs on every new connection to a node of a Redis
+// Cluster. A master that restarted empty, or a replica promoted before it
+// had its master's newest marks, is a node with a run id of its own, and
+// reaching it always takes a new connection: this notes the run id before
+// any command runs on the connection, so that the lookup that sent the
+// command finds it unlisted, and starts a new epoch (whose floor is past
+// every write acknowledged before the loss) before it trusts the marks it
+// read. It does not call the cluster itself: that could need a connection
+// of the pool being filled.
+func (t *RedisTracker) noteClusterNode(ctx context.Context, cn *redis.Conn) error {
+	fields, err := t.serverInfo(ctx, cn, "server", "memory")
+	if err != nil {
+		return err
+	}
+	t.noteEviction(fields["maxmemory"], fields["maxmemory_policy"])
+	if id := fields["run_id"]; id != "" {
+		t.mu.Lock()
+		if !epochLists(t.epoch, id) {
+			t.unlisted[id] = true
+		}
+		t.mu.Unlock()
+	}
+	return nil
+}
+
+// listNodes returns epoch, or, when this process has connected to cluster
+// nodes that epoch does not list (or there is no epoch), the epoch that
+// replaced it and lists them. It tries a few times, since another instance
+// may replace the epoch at the same time without them.
+func (t *RedisTracker) listNodes(ctx context.Context, epoch string) (string, error) {
+	for range 3 {
+		t.mu.Lock()
+		var missing []string
+		for id := range t.unlisted {
+			if epochLists(epoch, id) {
+				delete(t.unlisted, id)
+			} else {
+				missing = append(missing, id)
+			}
+		}
+		t.mu.Unlock()
+		if len(missing) == 0 && epoch != "" {
+			return epoch, nil
+		}
+		renewed, err := t.renewOnce(ctx, epoch)
+		if err != nil {
+			return "", err
+		}
+		epoch = renewed
+	}
+	return "", errors.New("redis cluster: could not start an epoch that lists every node connected to")
+}
+
+// epochLists says whether epoch was made for a server with run id id.
+func epochLists(epoch, id string) bool {
+	ids, _, err := parseEpoch(epoch)
+	return err == nil && slices.Contains(strings.Split(ids, ","), id)
+}
+
+// maxListedNodes bounds a cluster epoch's list of run ids: enough for every
+// node of a large cluster and its recent failovers.
+const maxListedNodes = 64
+
+// clusterIDs is the list of run ids for an epoch that replaces old: old's,
+// then the unlisted ones, the oldest dropped beyond maxListedNodes.
+func (t *RedisTracker) clusterIDs(old string) string {
+	var ids []string
+	if o, _, err := parseEpoch(old); err == nil && o != "-" {
+		ids = strings.Split(o, ",")
+	}
+	t.mu.Lock()
+	var add []string
+	for id := range t.unlisted {
+		if !slices.Contains(ids, id) {
+			add = append(add, id)
+		}
+	}
+	t.mu.Unlock()
+	slices.Sort(add)
+	ids = append(ids, add...)
+	if len(ids) > maxListedNodes {
+		ids = ids[len(ids)-maxListedNodes:]
+	}
+	return strings.Join(ids, ",")
 }
 
 // renewOnce renews the epoch that holds old, once for all the lookups that
@@ -435,7 +545,9 @@ func (t *RedisTracker) renew(ctx context.Context, c scripter, old, runID string)
 	if t.wal == nil {
 		return "", errors.New("redis lost its state and the tracker has no WAL to take a floor from")
 	}
-	if runID == "" {
+	if t.cluster {
+		runID = t.clusterIDs(old)
+	} else if runID == "" {
 		fields, err := t.serverInfo(ctx, c, "server")
 		if err != nil {
 			return "", err
