@@ -29,6 +29,7 @@ const (
 	ReasonFenceUnknown       Reason = "fence-unknown"       // the primary's fence was not confirmed within the lease (the primary does not answer the monitor)
 	ReasonWriteFenced        Reason = "write-fenced"        // a write the tracker could not record: secured by the primary's fence instead
 	ReasonSessionFloor       Reason = "session-floor"       // no replica has replayed what the client's reads have already shown (monotonic reads)
+	ReasonSessionMoved       Reason = "session-moved"       // the replica the client's session is pinned to restarted or left rotation: read from the primary, whose position then bounds the session (monotonic reads)
 	ReasonWriteLost          Reason = "write-lost"          // the user's last write was lost in a failover: read from the new primary
 	ReasonSessionLost        Reason = "session-lost"        // what the client was shown was lost in a failover: read from the new primary
 	ReasonTimelineUnknown    Reason = "timeline-unknown"    // a token or mark of a timeline this instance cannot place yet (it has not seen the promotion, or cannot read the history)
@@ -44,10 +45,19 @@ type Decision struct {
 	// OpenPool), so a replica whose known position was overstated (it just
 	// restarted, say) never answers; 0 means any position will do.
 	MinLSN LSN
-	// MeasureSeen asks each query of the read to report an upper bound of
-	// the position its data may reflect (see measure.go), for the client's
-	// session floor (monotonic reads).
+	// MeasureSeen asks each query of the read to report what it may have
+	// shown, for the client's session (monotonic reads): on the primary, or
+	// through a pooler, an upper bound of the position its data may reflect
+	// (see measure.go); on a replica connection, the incarnation of the
+	// replica that served it (see Session.Pin).
 	MeasureSeen bool
+	// Pin, for a replica, is the incarnation that must serve the read: the
+	// one the client's session is pinned to (0: any).
+	Pin Incarnation
+	// moveAt, for a pinned read, is what another replica must have
+	// replayed to serve it instead, should the pinned one turn out behind
+	// MinLSN: what the client has seen elsewhere, and MinLSN.
+	moveAt LSN
 }
 
 // OnPrimary reports whether the decision sends reads to the primary.
@@ -82,6 +92,16 @@ type Observation struct {
 	// seenOn is, per replica, the highest position measured on it and when
 	// the first of those reads started.
 	seenOn map[string]measured
+	// pin is the replica incarnation the request's pinned reads ran on,
+	// and pinNode its replica's name; pins counts those reads, and
+	// pinMixed is set when they ran on more than one incarnation.
+	pin      Incarnation
+	pinNode  string
+	pins     int
+	pinMixed bool
+	// measuredReads counts the reads that reported a position, or should
+	// have (unmeasured).
+	measuredReads int
 	// held is what held of the client's session, on the current timeline.
 	held Session
 	// writeLow is where the primary was before the request's write.
@@ -286,6 +306,7 @@ func (o *Observation) addSeen(node string, p Position, replayed LSN, at time.Tim
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.measuredReads++
 	o.seen = Later(o.seen, p)
 	if node == "" || replayed == 0 {
 		return
@@ -319,7 +340,39 @@ func (o *Observation) unmeasured() {
 	}
 	o.mu.Lock()
 	o.partial = true
+	o.measuredReads++
 	o.mu.Unlock()
+}
+
+// pinned records a read that ran on the replica node's incarnation inc.
+func (o *Observation) pinned(node string, inc Incarnation) {
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.pins > 0 && o.pin != inc {
+		o.pinMixed = true
+	}
+	o.pin, o.pinNode = inc, node
+	o.pins++
+}
+
+// Pinned returns the replica incarnation the request's reads ran on
+// without being measured, and its replica's name; mixed is set when they
+// ran on more than one.
+func (o *Observation) Pinned() (node string, inc Incarnation, mixed bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.pinNode, o.pin, o.pinMixed
+}
+
+// reads returns how many of the request's reads were pinned and how many
+// were measured (or should have been).
+func (o *Observation) reads() (pinned, measured int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.pins, o.measuredReads
 }
 
 // Seen returns the highest position the request's measured reads may have

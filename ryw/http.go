@@ -109,11 +109,12 @@ func (b *Balancer) begin(w http.ResponseWriter, r *http.Request, o *HTTPOptions)
 	if err != nil {
 		return nil, r, fmt.Errorf("%w: %w", ErrUnauthenticated, err)
 	}
-	ses, err := b.clientSession(r, user)
+	ses, raw, err := b.clientSession(r, user)
 	if err != nil {
 		return nil, r, err
 	}
 	ctx, job := b.router.begin(r.Context(), user, o.Access(r), ses)
+	job.sent, job.sentToken = ses, raw
 	rw := &ResponseWriter{ResponseWriter: w, b: b, job: job, r: r, onError: o.OnError}
 	rw.r = r.WithContext(ctx)
 	return rw, rw.r, nil
@@ -122,7 +123,7 @@ func (b *Balancer) begin(w http.ResponseWriter, r *http.Request, o *HTTPOptions)
 // clientSession reads the token the client sent back (the header, else
 // the cookie) and returns its session if its signature holds for user,
 // else none.
-func (b *Balancer) clientSession(r *http.Request, user string) (Session, error) {
+func (b *Balancer) clientSession(r *http.Request, user string) (ses Session, token string, err error) {
 	raw, source := r.Header.Get(TokenHeader), TokenHeader
 	if raw == "" {
 		if ck, err := r.Cookie(TokenCookie); err == nil {
@@ -130,20 +131,20 @@ func (b *Balancer) clientSession(r *http.Request, user string) (Session, error) 
 		}
 	}
 	if raw == "" {
-		return Session{}, nil
+		return Session{}, "", nil
 	}
 	ses, ok, err := b.signer.Verify(user, raw)
 	if err != nil {
 		if len(raw) > 80 {
 			raw = raw[:80] + "..."
 		}
-		return Session{}, fmt.Errorf("%w: %s must be a token as a response returned it, like s1.7302061513459013653.1.0/3000148.1.0/30001C0.q1Xz9k3mZg2T0p8Vv1Y4Qw, got %q", ErrInvalidToken, source, raw)
+		return Session{}, "", fmt.Errorf("%w: %s must be a token as a response returned it, like s2.7302061513459013653.1.0/3000148.1.0/30001C0.9f3c2a1b44d0e7aa.q1Xz9k3mZg2T0p8Vv1Y4Qw, got %q", ErrInvalidToken, source, raw)
 	}
 	if !ok {
 		b.router.IgnoreToken(TokenBadSignature)
-		return Session{}, nil
+		return Session{}, "", nil
 	}
-	return ses, nil
+	return ses, raw, nil
 }
 
 // ResponseWriter is the http.ResponseWriter that Middleware hands the
@@ -194,7 +195,14 @@ func (w *ResponseWriter) headers() {
 	h.Set(ServedByHeader, node)
 	h.Set(ReasonHeader, string(reason))
 	if s := w.job.session(); !s.IsZero() {
-		signed := w.b.signer.Sign(w.job.user, s)
+		// A session the request did not change goes back as the client
+		// sent it, unsigned again. It is still set, header and cookie,
+		// so that a client that keeps the last token it got keeps it, and
+		// the cookie's lifetime starts anew.
+		signed := w.job.sentToken
+		if signed == "" || s != w.job.sent {
+			signed = w.b.signer.Sign(w.job.user, s)
+		}
 		h.Set(TokenHeader, signed)
 		secure := w.r.TLS != nil || w.r.Header.Get("X-Forwarded-Proto") == "https"
 		ck := &http.Cookie{

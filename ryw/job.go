@@ -48,6 +48,10 @@ type Job struct {
 	user   string
 	ctx    context.Context
 	obs    *Observation
+	// sent is the session the client sent back, and sentToken its token
+	// as sent (both empty if none).
+	sent      Session
+	sentToken string
 
 	mu       sync.Mutex
 	decision Decision

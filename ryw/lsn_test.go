@@ -2,6 +2,7 @@ package ryw
 
 import (
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -62,9 +63,10 @@ func TestTokenSigner(t *testing.T) {
 	ses := Session{
 		Write: Position{System: "7302061513459013653", Timeline: 2, LSN: 0x1_0000ABCD},
 		Seen:  Position{System: "7302061513459013653", Timeline: 2, LSN: 0x1_0000ABFF},
+		Pin:   0x9f3c2a1b44d0e7aa,
 	}
 	tok := s.Sign("alice", ses)
-	if !strings.HasPrefix(tok, "s1.7302061513459013653.2.1/ABCD.2.1/ABFF.") {
+	if !strings.HasPrefix(tok, "s2.7302061513459013653.2.1/ABCD.2.1/ABFF.9f3c2a1b44d0e7aa.") {
 		t.Errorf("token %q does not start with the readable positions", tok)
 	}
 	if got, ok, err := s.Verify("alice", tok); !ok || err != nil || got != ses {
@@ -75,6 +77,31 @@ func TestTokenSigner(t *testing.T) {
 	if got, ok, err := s.Verify("", s.Sign("", seenOnly)); !ok || err != nil || got != seenOnly {
 		t.Errorf("Verify(seen only) = %+v, %v, %v", got, ok, err)
 	}
+	// A pin alone: a client whose reads were all on one replica run.
+	pinOnly := Session{Pin: 1}
+	if got, ok, err := s.Verify("bob", s.Sign("bob", pinOnly)); !ok || err != nil || got != pinOnly {
+		t.Errorf("Verify(pin only) = %+v, %v, %v", got, ok, err)
+	}
+	// Signing reuses keyed HMACs: the same session signs the same, however
+	// often and from however many goroutines.
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 100 {
+				if again := s.Sign("alice", ses); again != tok {
+					t.Errorf("Sign again = %q, want %q", again, tok)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	// The s1 form (no pin), as earlier releases signed it, is still read.
+	s1 := "s1.7302061513459013653.2.1/ABCD.2.1/ABFF"
+	s1 += "." + s.mac("alice", s1)
+	if got, ok, err := s.Verify("alice", s1); !ok || err != nil || got != (Session{Write: ses.Write, Seen: ses.Seen}) {
+		t.Errorf("Verify(s1 token) = %+v, %v, %v", got, ok, err)
+	}
 	// The earlier form, a write's LSN, is still read, with no timeline.
 	legacy := "1/ABCD." + s.mac("alice", "1/ABCD")
 	if got, ok, err := s.Verify("alice", legacy); !ok || err != nil || got != (Session{Write: Position{LSN: 0x1_0000ABCD}}) {
@@ -84,11 +111,14 @@ func TestTokenSigner(t *testing.T) {
 	sig := tok[strings.LastIndex(tok, "."):]
 	for name, raw := range map[string]string{
 		"another user's token":  tok,
-		"no signature":          "s1.7302061513459013653.2.1/ABCD.2.1/ABFF.",
+		"no signature":          "s2.7302061513459013653.2.1/ABCD.2.1/ABFF.9f3c2a1b44d0e7aa.",
+		"another pin":           "s2.7302061513459013653.2.1/ABCD.2.1/ABFF.9f3c2a1b44d0e7ab" + sig,
+		"the pin dropped":       "s2.7302061513459013653.2.1/ABCD.2.1/ABFF." + sig,
 		"a bare position":       "FFFFFFFF/FFFFFFFF",
-		"a raised position":     "s1.7302061513459013653.2.FFFFFFFF/FFFFFFFF.2.1/ABFF" + sig,
-		"a raised timeline":     "s1.7302061513459013653.3.1/ABCD.2.1/ABFF" + sig,
-		"another cluster":       "s1.1.2.1/ABCD.2.1/ABFF" + sig,
+		"a raised position":     "s2.7302061513459013653.2.FFFFFFFF/FFFFFFFF.2.1/ABFF.9f3c2a1b44d0e7aa" + sig,
+		"a raised timeline":     "s2.7302061513459013653.3.1/ABCD.2.1/ABFF.9f3c2a1b44d0e7aa" + sig,
+		"another cluster":       "s2.1.2.1/ABCD.2.1/ABFF.9f3c2a1b44d0e7aa" + sig,
+		"an s1 token's fields":  "s1.7302061513459013653.2.1/ABCD.2.1/ABFF" + sig,
 		"a garbled signature":   tok + "x",
 		"another key's token":   other.Sign("alice", ses),
 		"a raised legacy token": "FFFFFFFF/FFFFFFFF" + legacy[strings.Index(legacy, "."):],
@@ -102,7 +132,9 @@ func TestTokenSigner(t *testing.T) {
 		}
 	}
 	for _, raw := range []string{"yesterday", "1/2/3.abc", "", ".sig", "s1.x.2.1/ABCD.2.1/ABFF.sig",
-		"s1.1.-2.1/ABCD.2.1/ABFF.sig", "s2.1.2.1/ABCD.2.1/ABFF.sig", "s1.1.2.1/ABCD.2.sig"} {
+		"s1.1.-2.1/ABCD.2.1/ABFF.sig", "s2.1.2.1/ABCD.2.1/ABFF.sig", "s1.1.2.1/ABCD.2.sig",
+		"s1.1.2.1/ABCD.2.1/ABFF.9f.sig", "s2.1.2.1/ABCD.2.1/ABFF.xyz.sig", "s2.1.2.1/ABCD.2.1/ABFF.0.sig",
+		"s2.1.2.1/ABCD.2.1/ABFF.10000000000000000.sig", "s3.1.2.1/ABCD.2.1/ABFF.9f.sig"} {
 		if _, _, err := s.Verify("alice", raw); err == nil {
 			t.Errorf("Verify(%q) took it for a token", raw)
 		}

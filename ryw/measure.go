@@ -74,8 +74,14 @@ const maxMeasuredStatements = 256
 // or nil: a read whose decision asks for it (MeasureSeen), on whichever
 // pool runs it (the resolver sends some reads to the primary whatever the
 // decision: transactions, locking reads).
+//
+// A direct replica connection that knows its server's incarnation pins
+// the session instead (see check), and measures nothing.
 func (cc *checkedConn) measuring(ctx context.Context) *Observation {
 	if d, ok := DecisionFrom(ctx); !ok || !d.MeasureSeen {
+		return nil
+	}
+	if cc.replica && !cc.pooled && cc.incarnation != 0 {
 		return nil
 	}
 	return observationFrom(ctx)

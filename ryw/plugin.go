@@ -200,6 +200,16 @@ func (p *Plugin) deadline(db *gorm.DB, d time.Duration) {
 	db.Statement.Context = untilDone(db.Statement.Context, d)
 }
 
+// replica returns the pool of the replica name.
+func (p *Plugin) replica(name string) gorm.ConnPool {
+	for pool, n := range p.nodes {
+		if n == name {
+			return pool
+		}
+	}
+	return p.primary
+}
+
 // onReplica reports whether the statement is about to run on a replica
 // by its decision (not on a transaction, nor sent to the primary by the
 // resolver, as locking reads are), and the decision.
@@ -221,9 +231,14 @@ func (p *Plugin) query(db *gorm.DB) {
 	}
 	orig := db.Statement.Context
 	err := p.router.Read(orig, func(ctx context.Context) error {
-		if d, _ := DecisionFrom(ctx); d.OnPrimary() {
+		switch d, _ := DecisionFrom(ctx); {
+		case d.OnPrimary():
 			// The retry: on the primary, from a clean slate.
 			db.Statement.ConnPool = p.primary
+			db.Error = nil
+		case p.nodes[db.Statement.ConnPool] != d.Node:
+			// A session moving to another replica (see Router.Read).
+			db.Statement.ConnPool = p.replica(d.Node)
 			db.Error = nil
 		}
 		db.Statement.Context = ctx

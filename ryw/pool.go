@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"net"
 	"slices"
@@ -77,6 +78,19 @@ const (
 	// PoolerPresent treats every connection as pooled, without probing.
 	PoolerPresent Pooler = "present"
 )
+
+// MovedError is the error of a read pinned to a run of a replica
+// (Decision.Pin) that the connection's server is not: the replica
+// restarted since the client's last read there, and may now show less
+// than it showed. Router.Read retries such a read on the primary.
+type MovedError struct {
+	Node     string
+	Pin, Now Incarnation
+}
+
+func (e *MovedError) Error() string {
+	return fmt.Sprintf("ryw: %s restarted since the session's reads there (run %s, now %s)", e.Node, e.Pin, e.Now)
+}
 
 // ErrPooled is the error of a connection that goes through a connection
 // pooler although the configuration says there is none (PoolerNone).
@@ -231,17 +245,44 @@ func refusedStartup(err error) bool {
 
 // throughPooler tells whether the connection reaches its server through a
 // pooler: the process id the connection was given at start-up (with its
-// cancel key) is then the pooler's invention, not the server process's.
+// cancel key) is then the pooler's invention, not the server process's. On
+// a replica the same round trip reads the server's incarnation.
 func (c *checkedConn) throughPooler(ctx context.Context) (bool, error) {
 	pc := c.Conn.Conn().PgConn()
-	res, err := pc.Exec(internal(ctx), "SELECT pg_backend_pid()").ReadAll()
+	query := "SELECT pg_backend_pid()"
+	if c.replica {
+		query = incarnationQuery
+	}
+	res, err := pc.Exec(internal(ctx), query).ReadAll()
 	if err != nil {
 		return false, err
 	}
-	if len(res) != 1 || len(res[0].Rows) != 1 || len(res[0].Rows[0]) != 1 {
+	if len(res) != 1 || len(res[0].Rows) != 1 || len(res[0].Rows[0]) < 1 {
 		return false, errors.New("ryw: pg_backend_pid() returned no row")
 	}
-	return string(res[0].Rows[0][0]) != strconv.FormatUint(uint64(pc.PID()), 10), nil
+	row := res[0].Rows[0]
+	if c.replica && len(row) == 3 && row[1] != nil {
+		c.incarnation = incarnationOf(row[1], row[2])
+	}
+	return string(row[0]) != strconv.FormatUint(uint64(pc.PID()), 10), nil
+}
+
+// incarnationQuery reads, besides the backend's process id, what tells one
+// run of the server from another: the postmaster's start time, and the
+// process id of the startup process, which replays WAL and is started anew
+// when the postmaster reinitialises after a crash of any of its processes
+// (without restarting itself). pg_stat_activity lists the startup process
+// to every role.
+const incarnationQuery = `SELECT pg_backend_pid(), pg_postmaster_start_time()::text,
+	(SELECT pid FROM pg_stat_activity WHERE backend_type = 'startup' LIMIT 1)`
+
+// incarnationOf hashes a server's start time and startup process id.
+func incarnationOf(started, startup []byte) Incarnation {
+	h := fnv.New64a()
+	h.Write(started)
+	h.Write([]byte{0})
+	h.Write(startup)
+	return Incarnation(max(h.Sum64(), 1))
 }
 
 // checkedConn is a pgx connection whose statements check the replay
@@ -254,6 +295,11 @@ type checkedConn struct {
 	// pooled is set when the connection goes through a pooler: no named
 	// statements, and replica reads check in the statement's transaction.
 	pooled bool
+	// incarnation is the run of the replica server this connection is
+	// connected to (0: unknown, or behind a pooler, where the server behind
+	// the connection may change). A connection dies with its server's run,
+	// so it never changes.
+	incarnation Incarnation
 	// statements are the measured queries' own prepared statements, by
 	// query; named counts the names given.
 	statements map[string]*pgconn.StatementDescription
@@ -687,9 +733,32 @@ func ReplayChecks() int64 { return checksRun.Load() }
 // check makes sure the connection's server has replayed the MinLSN of the
 // decision in ctx, asking it only when what the connection has already
 // seen does not settle it.
+//
+// A read that reports to the client's session (MeasureSeen) is pinned
+// instead of measured on a replica connection that knows its server's
+// incarnation: it fails with *MovedError if the decision pins another
+// incarnation, and records its own in the request's Observation once the
+// check passed.
 func (cc *checkedConn) check(ctx context.Context) error {
 	d, ok := DecisionFrom(ctx)
-	if !ok || !cc.replica || cc.pooled || d.MinLSN == 0 || d.OnPrimary() || d.MinLSN <= cc.replayed {
+	if !ok || !cc.replica || cc.pooled || d.OnPrimary() {
+		return nil
+	}
+	pin := d.MeasureSeen && cc.incarnation != 0
+	if pin && d.Pin != 0 && d.Pin != cc.incarnation {
+		return &MovedError{Node: d.Node, Pin: d.Pin, Now: cc.incarnation}
+	}
+	if err := cc.checkReplay(ctx, d); err != nil {
+		return err
+	}
+	if pin {
+		observationFrom(ctx).pinned(d.Node, cc.incarnation)
+	}
+	return nil
+}
+
+func (cc *checkedConn) checkReplay(ctx context.Context, d Decision) error {
+	if d.MinLSN == 0 || d.MinLSN <= cc.replayed {
 		return nil
 	}
 	checksRun.Add(1)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 )
 
 // Read runs read with the decision in ctx. On a replica it gets
@@ -17,32 +19,68 @@ func (r *Router) Read(ctx context.Context, read func(context.Context) error) err
 	if !ok || d.OnPrimary() {
 		return r.Primary(ctx, read)
 	}
-	rctx, cancel := context.WithTimeout(ctx, r.cfg.ReplicaTimeout)
-	err := read(rctx)
-	timedOut := errors.Is(rctx.Err(), context.DeadlineExceeded)
-	cancel()
-	if err == nil && d.MeasureSeen {
-		// What the read found is the replica's position: the next read of
-		// this client, which needs it, finds the replica known to be
-		// there.
-		if seen, at := observationFrom(ctx).seenOnNode(d.Node); !seen.IsZero() {
-			r.cfg.View.Saw(d.Node, seen, at)
-		}
-	}
-	if err == nil || ctx.Err() != nil {
-		// A request that was cancelled or ran out of time says nothing
-		// about the replica.
-		return err
-	}
-	reason, retry := r.replicaFailed(ctx, d, err, timedOut)
+	err, reason, retry := r.readReplica(ctx, d, read)
 	if !retry {
 		return err
+	}
+	if alt, ok := r.moveFrom(d, err); ok {
+		// The pinned replica is behind what the read needs, as its
+		// connection found just now: so is everything it showed the
+		// client, and a replica past what the read needs may take over.
+		if err, reason, retry = r.readReplica(WithDecision(ctx, alt), alt, read); !retry {
+			return err
+		}
 	}
 	retried := Decision{Node: Primary, Reason: reason, MeasureSeen: d.MeasureSeen}
 	if err := r.Primary(WithDecision(ctx, retried), read); err != nil {
 		return fmt.Errorf("retry on the primary after %s failed: %w", d.Node, err)
 	}
 	return nil
+}
+
+// readReplica runs read on the replica d names, within ReplicaTimeout.
+// retry says the replica failed it (see replicaFailed) and it is to run
+// elsewhere, for reason.
+func (r *Router) readReplica(ctx context.Context, d Decision, read func(context.Context) error) (err error, reason Reason, retry bool) {
+	rctx, cancel := context.WithTimeout(ctx, r.cfg.ReplicaTimeout)
+	err = read(rctx)
+	timedOut := errors.Is(rctx.Err(), context.DeadlineExceeded)
+	cancel()
+	if err == nil && d.MeasureSeen {
+		obs := observationFrom(ctx)
+		// What the read found is the replica's position: the next read of
+		// this client, which needs it, finds the replica known to be
+		// there.
+		if seen, at := obs.seenOnNode(d.Node); !seen.IsZero() {
+			r.cfg.View.Saw(d.Node, seen, at)
+		}
+		if node, inc, mixed := obs.Pinned(); inc != 0 && !mixed && node == d.Node {
+			r.learnRun(node, inc)
+		}
+	}
+	if err == nil || ctx.Err() != nil {
+		// A request that was cancelled or ran out of time says nothing
+		// about the replica.
+		return err, "", false
+	}
+	reason, retry = r.replicaFailed(ctx, d, err, timedOut)
+	return err, reason, retry
+}
+
+// moveFrom returns where a pinned read goes when its replica turned out
+// behind (err is its *BehindError, with the position the replica's
+// connection read): another replica known to have replayed the read's
+// moveAt.
+func (r *Router) moveFrom(d Decision, err error) (Decision, bool) {
+	var behind *BehindError
+	if d.Pin == 0 || !errors.As(err, &behind) || behind.Replayed == 0 || behind.Replayed >= d.moveAt {
+		return Decision{}, false
+	}
+	names := slices.DeleteFunc(r.cfg.View.CaughtUp(d.moveAt), func(n string) bool { return n == d.Node })
+	if len(names) == 0 {
+		return Decision{}, false
+	}
+	return Decision{Node: names[rand.IntN(len(names))], Reason: d.Reason, MinLSN: d.moveAt, MeasureSeen: d.MeasureSeen}, true
 }
 
 // replicaFailed judges a read that failed with err on the replica d
@@ -56,7 +94,18 @@ func (r *Router) Read(ctx context.Context, read func(context.Context) error) err
 func (r *Router) replicaFailed(ctx context.Context, d Decision, err error, timedOut bool) (reason Reason, retry bool) {
 	reason = ReasonReplicaFailed
 	var behind *BehindError
+	var moved *MovedError
 	switch {
+	case errors.As(err, &moved):
+		// The pinned replica restarted: nothing is wrong with it, but
+		// what it showed the client before has no bound but the
+		// primary's position.
+		r.learnRun(moved.Node, moved.Now)
+		r.cfg.Logger.DebugContext(ctx, "a session's replica restarted; reading from the primary", "replica", d.Node, "err", err)
+		observationFrom(ctx).setReason(ReasonSessionMoved)
+		r.counts.add(Decision{Node: Primary, Reason: ReasonSessionMoved})
+		r.counts.retry(ReasonSessionMoved)
+		return ReasonSessionMoved, true
 	case timedOut:
 		err = fmt.Errorf("no answer within the replica timeout (%s): %w", r.cfg.ReplicaTimeout, err)
 		r.cfg.View.MarkDown(d.Node, err)

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"math/rand/v2"
+	"slices"
 	"time"
 )
 
@@ -46,6 +47,14 @@ func (r *Router) staleRead(ctx context.Context) Decision {
 	_, seen, why := r.session(ctx, false)
 	if why != "" {
 		return Decision{Node: Primary, Reason: why}
+	}
+	if pin := observationFrom(ctx).kept().Pin; pin != 0 {
+		// The replica the client reads from serves it again, at any
+		// position: while it runs, it never shows less than it showed.
+		if name, ok := r.pinnedReplica(pin); ok {
+			return Decision{Node: name, Reason: ReasonStaleOK, Pin: pin}
+		}
+		return Decision{Node: Primary, Reason: ReasonSessionMoved}
 	}
 	if d, ok := r.pick(seen, ReasonStaleOK); ok {
 		return d
@@ -153,7 +162,52 @@ func (r *Router) ownRead(ctx context.Context, userID string) Decision {
 			reason = ReasonNoToken
 		}
 	}
+	if pin := observationFrom(ctx).kept().Pin; pin != 0 {
+		return r.pinnedRead(token, seen, marks.Floor, pin, reason)
+	}
 	return r.replicaPast(ctx, max(token, seen), marks.Floor, reason)
+}
+
+// pinnedRead routes an own-write read of a session pinned to the replica
+// run pin: to that replica, which must have replayed the user's writes
+// and the own-read floors (its connection checks), but not the session's
+// floor, since it never shows less than it showed the client. If it turns
+// out behind, another replica that has replayed both serves (see Read); if
+// it restarted or left rotation, the primary.
+func (r *Router) pinnedRead(token, seen, floor LSN, pin Incarnation, reason Reason) Decision {
+	need, ok := r.ownReadFloor(token, floor)
+	if !ok {
+		return Decision{Node: Primary, Reason: ReasonFenceUnknown}
+	}
+	name, ok := r.pinnedReplica(pin)
+	if !ok {
+		return Decision{Node: Primary, Reason: ReasonSessionMoved}
+	}
+	return Decision{Node: name, Reason: reason, MinLSN: need, Pin: pin, moveAt: max(need, seen)}
+}
+
+// pinnedReplica returns the replica whose current run is pin, if it is in
+// rotation.
+func (r *Router) pinnedReplica(pin Incarnation) (string, bool) {
+	name := ""
+	r.runs.Range(func(k, v any) bool {
+		if v.(Incarnation) == pin {
+			name = k.(string)
+			return false
+		}
+		return true
+	})
+	if name == "" || !slices.Contains(r.cfg.View.CaughtUp(0), name) {
+		return "", false
+	}
+	return name, true
+}
+
+// learnRun records the incarnation a read found replica name in.
+func (r *Router) learnRun(name string, inc Incarnation) {
+	if v, ok := r.runs.Load(name); !ok || v.(Incarnation) != inc {
+		r.runs.Store(name, inc)
+	}
 }
 
 // unknownWrites routes an own-write read when the user's writes are not

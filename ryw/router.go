@@ -3,6 +3,7 @@ package ryw
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -138,6 +139,9 @@ type Router struct {
 	cfg       RouterConfig
 	counts    Counters
 	positions singleflight.Group // the primary's position, asked once for many requests
+	// runs is each replica's incarnation, as its connections last found it
+	// (replica name → Incarnation): the replica a session's pin names.
+	runs sync.Map
 }
 
 // NewRouter builds a router.

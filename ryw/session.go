@@ -113,6 +113,9 @@ func (r *Router) session(ctx context.Context, own bool) (write, seen LSN, toPrim
 			toPrimary = cmp.Or(toPrimary, ReasonTimelineUnknown)
 		}
 	}
+	if r.cfg.Monotonic {
+		kept.Pin = s.Pin
+	}
 	observationFrom(ctx).setKept(kept)
 	return write, seen, toPrimary
 }
@@ -127,6 +130,14 @@ func (r *Router) SessionAfter(ctx context.Context, obs *Observation) Session {
 	s.Write = Later(s.Write, obs.Token())
 	if r.cfg.Monotonic && r.cfg.Mode != ModeOff {
 		seen, complete := obs.Seen()
+		_, pin, mixed := obs.Pinned()
+		pinned, measured := obs.reads()
+		if mixed || (pinned > 0 && measured > 0) {
+			// Reads on two replica runs, or on one and elsewhere: one pin
+			// cannot cover them, and what the replica showed has no
+			// measured bound. The primary's position now covers both.
+			complete = false
+		}
 		if !complete {
 			r.counts.session(SessionUnmeasured)
 			var p Position
@@ -140,6 +151,17 @@ func (r *Router) SessionAfter(ctx context.Context, obs *Observation) Session {
 			seen = Later(seen, p)
 		}
 		s.Seen = Later(s.Seen, seen)
+		switch {
+		case !complete || measured > 0:
+			// Seen now covers every read the client made, the ones on
+			// its pinned replica included: they ran before this request's
+			// position was taken.
+			s.Pin = 0
+		case pinned > 0:
+			s.Pin = pin
+		}
+	} else {
+		s.Pin = 0
 	}
 	if c := r.cfg.View.Cluster(); c.System != "" {
 		for _, p := range []*Position{&s.Write, &s.Seen} {

@@ -69,9 +69,9 @@ func TestLSNModeNeverReadsFromTheReplicaThatIsBehind(t *testing.T) {
 		if w.token == "" || w.cookie != w.token {
 			t.Fatalf("write response token %q, cookie %q; want the same token in both", w.token, w.cookie)
 		}
-		// s1.<system>.<timeline>.<write LSN>.<timeline>.<seen LSN>.<signature>
+		// s2.<system>.<timeline>.<write LSN>.<timeline>.<seen LSN>.<pin>.<signature>
 		f := strings.Split(w.token, ".")
-		if len(f) != 7 || f[0] != "s1" || f[6] == "" {
+		if len(f) != 8 || f[0] != "s2" || f[7] == "" {
 			t.Fatalf("token %q; want a signed session", w.token)
 		}
 		if lsn, err := ryw.ParseLSN(f[3]); err != nil || lsn == 0 {

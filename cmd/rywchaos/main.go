@@ -648,8 +648,8 @@ func (h *history) call(ctx context.Context, client *http.Client, apis []string, 
 		e.servedBy, e.reason = resp.Header.Get("X-Served-By"), resp.Header.Get("X-Routing-Reason")
 		if tok := resp.Header.Get("X-RYW-Token"); tok != "" {
 			u.token = tok
-			// s1.<system>.<write timeline>.<write LSN>...
-			if f := strings.Split(tok, "."); len(f) == 7 && kind == "write" {
+			// s2.<system>.<write timeline>.<write LSN>...
+			if f := strings.Split(tok, "."); len(f) >= 7 && kind == "write" {
 				e.timeline, _ = strconv.Atoi(f[2])
 			}
 		}
