@@ -1,5 +1,5 @@
 // Command rywbench measures read-your-writes routing on a real cluster: a
-// primary, streaming replicas and Redis, started by devstack. It has three
+// primary, streaming replicas and Redis, started by devstack. It has four
 // suites.
 //
 // throughput (the default, what make bench runs): what read-your-writes
@@ -18,12 +18,18 @@
 //
 // -scenarios: lsn mode under faults between the API and a replica.
 //
+// peers: ryw (lsn, time, off) beside the API with every read on the
+// primary and beside pgpool-II's load balancing in front of the same nodes,
+// in each disable_load_balance_on_write setting, with named and unnamed
+// statements: peak, violations, monotonic regressions and replica share
+// (peers.go). It needs Debian's pgpool2.
+//
 // Every figure is compared with a baseline measured in the same run.
 // Traffic stays on loopback and the run ends by itself.
 //
 // Usage:
 //
-//	rywbench [-suite throughput|own-write] [-modes off,time,lsn] [-rounds 3] [-phase 5s]
+//	rywbench [-suite throughput|own-write|peers] [-modes off,time,lsn] [-rounds 3] [-phase 5s]
 //	         [-conns 32] [-population 1000] [-scale=true] [-users 32] [-duration 15s]
 //	         [-read-after 100ms] [-replicas 2] [-replica-delay 20ms] [-pooler transaction|session]
 //	         [-api-bin PATH] [-out FILE]
