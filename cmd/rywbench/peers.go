@@ -618,7 +618,7 @@ func renderPeers(rep peersReport, o options, commit string) string {
 		}
 	}
 	if len(failures) > 0 {
-		fmt.Fprintf(&b, "\nFailures (from the API's log):\n\n%s\n", strings.Join(failures, "\n"))
+		fmt.Fprintf(&b, "\nFailures (API starts, and requests the API logged as failed over the whole turn: warm-up, peak and own-write workload):\n\n%s\n", strings.Join(failures, "\n"))
 	}
 	var problems []string
 	for _, r := range rep.results {
