@@ -36,8 +36,18 @@ chaos: build
 ##        replicas, 1k/100k users); about 8 minutes; writes its section of docs/BENCHMARKS.md.
 ##        Pass flags with ARGS, e.g. make bench ARGS="-rounds 3 -scale=false", or
 ##        ARGS="-suite own-write" for the write-then-read workload (bin/rywbench -h lists them).
+##        ARGS="-suite peers" sets ryw beside pgpool-II and every read on the primary; it installs
+##        Debian's pgpool2 first when /usr/sbin/pgpool is missing (apt-get, with sudo unless root).
 bench: build
 	$(GO) build -o $(BIN)/rywbench ./cmd/rywbench
+	@case " $(ARGS) " in *" -suite peers "*|*" -suite=peers "*|*" --suite peers "*|*" --suite=peers "*) \
+		if [ ! -x /usr/sbin/pgpool ]; then \
+			echo "bench: -suite peers runs pgpool-II: installing Debian's pgpool2"; \
+			sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+			DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends pgpool2 || \
+				{ echo "bench: could not install pgpool2 (try apt-get update first)"; exit 1; }; \
+		fi;; \
+	esac
 	./$(BIN)/rywbench -api-bin $(BIN)/ryw-api -out docs/BENCHMARKS.md $(ARGS)
 
 ## screenshot: docs/live-page.png, the README's picture of the live page, taken by the browser test

@@ -1,5 +1,5 @@
 // Command rywbench measures read-your-writes routing on a real cluster: a
-// primary, streaming replicas and Redis, started by devstack. It has three
+// primary, streaming replicas and Redis, started by devstack. It has four
 // suites.
 //
 // throughput (the default, what make bench runs): what read-your-writes
@@ -18,12 +18,18 @@
 //
 // -scenarios: lsn mode under faults between the API and a replica.
 //
+// peers: ryw (lsn, time, off) beside the API with every read on the
+// primary and beside pgpool-II's load balancing in front of the same nodes,
+// in each disable_load_balance_on_write setting, with named and unnamed
+// statements: peak, violations, monotonic regressions and replica share
+// (peers.go). It needs Debian's pgpool2.
+//
 // Every figure is compared with a baseline measured in the same run.
 // Traffic stays on loopback and the run ends by itself.
 //
 // Usage:
 //
-//	rywbench [-suite throughput|own-write] [-modes off,time,lsn] [-rounds 3] [-phase 5s]
+//	rywbench [-suite throughput|own-write|peers] [-modes off,time,lsn] [-rounds 3] [-phase 5s]
 //	         [-conns 32] [-population 1000] [-scale=true] [-users 32] [-duration 15s]
 //	         [-read-after 100ms] [-replicas 2] [-replica-delay 20ms] [-pooler transaction|session]
 //	         [-api-bin PATH] [-out FILE]
@@ -104,7 +110,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var modes string
 	fs := flag.NewFlagSet("rywbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.suite, "suite", "throughput", "throughput (GET /api/me peak and latency, CPU per request, ratios to off mode and to pgbench; the make bench default) or own-write (users write then read back; violations and offload)")
+	fs.StringVar(&o.suite, "suite", "throughput", "throughput (GET /api/me peak and latency, CPU per request, ratios to off mode and to pgbench; the make bench default), own-write (users write then read back; violations and offload) or peers (ryw beside every read on the primary and pgpool-II: peak, violations, monotonic regressions, offload; needs pgpool2)")
 	fs.StringVar(&modes, "modes", "", "RYW_MODEs to measure, in order (default off,time,lsn for throughput, which needs off; time,lsn,off for own-write, whose first is the baseline)")
 	fs.IntVar(&o.rounds, "rounds", 5, "throughput: rounds in which the modes take turns")
 	fs.DurationVar(&o.phase, "phase", 5*time.Second, "throughput: how long each measurement runs")
@@ -133,6 +139,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		o.pooler = "" // as devstack -pooler and DATABASE_POOLER spell it
 	}
 	o.window, o.markerTTL, o.pollInterval = config.DefaultWindow, config.DefaultMarkerTTL, config.DefaultPollInterval
+	userModes := modes
 	if modes == "" {
 		modes = "time,lsn,off"
 		if o.suite == "throughput" {
@@ -161,8 +168,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-read-after must be >= 0, got %s", o.readAfter)
 	case o.replicas < 1:
 		return o, fmt.Errorf("-replicas must be >= 1, got %d", o.replicas)
-	case o.suite != "throughput" && o.suite != "own-write":
-		return o, fmt.Errorf("-suite must be throughput or own-write, got %q", o.suite)
+	case o.suite != "throughput" && o.suite != "own-write" && o.suite != "peers":
+		return o, fmt.Errorf("-suite must be throughput, own-write or peers, got %q", o.suite)
+	case o.suite == "peers" && (userModes != "" || len(o.scenarios) > 0 || o.baselineBin != ""):
+		return o, errors.New("-suite peers measures its own fixed list of configurations: -modes, -scenarios and -baseline-bin do not apply")
 	case o.suite == "throughput" && !slices.Contains(o.modes, "off"):
 		return o, errors.New("-modes: the throughput suite compares with off mode, so it needs off")
 	case o.rounds < 1 || o.rounds > 20:
@@ -192,6 +201,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer cleanup()
 	o.apiBin = bin
+	if o.suite == "peers" {
+		commit := commitOf(ctx, o.apiBin)
+		rep, err := runPeers(ctx, o, stderr)
+		if err != nil {
+			return err
+		}
+		return emit(renderPeers(rep, o, commit), o, stdout)
+	}
 	if o.suite == "throughput" && len(o.scenarios) == 0 {
 		commit := commitOf(ctx, o.apiBin) // before the report changes the checkout
 		results, err := runThroughput(ctx, o, stderr)
@@ -289,6 +306,9 @@ func emit(report string, o options, stdout io.Writer) error {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
+	if o.suite == "peers" {
+		return os.WriteFile(o.out, []byte(splicePeers(string(old), report)), 0o644)
+	}
 	return os.WriteFile(o.out, []byte(splice(string(old), report)), 0o644)
 }
 
@@ -344,6 +364,7 @@ type result struct {
 	reads         int
 	replicaReads  int
 	violations    int
+	regressions   int // reads older than an earlier read of the same user (sessionUser)
 	errors        int
 	readLatency   []time.Duration
 	writeLatency  []time.Duration
@@ -356,6 +377,7 @@ func (r *result) merge(o *result) {
 	r.reads += o.reads
 	r.replicaReads += o.replicaReads
 	r.violations += o.violations
+	r.regressions += o.regressions
 	r.errors += o.errors
 	r.readLatency = append(r.readLatency, o.readLatency...)
 	r.writeLatency = append(r.writeLatency, o.writeLatency...)
@@ -371,6 +393,12 @@ func (r *result) merge(o *result) {
 
 // measure runs the workload against one API for the duration.
 func measure(ctx context.Context, api, mode string, o options) result {
+	return measureWith(ctx, api, mode, o, user)
+}
+
+// measureWith runs the workload against one API for the duration, each of
+// the -users users simulated by simulate.
+func measureWith(ctx context.Context, api, mode string, o options, simulate func(context.Context, *http.Client, string, time.Duration) result) result {
 	ctx, cancel := context.WithTimeout(ctx, o.duration)
 	defer cancel()
 	client := &http.Client{
@@ -382,7 +410,7 @@ func measure(ctx context.Context, api, mode string, o options) result {
 	var wg sync.WaitGroup
 	for range o.users {
 		wg.Go(func() {
-			r := user(ctx, client, api, o.readAfter)
+			r := simulate(ctx, client, api, o.readAfter)
 			mu.Lock()
 			total.merge(&r)
 			mu.Unlock()

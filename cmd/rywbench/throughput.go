@@ -666,10 +666,18 @@ var (
 	wrkErrRE  = regexp.MustCompile(`Socket errors: connect ([0-9]+), read ([0-9]+), write ([0-9]+), timeout ([0-9]+)`)
 )
 
+const wrkProgram = "wrk"
+
+// haveWrk reports whether wrk is installed: peak then uses it.
+func haveWrk() bool {
+	_, err := exec.LookPath(wrkProgram)
+	return err == nil
+}
+
 // peak measures the closed loop: with wrk (as pgbench, a C client that
 // costs little per request) when it is installed, else with vegeta.
 func (b *tpBench) peak(ctx context.Context, api *devstack.API, d time.Duration) (ph phase, err error) {
-	wrk, lookErr := exec.LookPath("wrk")
+	wrk, lookErr := exec.LookPath(wrkProgram)
 	if lookErr != nil {
 		b.generator = "vegeta (wrk is not installed)"
 		return b.attack(ctx, api, 0, d)
