@@ -87,6 +87,21 @@ func (p *Proxy) Heal() error {
 	return nil
 }
 
+// Redirect makes the proxy forward to another upstream (host:port) at the
+// same address, closing its connections: to its clients, the server at
+// that address was replaced, as when a replica restarts, or an address
+// (a virtual IP, a DNS name) moves to another server.
+func (p *Proxy) Redirect(upstream string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.proxy.Stop()
+	p.proxy.Upstream = upstream
+	if err := p.proxy.Start(); err != nil {
+		return fmt.Errorf("devstack: restart proxy %s to %s: %w", p.Addr, upstream, err)
+	}
+	return nil
+}
+
 // Close stops the proxy and closes its connections.
 func (p *Proxy) Close() {
 	p.mu.Lock()
