@@ -61,38 +61,51 @@ func scanAll(t *testing.T, ctx context.Context, db *sql.DB, query string, args .
 // TestMeasuredReadsAreTheSameReads: a measured read hands database/sql
 // the same columns and values as pgx's stdlib driver for every kind of
 // column, and reports a position that is an upper bound of its snapshot:
-// on a replica, at or past the replay position read before it; on the
-// primary, at or past a write committed before it.
+// on the primary, at or past a write committed before it. A direct replica
+// connection pins instead: the same rows, and the replica's run, no
+// position.
 func TestMeasuredReadsAreTheSameReads(t *testing.T) {
 	needStack(t)
 	const query = `SELECT 1::int2, 2::int4, 3::int8, 1.5::float4, 2.5::float8, 19.99::numeric(12,2), true, 'text'::text,
 		'\xDEAD'::bytea, '{"a":1}'::jsonb, '2026-11-26 12:00:00.123456+00'::timestamptz, '2026-11-26 12:00:00'::timestamp,
 		'2026-11-26'::date, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid, NULL::text, ARRAY[1,2]::int[], $1::text AS arg
 		FROM generate_series(1, 3)`
-	plain := openPool(t, stack.Replicas[0].URL)
+	plain := openPool(t, stack.Primary.URL)
 	wantCols, want := scanAll(t, t.Context(), plain, query, "x")
-	db := openMeasured(t, stack.Replicas[0].URL, true, "replica1")
-	before, err := stack.Replicas[0].ReplayLSN(t.Context())
+	pdb := openMeasured(t, stack.Primary.URL, false, "")
+	ctx, obs := measuredContext(t, ryw.Primary)
+	before, err := stack.Primary.CurrentLSN(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, obs := measuredContext(t, "replica1")
-	cols, got := scanAll(t, ctx, db, query, "x")
+	cols, got := scanAll(t, ctx, pdb, query, "x")
 	if !reflect.DeepEqual(cols, wantCols) || !reflect.DeepEqual(got, want) {
 		t.Errorf("measured read:\n%v\n%v\nwant, as stdlib gives:\n%v\n%v", cols, got, wantCols, want)
 	}
-	seen, complete := obs.Seen()
-	if !complete || seen.LSN < before {
+	if seen, complete := obs.Seen(); !complete || seen.LSN < before {
 		t.Errorf("measured position %+v (complete %v); want at or past %s", seen, complete, before)
 	}
 	// An empty result still has its own columns, not the position query's.
-	cols, got = scanAll(t, ctx, db, "SELECT 1 AS one WHERE false")
+	cols, got = scanAll(t, ctx, pdb, "SELECT 1 AS one WHERE false")
 	if fmt.Sprint(cols) != "[one]" || len(got) != 0 {
 		t.Errorf("empty measured read: columns %v, rows %v", cols, got)
 	}
 
-	// The primary: the position covers a write committed before the read.
-	pdb := openMeasured(t, stack.Primary.URL, false, "")
+	// A replica: pinned to its run, not measured.
+	db := openMeasured(t, stack.Replicas[0].URL, true, "replica1")
+	ctx, obs = measuredContext(t, "replica1")
+	cols, got = scanAll(t, ctx, db, query, "x")
+	if !reflect.DeepEqual(cols, wantCols) || !reflect.DeepEqual(got, want) {
+		t.Errorf("pinned read:\n%v\n%v\nwant:\n%v\n%v", cols, got, wantCols, want)
+	}
+	if node, inc, mixed := obs.Pinned(); node != "replica1" || inc == 0 || mixed {
+		t.Errorf("pinned read on replica1: Pinned() = %q, %v, %v", node, inc, mixed)
+	}
+	if seen, complete := obs.Seen(); !seen.IsZero() || !complete {
+		t.Errorf("pinned read measured %+v (complete %v); want no position", seen, complete)
+	}
+
+	// The position covers a write committed before the read.
 	if _, err := pdb.ExecContext(t.Context(), "CREATE TABLE IF NOT EXISTS measured (id int PRIMARY KEY, v text)"); err != nil {
 		t.Fatal(err)
 	}
@@ -173,26 +186,31 @@ func TestMeasuredReadsAreTheSameReads(t *testing.T) {
 }
 
 // BenchmarkMeasuredRead is what measuring a read costs: the same query on
-// one replica connection, plain and measured (the position query in the
-// same round trip). Compare the two in one run:
+// one primary connection, plain and measured (the position query in the
+// same round trip), and on one replica connection, plain and pinned (what
+// monotonic reads cost there now: nothing). Compare them in one run:
 //
 //	go test ./ryw -run '^$' -bench MeasuredRead -count 5
 func BenchmarkMeasuredRead(b *testing.B) {
 	needStack(b)
-	db := openMeasuredB(b, stack.Replicas[0].URL)
 	const query = "SELECT id, email, name, avatar_url, created_at, updated_at FROM users WHERE id = $1"
 	id := "00000000-0000-0000-0000-000000000000"
+	primary := openMeasuredB(b, stack.Primary.URL, false, "")
+	replica := openMeasuredB(b, stack.Replicas[0].URL, true, "replica1")
 	for _, bm := range []struct {
 		name string
+		db   *sql.DB
 		ctx  context.Context
 	}{
-		{"plain", b.Context()},
-		{"measured", ryw.WithDecision(b.Context(), ryw.Decision{Node: "replica1", Reason: ryw.ReasonStaleOK, MeasureSeen: true})},
+		{"primary/plain", primary, b.Context()},
+		{"primary/measured", primary, ryw.WithDecision(b.Context(), ryw.Decision{Node: ryw.Primary, Reason: ryw.ReasonStaleOK, MeasureSeen: true})},
+		{"replica/plain", replica, b.Context()},
+		{"replica/pinned", replica, ryw.WithDecision(b.Context(), ryw.Decision{Node: "replica1", Reason: ryw.ReasonStaleOK, MeasureSeen: true})},
 	} {
 		b.Run(bm.name, func(b *testing.B) {
 			for b.Loop() {
 				ctx, _ := ryw.WithObservation(bm.ctx)
-				rows, err := db.QueryContext(ctx, query, id)
+				rows, err := bm.db.QueryContext(ctx, query, id)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -206,8 +224,8 @@ func BenchmarkMeasuredRead(b *testing.B) {
 	}
 }
 
-func openMeasuredB(b *testing.B, url string) *sql.DB {
-	db, err := ryw.OpenPool(url, true, ryw.PoolOptions{MaxOpen: 1, MaxIdle: 1, Name: "replica1"})
+func openMeasuredB(b *testing.B, url string, replica bool, name string) *sql.DB {
+	db, err := ryw.OpenPool(url, replica, ryw.PoolOptions{MaxOpen: 1, MaxIdle: 1, Name: name})
 	if err != nil {
 		b.Fatal(err)
 	}
