@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -234,8 +235,11 @@ type Balancer struct {
 	monitor  *Monitor
 	router   *Router
 	signer   *TokenSigner
-	gorm     *gorm.DB
-	sql      *DB
+	// cookieTail is the token cookie's attributes, plain and secure (see
+	// cookieAttrs).
+	cookieTail [2]atomic.Pointer[string]
+	gorm       *gorm.DB
+	sql        *DB
 
 	stop context.CancelFunc
 	wg   sync.WaitGroup

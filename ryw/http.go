@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 )
 
 // Response headers that say where a request was served, and why, and
@@ -205,11 +206,7 @@ func (w *ResponseWriter) headers() {
 		}
 		h.Set(TokenHeader, signed)
 		secure := w.r.TLS != nil || w.r.Header.Get("X-Forwarded-Proto") == "https"
-		ck := &http.Cookie{
-			Name: TokenCookie, Value: signed, Path: "/", MaxAge: int(w.b.cfg.MarkerTTL.Seconds()),
-			HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: secure,
-		}
-		h.Add("Set-Cookie", ck.String())
+		h.Add("Set-Cookie", TokenCookie+"="+signed+w.b.cookieAttrs(secure))
 	}
 }
 
@@ -301,4 +298,24 @@ func WriteError(w http.ResponseWriter, _ *http.Request, err error) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(body)
+}
+
+// cookieAttrs returns the token cookie's attributes, as http.Cookie
+// writes them, once per setting: a token's characters (digits, letters,
+// '.', '/', '-', '_') need no quoting.
+func (b *Balancer) cookieAttrs(secure bool) string {
+	i := 0
+	if secure {
+		i = 1
+	}
+	if a := b.cookieTail[i].Load(); a != nil {
+		return *a
+	}
+	ck := &http.Cookie{
+		Name: TokenCookie, Value: "x", Path: "/", MaxAge: int(b.cfg.MarkerTTL.Seconds()),
+		HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: secure,
+	}
+	a := strings.TrimPrefix(ck.String(), TokenCookie+"=x")
+	b.cookieTail[i].Store(&a)
+	return a
 }

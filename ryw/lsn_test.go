@@ -1,9 +1,11 @@
 package ryw
 
 import (
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func TestParseLSN(t *testing.T) {
@@ -137,6 +139,28 @@ func TestTokenSigner(t *testing.T) {
 		"s2.1.2.1/ABCD.2.1/ABFF.10000000000000000.sig", "s3.1.2.1/ABCD.2.1/ABFF.9f.sig"} {
 		if _, _, err := s.Verify("alice", raw); err == nil {
 			t.Errorf("Verify(%q) took it for a token", raw)
+		}
+	}
+}
+
+// TestTokenCookie: the token cookie reads as http.Cookie writes it, plain
+// and secure, and a browser's cookie parser reads the token back whole.
+func TestTokenCookie(t *testing.T) {
+	b := &Balancer{}
+	b.cfg.MarkerTTL = 10 * time.Minute
+	tok := NewTokenSigner([]byte("0123456789abcdef0123456789abcdef")).Sign("alice",
+		Session{Seen: Position{System: "7302061513459013653", Timeline: 2, LSN: 0x1_0000ABFF}, Pin: 0x9f3c2a1b44d0e7aa})
+	for _, secure := range []bool{false, true} {
+		want := (&http.Cookie{Name: TokenCookie, Value: tok, Path: "/", MaxAge: 600,
+			HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: secure}).String()
+		for range 2 {
+			if got := TokenCookie + "=" + tok + b.cookieAttrs(secure); got != want {
+				t.Errorf("secure %v: cookie %q, want %q", secure, got, want)
+			}
+		}
+		ck, err := http.ParseSetCookie(want)
+		if err != nil || ck.Value != tok {
+			t.Errorf("ParseSetCookie = %+v, %v; want the token %q", ck, err, tok)
 		}
 	}
 }
