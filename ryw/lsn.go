@@ -29,7 +29,30 @@ func ParseLSN(s string) (LSN, error) {
 
 // String formats the position the way PostgreSQL does.
 func (l LSN) String() string {
-	return fmt.Sprintf("%X/%X", uint64(l)>>32, uint64(l)&0xFFFFFFFF)
+	var b [17]byte
+	return string(l.appendText(b[:0]))
+}
+
+// appendText appends the position as String writes it ("%X/%X").
+func (l LSN) appendText(b []byte) []byte {
+	b = appendHexUpper(b, uint64(l)>>32)
+	b = append(b, '/')
+	return appendHexUpper(b, uint64(l)&0xFFFFFFFF)
+}
+
+func appendHexUpper(b []byte, v uint64) []byte {
+	const digits = "0123456789ABCDEF"
+	var t [16]byte
+	i := len(t)
+	for {
+		i--
+		t[i] = digits[v&0xF]
+		v >>= 4
+		if v == 0 {
+			break
+		}
+	}
+	return append(b, t[i:]...)
 }
 
 // MarshalText writes the position in PostgreSQL's form, for JSON and logs.

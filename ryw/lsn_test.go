@@ -1,6 +1,7 @@
 package ryw
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -37,6 +38,12 @@ func TestLSNStringRoundTrip(t *testing.T) {
 		}
 		if l.String() != s {
 			t.Errorf("ParseLSN(%q).String() = %q", s, l.String())
+		}
+	}
+	// The same text as PostgreSQL's own "%X/%X", for any position.
+	for _, l := range []LSN{0, 1, 0xF, 0x10, 0xABCDEF, 1 << 32, 0x1_0000ABCD, 0xFFFFFFFF, 0xDEADBEEF_0BADF00D, ^LSN(0)} {
+		if want := fmt.Sprintf("%X/%X", uint64(l)>>32, uint64(l)&0xFFFFFFFF); l.String() != want {
+			t.Errorf("LSN(%#x).String() = %q, want %q", uint64(l), l.String(), want)
 		}
 	}
 }

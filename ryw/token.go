@@ -86,10 +86,13 @@ func (s *TokenSigner) Sign(userID string, ses Session) string {
 	b = append(b, tokenVersion...)
 	b = append(append(b, '.'), system...)
 	b = strconv.AppendInt(append(b, '.'), int64(ses.Write.Timeline), 10)
-	b = append(append(b, '.'), ses.Write.LSN.String()...)
+	b = ses.Write.LSN.appendText(append(b, '.'))
 	b = strconv.AppendInt(append(b, '.'), int64(ses.Seen.Timeline), 10)
-	b = append(append(b, '.'), ses.Seen.LSN.String()...)
-	b = append(append(b, '.'), ses.Pin.String()...)
+	b = ses.Seen.LSN.appendText(append(b, '.'))
+	b = append(b, '.')
+	if ses.Pin != 0 {
+		b = strconv.AppendUint(b, uint64(ses.Pin), 16)
+	}
 	text := len(b)
 	b = append(b, '.')
 	b = s.appendMAC(b, userID, b[:text])
