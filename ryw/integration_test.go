@@ -47,7 +47,7 @@ func needStack(t testing.TB) {
 	}
 }
 
-func openPool(t *testing.T, url string) *sql.DB {
+func openPool(t testing.TB, url string) *sql.DB {
 	t.Helper()
 	db, err := sql.Open("pgx", url)
 	if err != nil {
@@ -185,7 +185,7 @@ func (r *recordingReplicas) Refresh(context.Context, []string)     {}
 func (r *recordingReplicas) Behind(string, ryw.LSN)                {}
 func (r *recordingReplicas) MarkDown(name string, _ error)         { r.down = name }
 
-func newTracker(t *testing.T, ttl time.Duration) (*ryw.RedisTracker, redis.UniversalClient) {
+func newTracker(t testing.TB, ttl time.Duration) (*ryw.RedisTracker, redis.UniversalClient) {
 	t.Helper()
 	client, err := ryw.NewRedisClient(stack.Redis.URL)
 	if err != nil {
