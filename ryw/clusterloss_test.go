@@ -41,7 +41,7 @@ func TestClusterNodeRestartedEmptyStartsANewEpoch(t *testing.T) {
 
 	// The first lookup starts the epoch; its floor is the primary's
 	// position now.
-	before, err := tracker.Lookup(ctx, "nobody")
+	before, err := tracker.Lookup(ctx, "nobody", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestClusterNodeRestartedEmptyStartsANewEpoch(t *testing.T) {
 	if _, err := tracker.Record(ctx, user, tl1(written)); err != nil {
 		t.Fatal(err)
 	}
-	if m, err := tracker.Lookup(ctx, user); err != nil || m.Token.LSN != written {
+	if m, err := tracker.Lookup(ctx, user, false); err != nil || m.Token.LSN != written {
 		t.Fatalf("before the restart: Lookup(%s) = %+v, %v; want its token %s", user, m, err, written)
 	}
 	if before.Floor >= written {
@@ -111,7 +111,7 @@ func TestClusterNodeRestartedEmptyStartsANewEpoch(t *testing.T) {
 	var after ryw.Marks
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		after, err = tracker.Lookup(ctx, user)
+		after, err = tracker.Lookup(ctx, user, false)
 		if err == nil {
 			break
 		}

@@ -33,7 +33,7 @@ func BenchmarkLookup(b *testing.B) {
 	}
 	for _, mode := range []string{"time", "lsn"} {
 		lookup := func(ctx context.Context, user string) error {
-			m, err := tracker.Lookup(ctx, user)
+			m, err := tracker.Lookup(ctx, user, mode == "time")
 			if err == nil && m.Token.IsZero() {
 				err = fmt.Errorf("%s: no token", user)
 			}
