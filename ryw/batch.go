@@ -48,7 +48,10 @@ type rawMarks struct {
 //
 // There is no goroutine of its own: the call that finds no batch in flight
 // sends one; when it comes back, the calls that queued meanwhile go out as
-// the next batch, on a goroutine that lives as long as there are some.
+// the next batch, on a goroutine that sends batch after batch for as long
+// as calls keep queuing. (One goroutine per batch cost more than the
+// lookups' own parsing: each started on a small stack and grew it to run
+// the pipeline, copystack 8% of the CPU in BenchmarkLookup.)
 type batcher struct {
 	client  redis.UniversalClient
 	timeout time.Duration
@@ -76,7 +79,9 @@ func (b *batcher) lookup(ctx context.Context, user string, withTime bool) rawMar
 		b.mu.Lock()
 		batch := b.take()
 		b.mu.Unlock()
-		b.next(b.run(batch))
+		if batch = b.next(b.run(batch)); batch != nil {
+			go b.drain(batch)
+		}
 	}
 	select {
 	case <-c.done:
@@ -97,17 +102,18 @@ func (b *batcher) take() []*lookupCall {
 	return batch
 }
 
-// next sends the calls that queued while a batch was in flight, or ends
-// the flight. If that batch got no answer (Redis hangs or is gone), the
-// calls that queued behind it fail at once with its error rather than wait
-// out a timeout of their own: a lookup never waits much longer than the
-// tracker's timeout, and the breaker then sheds the ones that follow.
-func (b *batcher) next(prev error) {
+// next returns the calls that queued while a batch was in flight, to go
+// out as the next batch, or ends the flight (nil). If that batch got no
+// answer (Redis hangs or is gone), the calls that queued behind it fail at
+// once with its error rather than wait out a timeout of their own: a
+// lookup never waits much longer than the tracker's timeout, and the
+// breaker then sheds the ones that follow.
+func (b *batcher) next(prev error) []*lookupCall {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if len(b.pending) == 0 {
 		b.inflight = false
-		return
+		return nil
 	}
 	if prev != nil && unanswered(prev) {
 		for _, c := range b.pending {
@@ -117,10 +123,17 @@ func (b *batcher) next(prev error) {
 		clear(b.pending)
 		b.pending = b.pending[:0]
 		b.inflight = false
-		return
+		return nil
 	}
-	batch := b.take()
-	go func() { b.next(b.run(batch)) }()
+	return b.take()
+}
+
+// drain sends batch, then each batch that queued meanwhile, until the
+// flight ends.
+func (b *batcher) drain(batch []*lookupCall) {
+	for batch != nil {
+		batch = b.next(b.run(batch))
+	}
 }
 
 // run sends one batch, hands each call its answer, and returns the error
