@@ -77,10 +77,11 @@ func (b *batcher) lookup(ctx context.Context, user string, withTime bool) rawMar
 		// some are about to look up too, and join this batch.
 		runtime.Gosched()
 		b.mu.Lock()
-		batch := b.take()
+		first := b.take()
 		b.mu.Unlock()
-		if batch = b.next(b.run(batch)); batch != nil {
-			go b.drain(batch)
+		// (first stays on this goroutine, and off the heap.)
+		if following := b.next(b.run(first)); following != nil {
+			go b.drain(following)
 		}
 	}
 	select {
