@@ -333,7 +333,8 @@ func (t *RedisTracker) Lookup(ctx context.Context, userID string, withTime bool)
 	if errors.Is(failed, redis.Nil) {
 		failed = nil
 	}
-	t.breaker.done(failed, time.Now())
+	answered := time.Now()
+	t.breaker.done(failed, answered)
 	t.observe("lookup", raw.took, failed)
 	if failed != nil {
 		return Marks{}, fmt.Errorf("read marks from redis: %w", failed)
@@ -356,7 +357,7 @@ func (t *RedisTracker) Lookup(ctx context.Context, userID string, withTime bool)
 		m.Token = p
 	}
 	epoch := raw.epoch
-	if t.clockJumped(raw.now, time.Now()) {
+	if t.clockJumped(raw.now, answered) {
 		// Marks may have expired early: the same as losing them.
 		renewed, err := t.renewOnce(ctx, epoch)
 		if err != nil {
