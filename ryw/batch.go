@@ -17,13 +17,15 @@ const maxBatch = 128
 
 // lookupCall is one Lookup waiting for its batch.
 type lookupCall struct {
-	user string
-	done chan struct{} // closed once the fields below are set
-	raw  rawMarks
+	user     string
+	withTime bool          // read the time mark too (time mode)
+	done     chan struct{} // closed once the fields below are set
+	raw      rawMarks
 }
 
-// rawMarks is what one batch read for one user: the user's two marks as
-// stored, and what the whole batch read once (the epoch and Redis's clock).
+// rawMarks is what one batch read for one user: the user's marks as
+// stored (the time mark only if the call asked for it), and what the whole
+// batch read once (the epoch and Redis's clock).
 type rawMarks struct {
 	at, token string
 	epoch     string
@@ -33,9 +35,10 @@ type rawMarks struct {
 }
 
 // batcher coalesces the lookups that arrive while one is in flight into a
-// single pipeline: TIME, and one MGET of ryw:epoch and every user's two
-// marks (on a Redis Cluster, where one command cannot span slots: a GET of
-// each key, which go-redis sends to each key's node). Under load that turns many round trips, each a write
+// single pipeline: TIME, and one MGET of ryw:epoch and every user's token
+// mark, and time mark if the call asked for it (on a Redis Cluster, where
+// one command cannot span slots: a GET of each key, which go-redis sends to
+// each key's node). Under load that turns many round trips, each a write
 // and a read on a socket in the API and a wake-up of Redis, into one. When
 // nothing else is waiting, a lookup goes out at once, alone, as before.
 //
@@ -45,7 +48,10 @@ type rawMarks struct {
 //
 // There is no goroutine of its own: the call that finds no batch in flight
 // sends one; when it comes back, the calls that queued meanwhile go out as
-// the next batch, on a goroutine that lives as long as there are some.
+// the next batch, on a goroutine that sends batch after batch for as long
+// as calls keep queuing. (One goroutine per batch cost more than the
+// lookups' own parsing: each started on a small stack and grew it to run
+// the pipeline, copystack 8% of the CPU in BenchmarkLookup.)
 type batcher struct {
 	client  redis.UniversalClient
 	timeout time.Duration
@@ -59,8 +65,8 @@ type batcher struct {
 
 // lookup returns the user's raw marks, or ctx's error if the caller gives
 // up first (its batch goes on for the others).
-func (b *batcher) lookup(ctx context.Context, user string) rawMarks {
-	c := &lookupCall{user: user, done: make(chan struct{})}
+func (b *batcher) lookup(ctx context.Context, user string, withTime bool) rawMarks {
+	c := &lookupCall{user: user, withTime: withTime, done: make(chan struct{})}
 	b.mu.Lock()
 	b.pending = append(b.pending, c)
 	lead := !b.inflight
@@ -71,9 +77,12 @@ func (b *batcher) lookup(ctx context.Context, user string) rawMarks {
 		// some are about to look up too, and join this batch.
 		runtime.Gosched()
 		b.mu.Lock()
-		batch := b.take()
+		first := b.take()
 		b.mu.Unlock()
-		b.next(b.run(batch))
+		// (first stays on this goroutine, and off the heap.)
+		if following := b.next(b.run(first)); following != nil {
+			go b.drain(following)
+		}
 	}
 	select {
 	case <-c.done:
@@ -94,17 +103,18 @@ func (b *batcher) take() []*lookupCall {
 	return batch
 }
 
-// next sends the calls that queued while a batch was in flight, or ends
-// the flight. If that batch got no answer (Redis hangs or is gone), the
-// calls that queued behind it fail at once with its error rather than wait
-// out a timeout of their own: a lookup never waits much longer than the
-// tracker's timeout, and the breaker then sheds the ones that follow.
-func (b *batcher) next(prev error) {
+// next returns the calls that queued while a batch was in flight, to go
+// out as the next batch, or ends the flight (nil). If that batch got no
+// answer (Redis hangs or is gone), the calls that queued behind it fail at
+// once with its error rather than wait out a timeout of their own: a
+// lookup never waits much longer than the tracker's timeout, and the
+// breaker then sheds the ones that follow.
+func (b *batcher) next(prev error) []*lookupCall {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if len(b.pending) == 0 {
 		b.inflight = false
-		return
+		return nil
 	}
 	if prev != nil && unanswered(prev) {
 		for _, c := range b.pending {
@@ -114,10 +124,17 @@ func (b *batcher) next(prev error) {
 		clear(b.pending)
 		b.pending = b.pending[:0]
 		b.inflight = false
-		return
+		return nil
 	}
-	batch := b.take()
-	go func() { b.next(b.run(batch)) }()
+	return b.take()
+}
+
+// drain sends batch, then each batch that queued meanwhile, until the
+// flight ends.
+func (b *batcher) drain(batch []*lookupCall) {
+	for batch != nil {
+		batch = b.next(b.run(batch))
+	}
 }
 
 // run sends one batch, hands each call its answer, and returns the error
@@ -129,20 +146,26 @@ func (b *batcher) run(batch []*lookupCall) error {
 	b.batches.Add(1)
 	pipe := b.client.Pipeline()
 	nowCmd := pipe.Time(ctx)
-	var one *redis.SliceCmd          // epoch, then each user's two marks
-	var perKey [][2]*redis.StringCmd // a cluster's: each user's two GETs
+	var one *redis.SliceCmd          // epoch, then each user's marks
+	var perKey [][2]*redis.StringCmd // a cluster's: each user's GETs (time, token)
 	epochCmd := (*redis.StringCmd)(nil)
 	if _, cluster := b.client.(*redis.ClusterClient); cluster {
 		epochCmd = pipe.Get(ctx, EpochKey)
 		perKey = make([][2]*redis.StringCmd, len(batch))
 		for i, c := range batch {
-			perKey[i] = [2]*redis.StringCmd{pipe.Get(ctx, MarkerKey(c.user)), pipe.Get(ctx, TokenKey(c.user))}
+			if c.withTime {
+				perKey[i][0] = pipe.Get(ctx, MarkerKey(c.user))
+			}
+			perKey[i][1] = pipe.Get(ctx, TokenKey(c.user))
 		}
 	} else {
 		keys := make([]string, 1, 1+2*len(batch))
 		keys[0] = EpochKey
 		for _, c := range batch {
-			keys = append(keys, MarkerKey(c.user), TokenKey(c.user))
+			if c.withTime {
+				keys = append(keys, MarkerKey(c.user))
+			}
+			keys = append(keys, TokenKey(c.user))
 		}
 		one = pipe.MGet(ctx, keys...)
 	}
@@ -154,8 +177,8 @@ func (b *batcher) run(batch []*lookupCall) error {
 	case shared.err != nil:
 	case one != nil:
 		vals, shared.err = one.Result()
-		if shared.err == nil && len(vals) != 1+2*len(batch) {
-			shared.err = fmt.Errorf("MGET of %d keys returned %d values", 1+2*len(batch), len(vals))
+		if want := len(one.Args()) - 1; shared.err == nil && len(vals) != want {
+			shared.err = fmt.Errorf("MGET of %d keys returned %d values", want, len(vals))
 		}
 		if shared.err == nil {
 			shared.epoch, shared.err = str(vals[0])
@@ -166,11 +189,18 @@ func (b *batcher) run(batch []*lookupCall) error {
 			shared.err = nil
 		}
 	}
+	next := 1 // the next user's first value in vals
 	for i, c := range batch {
 		c.raw = shared
 		if c.raw.err == nil {
 			if one != nil {
-				c.raw.at, c.raw.token, c.raw.err = pair(vals[1+2*i], vals[2+2*i])
+				var at any
+				if c.withTime {
+					at = vals[next]
+					next++
+				}
+				c.raw.at, c.raw.token, c.raw.err = pair(at, vals[next])
+				next++
 			} else {
 				c.raw.at, c.raw.token, c.raw.err = getPair(perKey[i])
 			}
@@ -180,10 +210,13 @@ func (b *batcher) run(batch []*lookupCall) error {
 	return shared.err
 }
 
-// getPair reads one user's two GETs; a missing key is "".
+// getPair reads one user's GETs (nil: not sent); a missing key is "".
 func getPair(cmds [2]*redis.StringCmd) (at, token string, err error) {
 	var vals [2]string
 	for i, c := range cmds {
+		if c == nil {
+			continue
+		}
 		v, err := c.Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return "", "", err
@@ -193,7 +226,7 @@ func getPair(cmds [2]*redis.StringCmd) (at, token string, err error) {
 	return vals[0], vals[1], nil
 }
 
-// pair reads the two marks of one user; a missing key is "".
+// pair reads the marks of one user; a missing key (or one not read) is "".
 func pair(at, token any) (string, string, error) {
 	a, err := str(at)
 	if err != nil {

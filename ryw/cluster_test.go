@@ -85,12 +85,13 @@ func TestTrackerOnARedisCluster(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range users {
 		wg.Go(func() {
-			m, err := tracker.Lookup(ctx, fmt.Sprint("cluster-", i))
+			withTime := i%4 < 2
+			m, err := tracker.Lookup(ctx, fmt.Sprint("cluster-", i), withTime)
 			want := ryw.LSN(0)
 			if i%2 == 0 {
 				want = ryw.LSN(0x2_0000_0000 + i)
 			}
-			if err != nil || m.Token.LSN != want {
+			if err != nil || m.Token.LSN != want || m.WrittenAt.IsZero() != (want == 0 || !withTime) {
 				t.Errorf("user %d on the cluster: Lookup = %+v, %v; want token %s", i, m, err, want)
 			}
 		})

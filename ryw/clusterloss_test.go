@@ -41,7 +41,7 @@ func TestClusterNodeRestartedEmptyStartsANewEpoch(t *testing.T) {
 
 	// The first lookup starts the epoch; its floor is the primary's
 	// position now.
-	before, err := tracker.Lookup(ctx, "nobody")
+	before, err := tracker.Lookup(ctx, "nobody", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,17 +50,30 @@ func TestClusterNodeRestartedEmptyStartsANewEpoch(t *testing.T) {
 		t.Fatal(err)
 	}
 	epochAddr := epochNode.Options().Addr
-	// A user whose two marks live on a master other than the epoch's.
+	masterOf := func(key string) string {
+		m, err := cluster.MasterForKey(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.Options().Addr
+	}
+	// A user whose two marks live on a master other than the epoch's; and
+	// a user (split) whose token lives there too but whose time mark lives
+	// on another master, and survives: lsn mode, which reads the token
+	// alone, no longer sees a time mark without its token, and relies on
+	// the epoch to find the loss.
 	user, userAddr := "", ""
 	for i := 0; user == ""; i++ {
 		u := fmt.Sprint("cluster-loss-", i)
-		a, err1 := cluster.MasterForKey(ctx, ryw.MarkerKey(u))
-		b, err2 := cluster.MasterForKey(ctx, ryw.TokenKey(u))
-		if err1 != nil || err2 != nil {
-			t.Fatal(err1, err2)
+		if a := masterOf(ryw.MarkerKey(u)); a == masterOf(ryw.TokenKey(u)) && a != epochAddr {
+			user, userAddr = u, a
 		}
-		if a.Options().Addr == b.Options().Addr && a.Options().Addr != epochAddr {
-			user, userAddr = u, a.Options().Addr
+	}
+	split := ""
+	for i := 0; split == ""; i++ {
+		u := fmt.Sprint("cluster-loss-split-", i)
+		if masterOf(ryw.TokenKey(u)) == userAddr && masterOf(ryw.MarkerKey(u)) != userAddr {
+			split = u
 		}
 	}
 
@@ -76,11 +89,13 @@ func TestClusterNodeRestartedEmptyStartsANewEpoch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tracker.Record(ctx, user, tl1(written)); err != nil {
-		t.Fatal(err)
-	}
-	if m, err := tracker.Lookup(ctx, user); err != nil || m.Token.LSN != written {
-		t.Fatalf("before the restart: Lookup(%s) = %+v, %v; want its token %s", user, m, err, written)
+	for _, u := range []string{user, split} {
+		if _, err := tracker.Record(ctx, u, tl1(written)); err != nil {
+			t.Fatal(err)
+		}
+		if m, err := tracker.Lookup(ctx, u, false); err != nil || m.Token.LSN != written {
+			t.Fatalf("before the restart: Lookup(%s) = %+v, %v; want its token %s", u, m, err, written)
+		}
 	}
 	if before.Floor >= written {
 		t.Fatalf("control: the epoch's floor %s is already past the write %s; the test shows nothing", before.Floor, written)
@@ -111,7 +126,7 @@ func TestClusterNodeRestartedEmptyStartsANewEpoch(t *testing.T) {
 	var after ryw.Marks
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		after, err = tracker.Lookup(ctx, user)
+		after, err = tracker.Lookup(ctx, user, false)
 		if err == nil {
 			break
 		}
@@ -130,5 +145,15 @@ func TestClusterNodeRestartedEmptyStartsANewEpoch(t *testing.T) {
 	if after.Floor < written {
 		t.Errorf("after the node lost the user's marks: floor %s, below the lost write %s (the floor before was %s): a replica that lacks the write could serve it",
 			after.Floor, written, before.Floor)
+	}
+
+	// The split user: the token is gone, the time mark (on a master that
+	// kept its keys) is there, and lsn mode's lookup is held to the floor.
+	timed, err := tracker.Lookup(ctx, split, true)
+	if err != nil || timed.Token.LSN != 0 || timed.WrittenAt.IsZero() {
+		t.Fatalf("control: after the restart the split user's marks are %+v, %v; want the token lost and the time mark kept", timed, err)
+	}
+	if m, err := tracker.Lookup(ctx, split, false); err != nil || m.Floor < written {
+		t.Errorf("the split user, as lsn mode reads it: %+v, %v; want a floor at or past the lost write %s", m, err, written)
 	}
 }

@@ -315,7 +315,7 @@ func TestFaultRedisThatMayEvictMarksIsNotTrustedForAbsence(t *testing.T) {
 				admin.ConfigSet(context.Background(), "maxmemory-policy", "noeviction")
 			})
 			tracker, _ := newTracker(t, time.Minute)
-			m, err := tracker.Lookup(ctx, fmt.Sprintf("user-%d", seq.Add(1)))
+			m, err := tracker.Lookup(ctx, fmt.Sprintf("user-%d", seq.Add(1)), false)
 			if err != nil {
 				t.Fatal(err)
 			}

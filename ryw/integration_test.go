@@ -47,7 +47,7 @@ func needStack(t testing.TB) {
 	}
 }
 
-func openPool(t *testing.T, url string) *sql.DB {
+func openPool(t testing.TB, url string) *sql.DB {
 	t.Helper()
 	db, err := sql.Open("pgx", url)
 	if err != nil {
@@ -185,7 +185,7 @@ func (r *recordingReplicas) Refresh(context.Context, []string)     {}
 func (r *recordingReplicas) Behind(string, ryw.LSN)                {}
 func (r *recordingReplicas) MarkDown(name string, _ error)         { r.down = name }
 
-func newTracker(t *testing.T, ttl time.Duration) (*ryw.RedisTracker, redis.UniversalClient) {
+func newTracker(t testing.TB, ttl time.Duration) (*ryw.RedisTracker, redis.UniversalClient) {
 	t.Helper()
 	client, err := ryw.NewRedisClient(stack.Redis.URL)
 	if err != nil {
@@ -207,7 +207,7 @@ func TestRedisTracker(t *testing.T) {
 	tracker, client := newTracker(t, 10*time.Minute)
 	user := fmt.Sprintf("user-%d", seq.Add(1))
 
-	if m, err := tracker.Lookup(ctx, user); m.HasWrite() || err != nil {
+	if m, err := tracker.Lookup(ctx, user, true); m.HasWrite() || err != nil {
 		t.Fatalf("Lookup of a user who never wrote = %+v, %v", m, err)
 	}
 	before := time.Now()
@@ -235,7 +235,7 @@ func TestRedisTracker(t *testing.T) {
 			t.Errorf("%s TTL = %v, %v; want 10m", key, ttl, err)
 		}
 	}
-	m, err := tracker.Lookup(ctx, user)
+	m, err := tracker.Lookup(ctx, user, true)
 	if err != nil || m.Token != tl1(0x1_0000ABCD) || !m.WrittenAt.Equal(at) || m.Age < 0 || m.Age > 5*time.Second {
 		t.Errorf("Lookup = %+v, %v; want the token and the time just recorded", m, err)
 	}
@@ -243,7 +243,7 @@ func TestRedisTracker(t *testing.T) {
 	if err := client.Set(ctx, ryw.MarkerKey("garbled"), "yesterday", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tracker.Lookup(ctx, "garbled"); err == nil {
+	if _, err := tracker.Lookup(ctx, "garbled", true); err == nil {
 		t.Error("a marker that is not a time was taken as valid")
 	}
 
@@ -252,7 +252,7 @@ func TestRedisTracker(t *testing.T) {
 	stack.Redis.StopForTest(t)
 	long, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := tracker.Lookup(long, user); err == nil {
+	if _, err := tracker.Lookup(long, user, true); err == nil {
 		t.Error("Lookup succeeded with Redis stopped")
 	}
 	if _, err := tracker.Record(long, user, tl1(1)); err == nil {
@@ -264,8 +264,8 @@ func TestRedisTracker(t *testing.T) {
 }
 
 // Lookups made at the same time share pipelines, and each still gets its
-// own user's marks, including users with none and a user whose mark is
-// garbled (an error for that user alone).
+// own user's marks, and only those it asked for, including users with none
+// and a user whose mark is garbled (an error for that user alone).
 func TestConcurrentLookupsSharePipelinesAndKeepTheirOwnMarks(t *testing.T) {
 	needStack(t)
 	ctx := t.Context()
@@ -291,19 +291,21 @@ func TestConcurrentLookupsSharePipelinesAndKeepTheirOwnMarks(t *testing.T) {
 	for i := range users {
 		wg.Go(func() {
 			<-start
-			m, err := tracker.Lookup(ctx, fmt.Sprint(prefix, i))
+			// Lookups with and without the time mark share pipelines.
+			withTime := i%2 == 0
+			m, err := tracker.Lookup(ctx, fmt.Sprint(prefix, i), withTime)
 			want := ryw.LSN(0x1_0000_0000 + i)
 			if i%3 == 0 {
 				want = 0
 			}
-			if err != nil || m.Token.LSN != want || m.HasWrite() != (want != 0) {
-				errs <- fmt.Errorf("user %d: Lookup = %+v, %v; want token %s", i, m, err, want)
+			if err != nil || m.Token.LSN != want || m.HasWrite() != (want != 0) || m.WrittenAt.IsZero() != (want == 0 || !withTime) {
+				errs <- fmt.Errorf("user %d: Lookup(withTime %v) = %+v, %v; want token %s", i, withTime, m, err, want)
 			}
 		})
 	}
 	wg.Go(func() {
 		<-start
-		if _, err := tracker.Lookup(ctx, garbled); err == nil {
+		if _, err := tracker.Lookup(ctx, garbled, true); err == nil {
 			errs <- errors.New("a garbled token was taken as valid")
 		}
 	})
@@ -510,7 +512,7 @@ func TestMarksOnlyRise(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	m, err := tracker.Lookup(ctx, user)
+	m, err := tracker.Lookup(ctx, user, true)
 	if err != nil || m.Token != tl1(0xFFFFFFFF_00000000) {
 		t.Errorf("Lookup = %+v, %v; want the highest token, FFFFFFFF/0", m, err)
 	}
@@ -523,7 +525,7 @@ func TestMarksOnlyRise(t *testing.T) {
 	if prev, err := tracker.Record(ctx, user, tl1(0xFFFFFFFF_FFFFFFFF)); err != nil || prev != tl2 {
 		t.Errorf("Record on timeline 1 = %+v, %v; want the timeline 2 mark returned", prev, err)
 	}
-	if m, err := tracker.Lookup(ctx, user); err != nil || m.Token != tl2 {
+	if m, err := tracker.Lookup(ctx, user, true); err != nil || m.Token != tl2 {
 		t.Errorf("Lookup = %+v, %v; want the timeline 2 mark kept", m, err)
 	}
 	// Repair replaces only the mark it was asked to.
@@ -533,7 +535,7 @@ func TestMarksOnlyRise(t *testing.T) {
 	if ok, err := tracker.Repair(ctx, user, tl2, tl1(4)); !ok || err != nil {
 		t.Errorf("Repair of the mark held = %v, %v", ok, err)
 	}
-	if m, err := tracker.Lookup(ctx, user); err != nil || m.Token != tl1(4) {
+	if m, err := tracker.Lookup(ctx, user, true); err != nil || m.Token != tl1(4) {
 		t.Errorf("after Repair: %+v, %v", m, err)
 	}
 	if ttl := client.PTTL(ctx, ryw.TokenKey(user)).Val(); ttl <= 50*time.Second || ttl > time.Minute {
@@ -560,7 +562,7 @@ func TestMarksOnlyRise(t *testing.T) {
 	if got := client.Get(ctx, ryw.MarkerKey(user)).Val(); got >= later {
 		t.Errorf("control: a plain SET did not lower the mark (%q)", got)
 	}
-	if m, err := tracker.Lookup(ctx, "nobody"); m.HasWrite() || err != nil {
+	if m, err := tracker.Lookup(ctx, "nobody", true); m.HasWrite() || err != nil {
 		t.Errorf("Lookup of a user without writes = %+v, %v", m, err)
 	}
 }

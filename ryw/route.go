@@ -113,17 +113,17 @@ func (r *Router) forUncheckedRead() Decision {
 // write, judged on the tracker's clock alone. When the tracker cannot say
 // what the user wrote, see unknownWrites.
 func (r *Router) ownRead(ctx context.Context, userID string) Decision {
-	marks, err := r.cfg.Tracker.Lookup(ctx, userID)
+	// Only time mode's window needs the time of the write: lsn mode reads
+	// the token alone (see docs/CONSISTENCY.md, "What a lookup reads").
+	withTime := r.cfg.Mode == ModeTime
+	marks, err := r.cfg.Tracker.Lookup(ctx, userID, withTime)
 	unknown := ""
 	switch {
 	case err != nil:
 		unknown = "tracker unavailable"
-	case marks.Unreliable && (marks.Token.IsZero() || marks.WrittenAt.IsZero()):
-		// Redis may have evicted the user's marks, or one of them.
+	case marks.Unreliable && (marks.Token.IsZero() || (withTime && marks.WrittenAt.IsZero())):
+		// Redis may have evicted the user's marks, or one of those read.
 		unknown = "marks may have been evicted"
-	case r.cfg.Mode == ModeLSN && marks.Token.IsZero() && !marks.WrittenAt.IsZero():
-		// A time mark without its token: the token was lost.
-		unknown = "token missing"
 	}
 	var toPrimary Reason
 	var token LSN

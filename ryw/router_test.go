@@ -17,6 +17,7 @@ type fakeTracker struct {
 	marks map[string]Marks
 	err   error
 	calls int
+	timed int // lookups that asked for the time mark
 }
 
 func newFakeTracker() *fakeTracker { return &fakeTracker{marks: map[string]Marks{}} }
@@ -44,11 +45,20 @@ func (f *fakeTracker) Repair(_ context.Context, user string, lost, to Position) 
 	return true, nil
 }
 
-func (f *fakeTracker) Lookup(_ context.Context, user string) (Marks, error) {
+// Lookup returns the time mark only when asked for it, as RedisTracker
+// does, and counts the lookups that asked.
+func (f *fakeTracker) Lookup(_ context.Context, user string, withTime bool) (Marks, error) {
+	if withTime {
+		f.timed++
+	}
 	if f.err != nil {
 		return Marks{}, f.err
 	}
-	return f.marks[user], nil
+	m := f.marks[user]
+	if !withTime {
+		m.WrittenAt, m.Age = time.Time{}, 0
+	}
+	return m, nil
 }
 
 // fakeReplicas models a primary whose WAL position grows by one per
@@ -207,8 +217,15 @@ func TestOwnReadRouting(t *testing.T) {
 			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Node: "r1", Reason: ReasonTrackerUnavailable, MinLSN: at(0)}},
 		{name: "lsn: Redis may have evicted the token", mode: ModeLSN, marks: Marks{Unreliable: true, WrittenAt: t0},
 			fresh: map[string]time.Duration{"r1": time.Second, "r2": 0}, want: Decision{Node: "r2", Reason: ReasonTrackerUnavailable, MinLSN: at(0)}},
-		{name: "lsn: a time mark without its token", mode: ModeLSN, marks: Marks{WrittenAt: t0},
-			fresh: map[string]time.Duration{"r1": time.Second}, want: Decision{Node: Primary, Reason: ReasonTrackerUnavailable, MinLSN: 0}},
+		{name: "lsn: Redis may evict, the token is there", mode: ModeLSN, marks: Marks{Unreliable: true, Token: pos(at(time.Second))},
+			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Node: "r1", Reason: ReasonLSNCaughtUp, MinLSN: at(time.Second)}},
+		{name: "time: Redis may have evicted the time mark", mode: ModeTime, marks: Marks{Unreliable: true, Token: pos(at(time.Minute))},
+			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Node: Primary, Reason: ReasonTrackerUnavailable, MinLSN: 0}},
+		// Lsn mode does not read the time mark (see
+		// TestOnlyTimeModeReadsTheTimeMark): a recent write time is not
+		// looked at, the token and the floors route.
+		{name: "lsn: the time mark is not read", mode: ModeLSN, marks: Marks{WrittenAt: now, Token: pos(at(time.Second))},
+			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Node: "r1", Reason: ReasonLSNCaughtUp, MinLSN: at(time.Second)}},
 		{name: "lsn: tracker down", mode: ModeLSN, trackErr: down,
 			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Node: "r1", Reason: ReasonTrackerUnavailable, MinLSN: at(0)}},
 		{name: "lsn: tracker down, an old client token does not lower the need", mode: ModeLSN, trackErr: down, client: at(time.Minute),
@@ -246,6 +263,23 @@ func TestOwnReadRouting(t *testing.T) {
 				t.Errorf("ForOwnRead = %+v, want %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestOnlyTimeModeReadsTheTimeMark: lsn mode routes by positions alone,
+// so its lookups leave the time mark in Redis; time mode's window needs it.
+func TestOnlyTimeModeReadsTheTimeMark(t *testing.T) {
+	now := t0.Add(time.Hour)
+	for _, tt := range []struct {
+		mode  Mode
+		timed int
+	}{{ModeTime, 1}, {ModeLSN, 0}, {ModeOff, 0}} {
+		tr := newFakeTracker()
+		reps := &fakeReplicas{replay: map[string]LSN{"r1": lsnAt(now)}, order: []string{"r1"}, fenceAsOf: now}
+		newTestRouter(tt.mode, tr, reps, nil, &now).ForOwnRead(t.Context(), "u")
+		if tr.timed != tt.timed {
+			t.Errorf("%s mode: %d lookups asked for the time mark, want %d", tt.mode, tr.timed, tt.timed)
+		}
 	}
 }
 

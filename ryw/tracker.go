@@ -23,7 +23,8 @@ type Marks struct {
 	// when none is recorded.
 	Token Position
 	// WrittenAt is when the user's last write was recorded, on the
-	// tracker's own clock; zero when none is recorded.
+	// tracker's own clock; zero when none is recorded, or when the lookup
+	// did not ask for it.
 	WrittenAt time.Time
 	// Age is how long ago WrittenAt was, measured on the same clock, so that
 	// no two machines' clocks are ever compared.
@@ -52,8 +53,10 @@ type Tracker interface {
 	// lost (a write a failover lost), and reports whether it did: of all
 	// the instances that find the same lost mark, one does.
 	Repair(ctx context.Context, userID string, lost, to Position) (bool, error)
-	// Lookup returns the user's marks.
-	Lookup(ctx context.Context, userID string) (Marks, error)
+	// Lookup returns the user's marks: the token and the floor always;
+	// the time of the last write (WrittenAt, Age) only if withTime is
+	// set, as only time mode's window needs it.
+	Lookup(ctx context.Context, userID string, withTime bool) (Marks, error)
 }
 
 // DefaultTrackerTimeout bounds every Redis call of the tracker. Redis
@@ -311,23 +314,27 @@ func (t *RedisTracker) record(ctx context.Context, userID string, token Position
 	return tok.Text()
 }
 
-// Lookup reads the user's marks, the epoch and Redis's clock in one round
-// trip, shared with the lookups made at the same time (see batcher). An epoch that is missing or other than the one this instance knew
-// means Redis lost its state since: the marks that are missing may have
-// been lost, so Marks.Floor then holds the user to everything the primary
-// had written when the loss was found.
-func (t *RedisTracker) Lookup(ctx context.Context, userID string) (Marks, error) {
+// Lookup reads the user's token mark (and time mark, if withTime), the
+// epoch and Redis's clock in one round trip, shared with the lookups made
+// at the same time (see batcher). An epoch that is missing or other than
+// the one this instance knew means Redis lost its state since: the marks
+// that are missing may have been lost, so Marks.Floor then holds the user
+// to everything the primary had written when the loss was found. Redis's
+// clock is read whatever the mode: a clock that jumped forward expired
+// marks early, which is a loss too.
+func (t *RedisTracker) Lookup(ctx context.Context, userID string, withTime bool) (Marks, error) {
 	if !t.breaker.allow(time.Now()) {
 		t.observe("lookup", 0, ErrTrackerShedding)
 		return Marks{}, ErrTrackerShedding
 	}
 	// No deadline of its own: the batch it joins has one (the timeout).
-	raw := t.batch.lookup(ctx, userID)
+	raw := t.batch.lookup(ctx, userID, withTime)
 	failed := raw.err
 	if errors.Is(failed, redis.Nil) {
 		failed = nil
 	}
-	t.breaker.done(failed, time.Now())
+	answered := time.Now()
+	t.breaker.done(failed, answered)
 	t.observe("lookup", raw.took, failed)
 	if failed != nil {
 		return Marks{}, fmt.Errorf("read marks from redis: %w", failed)
@@ -350,7 +357,7 @@ func (t *RedisTracker) Lookup(ctx context.Context, userID string) (Marks, error)
 		m.Token = p
 	}
 	epoch := raw.epoch
-	if t.clockJumped(raw.now, time.Now()) {
+	if t.clockJumped(raw.now, answered) {
 		// Marks may have expired early: the same as losing them.
 		renewed, err := t.renewOnce(ctx, epoch)
 		if err != nil {

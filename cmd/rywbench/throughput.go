@@ -430,7 +430,7 @@ func (b *tpBench) seed(ctx context.Context, n int) (float64, error) {
 	defer rc.Close()
 	tracker := ryw.NewRedisTracker(rc, ryw.TrackerConfig{TTL: b.o.markerTTL, WAL: ryw.PrimaryWAL{DB: db}, Timeout: 5 * time.Second})
 	// The first lookup creates the epoch, as the API's would.
-	if _, err := tracker.Lookup(ctx, userID(0).String()); err != nil {
+	if _, err := tracker.Lookup(ctx, userID(0).String(), false); err != nil {
 		return 0, fmt.Errorf("redis: %w", err)
 	}
 	// The marks carry the cluster and timeline, as the API's do.
