@@ -48,6 +48,31 @@ func TestMonitorSaysWhetherItMayReadTheTimelineHistory(t *testing.T) {
 	if got := m.HistoryError(); got != ryw.ErrHistoryNotGranted.Error() {
 		t.Errorf("HistoryError without the grant = %q; want %q", got, ryw.ErrHistoryNotGranted)
 	}
+	// Without pg_read_all_stats the role cannot see the replica's startup
+	// process, so it cannot tell the replica's runs apart: its reads are
+	// measured, not pinned. With the grant, on a new connection, pinned.
+	read := func() *ryw.Observation {
+		db := openMeasured(t, as(stack.Replicas[0].URL), true, "replica1")
+		ctx, obs := measuredContext(t, "replica1")
+		scanAll(t, ctx, db, "SELECT 1")
+		return obs
+	}
+	obs := read()
+	if _, inc, _ := obs.Pinned(); inc != 0 {
+		t.Errorf("as %s without pg_read_all_stats: pinned to run %v; want measured", role, inc)
+	}
+	if seen, complete := obs.Seen(); seen.IsZero() || !complete {
+		t.Errorf("as %s without pg_read_all_stats: measured %+v (complete %v); want a position", role, seen, complete)
+	}
+	if err := stack.Primary.Exec(ctx, "GRANT pg_read_all_stats TO "+role); err != nil {
+		t.Fatal(err)
+	}
+	if err := stack.WaitCaughtUp(ctx, stack.Replicas...); err != nil {
+		t.Fatal(err)
+	}
+	if _, inc, _ := read().Pinned(); inc == 0 {
+		t.Errorf("as %s with pg_read_all_stats: not pinned; want the replica's run", role)
+	}
 
 	grant := "GRANT EXECUTE ON FUNCTION pg_read_file(text) TO " + role
 	if err := stack.Primary.Exec(ctx, grant); err != nil {

@@ -420,9 +420,17 @@ func (m *Monitor) pollReplica(parent context.Context, r NodeDB) {
 	var replay sql.NullString
 	var system string
 	var tli int
-	asked := time.Now()
-	err := r.DB.QueryRowContext(ctx, pollReplicaQuery).Scan(&inRecovery, &replay, &system, &tli)
-	rtt := time.Since(asked)
+	// The round trip is the query's alone: opening a connection (a replica
+	// just back, a pool refilling) costs a handshake that says nothing of
+	// how fast the replica answers reads on the connections it keeps.
+	var rtt time.Duration
+	conn, err := r.DB.Conn(ctx)
+	if err == nil {
+		asked := time.Now()
+		err = conn.QueryRowContext(ctx, pollReplicaQuery).Scan(&inRecovery, &replay, &system, &tli)
+		rtt = time.Since(asked)
+		conn.Close()
+	}
 	switch {
 	case err != nil:
 	case !inRecovery:

@@ -261,7 +261,7 @@ func (c *checkedConn) throughPooler(ctx context.Context) (bool, error) {
 		return false, errors.New("ryw: pg_backend_pid() returned no row")
 	}
 	row := res[0].Rows[0]
-	if c.replica && len(row) == 3 && row[1] != nil {
+	if c.replica && len(row) == 3 && row[1] != nil && row[2] != nil {
 		c.incarnation = incarnationOf(row[1], row[2])
 	}
 	return string(row[0]) != strconv.FormatUint(uint64(pc.PID()), 10), nil
@@ -271,10 +271,12 @@ func (c *checkedConn) throughPooler(ctx context.Context) (bool, error) {
 // run of the server from another: the postmaster's start time, and the
 // process id of the startup process, which replays WAL and is started anew
 // when the postmaster reinitialises after a crash of any of its processes
-// (without restarting itself). pg_stat_activity lists the startup process
-// to every role.
+// (without restarting itself). A role sees the startup process only with
+// pg_read_all_stats (or pg_monitor): without it the run is unknown, and
+// the connection's reads are measured rather than pinned. The function
+// under pg_stat_activity spares the view's joins.
 const incarnationQuery = `SELECT pg_backend_pid(), pg_postmaster_start_time()::text,
-	(SELECT pid FROM pg_stat_activity WHERE backend_type = 'startup' LIMIT 1)`
+	(SELECT pid FROM pg_stat_get_activity(NULL) WHERE backend_type = 'startup' LIMIT 1)`
 
 // incarnationOf hashes a server's start time and startup process id.
 func incarnationOf(started, startup []byte) Incarnation {
