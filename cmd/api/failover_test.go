@@ -76,7 +76,8 @@ func TestTheAPIFollowsAFailoverWithoutARestart(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	})
-	if _, err := s.Failover(ctx); err != nil {
+	res, err := s.FailoverWith(ctx, devstack.FailoverOptions{})
+	if err != nil {
 		stop.Store(true)
 		wg.Wait()
 		t.Fatal(err)
@@ -98,11 +99,12 @@ func TestTheAPIFollowsAFailoverWithoutARestart(t *testing.T) {
 	if r := getMe(t, api, user); r.status != http.StatusOK || !strings.Contains(string(r.body), `"after"`) {
 		t.Errorf("the user's read after the failover = %s; want the write made after it", r)
 	}
-	// The promoted node is a primary now, not a replica to read from.
+	// The promoted node (the most advanced replica, either one) is a
+	// primary now, not a replica to read from.
 	waitFor(t, func() bool {
 		_, rd := readyz(t, api)
 		for _, c := range rd.Replicas {
-			if c.Name == "replica1" && c.Replication != nil && !c.Replication.Healthy {
+			if c.Name == res.Promoted.Name && c.Replication != nil && !c.Replication.Healthy {
 				return true
 			}
 		}
