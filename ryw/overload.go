@@ -90,7 +90,7 @@ func (b *retryBudget) take(now time.Time) bool {
 		b.tokens = min(b.tokens+retryFloor, retryBurst)
 	}
 	b.last = now
-	if b.tokens < 1 {
+	if b.tokens < 1-1e-9 { // (ten deposits of 0.1 fall just short of 1)
 		return false
 	}
 	b.tokens--
