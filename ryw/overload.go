@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -23,7 +24,12 @@ import (
 // replica, that is, whether a connection of the replica's pool was handed
 // the read's statement. A read that timed out before that spent its time
 // in the service: waiting for a pool slot, or for a connection to open.
-type attempt struct{ reached atomic.Bool }
+type attempt struct {
+	reached atomic.Bool
+	// left is how long the read had left, in nanoseconds, when a
+	// connection took it.
+	left atomic.Int64
+}
 
 type attemptKey struct{}
 
@@ -39,22 +45,33 @@ func (r *Router) tryReplica(ctx context.Context) (context.Context, *attempt) {
 // reachReplica notes, on a replica connection, that the read in ctx was
 // handed to it.
 func reachReplica(ctx context.Context) {
-	if a, ok := ctx.Value(attemptKey{}).(*attempt); ok {
-		a.reached.Store(true)
+	a, ok := ctx.Value(attemptKey{}).(*attempt)
+	if !ok || ctx.Err() != nil || a.reached.Load() {
+		// (A read whose deadline passed while it waited for the connection
+		// is not sent: it never reaches the replica.)
+		return
 	}
+	left := time.Duration(math.MaxInt64)
+	if dl, ok := ctx.Deadline(); ok {
+		left = time.Until(dl)
+	}
+	a.left.Store(int64(left))
+	a.reached.Store(true)
 }
 
 // waitedLocally reports whether a read that failed with err (timedOut: its
 // deadline passed) spent its time in the service rather than on the
-// replica: it never reached a connection, and it timed out, its deadline or
-// a connect timeout. A refused or broken connection is the replica's doing
-// and is not a local wait. An unknown attempt (nil) counts as reached.
-func (a *attempt) waitedLocally(err error, timedOut bool) bool {
-	if a == nil || a.reached.Load() {
+// replica: it timed out (its deadline, or a connect timeout) before a
+// connection took it, or with less than half of timeout left when one
+// did, which is no fair trial of the replica. A refused or broken
+// connection is the replica's doing and is not a local wait. An unknown
+// attempt (nil) counts as reached in time.
+func (a *attempt) waitedLocally(err error, timedOut bool, timeout time.Duration) bool {
+	var netErr net.Error
+	if a == nil || !(timedOut || errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &netErr) && netErr.Timeout())) {
 		return false
 	}
-	var netErr net.Error
-	return timedOut || errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &netErr) && netErr.Timeout())
+	return !a.reached.Load() || time.Duration(a.left.Load()) < timeout/2
 }
 
 // retryBudget bounds the reads that a busy service retries on the primary

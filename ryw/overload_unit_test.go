@@ -17,6 +17,10 @@ import (
 func TestReplicaFailedJudgesTheReplicaNotOurWait(t *testing.T) {
 	reached := &attempt{}
 	reached.reached.Store(true)
+	reached.left.Store(int64(DefaultReplicaTimeout))
+	late := &attempt{}
+	late.reached.Store(true)
+	late.left.Store(int64(DefaultReplicaTimeout / 10))
 	refused := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
 	for _, tt := range []struct {
 		name     string
@@ -29,6 +33,8 @@ func TestReplicaFailedJudgesTheReplicaNotOurWait(t *testing.T) {
 		{"waited for the pool", context.DeadlineExceeded, true, &attempt{}, false, ReasonReplicaBusy},
 		{"connect timed out", &net.OpError{Op: "dial", Net: "tcp", Err: timeoutErr{}}, false, &attempt{}, false, ReasonReplicaBusy},
 		{"overran on the replica", context.DeadlineExceeded, true, reached, true, ReasonReplicaFailed},
+		{"reached the replica with a tenth of its time left", context.DeadlineExceeded, true, late, false, ReasonReplicaBusy},
+		{"refused with its time left", refused, false, late, true, ReasonReplicaFailed},
 		{"attempt unknown (control: the old judgement)", context.DeadlineExceeded, true, nil, true, ReasonReplicaFailed},
 		{"connection refused", refused, false, &attempt{}, true, ReasonReplicaFailed},
 	} {

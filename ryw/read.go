@@ -92,7 +92,8 @@ func (r *Router) moveFrom(d Decision, err error) (Decision, bool) {
 // position lowered) as it deserves, the retry is counted, and retry says to
 // run the read once more, on the primary, for reason. A read that timed
 // out before it reached the replica (see attempt) leaves the replica in
-// rotation, and is retried only within the retry budget; out of it, it
+// rotation (so does one that a connection took with less than half the
+// timeout left), and is retried only within the retry budget; out of it, it
 // fails with ErrOverloaded. Any other error is the query's own: no retry.
 // out is the error to return when there is no retry.
 func (r *Router) replicaFailed(ctx context.Context, d Decision, err error, timedOut bool, at *attempt) (reason Reason, retry bool, out error) {
@@ -100,7 +101,7 @@ func (r *Router) replicaFailed(ctx context.Context, d Decision, err error, timed
 	var behind *BehindError
 	var moved *MovedError
 	switch {
-	case at.waitedLocally(err, timedOut):
+	case at.waitedLocally(err, timedOut, r.cfg.ReplicaTimeout):
 		// The time went to our own pool or to opening a connection: the
 		// replica never saw the read. The monitor's checks judge it.
 		if !r.budget.take(r.cfg.Now()) {
