@@ -1,5 +1,5 @@
 // Command rywbench measures read-your-writes routing on a real cluster: a
-// primary, streaming replicas and Redis, started by devstack. It has four
+// primary, streaming replicas and Redis, started by devstack. It has five
 // suites.
 //
 // throughput (the default, what make bench runs): what read-your-writes
@@ -24,12 +24,16 @@
 // statements: peak, violations, monotonic regressions and replica share
 // (peers.go). It needs Debian's pgpool2.
 //
+// overload: GET /api/me at 1x, 4x and 16x -conns connections and a cold
+// start under load: goodput, p99, replicas taken out of rotation, reads
+// retried on the primary (overload.go).
+//
 // Every figure is compared with a baseline measured in the same run.
 // Traffic stays on loopback and the run ends by itself.
 //
 // Usage:
 //
-//	rywbench [-suite throughput|own-write|peers] [-modes off,time,lsn] [-rounds 3] [-phase 5s]
+//	rywbench [-suite throughput|own-write|peers|overload] [-modes off,time,lsn] [-rounds 3] [-phase 5s]
 //	         [-conns 32] [-population 1000] [-scale=true] [-users 32] [-duration 15s]
 //	         [-read-after 100ms] [-replicas 2] [-replica-delay 20ms] [-pooler transaction|session]
 //	         [-api-bin PATH] [-out FILE]
