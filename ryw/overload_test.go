@@ -72,14 +72,21 @@ func TestOverloadPoolWaitKeepsTheReplica(t *testing.T) {
 		node   string
 		reason ryw.Reason
 	}
-	read := func(gormRead bool) outcome {
+	table := newTable(t)
+	// Each way of reading: database/sql, GORM's row callback (Raw) and its
+	// query callback (Find).
+	read := func(way int) outcome {
 		ctx, job := rw.Begin(t.Context(), "", ryw.UncheckedRead)
 		var n int
 		var err error
-		if gormRead {
-			err = rw.GORM().WithContext(ctx).Raw("SELECT 1").Scan(&n).Error
-		} else {
-			err = rw.SQL().QueryRowContext(ctx, "SELECT 1").Scan(&n)
+		switch way {
+		case 0:
+			err = rw.SQL().QueryRowContext(ctx, "SELECT count(*) FROM "+table).Scan(&n)
+		case 1:
+			err = rw.GORM().WithContext(ctx).Raw("SELECT count(*) FROM " + table).Scan(&n).Error
+		default:
+			var rows []struct{ K string }
+			err = rw.GORM().WithContext(ctx).Table(table).Find(&rows).Error
 		}
 		if ferr := job.Finish(); err == nil {
 			err = ferr
@@ -88,9 +95,9 @@ func TestOverloadPoolWaitKeepsTheReplica(t *testing.T) {
 		return outcome{err, node, reason}
 	}
 	var wg sync.WaitGroup
-	outcomes := make(chan outcome, 40)
-	for i := range 40 {
-		wg.Go(func() { outcomes <- read(i%2 == 0) })
+	outcomes := make(chan outcome, 42)
+	for i := range 42 {
+		wg.Go(func() { outcomes <- read(i % 3) })
 	}
 	wg.Wait()
 	close(outcomes)
@@ -115,7 +122,7 @@ func TestOverloadPoolWaitKeepsTheReplica(t *testing.T) {
 	if got := rw.Counts().Retries[ryw.ReasonReplicaBusy]; got != uint64(retried) {
 		t.Errorf("replica-busy retries counted: %d, seen %d", got, retried)
 	}
-	t.Logf("40 reads on full pools: %d retried on the primary, %d shed", retried, shed)
+	t.Logf("42 reads on full pools: %d retried on the primary, %d shed", retried, shed)
 
 	// Control: a read that reached a replica and overran the timeout there.
 	rw2 := overloadBalancer(t, conns)
