@@ -56,6 +56,11 @@ var errUnconfirmed = &httpError{status: http.StatusServiceUnavailable, code: "wr
 // deadline (RYW_PRIMARY_TIMEOUT): better a prompt 503 than a hang.
 var errTimedOut = &httpError{status: http.StatusServiceUnavailable, code: "unavailable", message: "the database did not answer in time; try again shortly"}
 
+// errOverloaded is a read shed under overload (ryw.ErrOverloaded): the
+// service, not a node, is the bottleneck, and the client should come back
+// after Retry-After.
+var errOverloaded = &httpError{status: http.StatusServiceUnavailable, code: "overloaded", message: "the service is overloaded; try again shortly"}
+
 // errCanceled is a request whose client went away: nobody reads the answer,
 // and it is no fault of the service (499, nginx's "client closed request").
 var errCanceled = &httpError{status: 499, code: "canceled", message: "the client closed the request"}
@@ -96,6 +101,8 @@ func classify(err error) *httpError {
 		return &httpError{status: http.StatusUnsupportedMediaType, code: "unsupported_media_type", message: err.Error()}
 	case errors.Is(err, ryw.ErrUnconfirmed):
 		return errUnconfirmed
+	case errors.Is(err, ryw.ErrOverloaded):
+		return errOverloaded
 	case errors.Is(err, context.Canceled):
 		return errCanceled
 	case errors.Is(err, context.DeadlineExceeded):
@@ -130,6 +137,10 @@ func Errors(logger *slog.Logger) gin.HandlerFunc {
 		}
 		if c.Writer.Written() {
 			return
+		}
+		if he.status == http.StatusServiceUnavailable {
+			// Every 503 here is worth repeating, and none sooner.
+			c.Header("Retry-After", "1")
 		}
 		if he.status == http.StatusUnauthorized {
 			// RFC 6750: what the client must send, and why this was refused.

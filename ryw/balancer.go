@@ -331,6 +331,9 @@ func New(ctx context.Context, cfg Config) (_ *Balancer, err error) {
 	}
 	cancel()
 
+	// Open the pools' connections before the replicas join the rotation
+	// at the first poll, so that the first requests find them open.
+	b.warm(ctx)
 	// Know the replicas before the first request.
 	b.monitor.Poll(ctx)
 	for _, st := range b.monitor.Status() {
@@ -342,6 +345,28 @@ func New(ctx context.Context, cfg Config) (_ *Balancer, err error) {
 	b.stop = stop
 	b.wg.Go(func() { b.monitor.Run(runCtx) })
 	return b, nil
+}
+
+// warm opens every pool's connections (MaxConns per node, all kept idle)
+// at start-up, every node at once, within schemaTimeout. Without it, a
+// service started under load opens them request by request, each within
+// the request's own deadline; under load the connects overran it, and the
+// replicas were taken out of rotation at once for it (issue 20: 46 times in
+// the first 8 s). A node that does not answer is not an error here: its
+// pool connects on use.
+func (b *Balancer) warm(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, schemaTimeout)
+	defer cancel()
+	nodes := append([]NodeDB{{Name: Primary, DB: b.primary}}, b.replicas...)
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Go(func() {
+			if opened := warm(internal(ctx), n.DB, b.cfg.MaxConns); opened < b.cfg.MaxConns {
+				b.cfg.Logger.Warn("ryw: could not open every connection at start-up; the pool connects on use", "node", n.Name, "opened", opened, "want", b.cfg.MaxConns)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // schemaTimeout bounds the start-up check of the fence table.

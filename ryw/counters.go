@@ -7,14 +7,15 @@ import (
 
 // Counters counts routing decisions by reason and by node, for metrics.
 type Counters struct {
-	mu       sync.Mutex
-	byReason map[Reason]uint64
-	byNode   map[string]uint64
-	byBoth   map[Reason]map[string]uint64
-	retries  map[Reason]uint64
-	ignored  map[string]uint64
-	lost     map[string]uint64
-	sessions map[string]uint64
+	mu         sync.Mutex
+	byReason   map[Reason]uint64
+	byNode     map[string]uint64
+	byBoth     map[Reason]map[string]uint64
+	retries    map[Reason]uint64
+	ignored    map[string]uint64
+	lost       map[string]uint64
+	sessions   map[string]uint64
+	overloaded uint64
 }
 
 func newCounters() Counters {
@@ -56,6 +57,13 @@ func (c *Counters) ignore(why string) {
 	c.mu.Unlock()
 }
 
+// shed counts a read failed with ErrOverloaded.
+func (c *Counters) shed() {
+	c.mu.Lock()
+	c.overloaded++
+	c.mu.Unlock()
+}
+
 // retry counts a read retried on the primary, by cause.
 func (c *Counters) retry(cause Reason) {
 	c.mu.Lock()
@@ -94,6 +102,10 @@ type CountsSnapshot struct {
 	// and was taken from the primary instead, or not at all
 	// (SessionUnmeasured).
 	Sessions map[string]uint64 `json:"sessions"`
+	// Overloaded counts reads failed with ErrOverloaded: they waited for a
+	// replica's pool past the replica timeout, and the retry budget had no
+	// room to retry them on the primary.
+	Overloaded uint64 `json:"overloaded"`
 }
 
 // Where a lost write was found, and session-floor events.
@@ -108,7 +120,7 @@ func (c *Counters) snapshot() CountsSnapshot {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := CountsSnapshot{ByReason: maps.Clone(c.byReason), ByNode: maps.Clone(c.byNode), Retries: maps.Clone(c.retries), IgnoredTokens: maps.Clone(c.ignored),
-		LostWrites: maps.Clone(c.lost), Sessions: maps.Clone(c.sessions),
+		LostWrites: maps.Clone(c.lost), Sessions: maps.Clone(c.sessions), Overloaded: c.overloaded,
 		Decisions: make(map[Reason]map[string]uint64, len(c.byBoth))}
 	for reason, nodes := range c.byBoth {
 		s.Decisions[reason] = maps.Clone(nodes)

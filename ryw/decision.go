@@ -26,6 +26,7 @@ const (
 	ReasonReplicasBehind     Reason = "replicas-behind"     // no replica has replayed what the read needs (lsn mode: within MaxWait)
 	ReasonNoToken            Reason = "no-token"            // lsn mode: the user has no recorded write (replicas still held to the floors)
 	ReasonReplicaBehind      Reason = "replica-behind"      // the chosen replica turned out behind the token: retried on the primary
+	ReasonReplicaBusy        Reason = "replica-busy"        // no connection of the replica's pool within the replica timeout (the service is busy, not the replica): retried on the primary, within the retry budget
 	ReasonFenceUnknown       Reason = "fence-unknown"       // the primary's fence was not confirmed within the lease (the primary does not answer the monitor)
 	ReasonWriteFenced        Reason = "write-fenced"        // a write the tracker could not record: secured by the primary's fence instead
 	ReasonSessionFloor       Reason = "session-floor"       // no replica has replayed what the client's reads have already shown (monotonic reads)

@@ -275,8 +275,8 @@ type ErrorBody struct {
 }
 
 // ErrorStatus maps the middleware's errors to an HTTP status and a stable
-// code: 400 invalid_token, 401 unauthenticated, 503 write_unconfirmed; any
-// other error is 500 internal.
+// code: 400 invalid_token, 401 unauthenticated, 503 write_unconfirmed or
+// overloaded (with Retry-After); any other error is 500 internal.
 func ErrorStatus(err error) (status int, code, message string) {
 	switch {
 	case errors.Is(err, ErrInvalidToken):
@@ -285,6 +285,8 @@ func ErrorStatus(err error) (status int, code, message string) {
 		return http.StatusUnauthorized, "unauthenticated", err.Error()
 	case errors.Is(err, ErrUnconfirmed):
 		return http.StatusServiceUnavailable, "write_unconfirmed", "the change was saved, but the service could not make sure your next reads show it; repeat the request"
+	case errors.Is(err, ErrOverloaded):
+		return http.StatusServiceUnavailable, "overloaded", "the service is overloaded; try again shortly"
 	}
 	return http.StatusInternalServerError, "internal", "internal error"
 }
@@ -296,6 +298,9 @@ func WriteError(w http.ResponseWriter, _ *http.Request, err error) {
 	var body ErrorBody
 	body.Error.Code, body.Error.Message = code, message
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(body)
 }

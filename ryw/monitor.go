@@ -48,6 +48,10 @@ type ReplicaStatus struct {
 	QuarantinedUntil time.Time `json:"quarantinedUntil,omitzero"`
 	Error            string    `json:"error,omitempty"`
 	CheckedAt        time.Time `json:"checkedAt"`
+	// TakenOut counts the times the replica left the rotation (a failed
+	// check or a failed query, while it was healthy) since the monitor
+	// started.
+	TakenOut uint64 `json:"takenOut"`
 }
 
 // walSample says that the primary was at lsn when asked at every moment from
@@ -469,7 +473,7 @@ func (m *Monitor) pollReplica(parent context.Context, r NodeDB) {
 	q := m.quarantine[r.Name]
 	if q.held(now) {
 		m.status[r.Name] = ReplicaStatus{Name: r.Name, Quarantined: true, QuarantinedUntil: q.until, ReplayLSN: lsn,
-			Error: "quarantined after flapping", CheckedAt: now}
+			Error: "quarantined after flapping", CheckedAt: now, TakenOut: prev.TakenOut}
 		return
 	}
 	if !prev.Healthy && prev.Error != "not checked yet" {
@@ -478,7 +482,7 @@ func (m *Monitor) pollReplica(parent context.Context, r NodeDB) {
 		m.logger.Info("replica back in rotation", "replica", r.Name, "replayLsn", lsn.String())
 	}
 	st := m.statusAt(r.Name, lsn, now)
-	st.Timeline = tli
+	st.Timeline, st.TakenOut = tli, prev.TakenOut
 	// The round trip, smoothed: a replica that answers slowly is passed
 	// over while a fast one can serve (see CaughtUp).
 	st.RTT = rtt
@@ -494,8 +498,9 @@ func (m *Monitor) pollReplica(parent context.Context, r NodeDB) {
 // holds m.mu.
 func (m *Monitor) takeOut(name, msg string, cause error, now time.Time, flap bool) {
 	prev := m.status[name]
-	st := ReplicaStatus{Name: name, Error: cause.Error(), CheckedAt: now, RTT: prev.RTT, RTTMs: prev.RTTMs}
+	st := ReplicaStatus{Name: name, Error: cause.Error(), CheckedAt: now, RTT: prev.RTT, RTTMs: prev.RTTMs, TakenOut: prev.TakenOut}
 	if prev.Healthy {
+		st.TakenOut++
 		hold := time.Duration(0)
 		if flap {
 			hold = m.quarantine[name].down(now)
@@ -545,7 +550,7 @@ func (m *Monitor) Behind(name string, lsn LSN) {
 	}
 	m.logger.Warn("replica is behind its known position; lowering it", "replica", name, "known", st.ReplayLSN, "seen", lsn)
 	next := m.statusAt(name, lsn, m.now())
-	next.RTT, next.RTTMs, next.Timeline = st.RTT, st.RTTMs, st.Timeline
+	next.RTT, next.RTTMs, next.Timeline, next.TakenOut = st.RTT, st.RTTMs, st.Timeline, st.TakenOut
 	m.status[name] = next
 }
 
@@ -563,7 +568,7 @@ func (m *Monitor) Saw(name string, pos Position, at time.Time) {
 		return
 	}
 	next := m.statusAt(name, pos.LSN, m.now())
-	next.RTT, next.RTTMs, next.Timeline = st.RTT, st.RTTMs, st.Timeline
+	next.RTT, next.RTTMs, next.Timeline, next.TakenOut = st.RTT, st.RTTMs, st.Timeline, st.TakenOut
 	m.status[name] = next
 }
 

@@ -264,6 +264,8 @@ func (p *Plugin) row(db *gorm.DB) {
 	// RowQuery consumes the setting that asks for Rows rather than a Row.
 	_, rows := db.Statement.Settings.Load("rows")
 	p.deadline(db, p.router.cfg.ReplicaTimeout)
+	var at *attempt
+	db.Statement.Context, at = p.router.tryReplica(db.Statement.Context)
 	callbacks.RowQuery(db)
 	err := db.Error
 	if row, ok := db.Statement.Dest.(*sql.Row); ok && err == nil {
@@ -273,8 +275,11 @@ func (p *Plugin) row(db *gorm.DB) {
 	if err == nil || orig.Err() != nil {
 		return
 	}
-	reason, retry := p.router.replicaFailed(orig, d, err, errors.Is(err, context.DeadlineExceeded))
+	reason, retry, err := p.router.replicaFailed(orig, d, err, errors.Is(err, context.DeadlineExceeded), at)
 	if !retry {
+		if db.Error != nil {
+			db.Error = err
+		}
 		return
 	}
 	db.Statement.Context = retryContext(orig, d, reason, err)

@@ -318,6 +318,15 @@ type checkedConn struct {
 	replayed LSN
 }
 
+// reached notes, on a replica connection, that the read in ctx got this
+// far: to a connection, past the pool's wait and any connect (see
+// attempt).
+func (c *checkedConn) reached(ctx context.Context) {
+	if c.replica {
+		reachReplica(ctx)
+	}
+}
+
 // notePrimary records, for a request that runs statements on the primary,
 // which server they ran on: a write's token must come from the same one
 // (see Router.RecordWrite).
@@ -347,6 +356,7 @@ func serverOf(c *pgx.Conn) string {
 }
 
 func (c *checkedConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	c.reached(ctx)
 	args, err := c.pooledArgs(args)
 	if err != nil {
 		return nil, err
@@ -386,6 +396,7 @@ func (c *checkedConn) QueryContext(ctx context.Context, query string, args []dri
 }
 
 func (c *checkedConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	c.reached(ctx)
 	args, err := c.pooledArgs(args)
 	if err != nil {
 		return nil, err
@@ -417,6 +428,7 @@ func (c *checkedConn) ExecContext(ctx context.Context, query string, args []driv
 // reads, before it evaluates anything, so a check inside it would come too
 // late. (The statements inside check again; that is harmless.)
 func (c *checkedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	c.reached(ctx)
 	if need := c.pooledCheck(ctx); need > 0 && opts.Isolation > driver.IsolationLevel(sql.LevelReadCommitted) {
 		// A snapshot taken by the transaction's first statement cannot be
 		// checked from inside it, nor, through a pooler, from before it: a
@@ -599,6 +611,7 @@ func (t *writeTx) Rollback() error {
 }
 
 func (c *checkedConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
+	c.reached(ctx)
 	if c.pooled {
 		// A named statement lives on one server connection, which a pooler
 		// does not keep for us: the statement is sent unnamed each time.
@@ -620,6 +633,7 @@ type checkedStmt struct {
 }
 
 func (s *checkedStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+	s.conn.reached(ctx)
 	if err := s.conn.check(ctx); err != nil {
 		return nil, err
 	}
@@ -640,6 +654,7 @@ func (s *checkedStmt) QueryContext(ctx context.Context, args []driver.NamedValue
 }
 
 func (s *checkedStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
+	s.conn.reached(ctx)
 	if err := s.conn.check(ctx); err != nil {
 		return nil, err
 	}

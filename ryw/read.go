@@ -43,6 +43,7 @@ func (r *Router) Read(ctx context.Context, read func(context.Context) error) err
 // elsewhere, for reason.
 func (r *Router) readReplica(ctx context.Context, d Decision, read func(context.Context) error) (err error, reason Reason, retry bool) {
 	rctx, cancel := context.WithTimeout(ctx, r.cfg.ReplicaTimeout)
+	rctx, at := r.tryReplica(rctx)
 	err = read(rctx)
 	timedOut := errors.Is(rctx.Err(), context.DeadlineExceeded)
 	cancel()
@@ -63,7 +64,7 @@ func (r *Router) readReplica(ctx context.Context, d Decision, read func(context.
 		// about the replica.
 		return err, "", false
 	}
-	reason, retry = r.replicaFailed(ctx, d, err, timedOut)
+	reason, retry, err = r.replicaFailed(ctx, d, err, timedOut, at)
 	return err, reason, retry
 }
 
@@ -84,18 +85,35 @@ func (r *Router) moveFrom(d Decision, err error) (Decision, bool) {
 }
 
 // replicaFailed judges a read that failed with err on the replica d
-// names: if the replica is unreachable, did not answer in time
-// (timedOut), is restarting, cancelled the query in a replay conflict,
-// turned out behind the read's MinLSN, lacks the schema, or was sent a
-// write, the replica is taken out of rotation (or its position lowered)
-// as it deserves, the retry is counted, and retry says to run the read
-// once more, on the primary, for reason. Any other error is the query's
-// own: no retry.
-func (r *Router) replicaFailed(ctx context.Context, d Decision, err error, timedOut bool) (reason Reason, retry bool) {
+// names (at: its attempt, nil if unknown): if the replica is unreachable,
+// did not answer in time (timedOut), is restarting, cancelled the query in
+// a replay conflict, turned out behind the read's MinLSN, lacks the schema,
+// or was sent a write, the replica is taken out of rotation (or its
+// position lowered) as it deserves, the retry is counted, and retry says to
+// run the read once more, on the primary, for reason. A read that timed
+// out before it reached the replica (see attempt) leaves the replica in
+// rotation (so does one that a connection took with less than half the
+// timeout left), and is retried only within the retry budget; out of it, it
+// fails with ErrOverloaded. Any other error is the query's own: no retry.
+// out is the error to return when there is no retry.
+func (r *Router) replicaFailed(ctx context.Context, d Decision, err error, timedOut bool, at *attempt) (reason Reason, retry bool, out error) {
 	reason = ReasonReplicaFailed
 	var behind *BehindError
 	var moved *MovedError
 	switch {
+	case at.waitedLocally(err, timedOut, r.cfg.ReplicaTimeout):
+		// The time went to our own pool or to opening a connection: the
+		// replica never saw the read. The monitor's checks judge it.
+		if !r.budget.take(r.cfg.Now()) {
+			r.counts.shed()
+			return "", false, fmt.Errorf("%w (%s): %w", ErrOverloaded, d.Node, err)
+		}
+		reason = ReasonReplicaBusy
+		r.cfg.Logger.DebugContext(ctx, "no replica connection within the replica timeout; retrying on the primary", "replica", d.Node, "err", err)
+		observationFrom(ctx).setReason(reason)
+		r.counts.add(Decision{Node: Primary, Reason: reason})
+		r.counts.retry(reason)
+		return reason, true, err
 	case errors.As(err, &moved):
 		// The pinned replica restarted: nothing is wrong with it, but
 		// what it showed the client before has no bound but the
@@ -105,7 +123,7 @@ func (r *Router) replicaFailed(ctx context.Context, d Decision, err error, timed
 		observationFrom(ctx).setReason(ReasonSessionMoved)
 		r.counts.add(Decision{Node: Primary, Reason: ReasonSessionMoved})
 		r.counts.retry(ReasonSessionMoved)
-		return ReasonSessionMoved, true
+		return ReasonSessionMoved, true, err
 	case timedOut:
 		err = fmt.Errorf("no answer within the replica timeout (%s): %w", r.cfg.ReplicaTimeout, err)
 		r.cfg.View.MarkDown(d.Node, err)
@@ -122,13 +140,13 @@ func (r *Router) replicaFailed(ctx context.Context, d Decision, err error, timed
 	case isReadOnly(err):
 		// A statement that writes, in a read: the primary runs it.
 	default:
-		return "", false
+		return "", false, err
 	}
 	r.cfg.Logger.WarnContext(ctx, "read failed on a replica; retrying on the primary", "replica", d.Node, "err", err)
 	observationFrom(ctx).setReason(reason)
 	r.counts.add(Decision{Node: Primary, Reason: reason})
 	r.counts.retry(reason)
-	return reason, true
+	return reason, true, err
 }
 
 // Primary runs work that needs the primary (a write, or a read routed

@@ -139,6 +139,9 @@ type Router struct {
 	cfg       RouterConfig
 	counts    Counters
 	positions singleflight.Group // the primary's position, asked once for many requests
+	// budget bounds the retries of reads that waited in vain for a
+	// replica's pool (see replicaFailed).
+	budget retryBudget
 	// runs is each replica's incarnation, as its connections last found it
 	// (replica name → Incarnation): the replica a session's pin names.
 	runs sync.Map

@@ -38,12 +38,13 @@ func (db *DB) pool(ctx context.Context) (*sql.DB, Decision, bool) {
 // QueryContext runs a query on the node the context's decision names.
 func (db *DB) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	p, d, replica := db.pool(ctx)
-	rows, err := p.QueryContext(db.deadline(ctx, replica), query, args...)
+	qctx, at := db.attempt(ctx, replica)
+	rows, err := p.QueryContext(qctx, query, args...)
 	if err == nil || !replica || ctx.Err() != nil {
 		served(ctx, d, replica, err)
 		return rows, err
 	}
-	reason, retry := db.b.router.replicaFailed(ctx, d, err, errors.Is(err, context.DeadlineExceeded))
+	reason, retry, err := db.b.router.replicaFailed(ctx, d, err, errors.Is(err, context.DeadlineExceeded), at)
 	if !retry {
 		return nil, err
 	}
@@ -70,13 +71,16 @@ func served(ctx context.Context, d Decision, replica bool, err error) {
 // the context's decision names.
 func (db *DB) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
 	p, d, replica := db.pool(ctx)
-	row := p.QueryRowContext(db.deadline(ctx, replica), query, args...)
+	qctx, at := db.attempt(ctx, replica)
+	row := p.QueryRowContext(qctx, query, args...)
 	err := row.Err()
 	if err == nil || !replica || ctx.Err() != nil {
 		served(ctx, d, replica, err)
 		return row
 	}
-	reason, retry := db.b.router.replicaFailed(ctx, d, err, errors.Is(err, context.DeadlineExceeded))
+	// (A *sql.Row keeps its own error: a read shed for overload fails
+	// with its deadline's.)
+	reason, retry, _ := db.b.router.replicaFailed(ctx, d, err, errors.Is(err, context.DeadlineExceeded), at)
 	if !retry {
 		return row
 	}
@@ -127,6 +131,16 @@ func (db *DB) deadline(ctx context.Context, replica bool) context.Context {
 		return untilDone(ctx, db.b.cfg.ReplicaTimeout)
 	}
 	return untilDone(ctx, db.b.cfg.PrimaryTimeout)
+}
+
+// attempt is deadline, for a replica with the read's attempt (see
+// Router.tryReplica).
+func (db *DB) attempt(ctx context.Context, replica bool) (context.Context, *attempt) {
+	ctx = db.deadline(ctx, replica)
+	if !replica {
+		return ctx, nil
+	}
+	return db.b.router.tryReplica(ctx)
 }
 
 // timeout bounds a statement that completes within the call.

@@ -90,6 +90,10 @@ var (
 		"WAL the primary had written that the replica had not replayed, at its last check.", []string{"replica"}, nil)
 	healthyDesc = prometheus.NewDesc("ryw_replica_healthy",
 		"1 while the replica is in rotation, 0 while it is out (failed, or quarantined).", []string{"replica"}, nil)
+	takenOutDesc = prometheus.NewDesc("ryw_replica_taken_out_total",
+		"Times the replica left the rotation while it was in it: a failed check, or a query it failed.", []string{"replica"}, nil)
+	overloadedDesc = prometheus.NewDesc("ryw_reads_overloaded_total",
+		"Reads answered 503 (overloaded): they waited for a replica's pool past RYW_REPLICA_TIMEOUT, and the primary's retry budget had no room for them.", nil, nil)
 	quarantinedDesc = prometheus.NewDesc("ryw_replica_quarantined",
 		"1 while the replica is held out of rotation for flapping.", []string{"replica"}, nil)
 	ignoredTokensDesc = prometheus.NewDesc("ryw_client_tokens_ignored_total",
@@ -147,7 +151,9 @@ func (c *routingCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(healthyDesc, prometheus.GaugeValue, boolValue(st.Healthy), st.Name)
 		ch <- prometheus.MustNewConstMetric(quarantinedDesc, prometheus.GaugeValue, boolValue(st.Quarantined), st.Name)
+		ch <- prometheus.MustNewConstMetric(takenOutDesc, prometheus.CounterValue, float64(st.TakenOut), st.Name)
 	}
+	ch <- prometheus.MustNewConstMetric(overloadedDesc, prometheus.CounterValue, float64(counts.Overloaded))
 	if asOf := primary.FenceAsOf; !asOf.IsZero() {
 		ch <- prometheus.MustNewConstMetric(fenceAgeDesc, prometheus.GaugeValue, time.Since(asOf).Seconds())
 	}

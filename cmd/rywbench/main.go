@@ -1,5 +1,5 @@
 // Command rywbench measures read-your-writes routing on a real cluster: a
-// primary, streaming replicas and Redis, started by devstack. It has four
+// primary, streaming replicas and Redis, started by devstack. It has five
 // suites.
 //
 // throughput (the default, what make bench runs): what read-your-writes
@@ -24,12 +24,16 @@
 // statements: peak, violations, monotonic regressions and replica share
 // (peers.go). It needs Debian's pgpool2.
 //
+// overload: GET /api/me at 1x, 4x and 16x -conns connections and a cold
+// start under load: goodput, p99, replicas taken out of rotation, reads
+// retried on the primary (overload.go).
+//
 // Every figure is compared with a baseline measured in the same run.
 // Traffic stays on loopback and the run ends by itself.
 //
 // Usage:
 //
-//	rywbench [-suite throughput|own-write|peers] [-modes off,time,lsn] [-rounds 3] [-phase 5s]
+//	rywbench [-suite throughput|own-write|peers|overload] [-modes off,time,lsn] [-rounds 3] [-phase 5s]
 //	         [-conns 32] [-population 1000] [-scale=true] [-users 32] [-duration 15s]
 //	         [-read-after 100ms] [-replicas 2] [-replica-delay 20ms] [-pooler transaction|session]
 //	         [-api-bin PATH] [-out FILE]
@@ -110,11 +114,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var modes string
 	fs := flag.NewFlagSet("rywbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.suite, "suite", "throughput", "throughput (GET /api/me peak and latency, CPU per request, ratios to off mode and to pgbench; the make bench default), own-write (users write then read back; violations and offload) or peers (ryw beside every read on the primary and pgpool-II: peak, violations, monotonic regressions, offload; needs pgpool2)")
+	fs.StringVar(&o.suite, "suite", "throughput", "throughput (GET /api/me peak and latency, CPU per request, ratios to off mode and to pgbench; the make bench default), own-write (users write then read back; violations and offload), peers (ryw beside every read on the primary and pgpool-II: peak, violations, monotonic regressions, offload; needs pgpool2) or overload (goodput, p99, replicas out of rotation and retries at 1x, 4x and 16x -conns, and a cold start under load; needs wrk)")
 	fs.StringVar(&modes, "modes", "", "RYW_MODEs to measure, in order (default off,time,lsn for throughput, which needs off; time,lsn,off for own-write, whose first is the baseline)")
 	fs.IntVar(&o.rounds, "rounds", 5, "throughput: rounds in which the modes take turns")
 	fs.DurationVar(&o.phase, "phase", 5*time.Second, "throughput: how long each measurement runs")
-	fs.IntVar(&o.conns, "conns", 32, "throughput: closed-loop connections")
+	fs.IntVar(&o.conns, "conns", 32, "throughput: closed-loop connections; overload: the 1x concurrency (default 64 there)")
 	fs.IntVar(&o.population, "population", 1000, "throughput: users with a profile whom the reads are for")
 	fs.StringVar(&o.pprofMode, "pprof", "", "throughput: the mode whose API process gets PPROF_ADDR from the environment (the others get none), for docs/PROFILING.md; with -pooler, lsn"+pooledSuffix+" names the pooled one")
 	fs.StringVar(&o.pooler, "pooler", "", "throughput: put a PgBouncer in this pool mode (transaction, session, or none: the default) in front of every node, and run each mode twice, direct and through it (labelled <mode>"+pooledSuffix+")")
@@ -133,6 +137,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
+	if o.suite == "overload" {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["conns"] {
+			o.conns = 64
+		}
+	}
 	var err error
 	o.args = userArgs(args)
 	if o.pooler == "none" {
@@ -142,7 +153,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	userModes := modes
 	if modes == "" {
 		modes = "time,lsn,off"
-		if o.suite == "throughput" {
+		if o.suite == "throughput" || o.suite == "overload" {
 			modes = "off,time,lsn"
 		}
 	}
@@ -168,8 +179,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-read-after must be >= 0, got %s", o.readAfter)
 	case o.replicas < 1:
 		return o, fmt.Errorf("-replicas must be >= 1, got %d", o.replicas)
-	case o.suite != "throughput" && o.suite != "own-write" && o.suite != "peers":
-		return o, fmt.Errorf("-suite must be throughput, own-write or peers, got %q", o.suite)
+	case o.suite != "throughput" && o.suite != "own-write" && o.suite != "peers" && o.suite != "overload":
+		return o, fmt.Errorf("-suite must be throughput, own-write, peers or overload, got %q", o.suite)
+	case o.suite == "overload" && (len(o.scenarios) > 0 || o.pooler != ""):
+		return o, errors.New("-suite overload: -scenarios and -pooler do not apply")
 	case o.suite == "peers" && (userModes != "" || len(o.scenarios) > 0 || o.baselineBin != ""):
 		return o, errors.New("-suite peers measures its own fixed list of configurations: -modes, -scenarios and -baseline-bin do not apply")
 	case o.suite == "throughput" && !slices.Contains(o.modes, "off"):
@@ -208,6 +221,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		return emit(renderPeers(rep, o, commit), o, stdout)
+	}
+	if o.suite == "overload" {
+		commit := commitOf(ctx, o.apiBin)
+		rep, err := runOverload(ctx, o, stderr)
+		if err != nil {
+			return err
+		}
+		return emit(renderOverload(rep, o, commit), o, stdout)
 	}
 	if o.suite == "throughput" && len(o.scenarios) == 0 {
 		commit := commitOf(ctx, o.apiBin) // before the report changes the checkout
@@ -308,6 +329,9 @@ func emit(report string, o options, stdout io.Writer) error {
 	}
 	if o.suite == "peers" {
 		return os.WriteFile(o.out, []byte(splicePeers(string(old), report)), 0o644)
+	}
+	if o.suite == "overload" {
+		return os.WriteFile(o.out, []byte(spliceOverload(string(old), report)), 0o644)
 	}
 	return os.WriteFile(o.out, []byte(splice(string(old), report)), 0o644)
 }

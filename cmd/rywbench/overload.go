@@ -1,0 +1,364 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ryw-go/ryw/internal/devstack"
+)
+
+// The overload suite (-suite overload) drives GET /api/me past the point
+// where goodput peaks and watches what the service does to its replicas
+// there (issue 20): the API processes of the throughput suite (off, time,
+// lsn; with -baseline-bin each beside the same mode of another build), on
+// one devstack cluster, each in a closed loop (wrk) at 1x, 4x and 16x
+// -conns connections, -conns being taken as the concurrency where goodput
+// peaks (it is not searched for). Per phase: goodput (2xx answers per
+// second), p99 latency, non-2xx answers, how many times a replica left the
+// rotation (the monitor's "replica out of rotation" log lines, which every
+// build writes once per transition), and reads retried on the primary
+// (ryw_read_retries_total). Then a cold start: a fresh API process is
+// started while the closed loop at 1x is already knocking on its port, and
+// the same counts are taken over its first seconds.
+
+// overloadLevels are the concurrency multiples of -conns.
+var overloadLevels = []int{1, 4, 16}
+
+// coldStartLoad is how long the cold start's closed loop runs, from before
+// the API process starts.
+const coldStartLoad = 10 * time.Second
+
+// overloadPhase is one closed loop on one API process.
+type overloadPhase struct {
+	label    string
+	conns    int
+	secs     float64
+	requests uint64 // answers, any status
+	non2xx   uint64
+	sockErrs uint64 // connect, read, write errors and timeouts
+	p99      time.Duration
+	takenOut int     // replicas taken out of rotation during the phase
+	retries  float64 // reads retried on the primary during the phase
+	// startup is, for a cold start, how long the API process took from
+	// its start to answering /healthz.
+	startup time.Duration
+}
+
+func (p overloadPhase) goodput() float64 {
+	if p.secs == 0 {
+		return 0
+	}
+	return float64(p.requests-min(p.non2xx, p.requests)) / p.secs
+}
+
+type overloadReport struct {
+	phases    []overloadPhase // by level, then label
+	cold      []overloadPhase // by label
+	labels    []string
+	generator string
+}
+
+var (
+	wrkP99RE     = regexp.MustCompile(`(?m)^\s+99%\s+([0-9.]+)(us|ms|s|m)\s*$`)
+	retriesAnyRE = regexp.MustCompile(`(?m)^ryw_read_retries_total\{[^}]*\} ([0-9.e+]+)$`)
+)
+
+// takenOutLine is what every build's monitor logs, once, when a replica
+// leaves the rotation (see Monitor.takeOut).
+const takenOutLine = "replica out of rotation"
+
+func runOverload(ctx context.Context, o options, stderr io.Writer) (*overloadReport, error) {
+	if !haveWrk() {
+		return nil, fmt.Errorf("-suite overload needs wrk (apt-get install wrk)")
+	}
+	b, err := startTPBench(ctx, o, o.replicas, stderr)
+	if err != nil {
+		return nil, err
+	}
+	defer b.stack.Close()
+	if _, err := b.seed(ctx, o.population); err != nil {
+		return nil, err
+	}
+	seededAt := time.Now()
+	if err := b.stack.Primary.Exec(ctx, "VACUUM (FREEZE, ANALYZE) users"); err != nil {
+		return nil, err
+	}
+	if err := b.stack.WaitCaughtUp(ctx); err != nil {
+		return nil, err
+	}
+	// The seeded writes must be past the read-your-writes window.
+	if err := waitUntil(ctx, seededAt.Add(o.window+time.Second)); err != nil {
+		return nil, err
+	}
+	rep := &overloadReport{labels: b.labels, generator: "wrk"}
+	for _, level := range overloadLevels {
+		for _, label := range b.labels {
+			conns := level * o.conns
+			fmt.Fprintf(stderr, "rywbench:   overload %s: %d connections (%dx) for %s\n", label, conns, level, o.phase)
+			api := b.apis[label]
+			logs := filepath.Join(b.stack.Dir, "api-"+label)
+			out0, r0 := countLines(logs, takenOutLine), scrapeSum(ctx, api.URL, retriesAnyRE)
+			settle()
+			p, err := b.wrk(ctx, api.URL, conns, o.phase)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", label, err)
+			}
+			p.label = label
+			p.takenOut = countLines(logs, takenOutLine) - out0
+			p.retries = scrapeSum(ctx, api.URL, retriesAnyRE) - r0
+			fmt.Fprintf(stderr, "rywbench:     %.0f 2xx/s, p99 %s, %d non-2xx, %d out of rotation, %.0f retried\n", p.goodput(), ms(p.p99), p.non2xx, p.takenOut, p.retries)
+			rep.phases = append(rep.phases, p)
+		}
+	}
+	for _, label := range b.labels {
+		fmt.Fprintf(stderr, "rywbench:   cold start %s: %d connections waiting\n", label, o.conns)
+		p, err := b.coldStart(ctx, label)
+		if err != nil {
+			return nil, fmt.Errorf("cold start %s: %w", label, err)
+		}
+		fmt.Fprintf(stderr, "rywbench:     up in %s; %d answers, %d non-2xx, %d out of rotation, %.0f retried\n", ms(p.startup), p.requests, p.non2xx, p.takenOut, p.retries)
+		rep.cold = append(rep.cold, p)
+	}
+	return rep, nil
+}
+
+// coldStart starts a fresh API process labelled label while a closed loop
+// of -conns connections already waits for its port, and counts what
+// happened until the loop ends (coldStartLoad after it began).
+func (b *tpBench) coldStart(ctx context.Context, label string) (overloadPhase, error) {
+	// wrk gives up at once if its first connection is refused: a listener
+	// that accepts nothing holds the port until the loop runs, and is
+	// closed just before the API process starts on it (the loop's
+	// connections are then refused, and retried, until the API listens).
+	hold, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return overloadPhase{}, err
+	}
+	addr := hold.Addr().String()
+	logDir := filepath.Join(b.stack.Dir, "cold-"+label)
+	if err := os.Mkdir(logDir, 0o755); err != nil {
+		return overloadPhase{}, err
+	}
+	type result struct {
+		p   overloadPhase
+		err error
+	}
+	done := make(chan result, 1)
+	settle()
+	go func() {
+		p, err := b.wrk(ctx, "http://"+addr, b.o.conns, coldStartLoad)
+		done <- result{p, err}
+	}()
+	// Until wrk has made its first connection (it holds it, unanswered).
+	for b.listenQueue(addr) == 0 && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	hold.Close()
+	start := time.Now()
+	apis, err := b.stack.StartAPI(ctx, devstack.APIOptions{Binary: apiBinary(b.o, label), Env: append(apiEnv(b.stack, b.o, label), "PPROF_ADDR="), Addr: addr, LogDir: logDir})
+	if err != nil {
+		<-done
+		return overloadPhase{}, err
+	}
+	startup := time.Since(start)
+	r := <-done
+	defer apis[0].Stop(context.WithoutCancel(ctx))
+	if r.err != nil {
+		return overloadPhase{}, r.err
+	}
+	p := r.p
+	p.label, p.startup = label, startup
+	p.takenOut = countLines(logDir, takenOutLine)
+	p.retries = scrapeSum(ctx, apis[0].URL, retriesAnyRE)
+	return p, nil
+}
+
+// listenQueue is how many connections wait, unaccepted, on the listener
+// at addr (ss's Recv-Q of a listening socket), 0 if unknown.
+func (b *tpBench) listenQueue(addr string) int {
+	out, err := exec.Command("ss", "-Hltn", "sport = :"+addr[strings.LastIndexByte(addr, ':')+1:]).Output()
+	if err != nil {
+		return 1 // cannot tell: go on
+	}
+	f := strings.Fields(string(out))
+	if len(f) < 2 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[1])
+	return n
+}
+
+// wrk runs a closed loop of conns connections on GET /api/me for the
+// seeded users, for d, and reads its counts and p99.
+func (b *tpBench) wrk(ctx context.Context, url string, conns int, d time.Duration) (overloadPhase, error) {
+	if err := b.wrkSetup(); err != nil {
+		return overloadPhase{}, err
+	}
+	cmd := exec.CommandContext(ctx, wrkProgram, "-t", "2", "-c", strconv.Itoa(conns), "-d", strconv.Itoa(max(1, int(d.Seconds())))+"s",
+		"--timeout", "10s", "--latency", "-s", filepath.Join(b.wrkFiles, "me.lua"), url, "--", filepath.Join(b.wrkFiles, "users.txt"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return overloadPhase{}, fmt.Errorf("wrk: %v: %s", err, out)
+	}
+	p := overloadPhase{conns: conns}
+	m := wrkReqsRE.FindSubmatch(out)
+	if m == nil {
+		return p, fmt.Errorf("wrk printed no request count: %s", out)
+	}
+	p.requests, _ = strconv.ParseUint(string(m[1]), 10, 64)
+	p.secs, _ = strconv.ParseFloat(string(m[2]), 64)
+	switch string(m[3]) {
+	case "ms":
+		p.secs /= 1000
+	case "m":
+		p.secs *= 60
+	}
+	if m := wrkBadRE.FindSubmatch(out); m != nil {
+		p.non2xx, _ = strconv.ParseUint(string(m[1]), 10, 64)
+	}
+	if m := wrkErrRE.FindSubmatch(out); m != nil {
+		for _, g := range m[1:] {
+			n, _ := strconv.ParseUint(string(g), 10, 64)
+			p.sockErrs += n
+		}
+	}
+	if m := wrkP99RE.FindSubmatch(out); m != nil {
+		v, _ := strconv.ParseFloat(string(m[1]), 64)
+		unit := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second, "m": time.Minute}[string(m[2])]
+		p.p99 = time.Duration(v * float64(unit))
+	}
+	return p, nil
+}
+
+// wrkSetup writes wrk's script and the seeded users' ids, once.
+func (b *tpBench) wrkSetup() error {
+	if b.wrkFiles != "" {
+		return nil
+	}
+	dir, err := os.MkdirTemp(b.stack.Dir, "wrk-")
+	if err != nil {
+		return err
+	}
+	var ids strings.Builder
+	for _, h := range b.headers {
+		ids.WriteString(h.Get("X-Demo-Userid") + "\n")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "users.txt"), []byte(ids.String()), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "me.lua"), []byte(wrkScript), 0o644); err != nil {
+		return err
+	}
+	b.wrkFiles = dir
+	return nil
+}
+
+// countLines counts the lines containing s in the files of dir.
+func countLines(dir, s string) int {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	n := 0
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		n += bytes.Count(data, []byte(s))
+	}
+	return n
+}
+
+// scrapeSum adds up every series of the API's /metrics that re matches (0
+// if none).
+func scrapeSum(ctx context.Context, api string, re *regexp.Regexp) float64 {
+	body, err := scrapeMetrics(ctx, api)
+	if err != nil {
+		return 0
+	}
+	var sum float64
+	for _, m := range re.FindAllSubmatch(body, -1) {
+		v, _ := strconv.ParseFloat(string(m[1]), 64)
+		sum += v
+	}
+	return sum
+}
+
+func renderOverload(rep *overloadReport, o options, commit string) string {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "Run of %s, commit %s: `make bench ARGS=\"%s\"`.\n\n", time.Now().UTC().Format("2006-01-02"), commit, o.args)
+	fmt.Fprintf(&b, "GET /api/me for %d seeded users, closed loop (%s, 2 threads, 10 s timeout), %s per phase, at 1x, 4x and 16x %d connections (1x is `-conns`, taken as the peak, not searched for); a primary and %d streaming replicas on loopback; the API processes of the throughput suite, taking turns. Goodput counts 2xx answers; out of rotation counts the monitor's \"replica out of rotation\" transitions; retried counts `ryw_read_retries_total` (every cause).\n\n",
+		o.population, rep.generator, o.phase, o.conns, o.replicas)
+	base := map[string]float64{}
+	for _, p := range rep.phases {
+		if p.conns == o.conns {
+			base[p.label] = p.goodput()
+		}
+	}
+	w := tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.Debug)
+	fmt.Fprintln(w, "| API\t connections\t goodput (2xx/s)\t vs 1x\t p99\t non-2xx\t socket errors\t out of rotation\t retried on the primary\t")
+	fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t")
+	for _, label := range rep.labels {
+		for _, p := range rep.phases {
+			if p.label != label {
+				continue
+			}
+			fmt.Fprintf(w, "| %s\t %d (%dx)\t %.0f\t %s\t %s\t %d\t %d\t %d\t %.0f\t\n", label, p.conns, p.conns/o.conns, p.goodput(),
+				ratio(p.goodput(), base[label]), ms(p.p99), p.non2xx, p.sockErrs, p.takenOut, p.retries)
+		}
+	}
+	w.Flush()
+	fmt.Fprintf(&b, "\nCold start: a fresh API process started while %d connections already wait for its port; counted over its first %s (from its start to the loop's end; start-up to /healthz included).\n\n", o.conns, coldStartLoad)
+	w = tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.Debug)
+	fmt.Fprintln(w, "| API\t start-up\t answers\t goodput (2xx/s)\t p99\t non-2xx\t out of rotation\t retried on the primary\t")
+	fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t---\t---\t")
+	for _, p := range rep.cold {
+		fmt.Fprintf(w, "| %s\t %s\t %d\t %.0f\t %s\t %d\t %d\t %.0f\t\n", p.label, ms(p.startup), p.requests, p.goodput(), ms(p.p99), p.non2xx, p.takenOut, p.retries)
+	}
+	w.Flush()
+	return b.String()
+}
+
+// Markers of the overload section's report in docs/BENCHMARKS.md.
+const (
+	overloadBegin = "<!-- rywbench-overload:begin -->"
+	overloadEnd   = "<!-- rywbench-overload:end -->"
+)
+
+// spliceOverload puts report between the overload markers of doc, or
+// appends a section with them.
+func spliceOverload(doc, report string) string {
+	i := strings.Index(doc, overloadBegin)
+	j := strings.Index(doc, overloadEnd)
+	if i < 0 || j < i {
+		if doc != "" && !strings.HasSuffix(doc, "\n") {
+			doc += "\n"
+		}
+		return doc + "\n## Overload\n\n" + overloadBegin + "\n" + report + overloadEnd + "\n"
+	}
+	return doc[:i+len(overloadBegin)] + "\n" + report + doc[j:]
+}
+
+// scrapeMetrics reads the API's /metrics.
+func scrapeMetrics(ctx context.Context, api string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	return io.ReadAll(resp.Body)
+}
