@@ -553,6 +553,10 @@ const docTemplate = `{
                         "format": "int64"
                     }
                 },
+                "overloaded": {
+                    "description": "Overloaded counts reads failed with ErrOverloaded: they waited for a\nreplica's pool past the replica timeout, and the retry budget had no\nroom to retry them on the primary.",
+                    "type": "integer"
+                },
                 "retries": {
                     "description": "Retries counts reads retried on the primary after a replica failed\nthem, by cause (replica-failed, replica-behind).",
                     "type": "object",
@@ -607,6 +611,10 @@ const docTemplate = `{
                 },
                 "rttMs": {
                     "type": "number"
+                },
+                "takenOut": {
+                    "description": "TakenOut counts the times the replica left the rotation (a failed\ncheck or a failed query, while it was healthy) since the monitor\nstarted.",
+                    "type": "integer"
                 },
                 "timeline": {
                     "description": "Timeline is the timeline it was on at its last good check.",

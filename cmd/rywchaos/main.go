@@ -88,6 +88,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/ryw-go/ryw/internal/devstack"
 	"github.com/ryw-go/ryw/internal/loadgen"
@@ -793,6 +794,7 @@ type catalogWriter struct {
 
 func (c *catalogWriter) run(ctx context.Context, url string) {
 	var conn *pgx.Conn
+	var unreplicated atomic.Bool
 	defer func() {
 		if conn != nil {
 			conn.Close(context.Background())
@@ -801,17 +803,35 @@ func (c *catalogWriter) run(ctx context.Context, url string) {
 	for n := c.next; sleep(ctx, 50*time.Millisecond); n++ {
 		if conn == nil || conn.IsClosed() {
 			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			var err error
-			conn, err = pgx.Connect(cctx, url)
+			conn = nil
+			if cfg, err := pgx.ParseConfig(url); err == nil {
+				cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+					if strings.Contains(n.Message, "synchronous replication") {
+						unreplicated.Store(true)
+					}
+				}
+				if conn, err = pgx.ConnectConfig(cctx, cfg); err != nil {
+					conn = nil
+				}
+			}
 			cancel()
-			if err != nil {
-				conn = nil
+			if conn == nil {
 				continue
 			}
 		}
+		unreplicated.Store(false)
 		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		_, err := conn.Exec(wctx, "UPDATE products SET description = $1 WHERE id = 1", "v"+strconv.Itoa(n))
 		cancel()
+		if err == nil && unreplicated.Load() {
+			// "canceling wait for synchronous replication ...: the
+			// transaction has already committed locally": the server
+			// answers the commit with a warning when its wait for the
+			// standbys is cut short (here, by the deadline's cancel
+			// request). The write is on the old primary only: not
+			// acknowledged as a synchronous quorum acknowledges.
+			err = errors.New("committed locally, not replicated")
+		}
 		if err != nil {
 			conn.Close(context.Background())
 			conn = nil
