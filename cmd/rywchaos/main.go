@@ -689,7 +689,13 @@ func shown(kind string, body []byte) int {
 
 // check goes through the recorded history (see the package comment).
 func check(res *result, users []*userState, catalogAcks []event, fo *failoverInfo) {
-	lostCatalog := func(v int) bool { return fo != nil && v > fo.catalog && v <= lastBefore(catalogAcks, fo.promotedAt) }
+	// A catalog version the failover lost is above what the promoted node
+	// had and no later than the last one the old timeline acknowledged.
+	// By timeline, not by time: the promoted node takes writes a moment
+	// before pg_promote returns, and the writer, retrying, commits there.
+	lostCatalog := func(v int) bool {
+		return fo != nil && v > fo.catalog && v <= lastOnOldTimeline(catalogAcks, fo.timeline)
+	}
 	divergedNode := func(e event) bool {
 		return fo != nil && e.start.After(fo.promotedAt) && slices.Contains(fo.diverged, e.servedBy)
 	}
@@ -772,11 +778,12 @@ func check(res *result, users []*userState, catalogAcks []event, fo *failoverInf
 	}
 }
 
-// lastBefore is the highest version acknowledged before t.
-func lastBefore(acks []event, t time.Time) int {
+// lastOnOldTimeline is the highest version acknowledged on a timeline
+// before tli.
+func lastOnOldTimeline(acks []event, tli int) int {
 	last := 0
 	for _, e := range acks {
-		if e.end.Before(t) {
+		if e.timeline < tli {
 			last = max(last, e.version)
 		}
 	}
@@ -785,7 +792,8 @@ func lastBefore(acks []event, t time.Time) int {
 
 // catalogWriter changes product 1's description to "v<n>" on the primary,
 // every 50 ms, through the multi-host URL (so that it follows a failover),
-// and records what was acknowledged.
+// and records what was acknowledged, with the timeline of the server that
+// committed it.
 type catalogWriter struct {
 	next int // the first version to write
 	mu   sync.Mutex
@@ -821,8 +829,14 @@ func (c *catalogWriter) run(ctx context.Context, url string) {
 		}
 		unreplicated.Store(false)
 		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := conn.Exec(wctx, "UPDATE products SET description = $1 WHERE id = 1", "v"+strconv.Itoa(n))
+		// A WAL file's name starts with the timeline, in hex.
+		var file string
+		err := conn.QueryRow(wctx, "UPDATE products SET description = $1 WHERE id = 1 RETURNING pg_walfile_name(pg_current_wal_insert_lsn())", "v"+strconv.Itoa(n)).Scan(&file)
 		cancel()
+		var tli int64
+		if err == nil {
+			tli, err = strconv.ParseInt(file[:8], 16, 32)
+		}
 		if err == nil && unreplicated.Load() {
 			// "canceling wait for synchronous replication ...: the
 			// transaction has already committed locally": the server
@@ -838,7 +852,7 @@ func (c *catalogWriter) run(ctx context.Context, url string) {
 			continue
 		}
 		c.mu.Lock()
-		c.acks = append(c.acks, event{kind: "write", version: n, status: http.StatusOK, end: time.Now()})
+		c.acks = append(c.acks, event{kind: "write", version: n, status: http.StatusOK, end: time.Now(), timeline: int(tli)})
 		c.mu.Unlock()
 	}
 }

@@ -159,3 +159,36 @@ func TestVerdict(t *testing.T) {
 		t.Error("a lost acknowledged write passed with a synchronous quorum")
 	}
 }
+
+// TestLostCatalogByTimeline: a catalog version is lost when the old
+// timeline acknowledged it above what the promoted node had, whenever the
+// ack came; the promoted node takes writes a moment before pg_promote
+// returns, and a version it acknowledged then is not lost.
+func TestLostCatalogByTimeline(t *testing.T) {
+	promotedAt := time.Now()
+	before := promotedAt.Add(-50 * time.Millisecond)
+	acks := []event{
+		{kind: "write", version: 10, status: 200, timeline: 1, end: before.Add(-time.Second)},
+		{kind: "write", version: 11, status: 200, timeline: 1, end: before.Add(-time.Second)},
+		{kind: "write", version: 12, status: 200, timeline: 1, end: before.Add(-time.Second)},
+		{kind: "write", version: 30, status: 200, timeline: 2, end: before},
+		{kind: "write", version: 31, status: 200, timeline: 2, end: promotedAt.Add(time.Millisecond)},
+	}
+	fo := &failoverInfo{catalog: 10, timeline: 2, promotedAt: promotedAt}
+	session := &userState{session: true, events: []event{
+		{kind: "catalog", version: 30, status: 200, servedBy: "primary", start: promotedAt.Add(time.Millisecond)},
+		{kind: "catalog", version: 31, status: 200, servedBy: "primary", start: promotedAt.Add(2 * time.Millisecond)},
+	}}
+	res := result{reasons: map[string]int{}}
+	check(&res, []*userState{session}, acks, fo)
+	if fo.lostAcked != 2 || res.divergent != 0 {
+		t.Errorf("lost %d acknowledged catalog versions (want v11 and v12), %d reads of lost data (want 0): %v", fo.lostAcked, res.divergent, res.problems)
+	}
+	session.events = append(session.events, event{kind: "catalog", version: 12, status: 200, servedBy: "replica2", start: promotedAt.Add(3 * time.Millisecond)})
+	res = result{reasons: map[string]int{}}
+	fo.lostAcked = 0
+	check(&res, []*userState{session}, acks, fo)
+	if res.divergent != 1 {
+		t.Errorf("a read of v12, lost, after the promotion: %d reads of lost data, want 1", res.divergent)
+	}
+}

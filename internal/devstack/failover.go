@@ -31,7 +31,10 @@ type FailoverResult struct {
 	// Old is the old primary, stopped.
 	Old *Node
 	// Promoted is the new primary, on Timeline since PromotedAt (when
-	// pg_promote returned: it takes writes from then on).
+	// pg_promote returned). It may take writes up to a tenth of a second
+	// before that: pg_promote polls the end of recovery 10 times a second.
+	// Which node acknowledged a write is told by its timeline, not by
+	// comparing times with PromotedAt.
 	Promoted   *Node
 	Timeline   int
 	PromotedAt time.Time
