@@ -178,7 +178,7 @@ func (c *checkingConnector) Connect(ctx context.Context) (driver.Conn, error) {
 		c.found.Store(true)
 		return c.open(ctx, true)
 	}
-	pooled, err := conn.throughPooler(ctx)
+	pooled, err := conn.probe(ctx)
 	if err != nil {
 		conn.Close()
 		return nil, badConn(err)
@@ -243,11 +243,11 @@ func refusedStartup(err error) bool {
 	return errors.As(err, &pgErr) && strings.Contains(pgErr.Message, "unsupported startup parameter")
 }
 
-// throughPooler tells whether the connection reaches its server through a
+// probe tells whether the connection reaches its server through a
 // pooler: the process id the connection was given at start-up (with its
 // cancel key) is then the pooler's invention, not the server process's. On
 // a replica the same round trip reads the server's incarnation.
-func (c *checkedConn) throughPooler(ctx context.Context) (bool, error) {
+func (c *checkedConn) probe(ctx context.Context) (bool, error) {
 	pc := c.Conn.Conn().PgConn()
 	query := "SELECT pg_backend_pid()"
 	if c.replica {

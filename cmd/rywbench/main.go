@@ -339,12 +339,27 @@ func emit(report string, o options, stdout io.Writer) error {
 // splice puts report between the markers of doc, or returns it whole when
 // doc has none.
 func splice(doc, report string) string {
-	i := strings.Index(doc, beginMarker)
-	j := strings.Index(doc, endMarker)
+	return spliceAt(doc, report, beginMarker, endMarker, func() string { return report })
+}
+
+// spliceAt puts report between the markers begin and end of doc; a doc
+// without them becomes what missing returns.
+func spliceAt(doc, report, begin, end string, missing func() string) string {
+	i := strings.Index(doc, begin)
+	j := strings.Index(doc, end)
 	if i < 0 || j < i {
-		return report
+		return missing()
 	}
-	return doc[:i+len(beginMarker)] + "\n" + report + doc[j:]
+	return doc[:i+len(begin)] + "\n" + report + doc[j:]
+}
+
+// appendMarked returns doc with heading and report, between the markers
+// begin and end, at its end.
+func appendMarked(doc, heading, report, begin, end string) string {
+	if doc != "" && !strings.HasSuffix(doc, "\n") {
+		doc += "\n"
+	}
+	return doc + heading + begin + "\n" + report + end + "\n"
 }
 
 // commitOf says which commit the API binary was built from: as its build

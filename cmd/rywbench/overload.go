@@ -213,20 +213,8 @@ func (b *tpBench) wrk(ctx context.Context, url string, conns int, d time.Duratio
 		return overloadPhase{}, fmt.Errorf("wrk: %v: %s", err, out)
 	}
 	p := overloadPhase{conns: conns}
-	m := wrkReqsRE.FindSubmatch(out)
-	if m == nil {
-		return p, fmt.Errorf("wrk printed no request count: %s", out)
-	}
-	p.requests, _ = strconv.ParseUint(string(m[1]), 10, 64)
-	p.secs, _ = strconv.ParseFloat(string(m[2]), 64)
-	switch string(m[3]) {
-	case "ms":
-		p.secs /= 1000
-	case "m":
-		p.secs *= 60
-	}
-	if m := wrkBadRE.FindSubmatch(out); m != nil {
-		p.non2xx, _ = strconv.ParseUint(string(m[1]), 10, 64)
+	if p.requests, p.secs, p.non2xx, err = parseWrk(out); err != nil {
+		return p, err
 	}
 	if m := wrkErrRE.FindSubmatch(out); m != nil {
 		for _, g := range m[1:] {
@@ -338,15 +326,9 @@ const (
 // spliceOverload puts report between the overload markers of doc, or
 // appends a section with them.
 func spliceOverload(doc, report string) string {
-	i := strings.Index(doc, overloadBegin)
-	j := strings.Index(doc, overloadEnd)
-	if i < 0 || j < i {
-		if doc != "" && !strings.HasSuffix(doc, "\n") {
-			doc += "\n"
-		}
-		return doc + "\n## Overload\n\n" + overloadBegin + "\n" + report + overloadEnd + "\n"
-	}
-	return doc[:i+len(overloadBegin)] + "\n" + report + doc[j:]
+	return spliceAt(doc, report, overloadBegin, overloadEnd, func() string {
+		return appendMarked(doc, "\n## Overload\n\n", report, overloadBegin, overloadEnd)
+	})
 }
 
 // scrapeMetrics reads the API's /metrics.

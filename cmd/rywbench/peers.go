@@ -670,13 +670,7 @@ const (
 // splicePeers puts the report between the peers markers of doc; a
 // document without them gets them, with the report, at its end.
 func splicePeers(doc, report string) string {
-	i := strings.Index(doc, peersBegin)
-	j := strings.Index(doc, peersEnd)
-	if i < 0 || j < i {
-		if doc != "" && !strings.HasSuffix(doc, "\n") {
-			doc += "\n"
-		}
-		return doc + peersBegin + "\n" + report + peersEnd + "\n"
-	}
-	return doc[:i+len(peersBegin)] + "\n" + report + doc[j:]
+	return spliceAt(doc, report, peersBegin, peersEnd, func() string {
+		return appendMarked(doc, "", report, peersBegin, peersEnd)
+	})
 }

@@ -721,22 +721,12 @@ func (b *tpBench) peak(ctx context.Context, api *devstack.API, d time.Duration) 
 	if err != nil {
 		return phase{}, err
 	}
-	m := wrkReqsRE.FindSubmatch(out)
-	if m == nil {
-		return phase{}, fmt.Errorf("wrk printed no request count: %s", out)
-	}
 	var p phase
-	p.requests, _ = strconv.ParseUint(string(m[1]), 10, 64)
-	p.secs, _ = strconv.ParseFloat(string(m[2]), 64)
-	switch string(m[3]) {
-	case "ms":
-		p.secs /= 1000
-	case "m":
-		p.secs *= 60
+	var bad uint64
+	if p.requests, p.secs, bad, err = parseWrk(out); err != nil {
+		return phase{}, err
 	}
-	if m := wrkBadRE.FindSubmatch(out); m != nil {
-		p.bad, _ = strconv.Atoi(string(m[1]))
-	}
+	p.bad = int(bad)
 	if m := wrkErrRE.FindSubmatch(out); m != nil {
 		for _, g := range m[1:] {
 			n, _ := strconv.Atoi(string(g))
@@ -1216,4 +1206,25 @@ func baselineRatio(c configResult, mode string) float64 {
 		}
 	}
 	return median(ratios)
+}
+
+// parseWrk reads wrk's summary: the requests it completed, in how many
+// seconds, and how many of them answered other than 2xx or 3xx.
+func parseWrk(out []byte) (requests uint64, secs float64, non2xx uint64, err error) {
+	m := wrkReqsRE.FindSubmatch(out)
+	if m == nil {
+		return 0, 0, 0, fmt.Errorf("wrk printed no request count: %s", out)
+	}
+	requests, _ = strconv.ParseUint(string(m[1]), 10, 64)
+	secs, _ = strconv.ParseFloat(string(m[2]), 64)
+	switch string(m[3]) {
+	case "ms":
+		secs /= 1000
+	case "m":
+		secs *= 60
+	}
+	if m := wrkBadRE.FindSubmatch(out); m != nil {
+		non2xx, _ = strconv.ParseUint(string(m[1]), 10, 64)
+	}
+	return requests, secs, non2xx, nil
 }
