@@ -46,6 +46,10 @@ type Config struct {
 	// a client's reads never go back in time. It applies in time and lsn
 	// mode; false is the control that shows the regressions.
 	Monotonic bool
+	// MarkCache keeps looked-up users' marks in memory, kept true by Redis
+	// pub/sub (RYW_MARK_CACHE, default true; not on a Redis Cluster).
+	// false while instances of a build before it still run.
+	MarkCache bool
 	// StaleReadsWithoutPrimary lets replicas serve stale-ok reads while the
 	// primary does not answer (RYW_STALE_READS_WITHOUT_PRIMARY, default
 	// false): availability over the risk of showing writes a failover then
@@ -168,6 +172,7 @@ func Load(getenv func(string) string) (Config, error) {
 		PollInterval:             l.duration("RYW_POLL_INTERVAL", DefaultPollInterval),
 		MaxWait:                  l.nonNegativeDuration("RYW_MAX_WAIT", 0),
 		Monotonic:                l.oneOf("RYW_MONOTONIC", "true", "true", "false") == "true",
+		MarkCache:                l.oneOf("RYW_MARK_CACHE", "true", "true", "false") == "true",
 		StaleReadsWithoutPrimary: l.oneOf("RYW_STALE_READS_WITHOUT_PRIMARY", "false", "false", "true") == "true",
 		ReplicaTimeout:           l.duration("RYW_REPLICA_TIMEOUT", DefaultReplicaTimeout),
 		PrimaryTimeout:           l.duration("RYW_PRIMARY_TIMEOUT", DefaultPrimaryTimeout),
@@ -227,6 +232,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("pollInterval", c.PollInterval),
 		slog.Duration("maxWait", c.MaxWait),
 		slog.Bool("monotonic", c.Monotonic),
+		slog.Bool("markCache", c.MarkCache),
 		slog.Bool("staleReadsWithoutPrimary", c.StaleReadsWithoutPrimary),
 		slog.Duration("replicaTimeout", c.ReplicaTimeout),
 		slog.Duration("primaryTimeout", c.PrimaryTimeout),

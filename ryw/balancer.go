@@ -50,6 +50,11 @@ type Config struct {
 	// NoMonotonicReads turns off the session floor: by default a client
 	// that sends its token back never sees its reads go back in time.
 	NoMonotonicReads bool
+	// NoMarkCache turns off the tracker's cache of users' marks (see
+	// TrackerConfig.CacheUsers): every own read then asks Redis. Turn it
+	// off while instances of a build that does not publish its writes
+	// (before the cache) still run beside this one.
+	NoMarkCache bool
 	// StaleReadsWithoutPrimary lets replicas serve stale-ok reads while the
 	// primary does not answer: availability, at the risk of showing writes
 	// that a failover then loses.
@@ -306,7 +311,11 @@ func New(ctx context.Context, cfg Config) (_ *Balancer, err error) {
 	wal := PrimaryWAL{DB: b.primary}
 	// The tracker checks every new Redis connection's server, so it is
 	// built before anything connects.
-	b.tracker = NewRedisTracker(b.redis, TrackerConfig{TTL: cfg.MarkerTTL, WAL: wal, Logger: cfg.Logger, Observe: cfg.ObserveRedis})
+	cacheUsers := 0 // the default
+	if cfg.NoMarkCache {
+		cacheUsers = -1
+	}
+	b.tracker = NewRedisTracker(b.redis, TrackerConfig{TTL: cfg.MarkerTTL, WAL: wal, Logger: cfg.Logger, Observe: cfg.ObserveRedis, CacheUsers: cacheUsers})
 	b.monitor = NewMonitor(monPrimary, monReplicas, cfg.PollInterval, cfg.Logger)
 	b.router = NewRouter(RouterConfig{
 		Mode: cfg.Mode, Window: cfg.Window, MarkerTTL: cfg.MarkerTTL, MaxWait: cfg.MaxWait,
@@ -471,11 +480,16 @@ type Stats struct {
 	// ReplayChecks is how many replay checks went to a replica: reads whose
 	// connection had not yet seen the replica replay far enough.
 	ReplayChecks int64
+	// CachedLookups is how many lookups the tracker's cache answered,
+	// and CachePings how many PINGs it sent for them (reads in flight at
+	// the same time share one).
+	CachedLookups, CachePings int64
 }
 
 // Stats returns the balancer's round-trip counters.
 func (b *Balancer) Stats() Stats {
-	return Stats{LookupPipelines: b.tracker.LookupPipelines(), ReplayChecks: ReplayChecks()}
+	hits, pings := b.tracker.CachedLookups()
+	return Stats{LookupPipelines: b.tracker.LookupPipelines(), ReplayChecks: ReplayChecks(), CachedLookups: hits, CachePings: pings}
 }
 
 // Nodes names every node a Ping can check: Primary, each replica, and
@@ -546,6 +560,9 @@ func (b *Balancer) closePools() {
 	}
 	if b.primary != nil {
 		b.primary.Close()
+	}
+	if b.tracker != nil {
+		b.tracker.Close()
 	}
 	if b.redis != nil {
 		b.redis.Close()

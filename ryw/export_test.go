@@ -8,3 +8,18 @@ func ReplicaPool(b *Balancer, name string) *sql.DB { return b.replica(name) }
 
 // PrimaryPool is the balancer's application pool for the primary.
 func PrimaryPool(b *Balancer) *sql.DB { return b.primary }
+
+// HoldMarkMessages makes the tracker's cache apply no published message
+// until hold is closed; with noBarrier, it trusts what it holds without
+// waiting for a PING (the control that shows the barrier is needed).
+func HoldMarkMessages(t *RedisTracker, hold chan struct{}, noBarrier bool) {
+	t.cache.testHold.Store(&hold)
+	t.cache.testNoBarrier.Store(noBarrier)
+}
+
+// MarkCacheLive says whether the tracker's cache trusts its subscription.
+func MarkCacheLive(t *RedisTracker) bool {
+	t.cache.mu.Lock()
+	defer t.cache.mu.Unlock()
+	return t.cache.live
+}

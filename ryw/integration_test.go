@@ -187,13 +187,21 @@ func (r *recordingReplicas) MarkDown(name string, _ error)         { r.down = na
 
 func newTracker(t testing.TB, ttl time.Duration) (*ryw.RedisTracker, redis.UniversalClient) {
 	t.Helper()
+	return newTrackerWith(t, ryw.TrackerConfig{TTL: ttl})
+}
+
+// newTrackerWith is newTracker with cfg, its WAL and logger filled in.
+func newTrackerWith(t testing.TB, cfg ryw.TrackerConfig) (*ryw.RedisTracker, redis.UniversalClient) {
+	t.Helper()
 	client, err := ryw.NewRedisClient(stack.Redis.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { client.Close() })
-	wal := ryw.PrimaryWAL{DB: openPool(t, stack.Primary.URL)}
-	return ryw.NewRedisTracker(client, ryw.TrackerConfig{TTL: ttl, WAL: wal, Logger: quiet()}), client
+	cfg.WAL, cfg.Logger = ryw.PrimaryWAL{DB: openPool(t, stack.Primary.URL)}, quiet()
+	tr := ryw.NewRedisTracker(client, cfg)
+	t.Cleanup(tr.Close)
+	return tr, client
 }
 
 // tl1 is a position on timeline 1 of a cluster.

@@ -15,20 +15,23 @@ import (
 )
 
 // BenchmarkLookup is the own-read lookup against devstack's Redis, per
-// mode: alone (one lookup per pipeline, a round trip each) and batched
-// (8 goroutines on each CPU, so that lookups share pipelines about as many
-// to one as in the API under a closed loop, 6-9). redis-µs/op is Redis's own CPU per lookup (INFO cpu). Compare
-// the modes, or two builds, in one run:
+// mode, with the tracker's cache (cached: every user was looked up before,
+// so a lookup waits for a shared PING only) and without (redis): alone (one
+// lookup at a time, a round trip each) and batched (8 goroutines on each
+// CPU, so that lookups share pipelines, or PINGs, about as many to one as
+// in the API under a closed loop, 6-9). redis-µs/op is Redis's own CPU
+// per lookup (INFO cpu). Compare the modes, or two builds, in one run:
 //
 //	go test ./ryw -run '^$' -bench Lookup -benchmem -count 8
 func BenchmarkLookup(b *testing.B) {
 	needStack(b)
-	tracker, client := newTracker(b, 10*time.Minute)
+	cached, client := newTracker(b, 10*time.Minute)
+	uncached, _ := newTrackerWith(b, ryw.TrackerConfig{TTL: 10 * time.Minute, CacheUsers: -1})
 	ctx := b.Context()
 	const users = 256
 	prefix := fmt.Sprintf("bench-lookup-%d-", seq.Add(1))
 	for i := range users {
-		if _, err := tracker.Record(ctx, fmt.Sprint(prefix, i), tl1(ryw.LSN(0x1_0000_0000+i))); err != nil {
+		if _, err := uncached.Record(ctx, fmt.Sprint(prefix, i), tl1(ryw.LSN(0x1_0000_0000+i))); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -36,39 +39,53 @@ func BenchmarkLookup(b *testing.B) {
 	for i := range names {
 		names[i] = fmt.Sprint(prefix, i)
 	}
-	for _, mode := range []string{"time", "lsn"} {
-		lookup := func(ctx context.Context, user string) error {
-			m, err := tracker.Lookup(ctx, user, mode == "time")
-			if err == nil && m.Token.IsZero() {
-				err = fmt.Errorf("%s: no token", user)
-			}
-			return err
-		}
-		b.Run(mode+"/alone", func(b *testing.B) {
-			defer redisCPU(b, client)()
-			i := 0
-			for b.Loop() {
-				if err := lookup(ctx, names[i%users]); err != nil {
+	for _, variant := range []struct {
+		name    string
+		tracker *ryw.RedisTracker
+	}{{"redis", uncached}, {"cached", cached}} {
+		for _, mode := range []string{"time", "lsn"} {
+			tracker := variant.tracker
+			for _, user := range names {
+				// Fill the cache (the batches after the fill would anyway).
+				if _, err := tracker.Lookup(ctx, user, mode == "time"); err != nil {
 					b.Fatal(err)
 				}
-				i++
 			}
-		})
-		b.Run(mode+"/batched", func(b *testing.B) {
-			defer redisCPU(b, client)()
-			var next atomic.Int64
-			before := tracker.LookupPipelines()
-			b.SetParallelism(8)
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					if err := lookup(ctx, names[next.Add(1)%users]); err != nil {
-						b.Error(err)
-						return
+			lookup := func(ctx context.Context, user string) error {
+				m, err := tracker.Lookup(ctx, user, mode == "time")
+				if err == nil && m.Token.IsZero() {
+					err = fmt.Errorf("%s: no token", user)
+				}
+				return err
+			}
+			b.Run(variant.name+"/"+mode+"/alone", func(b *testing.B) {
+				defer redisCPU(b, client)()
+				i := 0
+				for b.Loop() {
+					if err := lookup(ctx, names[i%users]); err != nil {
+						b.Fatal(err)
 					}
+					i++
 				}
 			})
-			b.ReportMetric(float64(b.N)/float64(tracker.LookupPipelines()-before), "lookups/pipeline")
-		})
+			b.Run(variant.name+"/"+mode+"/batched", func(b *testing.B) {
+				defer redisCPU(b, client)()
+				var next atomic.Int64
+				_, pings := tracker.CachedLookups()
+				before := tracker.LookupPipelines() + pings
+				b.SetParallelism(8)
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if err := lookup(ctx, names[next.Add(1)%users]); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+				_, pings = tracker.CachedLookups()
+				b.ReportMetric(float64(b.N)/float64(tracker.LookupPipelines()+pings-before), "lookups/round-trip")
+			})
+		}
 	}
 }
 

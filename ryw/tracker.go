@@ -78,6 +78,12 @@ type TrackerConfig struct {
 	// Observe, when set, is told of every Redis round trip: "lookup" or
 	// "record", how long it took, and its error. For metrics.
 	Observe func(op string, took time.Duration, err error)
+	// CacheUsers bounds how many users' marks the tracker keeps in
+	// memory between their reads (default DefaultCacheUsers; negative:
+	// no cache). A cached user's lookup asks Redis nothing of the user,
+	// only waits for a PING shared with every read in flight; Redis
+	// pub/sub keeps the cache true (see Lookup). Not on a Redis Cluster.
+	CacheUsers int
 }
 
 // RedisTracker keeps each user's marks in Redis, in two keys that live for
@@ -97,6 +103,8 @@ type RedisTracker struct {
 	logger  *slog.Logger
 	observe func(op string, took time.Duration, err error)
 	batch   *batcher
+	cache   *markCache // nil: none
+	channel string     // where records publish their user ("": nowhere)
 
 	renewals singleflight.Group
 	breaker  breaker
@@ -129,6 +137,7 @@ func NewRedisTracker(client redis.UniversalClient, cfg TrackerConfig) *RedisTrac
 	}
 	t := &RedisTracker{client: client, ttl: cfg.TTL, timeout: cfg.Timeout, wal: cfg.WAL, logger: cfg.Logger, observe: cfg.Observe,
 		batch: &batcher{client: client, timeout: cfg.Timeout}}
+	var cluster bool
 	switch c := client.(type) {
 	case *redis.Client:
 		prev := c.Options().OnConnect
@@ -145,6 +154,7 @@ func NewRedisTracker(client redis.UniversalClient, cfg TrackerConfig) *RedisTrac
 		// of them. Each new connection notes its node's run id; a lookup
 		// that finds a node its epoch does not list starts a new epoch
 		// that lists it, before it trusts any mark (see noteClusterNode).
+		cluster = true
 		t.cluster, t.unlisted = true, map[string]bool{}
 		prev := c.Options().OnConnect
 		c.Options().OnConnect = func(ctx context.Context, cn *redis.Conn) error {
@@ -156,7 +166,25 @@ func NewRedisTracker(client redis.UniversalClient, cfg TrackerConfig) *RedisTrac
 			return t.noteClusterNode(ctx, cn)
 		}
 	}
+	if !cluster {
+		// A Cluster's PUBLISH goes to every node, and a PING answers for
+		// one: no barrier, so no cache, and nothing to publish.
+		t.channel = MarksChannel
+		if cfg.CacheUsers == 0 {
+			cfg.CacheUsers = DefaultCacheUsers
+		}
+		if cfg.CacheUsers > 0 {
+			t.cache = newMarkCache(client, cfg.Timeout, cfg.CacheUsers)
+		}
+	}
 	return t
+}
+
+// Close stops the tracker's cache, if it has one. The client stays open.
+func (t *RedisTracker) Close() {
+	if t.cache != nil {
+		t.cache.close()
+	}
 }
 
 // MarkerKey is the Redis key of the time of the user's last write.
@@ -181,7 +209,9 @@ const EpochKey = "ryw:epoch"
 // within one cluster comparing strings compares (timeline, LSN): Lua
 // numbers are doubles and cannot hold every 64-bit LSN. A position of
 // another cluster is replaced; one from before marks carried a timeline
-// (16 hex digits) is compared by its LSN.
+// (16 hex digits) is compared by its LSN. It then publishes ARGV[4] (the
+// user) on channel ARGV[3], unless that is empty: in the same script, so
+// that no cache can miss a change that a lookup could see (see markCache).
 var raiseToken = redis.NewScript(`
 local cur = redis.call('GET', KEYS[1])
 local new = ARGV[1]
@@ -200,14 +230,17 @@ if replace then
 else
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
+if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return cur or ''
 `)
 
-// repairToken replaces the key's ARGV[1] with ARGV[2], keeping its TTL, and
-// returns 1; or returns 0 if it holds anything else.
+// repairToken replaces the key's ARGV[1] with ARGV[2], keeping its TTL,
+// publishes ARGV[4] on channel ARGV[3] (unless empty) and returns 1; or
+// returns 0 if it holds anything else.
 var repairToken = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+  if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
   return 1
 end
 return 0
@@ -217,7 +250,8 @@ return 0
 // UTC (so that comparing strings compares times), if that is later than
 // what it holds, and renews the TTL either way, atomically. Using Redis's
 // clock for both the mark and its age means no instance's clock is ever
-// compared with another's.
+// compared with another's. Like raiseToken, it publishes ARGV[3] on
+// channel ARGV[2] unless that is empty.
 var raiseMarker = redis.NewScript(`
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
@@ -242,16 +276,20 @@ if (not cur) or v > cur then
 else
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
 end
+if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
 return v
 `)
 
 // replaceEpoch sets KEYS[1] to ARGV[2] if it still holds ARGV[1] ("" for
 // missing), and returns what it holds afterwards: of instances that find
 // the same change at once, one renews the epoch and the others adopt it.
+// A renewal publishes "*" on channel ARGV[3] unless that is empty: caches
+// then forget every user, and look each up again under the new epoch.
 var replaceEpoch = redis.NewScript(`
 local cur = redis.call('GET', KEYS[1]) or ''
 if cur == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2])
+  if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], '*') end
   return ARGV[2]
 end
 return cur
@@ -270,6 +308,13 @@ func (t *RedisTracker) Record(ctx context.Context, userID string, token Position
 	if redis.HasErrorPrefix(err, "NOSCRIPT") {
 		// Redis restarted and forgot the scripts: send them whole.
 		prev, err = t.record(ctx, userID, token, false)
+	}
+	if t.cache != nil {
+		// Not only when the message comes back: this process's own
+		// subscription may be on another server than its record went to
+		// for a moment (a Sentinel failover), and a failed record may
+		// still have raised the marks.
+		t.cache.drop(userID)
 	}
 	t.breaker.done(err, time.Now())
 	t.observe("record", time.Since(start), err)
@@ -291,7 +336,10 @@ func (t *RedisTracker) Record(ctx context.Context, userID string, token Position
 func (t *RedisTracker) Repair(ctx context.Context, userID string, lost, to Position) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
-	n, err := repairToken.Run(ctx, t.client, []string{TokenKey(userID)}, markValue(lost), markValue(to)).Int()
+	n, err := repairToken.Run(ctx, t.client, []string{TokenKey(userID)}, markValue(lost), markValue(to), t.channel, userID).Int()
+	if t.cache != nil {
+		t.cache.drop(userID)
+	}
 	if err != nil {
 		return false, fmt.Errorf("repair the mark in redis: %w", err)
 	}
@@ -305,8 +353,8 @@ func (t *RedisTracker) record(ctx context.Context, userID string, token Position
 	if bySHA {
 		run = (*redis.Script).EvalSha
 	}
-	marker := run(raiseMarker, ctx, pipe, []string{MarkerKey(userID)}, ttl)
-	tok := run(raiseToken, ctx, pipe, []string{TokenKey(userID)}, markValue(token), ttl)
+	marker := run(raiseMarker, ctx, pipe, []string{MarkerKey(userID)}, ttl, t.channel, userID)
+	tok := run(raiseToken, ctx, pipe, []string{TokenKey(userID)}, markValue(token), ttl, t.channel, userID)
 	_, _ = pipe.Exec(ctx)
 	if err := marker.Err(); err != nil {
 		return "", err
@@ -322,7 +370,29 @@ func (t *RedisTracker) record(ctx context.Context, userID string, token Position
 // to everything the primary had written when the loss was found. Redis's
 // clock is read whatever the mode: a clock that jumped forward expired
 // marks early, which is a loss too.
+//
+// With a cache (TrackerConfig.CacheUsers), a user looked up before is
+// answered from memory once a PING sent after the call has come back on
+// the cache's subscription: every record publishes its user there, in the
+// script that raises the marks, so by then every write acknowledged before
+// the call has dropped the user from the cache (see markCache). Losing the
+// subscription empties the cache.
 func (t *RedisTracker) Lookup(ctx context.Context, userID string, withTime bool) (Marks, error) {
+	var tk ticket
+	if t.cache != nil {
+		if e, ok := t.cache.get(ctx, userID, withTime); ok {
+			m := Marks{Token: e.token}
+			if withTime && !e.at.IsZero() {
+				m.WrittenAt = e.at
+				m.Age = e.redisNow.Add(time.Since(e.readAt)).Sub(e.at)
+			}
+			t.mu.Lock()
+			m.Floor, m.Unreliable = t.floor, t.evicting
+			t.mu.Unlock()
+			return m, nil
+		}
+		tk = t.cache.take(userID)
+	}
 	if !t.breaker.allow(time.Now()) {
 		t.observe("lookup", 0, ErrTrackerShedding)
 		return Marks{}, ErrTrackerShedding
@@ -380,7 +450,23 @@ func (t *RedisTracker) Lookup(ctx context.Context, userID string, withTime bool)
 	t.mu.Lock()
 	m.Unreliable = t.evicting
 	t.mu.Unlock()
+	if t.cache != nil {
+		// answered is after Redis read its clock: ages computed from it
+		// later are, if anything, short, which keeps time mode's window
+		// open longer, never shorter.
+		t.cache.put(userID, tk, cachedMarks{token: m.Token, at: m.WrittenAt, withTime: withTime, redisNow: raw.now, readAt: answered})
+	}
 	return m, nil
+}
+
+// CachedLookups is how many lookups the cache answered, and how many
+// PINGs it sent for them and for the lookups it then left to Redis (see
+// TrackerConfig.CacheUsers).
+func (t *RedisTracker) CachedLookups() (hits, pings int64) {
+	if t.cache == nil {
+		return 0, 0
+	}
+	return t.cache.hits.Load(), t.cache.pings.Load()
 }
 
 // LookupPipelines is how many pipelines lookups have sent: fewer than
@@ -571,7 +657,7 @@ func (t *RedisTracker) renew(ctx context.Context, c scripter, old, runID string)
 		runID = "-"
 	}
 	fresh := fmt.Sprintf("%s %016X %s", runID, uint64(floor), hex.EncodeToString(random[:]))
-	epoch, err := replaceEpoch.Run(ctx, c, []string{EpochKey}, old, fresh).Text()
+	epoch, err := replaceEpoch.Run(ctx, c, []string{EpochKey}, old, fresh, t.channel).Text()
 	if err != nil {
 		return "", fmt.Errorf("renew the epoch in redis: %w", err)
 	}
@@ -617,6 +703,9 @@ func (t *RedisTracker) checkServer(ctx context.Context, cn *redis.Conn) error {
 	}
 	t.noteEviction(fields["maxmemory"], fields["maxmemory_policy"])
 	runID := fields["run_id"]
+	if t.cache != nil {
+		t.cache.noteServer(ctx, runID)
+	}
 	epoch, err := cn.Get(ctx, EpochKey).Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("redis GET %s on connect: %w", EpochKey, err)

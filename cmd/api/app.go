@@ -69,7 +69,7 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 	a.rw, err = ryw.New(ctx, ryw.Config{
 		Primary: cfg.DatabaseURL, Replicas: replicas, Redis: cfg.RedisURL,
 		Mode: cfg.Mode, Window: cfg.Window, MarkerTTL: cfg.MarkerTTL, MaxWait: cfg.MaxWait,
-		NoMonotonicReads: !cfg.Monotonic, StaleReadsWithoutPrimary: cfg.StaleReadsWithoutPrimary,
+		NoMonotonicReads: !cfg.Monotonic, NoMarkCache: !cfg.MarkCache, StaleReadsWithoutPrimary: cfg.StaleReadsWithoutPrimary,
 		TokenKey:       []byte(cfg.TokenKey),
 		PrimaryTimeout: cfg.PrimaryTimeout, ReplicaTimeout: cfg.ReplicaTimeout, PollInterval: cfg.PollInterval,
 		Pooler: cfg.RywPooler(),

@@ -1,0 +1,174 @@
+package ryw_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ryw-go/ryw/ryw"
+)
+
+// waitLive waits until the tracker's cache has its subscription confirmed.
+func waitLive(t *testing.T, tr *ryw.RedisTracker) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !ryw.MarkCacheLive(tr) {
+		if time.Now().After(deadline) {
+			t.Fatal("the mark cache's subscription was not confirmed within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Two instances: a writes nothing and looks users up, b records their
+// writes. Every lookup on a made after b's Record returned shows the
+// write, though a answers most lookups from its cache: the cached entry is
+// dropped by the published record, and a trusts an entry only after a PING
+// that left after the lookup began.
+func TestMarkCacheShowsEveryWriteAcknowledgedBeforeTheLookup(t *testing.T) {
+	needStack(t)
+	ctx := t.Context()
+	reader, _ := newTracker(t, 10*time.Minute)
+	writer, _ := newTracker(t, 10*time.Minute)
+	waitLive(t, reader)
+	prefix := fmt.Sprintf("cache-%d-", seq.Add(1))
+	const users, rounds = 40, 15
+	var wg sync.WaitGroup
+	errs := make(chan error, users*rounds*2)
+	for u := range users {
+		wg.Go(func() {
+			user := fmt.Sprint(prefix, u)
+			withTime := u%2 == 0
+			var want ryw.LSN
+			for r := range rounds {
+				// Twice: the second is answered from the cache.
+				for range 2 {
+					m, err := reader.Lookup(ctx, user, withTime)
+					if err != nil || m.Token.LSN != want || (withTime && want != 0 && m.WrittenAt.IsZero()) {
+						errs <- fmt.Errorf("%s before write %d: Lookup = %+v, %v; want token %s", user, r, m, err, want)
+					}
+				}
+				want = ryw.LSN(0x1_0000_0000 + r*1000 + u)
+				if _, err := writer.Record(ctx, user, tl1(want)); err != nil {
+					errs <- err
+					return
+				}
+				m, err := reader.Lookup(ctx, user, withTime)
+				if err != nil || m.Token.LSN != want || (withTime && m.WrittenAt.IsZero()) {
+					errs <- fmt.Errorf("%s right after write %d: Lookup = %+v, %v; want token %s", user, r, m, err, want)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	hits, pings := reader.CachedLookups()
+	// Of 3 lookups per round, the second is cached (the first too, from
+	// the second round on); the one right after a write is not.
+	if min := int64(users * rounds); hits < min {
+		t.Errorf("the cache answered %d lookups of %d; want at least %d", hits, users*rounds*3, min)
+	}
+	t.Logf("%d lookups, %d answered from the cache, %d PINGs", users*rounds*3, hits, pings)
+}
+
+// The control: with the published records held back, a cache that trusts
+// its entries without the PING shows a user no write after one was
+// acknowledged; with the PING it does not, since the PING's answer comes
+// behind the held message (the lookup then asks Redis).
+func TestMarkCacheWithoutTheBarrierWouldServeStaleMarks(t *testing.T) {
+	needStack(t)
+	ctx := t.Context()
+	reader, _ := newTracker(t, 10*time.Minute)
+	writer, _ := newTracker(t, 10*time.Minute)
+	waitLive(t, reader)
+	user := fmt.Sprintf("cache-control-%d", seq.Add(1))
+	for range 2 {
+		if m, err := reader.Lookup(ctx, user, false); err != nil || m.HasWrite() {
+			t.Fatalf("Lookup of a user who never wrote = %+v, %v", m, err)
+		}
+	}
+	if hits, _ := reader.CachedLookups(); hits != 1 {
+		t.Fatalf("the second lookup was not answered from the cache (hits %d)", hits)
+	}
+	hold := make(chan struct{})
+	defer func() {
+		select {
+		case <-hold:
+		default:
+			close(hold)
+		}
+	}()
+	ryw.HoldMarkMessages(reader, hold, true)
+	want := tl1(0x2_0000_0001)
+	if _, err := writer.Record(ctx, user, want); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := reader.Lookup(ctx, user, false); err != nil || m.Token == want {
+		t.Fatalf("control: without the barrier, Lookup = %+v, %v; want the stale cached entry (no write)", m, err)
+	}
+	ryw.HoldMarkMessages(reader, hold, false)
+	if m, err := reader.Lookup(ctx, user, false); err != nil || m.Token != want {
+		t.Fatalf("with the barrier, Lookup = %+v, %v; want token %s", m, err, want)
+	}
+	close(hold)
+}
+
+// Redis restarted empty: the cache is emptied with its subscription, so a
+// user it held as having no write is looked up again, and held to the new
+// epoch's floor, which covers a write acknowledged while Redis was down.
+func TestMarkCacheForgetsEverythingWhenRedisRestarts(t *testing.T) {
+	needStack(t)
+	ctx := t.Context()
+	tracker, _ := newTracker(t, 10*time.Minute)
+	waitLive(t, tracker)
+	user := fmt.Sprintf("cache-restart-%d", seq.Add(1))
+	for range 2 {
+		if _, err := tracker.Lookup(ctx, user, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hits, _ := tracker.CachedLookups()
+	if hits == 0 {
+		t.Fatal("the second lookup was not answered from the cache")
+	}
+	stack.Redis.StopForTest(t)
+	// A write acknowledged while Redis is down (its record failed).
+	db := openPool(t, stack.Primary.URL)
+	var text string
+	if err := db.QueryRowContext(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&text); err != nil {
+		t.Fatal(err)
+	}
+	written, err := ryw.ParseLSN(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stack.Redis.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var m ryw.Marks
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var err error
+		lookup, cancel := context.WithTimeout(ctx, 2*time.Second)
+		m, err = tracker.Lookup(lookup, user, false)
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Lookup after Redis restarted: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if after, _ := tracker.CachedLookups(); after != hits {
+		t.Errorf("a lookup after Redis restarted was answered from the cache (%d hits, %d before)", after, hits)
+	}
+	if m.Floor < written {
+		t.Errorf("after Redis restarted empty, Lookup = %+v; want a floor at or past %s, written while Redis was down", m, written)
+	}
+}
