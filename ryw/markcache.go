@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"hash/maphash"
+	"log/slog"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -49,6 +51,7 @@ var errNotLive = errors.New("mark cache: subscription not live")
 type markCache struct {
 	client  redis.UniversalClient
 	timeout time.Duration
+	logger  *slog.Logger
 	max     int
 	seed    maphash.Seed
 	shards  [cacheShards]cacheShard
@@ -101,8 +104,8 @@ type pingRound struct {
 	err  error
 }
 
-func newMarkCache(client redis.UniversalClient, timeout time.Duration, max int) *markCache {
-	c := &markCache{client: client, timeout: timeout, max: max, seed: maphash.MakeSeed(),
+func newMarkCache(client redis.UniversalClient, timeout time.Duration, max int, logger *slog.Logger) *markCache {
+	c := &markCache{client: client, timeout: timeout, logger: logger, max: max, seed: maphash.MakeSeed(),
 		kick: make(chan struct{}, 1), stop: make(chan struct{})}
 	for i := range c.shards {
 		c.shards[i].m = map[string]cachedMarks{}
@@ -276,6 +279,9 @@ func (c *markCache) pinger() {
 		case <-c.kick:
 		}
 		for {
+			// Let the goroutines that are ready to run go first: under
+			// load, some are about to wait too, and join this PING.
+			runtime.Gosched()
 			c.mu.Lock()
 			r, ps := c.waiting, c.ps
 			if r == nil || ps == nil || c.inflight != nil {
@@ -350,6 +356,7 @@ func (c *markCache) receive() {
 	defer c.done.Done()
 	ctx := context.WithValue(context.Background(), subConn{}, true)
 	backoff := 10 * time.Millisecond
+	said := false // the current failure was logged
 	for {
 		ps := c.client.Subscribe(ctx)
 		c.mu.Lock()
@@ -366,10 +373,20 @@ func (c *markCache) receive() {
 			if msg, err = ps.Receive(ctx); err != nil {
 				break
 			}
-			c.apply(msg)
+			if c.apply(msg) && said {
+				c.logger.Info("redis: the mark cache is subscribed again")
+				said = false
+			}
 			backoff = 10 * time.Millisecond
 		}
 		c.lose(err)
+		c.mu.Lock()
+		closed := c.closed
+		c.mu.Unlock()
+		if !said && !closed {
+			c.logger.Warn("redis: the mark cache lost its subscription; own-write reads ask Redis until it is back", "err", err)
+			said = true
+		}
 		_ = ps.Close()
 		select {
 		case <-c.stop:
@@ -380,7 +397,9 @@ func (c *markCache) receive() {
 	}
 }
 
-func (c *markCache) apply(msg any) {
+// apply handles one message, and reports whether it confirmed a
+// subscription.
+func (c *markCache) apply(msg any) bool {
 	switch m := msg.(type) {
 	case *redis.Subscription:
 		// Confirmed (again): a new subscription, since whatever came
@@ -390,6 +409,7 @@ func (c *markCache) apply(msg any) {
 			c.mu.Lock()
 			c.live = true
 			c.mu.Unlock()
+			return true
 		}
 	case *redis.Message:
 		if hold := c.testHold.Load(); hold != nil {
@@ -418,6 +438,7 @@ func (c *markCache) apply(msg any) {
 		default:
 		}
 	}
+	return false
 }
 
 // close stops the cache's goroutines.

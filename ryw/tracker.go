@@ -174,7 +174,7 @@ func NewRedisTracker(client redis.UniversalClient, cfg TrackerConfig) *RedisTrac
 			cfg.CacheUsers = DefaultCacheUsers
 		}
 		if cfg.CacheUsers > 0 {
-			t.cache = newMarkCache(client, cfg.Timeout, cfg.CacheUsers)
+			t.cache = newMarkCache(client, cfg.Timeout, cfg.CacheUsers, cfg.Logger)
 		}
 	}
 	return t
