@@ -294,6 +294,7 @@ type result struct {
 	lostFinal    int // users whose last acknowledged, not lost, version is not on the primary at the end
 	divergent    int // reads after a promotion that showed lost data, or came from a diverged replica
 	elapsed      time.Duration
+	p99          time.Duration // of every request's answer (or failure)
 	faults       map[string]int
 	reasons      map[string]int
 	problems     []string
@@ -470,8 +471,10 @@ func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options,
 		}
 	}
 	res.ops, res.status5xx, res.unavailable, res.otherErrors = int(h.ops.Load()), 0, 0, 0
+	var took []time.Duration
 	for _, u := range users {
 		for _, e := range u.events {
+			took = append(took, e.end.Sub(e.start))
 			if e.acked() {
 				res.writes++
 			}
@@ -486,6 +489,10 @@ func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options,
 				res.problem("%s via %s: %d %v", e.kind, e.api, e.status, e.err)
 			}
 		}
+	}
+	if len(took) > 0 {
+		slices.Sort(took)
+		res.p99 = took[len(took)*99/100]
 	}
 	return res, ctx.Err()
 }
@@ -1167,15 +1174,19 @@ func render(results []result, o options) string {
 		}
 		fmt.Fprintf(&b, "Failover, with %s: a random replica's replay paused 0-2 s again and again; a third of the way through, replica2 and then replica1 are cut off from the primary over %s, the primary is killed, %s is promoted and the others re-pointed. A stack per mode.\n\n", quorum, o.partition, promote)
 	}
-	fmt.Fprintln(&b, "| mode | requests | acknowledged writes | own-write reads | served by replicas | RYW violations | session reads | monotonic regressions | 5xx | other errors | missing at the end | time |")
-	fmt.Fprintln(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(&b, "| mode | requests | acknowledged writes | own-write reads | served by replicas | RYW violations | session reads | monotonic regressions | 5xx | other errors | missing at the end | time | requests/s | p99 |")
+	fmt.Fprintln(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range results {
 		share := 0.0
 		if r.ownReads > 0 {
 			share = 100 * float64(r.replicaReads) / float64(r.ownReads)
 		}
-		fmt.Fprintf(&b, "| %s | %d | %d | %d | %.1f%% | %d | %d | %d | %d | %d | %d | %.0f s |\n", r.mode, r.ops, r.writes, r.ownReads, share,
-			r.violations, r.sessionReads, r.regressions, r.status5xx, r.otherErrors, r.lostFinal, r.elapsed.Seconds())
+		rate := 0.0
+		if r.elapsed > 0 {
+			rate = float64(r.ops) / r.elapsed.Seconds()
+		}
+		fmt.Fprintf(&b, "| %s | %d | %d | %d | %.1f%% | %d | %d | %d | %d | %d | %d | %.0f s | %.0f | %.0f ms |\n", r.mode, r.ops, r.writes, r.ownReads, share,
+			r.violations, r.sessionReads, r.regressions, r.status5xx, r.otherErrors, r.lostFinal, r.elapsed.Seconds(), rate, float64(r.p99.Microseconds())/1000)
 	}
 	if o.scenario == "failover" {
 		fmt.Fprintln(&b, "\n| mode | promoted | diverged | promotion (and re-pointing) took | acknowledged writes lost | users who lost one | counted by the instances (for certain) | reads of lost or diverged data after it | 503 during it | writes after it |")
