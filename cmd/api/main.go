@@ -22,15 +22,26 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/redis/go-redis/v9"
 )
 
+// defaultGCPercent is the API's GOGC unless the environment sets one.
+const defaultGCPercent = 200
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	redis.SetLogger(quietRedis{})
+	if os.Getenv("GOGC") == "" {
+		// Under many concurrent requests the collector ran for 5-8% of
+		// the CPU (docs/PROFILING.md, "Overload"); the live heap is tens of
+		// megabytes, so letting it grow to three times that before each
+		// cycle is cheap. GOGC, when set, is the runtime's own.
+		debug.SetGCPercent(defaultGCPercent)
+	}
 	logs := newLogWriter(os.Stderr)
 	err := run(ctx, os.Getenv, logs)
 	logs.Close()
