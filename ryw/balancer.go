@@ -481,15 +481,15 @@ type Stats struct {
 	// connection had not yet seen the replica replay far enough.
 	ReplayChecks int64
 	// CachedLookups is how many lookups the tracker's cache answered,
-	// and CachePings how many PINGs it sent for them (reads in flight at
+	// and CacheBarriers how many barriers it published for them (reads in flight at
 	// the same time share one).
-	CachedLookups, CachePings int64
+	CachedLookups, CacheBarriers int64
 }
 
 // Stats returns the balancer's round-trip counters.
 func (b *Balancer) Stats() Stats {
-	hits, pings := b.tracker.CachedLookups()
-	return Stats{LookupPipelines: b.tracker.LookupPipelines(), ReplayChecks: ReplayChecks(), CachedLookups: hits, CachePings: pings}
+	hits, barriers := b.tracker.CachedLookups()
+	return Stats{LookupPipelines: b.tracker.LookupPipelines(), ReplayChecks: ReplayChecks(), CachedLookups: hits, CacheBarriers: barriers}
 }
 
 // Nodes names every node a Ping can check: Primary, each replica, and

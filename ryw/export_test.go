@@ -1,6 +1,9 @@
 package ryw
 
-import "database/sql"
+import (
+	"context"
+	"database/sql"
+)
 
 // ReplicaPool is the balancer's application pool for the replica name
 // (nil if none), for tests that fill it.
@@ -11,9 +14,13 @@ func PrimaryPool(b *Balancer) *sql.DB { return b.primary }
 
 // HoldMarkMessages makes the tracker's cache apply no published message
 // until hold is closed; with noBarrier, it trusts what it holds without
-// waiting for a PING (the control that shows the barrier is needed).
+// waiting for a barrier (the control that shows the barrier is needed).
 func HoldMarkMessages(t *RedisTracker, hold chan struct{}, noBarrier bool) {
-	t.cache.testHold.Store(&hold)
+	if hold == nil {
+		t.cache.testHold.Store(nil)
+	} else {
+		t.cache.testHold.Store(&hold)
+	}
 	t.cache.testNoBarrier.Store(noBarrier)
 }
 
@@ -23,3 +30,7 @@ func MarkCacheLive(t *RedisTracker) bool {
 	defer t.cache.mu.Unlock()
 	return t.cache.live
 }
+
+// IsSubscription says whether a Redis dial or command is the mark
+// cache's subscription's, for tests that send it elsewhere.
+func IsSubscription(ctx context.Context) bool { return ctx.Value(subConn{}) != nil }

@@ -16,9 +16,9 @@ import (
 
 // BenchmarkLookup is the own-read lookup against devstack's Redis, per
 // mode, with the tracker's cache (cached: every user was looked up before,
-// so a lookup waits for a shared PING only) and without (redis): alone (one
+// so a lookup waits for a shared barrier only) and without (redis): alone (one
 // lookup at a time, a round trip each) and batched (8 goroutines on each
-// CPU, so that lookups share pipelines, or PINGs, about as many to one as
+// CPU, so that lookups share pipelines, or barriers, about as many to one as
 // in the API under a closed loop, 6-9). redis-µs/op is Redis's own CPU
 // per lookup (INFO cpu). Compare the modes, or two builds, in one run:
 //
@@ -71,8 +71,8 @@ func BenchmarkLookup(b *testing.B) {
 			b.Run(variant.name+"/"+mode+"/batched", func(b *testing.B) {
 				defer redisCPU(b, client)()
 				var next atomic.Int64
-				_, pings := tracker.CachedLookups()
-				before := tracker.LookupPipelines() + pings
+				_, barriers := tracker.CachedLookups()
+				before := tracker.LookupPipelines() + barriers
 				b.SetParallelism(8)
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
@@ -82,8 +82,8 @@ func BenchmarkLookup(b *testing.B) {
 						}
 					}
 				})
-				_, pings = tracker.CachedLookups()
-				b.ReportMetric(float64(b.N)/float64(tracker.LookupPipelines()+pings-before), "lookups/round-trip")
+				_, barriers = tracker.CachedLookups()
+				b.ReportMetric(float64(b.N)/float64(tracker.LookupPipelines()+barriers-before), "lookups/round-trip")
 			})
 		}
 	}

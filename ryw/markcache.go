@@ -2,6 +2,8 @@ package ryw
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"hash/maphash"
 	"log/slog"
@@ -32,15 +34,21 @@ var errNotLive = errors.New("mark cache: subscription not live")
 // script that raises the marks, and the cache drops the user when the
 // message arrives.
 //
-// A cached entry is trusted only after a barrier: a PING sent on the
-// subscription's connection after the read began, and answered. Redis
-// writes a published message into each subscriber's connection when the
-// PUBLISH runs, and the PING's answer after it, on the same connection, in
-// order. So once the answer is back, every write acknowledged before the
-// read began (its record ran before the PING) has already dropped its
-// user's entry. One PING serves every read that waited for it: under load
-// that is one short round trip for many reads, where a lookup was one key
-// (or two) per read, parsed on both sides.
+// A cached entry is trusted only after a barrier: a message this process
+// publishes, through the client's ordinary connections, after the read
+// began, on a channel of its own that its subscription also listens to,
+// and that has come back on the subscription. The barrier goes where the
+// records go (the server the client's connections reach, which after a
+// Sentinel failover is not the one an old subscription listens to), and
+// Redis writes a published message into each subscriber's connection when
+// the PUBLISH runs, in order. So once the barrier's message is back, every
+// write acknowledged before the read began (its record, on that server,
+// ran before the barrier's PUBLISH) has already dropped its user's entry.
+// One barrier serves every read that waited for it: under load that is one
+// short round trip for many reads, where a lookup was one key (or two) per
+// read, parsed on both sides. A subscription on another server never sees
+// the barrier: Redis answers the PUBLISH with no subscriber, or nothing
+// arrives within the timeout, and the subscription starts over.
 //
 // Whatever breaks the subscription (a restart, a failover, a dropped or
 // hung connection, a reconnect) empties the cache and stops trusting it
@@ -49,29 +57,32 @@ var errNotLive = errors.New("mark cache: subscription not live")
 // shard arrived while its lookup was out, so a lookup that raced a write
 // cannot put the older marks back.
 type markCache struct {
-	client  redis.UniversalClient
+	client  *redis.Client
 	timeout time.Duration
 	logger  *slog.Logger
 	max     int
 	seed    maphash.Seed
 	shards  [cacheShards]cacheShard
+	// barrierChannel is this process's own channel: its barriers come
+	// back on it, and no other process's go there.
+	barrierChannel string
 
-	hits, pings atomic.Int64
+	hits, barriers atomic.Int64
 
 	// For tests: messages wait for testHold to close before they apply,
-	// and testNoBarrier trusts entries without a PING (the control).
+	// and testNoBarrier trusts entries without a barrier (the control).
 	testHold      atomic.Pointer[chan struct{}]
 	testNoBarrier atomic.Bool
 
-	mu       sync.Mutex
-	server   string // the run id of the subscription's server
-	gen      uint64 // bumped on every loss of the subscription
-	live     bool   // the subscription of gen is confirmed
-	ps       *redis.PubSub
-	waiting  *pingRound // joined by reads; sent by the pinger
-	inflight *pingRound // sent, not answered
-	nextPing uint64
-	closed   bool
+	mu          sync.Mutex
+	server      string // the run id of the subscription's server, if known
+	gen         uint64 // bumped on every loss of the subscription
+	live        bool   // the subscription of gen is confirmed
+	ps          *redis.PubSub
+	waiting     *barrierRound // joined by reads; sent by publishBarriers
+	inflight    *barrierRound // sent, not answered
+	nextBarrier uint64
+	closed      bool
 
 	kick chan struct{}
 	stop chan struct{}
@@ -98,22 +109,30 @@ type cachedMarks struct {
 	readAt   time.Time // ... and this process's (monotonic), for Age
 }
 
-type pingRound struct {
+type barrierRound struct {
 	id   uint64
 	done chan struct{}
 	err  error
 }
 
-func newMarkCache(client redis.UniversalClient, timeout time.Duration, max int, logger *slog.Logger) *markCache {
+func newMarkCache(client *redis.Client, timeout time.Duration, max int, logger *slog.Logger) *markCache {
+	var id [8]byte
+	_, _ = rand.Read(id[:])
 	c := &markCache{client: client, timeout: timeout, logger: logger, max: max, seed: maphash.MakeSeed(),
-		kick: make(chan struct{}, 1), stop: make(chan struct{})}
+		barrierChannel: MarksChannel + ":barrier:" + hex.EncodeToString(id[:]),
+		kick:           make(chan struct{}, 1), stop: make(chan struct{})}
 	for i := range c.shards {
 		c.shards[i].m = map[string]cachedMarks{}
 	}
+	return c
+}
+
+// start subscribes and starts answering barriers, once the cache is where
+// the tracker's connection checks (noteServer) find it.
+func (c *markCache) start() {
 	c.done.Add(2)
 	go c.receive()
-	go c.pinger()
-	return c
+	go c.publishBarriers()
 }
 
 func (c *markCache) shard(user string) *cacheShard {
@@ -131,7 +150,11 @@ func (c *markCache) get(ctx context.Context, user string, withTime bool) (cached
 		return cachedMarks{}, false
 	}
 	if !c.testNoBarrier.Load() {
-		if err := c.barrier(ctx); err != nil {
+		// Bounded by the tracker's timeout, whatever the caller's.
+		ctx, cancel := context.WithTimeout(ctx, c.timeout)
+		err := c.barrier(ctx)
+		cancel()
+		if err != nil {
 			return cachedMarks{}, false
 		}
 	}
@@ -189,7 +212,7 @@ func (c *markCache) put(user string, tk ticket, e cachedMarks) {
 	if len(s.m) >= c.max/cacheShards+1 {
 		// Full: drop an eighth, whichever the map gives first. A dropped
 		// user is looked up again; nothing is lost.
-		n := len(s.m) / 8
+		n := max(1, len(s.m)/8)
 		for k := range s.m {
 			if n == 0 {
 				break
@@ -222,13 +245,18 @@ func (c *markCache) clear() {
 	}
 }
 
-// lose ends the current subscription's trust: the cache is emptied, and
-// every barrier waiting fails (its reads look up instead).
-func (c *markCache) lose(err error) {
+// lose ends the trust in the subscription of generation gen, if it is
+// still the current one: the cache is emptied, and every barrier waiting
+// fails (its reads look up instead).
+func (c *markCache) lose(gen uint64, err error) {
 	c.mu.Lock()
+	if gen != c.gen {
+		c.mu.Unlock()
+		return // already lost
+	}
 	c.gen++
 	c.live = false
-	rounds := []*pingRound{c.waiting, c.inflight}
+	rounds := []*barrierRound{c.waiting, c.inflight}
 	c.waiting, c.inflight = nil, nil
 	c.mu.Unlock()
 	c.clear()
@@ -240,8 +268,8 @@ func (c *markCache) lose(err error) {
 	}
 }
 
-// barrier returns once a PING sent after it was called has been answered
-// on the subscription, with every message before it applied.
+// barrier returns once a message published after it was called has come
+// back on the subscription, with every message before it applied.
 func (c *markCache) barrier(ctx context.Context) error {
 	c.mu.Lock()
 	if !c.live {
@@ -250,7 +278,7 @@ func (c *markCache) barrier(ctx context.Context) error {
 	}
 	r := c.waiting
 	if r == nil {
-		r = &pingRound{done: make(chan struct{})}
+		r = &barrierRound{done: make(chan struct{})}
 		c.waiting = r
 	}
 	c.mu.Unlock()
@@ -266,9 +294,9 @@ func (c *markCache) barrier(ctx context.Context) error {
 	}
 }
 
-// pinger sends one PING at a time for the reads that wait: those that
-// come while one is out share the next.
-func (c *markCache) pinger() {
+// publishBarriers publishes one barrier at a time for the reads that wait: those
+// that come while one is out share the next.
+func (c *markCache) publishBarriers() {
 	defer c.done.Done()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -280,34 +308,41 @@ func (c *markCache) pinger() {
 		}
 		for {
 			// Let the goroutines that are ready to run go first: under
-			// load, some are about to wait too, and join this PING.
+			// load, some are about to wait too, and join this barrier.
 			runtime.Gosched()
 			c.mu.Lock()
-			r, ps := c.waiting, c.ps
-			if r == nil || ps == nil || c.inflight != nil {
+			r, ps, gen := c.waiting, c.ps, c.gen
+			if r == nil || ps == nil || !c.live || c.inflight != nil {
 				c.mu.Unlock()
 				break
 			}
 			c.waiting, c.inflight = nil, r
-			c.nextPing++
-			r.id = c.nextPing
+			c.nextBarrier++
+			r.id = c.nextBarrier
 			c.mu.Unlock()
-			c.pings.Add(1)
-			ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), subConn{}, true), c.timeout)
-			err := ps.Ping(ctx, strconv.FormatUint(r.id, 10))
+			c.barriers.Add(1)
+			timer.Reset(c.timeout)
+			ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+			heard, err := c.client.Publish(ctx, c.barrierChannel, strconv.FormatUint(r.id, 10)).Result()
 			cancel()
+			if err == nil && heard == 0 {
+				// Redis knows no subscriber: the subscription is on
+				// another server than the client's connections.
+				err = errors.New("mark cache: the barrier reached no subscriber (the subscription is on another server)")
+			}
 			if err != nil {
-				c.fail(ps, err)
+				timer.Stop()
+				c.fail(ps, gen, err)
 				continue
 			}
-			timer.Reset(c.timeout)
 			select {
 			case <-r.done:
 				timer.Stop()
 			case <-timer.C:
-				// Redis hangs, or the connection does: trust nothing
-				// until a new subscription is confirmed.
-				c.fail(ps, errors.New("mark cache: no answer to PING within the timeout"))
+				// Redis hangs, or the connection does, or the
+				// subscription is elsewhere: trust nothing until a new
+				// subscription is confirmed.
+				c.fail(ps, gen, errors.New("mark cache: the barrier did not come back within the timeout"))
 			case <-c.stop:
 				return
 			}
@@ -315,9 +350,18 @@ func (c *markCache) pinger() {
 	}
 }
 
-// fail gives up on ps: closing it makes the receiver start another.
-func (c *markCache) fail(ps *redis.PubSub, err error) {
-	c.lose(err)
+// fail gives up on ps, if it is still the subscription of gen: the cache
+// is emptied, and closing ps makes the receiver start another.
+func (c *markCache) fail(ps *redis.PubSub, gen uint64, err error) {
+	c.mu.Lock()
+	current := c.ps == ps
+	if current {
+		c.ps = nil // the receiver never confirms it again
+	}
+	c.mu.Unlock()
+	if current {
+		c.lose(gen, err)
+	}
 	_ = ps.Close()
 }
 
@@ -328,13 +372,13 @@ type subConn struct{}
 // noteServer is told the run id of every new connection's server. The
 // subscription's is kept; any other connection that finds another server
 // means the records may now go where the subscription does not listen
-// (a Sentinel failover moves the pool at once, and a subscription only
-// when the old master is reconfigured): the subscription starts over,
-// and the cache is trusted again only once it is confirmed, on the
-// server the client now dials.
+// (a Sentinel failover moves the client's pool at once, and a
+// subscription only when the old master is reconfigured): the
+// subscription starts over at once, rather than when its next barrier
+// fails to come back.
 func (c *markCache) noteServer(ctx context.Context, runID string) {
 	if runID == "" {
-		return // INFO refused: a restart still drops every connection
+		return // INFO refused: the barrier still finds a subscription elsewhere
 	}
 	c.mu.Lock()
 	if ctx.Value(subConn{}) != nil {
@@ -343,10 +387,13 @@ func (c *markCache) noteServer(ctx context.Context, runID string) {
 		return
 	}
 	moved := c.server != "" && c.server != runID
-	ps := c.ps
+	ps, gen := c.ps, c.gen
+	if moved {
+		c.server = "" // the next subscription reports its own
+	}
 	c.mu.Unlock()
 	if moved && ps != nil {
-		c.fail(ps, errors.New("mark cache: the subscription is on another server than new connections"))
+		c.fail(ps, gen, errors.New("mark cache: the subscription is on another server than new connections"))
 	}
 }
 
@@ -366,20 +413,24 @@ func (c *markCache) receive() {
 			return
 		}
 		c.ps = ps
+		gen := c.gen
 		c.mu.Unlock()
-		err := ps.Subscribe(ctx, MarksChannel)
+		err := ps.Subscribe(ctx, MarksChannel, c.barrierChannel)
 		for err == nil {
 			var msg any
 			if msg, err = ps.Receive(ctx); err != nil {
 				break
 			}
-			if c.apply(msg) && said {
-				c.logger.Info("redis: the mark cache is subscribed again")
-				said = false
+			if confirmed, g := c.apply(ps, msg); confirmed {
+				gen = g
+				if said {
+					c.logger.Info("redis: the mark cache is subscribed again")
+					said = false
+				}
 			}
 			backoff = 10 * time.Millisecond
 		}
-		c.lose(err)
+		c.fail(ps, gen, err)
 		c.mu.Lock()
 		closed := c.closed
 		c.mu.Unlock()
@@ -387,7 +438,6 @@ func (c *markCache) receive() {
 			c.logger.Warn("redis: the mark cache lost its subscription; own-write reads ask Redis until it is back", "err", err)
 			said = true
 		}
-		_ = ps.Close()
 		select {
 		case <-c.stop:
 			return
@@ -397,21 +447,41 @@ func (c *markCache) receive() {
 	}
 }
 
-// apply handles one message, and reports whether it confirmed a
-// subscription.
-func (c *markCache) apply(msg any) bool {
+// apply handles one message of ps, and reports whether it confirmed the
+// subscription, and the generation it then started.
+func (c *markCache) apply(ps *redis.PubSub, msg any) (bool, uint64) {
 	switch m := msg.(type) {
 	case *redis.Subscription:
-		// Confirmed (again): a new subscription, since whatever came
-		// before it may have missed messages.
-		if m.Kind == "subscribe" && m.Channel == MarksChannel {
-			c.lose(errNotLive)
-			c.mu.Lock()
-			c.live = true
-			c.mu.Unlock()
-			return true
+		// Confirmed (again, if go-redis reconnected on its own): a new
+		// generation, since whatever came before may have missed
+		// messages. The barrier channel is confirmed in the same reply.
+		if m.Kind != "subscribe" || m.Channel != MarksChannel {
+			break
 		}
+		c.mu.Lock()
+		if c.ps != ps {
+			c.mu.Unlock() // failed meanwhile: about to be closed
+			break
+		}
+		c.gen++
+		c.live = true
+		gen := c.gen
+		rounds := []*barrierRound{c.waiting, c.inflight}
+		c.waiting, c.inflight = nil, nil
+		c.mu.Unlock()
+		c.clear()
+		for _, r := range rounds {
+			if r != nil {
+				r.err = errNotLive
+				close(r.done)
+			}
+		}
+		return true, gen
 	case *redis.Message:
+		if m.Channel == c.barrierChannel {
+			c.answered(m.Payload)
+			break
+		}
 		if hold := c.testHold.Load(); hold != nil {
 			<-*hold
 		}
@@ -420,25 +490,28 @@ func (c *markCache) apply(msg any) bool {
 		} else {
 			c.drop(m.Payload)
 		}
-	case *redis.Pong:
-		c.mu.Lock()
-		r := c.inflight
-		if r != nil && strconv.FormatUint(r.id, 10) == m.Payload {
-			c.inflight = nil
-		} else {
-			r = nil
-		}
-		c.mu.Unlock()
-		if r != nil {
-			close(r.done)
-		}
-		// Reads that queued meanwhile go out in the next PING.
-		select {
-		case c.kick <- struct{}{}:
-		default:
-		}
 	}
-	return false
+	return false, 0
+}
+
+// answered closes the barrier round whose message came back.
+func (c *markCache) answered(payload string) {
+	c.mu.Lock()
+	r := c.inflight
+	if r != nil && strconv.FormatUint(r.id, 10) == payload {
+		c.inflight = nil
+	} else {
+		r = nil
+	}
+	c.mu.Unlock()
+	if r != nil {
+		close(r.done)
+	}
+	// Reads that queued meanwhile go out in the next barrier.
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
 }
 
 // close stops the cache's goroutines.
@@ -449,12 +522,11 @@ func (c *markCache) close() {
 		return
 	}
 	c.closed = true
-	ps := c.ps
+	ps, gen := c.ps, c.gen
 	c.mu.Unlock()
 	close(c.stop)
 	if ps != nil {
-		_ = ps.Close()
+		c.fail(ps, gen, errNotLive)
 	}
 	c.done.Wait()
-	c.lose(errNotLive)
 }

@@ -3,9 +3,13 @@ package ryw_test
 import (
 	"context"
 	"fmt"
+	"net"
+	"os/exec"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/ryw-go/ryw/ryw"
 )
@@ -25,7 +29,7 @@ func waitLive(t *testing.T, tr *ryw.RedisTracker) {
 // Two instances: a writes nothing and looks users up, b records their
 // writes. Every lookup on a made after b's Record returned shows the
 // write, though a answers most lookups from its cache: the cached entry is
-// dropped by the published record, and a trusts an entry only after a PING
+// dropped by the published record, and a trusts an entry only after a barrier
 // that left after the lookup began.
 func TestMarkCacheShowsEveryWriteAcknowledgedBeforeTheLookup(t *testing.T) {
 	needStack(t)
@@ -67,18 +71,18 @@ func TestMarkCacheShowsEveryWriteAcknowledgedBeforeTheLookup(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	hits, pings := reader.CachedLookups()
+	hits, barriers := reader.CachedLookups()
 	// Of 3 lookups per round, the second is cached (the first too, from
 	// the second round on); the one right after a write is not.
 	if min := int64(users * rounds); hits < min {
 		t.Errorf("the cache answered %d lookups of %d; want at least %d", hits, users*rounds*3, min)
 	}
-	t.Logf("%d lookups, %d answered from the cache, %d PINGs", users*rounds*3, hits, pings)
+	t.Logf("%d lookups, %d answered from the cache, %d barriers", users*rounds*3, hits, barriers)
 }
 
 // The control: with the published records held back, a cache that trusts
-// its entries without the PING shows a user no write after one was
-// acknowledged; with the PING it does not, since the PING's answer comes
+// its entries without the barrier shows a user no write after one was
+// acknowledged; with the barrier it does not, since the barrier's message comes
 // behind the held message (the lookup then asks Redis).
 func TestMarkCacheWithoutTheBarrierWouldServeStaleMarks(t *testing.T) {
 	needStack(t)
@@ -171,4 +175,92 @@ func TestMarkCacheForgetsEverythingWhenRedisRestarts(t *testing.T) {
 	if m.Floor < written {
 		t.Errorf("after Redis restarted empty, Lookup = %+v; want a floor at or past %s, written while Redis was down", m, written)
 	}
+}
+
+// startLoneRedis starts a redis-server of its own, for a test that needs
+// a second server, and returns its address.
+func startLoneRedis(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_, port, _ := net.SplitHostPort(addr)
+	l.Close()
+	cmd := exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	if err := cmd.Start(); err != nil {
+		t.Skipf("no redis-server to start: %v", err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Ping(t.Context()).Err() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-server on %s did not answer within 10s", addr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return addr
+}
+
+// A subscription on another server than the client's connections (as
+// after a Sentinel failover, when the client's pool has moved to the new
+// master and the subscription is still on the old one) hears none of the
+// records: the barrier, which goes where the records go, never comes back
+// on it, so the cache trusts nothing it holds and every lookup shows the
+// write. The control trusts entries without the barrier, and shows none.
+func TestMarkCacheTrustsNothingWhenItsSubscriptionIsElsewhere(t *testing.T) {
+	needStack(t)
+	ctx := t.Context()
+	elsewhere := startLoneRedis(t)
+	opts, err := redis.ParseURL(stack.Redis.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dialer net.Dialer
+	opts.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if ryw.IsSubscription(ctx) {
+			addr = elsewhere
+		}
+		return dialer.DialContext(ctx, network, addr)
+	}
+	client := redis.NewClient(opts)
+	t.Cleanup(func() { client.Close() })
+	reader := ryw.NewRedisTracker(client, ryw.TrackerConfig{TTL: 10 * time.Minute, Timeout: 200 * time.Millisecond,
+		WAL: ryw.PrimaryWAL{DB: openPool(t, stack.Primary.URL)}, Logger: quiet()})
+	t.Cleanup(reader.Close)
+	writer, _ := newTracker(t, 10*time.Minute)
+	waitLive(t, reader)
+
+	for round := range 20 {
+		user := fmt.Sprintf("cache-elsewhere-%d-%d", seq.Add(1), round)
+		// Looked up while the subscription is confirmed, so kept.
+		waitLive(t, reader)
+		if _, err := reader.Lookup(ctx, user, false); err != nil {
+			t.Fatal(err)
+		}
+		want := tl1(ryw.LSN(0x3_0000_0000 + round))
+		if _, err := writer.Record(ctx, user, want); err != nil {
+			t.Fatal(err)
+		}
+		control := round%2 == 1
+		ryw.HoldMarkMessages(reader, nil, control)
+		m, err := reader.Lookup(ctx, user, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case !control && m.Token != want:
+			t.Fatalf("round %d: Lookup = %+v; want token %s, recorded before it", round, m, want)
+		case control && m.Token == want:
+			// The entry may have been dropped anyway: the subscription
+			// starts over whenever a barrier fails. Not a failure.
+		case control:
+			t.Logf("control, round %d: without the barrier the cache showed %+v after %s was recorded", round, m.Token, want)
+			return
+		}
+	}
+	t.Error("control: in 10 tries, a cache without the barrier never served stale marks from a subscription on another server")
 }

@@ -81,7 +81,7 @@ type TrackerConfig struct {
 	// CacheUsers bounds how many users' marks the tracker keeps in
 	// memory between their reads (default DefaultCacheUsers; negative:
 	// no cache). A cached user's lookup asks Redis nothing of the user,
-	// only waits for a PING shared with every read in flight; Redis
+	// only waits for a barrier shared with every read in flight; Redis
 	// pub/sub keeps the cache true (see Lookup). Not on a Redis Cluster.
 	CacheUsers int
 }
@@ -137,7 +137,6 @@ func NewRedisTracker(client redis.UniversalClient, cfg TrackerConfig) *RedisTrac
 	}
 	t := &RedisTracker{client: client, ttl: cfg.TTL, timeout: cfg.Timeout, wal: cfg.WAL, logger: cfg.Logger, observe: cfg.Observe,
 		batch: &batcher{client: client, timeout: cfg.Timeout}}
-	var cluster bool
 	switch c := client.(type) {
 	case *redis.Client:
 		prev := c.Options().OnConnect
@@ -147,14 +146,30 @@ func NewRedisTracker(client redis.UniversalClient, cfg TrackerConfig) *RedisTrac
 					return err
 				}
 			}
+			// Bounded: a new epoch reads the primary's position, and
+			// go-redis may hold a lock of its own meanwhile.
+			ctx, cancel := context.WithTimeout(ctx, 2*t.timeout)
+			defer cancel()
 			return t.checkServer(ctx, cn)
+		}
+		// Records publish their user, and lookups may be cached (see
+		// markCache). Only on a single server or Sentinel: a Cluster's
+		// PUBLISH goes to every node while a record's keys live on one,
+		// and no one message can show a subscription every node's
+		// records; other clients (a Ring, say) shard the same way.
+		t.channel = MarksChannel
+		if cfg.CacheUsers == 0 {
+			cfg.CacheUsers = DefaultCacheUsers
+		}
+		if cfg.CacheUsers > 0 {
+			t.cache = newMarkCache(c, cfg.Timeout, cfg.CacheUsers, cfg.Logger)
+			t.cache.start()
 		}
 	case *redis.ClusterClient:
 		// Connections go to many nodes, and the epoch key lives on one
 		// of them. Each new connection notes its node's run id; a lookup
 		// that finds a node its epoch does not list starts a new epoch
 		// that lists it, before it trusts any mark (see noteClusterNode).
-		cluster = true
 		t.cluster, t.unlisted = true, map[string]bool{}
 		prev := c.Options().OnConnect
 		c.Options().OnConnect = func(ctx context.Context, cn *redis.Conn) error {
@@ -164,17 +179,6 @@ func NewRedisTracker(client redis.UniversalClient, cfg TrackerConfig) *RedisTrac
 				}
 			}
 			return t.noteClusterNode(ctx, cn)
-		}
-	}
-	if !cluster {
-		// A Cluster's PUBLISH goes to every node, and a PING answers for
-		// one: no barrier, so no cache, and nothing to publish.
-		t.channel = MarksChannel
-		if cfg.CacheUsers == 0 {
-			cfg.CacheUsers = DefaultCacheUsers
-		}
-		if cfg.CacheUsers > 0 {
-			t.cache = newMarkCache(client, cfg.Timeout, cfg.CacheUsers, cfg.Logger)
 		}
 	}
 	return t
@@ -372,7 +376,7 @@ func (t *RedisTracker) record(ctx context.Context, userID string, token Position
 // marks early, which is a loss too.
 //
 // With a cache (TrackerConfig.CacheUsers), a user looked up before is
-// answered from memory once a PING sent after the call has come back on
+// answered from memory once a message published after the call has come back on
 // the cache's subscription: every record publishes its user there, in the
 // script that raises the marks, so by then every write acknowledged before
 // the call has dropped the user from the cache (see markCache). Losing the
@@ -460,13 +464,13 @@ func (t *RedisTracker) Lookup(ctx context.Context, userID string, withTime bool)
 }
 
 // CachedLookups is how many lookups the cache answered, and how many
-// PINGs it sent for them and for the lookups it then left to Redis (see
+// barriers it published for them and for the lookups it then left to Redis (see
 // TrackerConfig.CacheUsers).
-func (t *RedisTracker) CachedLookups() (hits, pings int64) {
+func (t *RedisTracker) CachedLookups() (hits, barriers int64) {
 	if t.cache == nil {
 		return 0, 0
 	}
-	return t.cache.hits.Load(), t.cache.pings.Load()
+	return t.cache.hits.Load(), t.cache.barriers.Load()
 }
 
 // LookupPipelines is how many pipelines lookups have sent: fewer than

@@ -71,11 +71,11 @@ func (m *metrics) watch(b *ryw.Balancer) {
 		Help: "Replay checks sent to replicas: reads whose connection had not yet seen the replica replay past what they needed (the others cost no extra round trip).",
 	}, func() float64 { return float64(b.Stats().ReplayChecks) }), prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "ryw_redis_cached_lookups_total",
-		Help: "Lookups the tracker's cache answered without asking Redis about the user (each after a PING shared with the reads in flight).",
+		Help: "Lookups the tracker's cache answered without asking Redis about the user (each after a barrier shared with the reads in flight).",
 	}, func() float64 { return float64(b.Stats().CachedLookups) }), prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "ryw_redis_cache_pings_total",
-		Help: "PINGs the tracker's cache sent on its subscription before trusting what it holds; reads in flight at the same time share one.",
-	}, func() float64 { return float64(b.Stats().CachePings) }))
+		Name: "ryw_redis_cache_barriers_total",
+		Help: "Barriers the tracker's cache published (a message that must come back on its subscription) before trusting what it holds; reads in flight at the same time share one.",
+	}, func() float64 { return float64(b.Stats().CacheBarriers) }))
 }
 
 // routingCollector reads the router's counters and the monitor's view of

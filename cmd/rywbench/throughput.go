@@ -428,7 +428,8 @@ func (b *tpBench) seed(ctx context.Context, n int) (float64, error) {
 	}
 	rc := redis.NewClient(opts)
 	defer rc.Close()
-	tracker := ryw.NewRedisTracker(rc, ryw.TrackerConfig{TTL: b.o.markerTTL, WAL: ryw.PrimaryWAL{DB: db}, Timeout: 5 * time.Second})
+	tracker := ryw.NewRedisTracker(rc, ryw.TrackerConfig{TTL: b.o.markerTTL, WAL: ryw.PrimaryWAL{DB: db}, Timeout: 5 * time.Second, CacheUsers: -1})
+	defer tracker.Close()
 	// The first lookup creates the epoch, as the API's would.
 	if _, err := tracker.Lookup(ctx, userID(0).String(), false); err != nil {
 		return 0, fmt.Errorf("redis: %w", err)
