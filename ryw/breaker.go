@@ -42,6 +42,14 @@ func (b *breaker) allow(now time.Time) bool {
 	return true
 }
 
+// closed reports whether calls go through with no trial pending: Redis
+// has not failed to answer lately.
+func (b *breaker) closed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.openUntil.IsZero()
+}
+
 // done records a call's outcome.
 func (b *breaker) done(err error, now time.Time) {
 	b.mu.Lock()

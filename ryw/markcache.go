@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"hash/maphash"
 	"log/slog"
 	"runtime"
@@ -60,9 +61,13 @@ type markCache struct {
 	client  *redis.Client
 	timeout time.Duration
 	logger  *slog.Logger
-	max     int
-	seed    maphash.Seed
-	shards  [cacheShards]cacheShard
+	// unanswered is told when Redis did not answer a barrier in time, so
+	// that the tracker's breaker sheds the lookups that follow at once
+	// rather than let each wait out a timeout of its own.
+	unanswered func(error)
+	max        int
+	seed       maphash.Seed
+	shards     [cacheShards]cacheShard
 	// barrierChannel is this process's own channel: its barriers come
 	// back on it, and no other process's go there.
 	barrierChannel string
@@ -332,6 +337,9 @@ func (c *markCache) publishBarriers() {
 			}
 			if err != nil {
 				timer.Stop()
+				if unanswered(err) {
+					c.unanswered(err)
+				}
 				c.fail(ps, gen, err)
 				continue
 			}
@@ -342,7 +350,9 @@ func (c *markCache) publishBarriers() {
 				// Redis hangs, or the connection does, or the
 				// subscription is elsewhere: trust nothing until a new
 				// subscription is confirmed.
-				c.fail(ps, gen, errors.New("mark cache: the barrier did not come back within the timeout"))
+				err := fmt.Errorf("mark cache: the barrier did not come back: %w", context.DeadlineExceeded)
+				c.unanswered(err)
+				c.fail(ps, gen, err)
 			case <-c.stop:
 				return
 			}

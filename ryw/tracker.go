@@ -163,6 +163,7 @@ func NewRedisTracker(client redis.UniversalClient, cfg TrackerConfig) *RedisTrac
 		}
 		if cfg.CacheUsers > 0 {
 			t.cache = newMarkCache(c, cfg.Timeout, cfg.CacheUsers, cfg.Logger)
+			t.cache.unanswered = func(err error) { t.breaker.done(err, time.Now()) }
 			t.cache.start()
 		}
 	case *redis.ClusterClient:
@@ -383,7 +384,9 @@ func (t *RedisTracker) record(ctx context.Context, userID string, token Position
 // subscription empties the cache.
 func (t *RedisTracker) Lookup(ctx context.Context, userID string, withTime bool) (Marks, error) {
 	var tk ticket
-	if t.cache != nil {
+	// Not while the breaker is open or trying: Redis failed to answer a
+	// moment ago, and the lookup below sheds or makes the trial.
+	if t.cache != nil && t.breaker.closed() {
 		if e, ok := t.cache.get(ctx, userID, withTime); ok {
 			m := Marks{Token: e.token}
 			if withTime && !e.at.IsZero() {
@@ -395,6 +398,8 @@ func (t *RedisTracker) Lookup(ctx context.Context, userID string, withTime bool)
 			t.mu.Unlock()
 			return m, nil
 		}
+	}
+	if t.cache != nil {
 		tk = t.cache.take(userID)
 	}
 	if !t.breaker.allow(time.Now()) {
