@@ -316,7 +316,7 @@ func (c *markCache) publishBarriers() {
 			// load, some are about to wait too, and join this barrier.
 			runtime.Gosched()
 			c.mu.Lock()
-			r, ps, gen := c.waiting, c.ps, c.gen
+			r, ps := c.waiting, c.ps
 			if r == nil || ps == nil || !c.live || c.inflight != nil {
 				c.mu.Unlock()
 				break
@@ -340,7 +340,7 @@ func (c *markCache) publishBarriers() {
 				if unanswered(err) {
 					c.unanswered(err)
 				}
-				c.fail(ps, gen, err)
+				c.fail(ps, err)
 				continue
 			}
 			select {
@@ -352,7 +352,7 @@ func (c *markCache) publishBarriers() {
 				// subscription is confirmed.
 				err := fmt.Errorf("mark cache: the barrier did not come back: %w", context.DeadlineExceeded)
 				c.unanswered(err)
-				c.fail(ps, gen, err)
+				c.fail(ps, err)
 			case <-c.stop:
 				return
 			}
@@ -360,11 +360,12 @@ func (c *markCache) publishBarriers() {
 	}
 }
 
-// fail gives up on ps, if it is still the subscription of gen: the cache
-// is emptied, and closing ps makes the receiver start another.
-func (c *markCache) fail(ps *redis.PubSub, gen uint64, err error) {
+// fail gives up on ps, if it is still the current subscription: the
+// cache is emptied, and closing ps makes the receiver start another.
+func (c *markCache) fail(ps *redis.PubSub, err error) {
 	c.mu.Lock()
 	current := c.ps == ps
+	gen := c.gen
 	if current {
 		c.ps = nil // the receiver never confirms it again
 	}
@@ -397,13 +398,13 @@ func (c *markCache) noteServer(ctx context.Context, runID string) {
 		return
 	}
 	moved := c.server != "" && c.server != runID
-	ps, gen := c.ps, c.gen
+	ps := c.ps
 	if moved {
 		c.server = "" // the next subscription reports its own
 	}
 	c.mu.Unlock()
 	if moved && ps != nil {
-		c.fail(ps, gen, errors.New("mark cache: the subscription is on another server than new connections"))
+		c.fail(ps, errors.New("mark cache: the subscription is on another server than new connections"))
 	}
 }
 
@@ -423,7 +424,6 @@ func (c *markCache) receive() {
 			return
 		}
 		c.ps = ps
-		gen := c.gen
 		c.mu.Unlock()
 		err := ps.Subscribe(ctx, MarksChannel, c.barrierChannel)
 		for err == nil {
@@ -431,8 +431,7 @@ func (c *markCache) receive() {
 			if msg, err = ps.Receive(ctx); err != nil {
 				break
 			}
-			if confirmed, g := c.apply(ps, msg); confirmed {
-				gen = g
+			if c.apply(ps, msg) {
 				if said {
 					c.logger.Info("redis: the mark cache is subscribed again")
 					said = false
@@ -440,7 +439,7 @@ func (c *markCache) receive() {
 			}
 			backoff = 10 * time.Millisecond
 		}
-		c.fail(ps, gen, err)
+		c.fail(ps, err)
 		c.mu.Lock()
 		closed := c.closed
 		c.mu.Unlock()
@@ -458,8 +457,8 @@ func (c *markCache) receive() {
 }
 
 // apply handles one message of ps, and reports whether it confirmed the
-// subscription, and the generation it then started.
-func (c *markCache) apply(ps *redis.PubSub, msg any) (bool, uint64) {
+// subscription.
+func (c *markCache) apply(ps *redis.PubSub, msg any) bool {
 	switch m := msg.(type) {
 	case *redis.Subscription:
 		// Confirmed (again, if go-redis reconnected on its own): a new
@@ -475,7 +474,6 @@ func (c *markCache) apply(ps *redis.PubSub, msg any) (bool, uint64) {
 		}
 		c.gen++
 		c.live = true
-		gen := c.gen
 		rounds := []*barrierRound{c.waiting, c.inflight}
 		c.waiting, c.inflight = nil, nil
 		c.mu.Unlock()
@@ -486,7 +484,7 @@ func (c *markCache) apply(ps *redis.PubSub, msg any) (bool, uint64) {
 				close(r.done)
 			}
 		}
-		return true, gen
+		return true
 	case *redis.Message:
 		if m.Channel == c.barrierChannel {
 			c.answered(m.Payload)
@@ -501,7 +499,7 @@ func (c *markCache) apply(ps *redis.PubSub, msg any) (bool, uint64) {
 			c.drop(m.Payload)
 		}
 	}
-	return false, 0
+	return false
 }
 
 // answered closes the barrier round whose message came back.
@@ -532,11 +530,11 @@ func (c *markCache) close() {
 		return
 	}
 	c.closed = true
-	ps, gen := c.ps, c.gen
+	ps := c.ps
 	c.mu.Unlock()
 	close(c.stop)
 	if ps != nil {
-		c.fail(ps, gen, errNotLive)
+		c.fail(ps, errNotLive)
 	}
 	c.done.Wait()
 }
