@@ -47,6 +47,15 @@ func MayHaveCommitted(err error) bool {
 
 // isRecoveryConflict reports whether a replica cancelled the query because
 // it conflicted with WAL replay: worth retrying elsewhere.
+// isStatementTimeout reports whether the server cancelled the statement at
+// its statement_timeout, which a replica's pool sets to the replica
+// timeout: the same verdict as the client's deadline, whichever of the two
+// clocks fires first.
+func isStatementTimeout(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "57014" && strings.Contains(pgErr.Message, "statement timeout")
+}
+
 func isRecoveryConflict(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "40001"

@@ -3,10 +3,13 @@ package ryw
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // TestReplicaFailedJudgesTheReplicaNotOurWait: a read that timed out
@@ -106,5 +109,25 @@ func TestRetryBudget(t *testing.T) {
 	}
 	if got := r.Counts().Overloaded; got != 1 {
 		t.Errorf("overloaded reads counted: %d, want 1", got)
+	}
+}
+
+// A replica's own statement_timeout (the replica timeout) can fire a
+// moment before the client's deadline: it is the same verdict. Other
+// cancellations are not.
+func TestIsStatementTimeout(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{&pgconn.PgError{Code: "57014", Message: "canceling statement due to statement timeout"}, true},
+		{fmt.Errorf("read: %w", &pgconn.PgError{Code: "57014", Message: "canceling statement due to statement timeout"}), true},
+		{&pgconn.PgError{Code: "57014", Message: "canceling statement due to user request"}, false},
+		{&pgconn.PgError{Code: "40001", Message: "canceling statement due to conflict with recovery"}, false},
+		{context.DeadlineExceeded, false},
+	} {
+		if got := isStatementTimeout(c.err); got != c.want {
+			t.Errorf("isStatementTimeout(%v) = %v, want %v", c.err, got, c.want)
+		}
 	}
 }

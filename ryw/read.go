@@ -45,7 +45,7 @@ func (r *Router) readReplica(ctx context.Context, d Decision, read func(context.
 	rctx, cancel := context.WithTimeout(ctx, r.cfg.ReplicaTimeout)
 	rctx, at := r.tryReplica(rctx)
 	err = read(rctx)
-	timedOut := errors.Is(rctx.Err(), context.DeadlineExceeded)
+	timedOut := errors.Is(rctx.Err(), context.DeadlineExceeded) || isStatementTimeout(err)
 	cancel()
 	if err == nil && d.MeasureSeen {
 		obs := observationFrom(ctx)
