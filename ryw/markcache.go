@@ -114,10 +114,28 @@ type cachedMarks struct {
 	readAt   time.Time // ... and this process's (monotonic), for Age
 }
 
+// barrierRound is one barrier and the reads that wait for it. It ends
+// once: answered, failed, or timed out (its own timer, one for all its
+// reads, started when the first of them came).
 type barrierRound struct {
-	id   uint64
-	done chan struct{}
-	err  error
+	id    uint64
+	done  chan struct{}
+	err   error
+	once  sync.Once
+	timer *time.Timer
+}
+
+// errBarrierTimeout: the barrier did not come back within the timeout.
+var errBarrierTimeout = fmt.Errorf("mark cache: no barrier within the timeout: %w", context.DeadlineExceeded)
+
+// finish ends the round, the first time it is called. (The timer is not
+// stopped here: its own callback calls finish. Whoever takes the round
+// under c.mu stops it.)
+func (r *barrierRound) finish(err error) {
+	r.once.Do(func() {
+		r.err = err
+		close(r.done)
+	})
 }
 
 func newMarkCache(client *redis.Client, timeout time.Duration, max int, logger *slog.Logger) *markCache {
@@ -155,11 +173,9 @@ func (c *markCache) get(ctx context.Context, user string, withTime bool) (cached
 		return cachedMarks{}, false
 	}
 	if !c.testNoBarrier.Load() {
-		// Bounded by the tracker's timeout, whatever the caller's.
-		ctx, cancel := context.WithTimeout(ctx, c.timeout)
-		err := c.barrier(ctx)
-		cancel()
-		if err != nil {
+		// Bounded by the tracker's timeout, whatever the caller's: the
+		// round's own timer (a timer per read cost half of get).
+		if err := c.barrier(ctx); err != nil {
 			return cachedMarks{}, false
 		}
 	}
@@ -267,8 +283,8 @@ func (c *markCache) lose(gen uint64, err error) {
 	c.clear()
 	for _, r := range rounds {
 		if r != nil {
-			r.err = err
-			close(r.done)
+			r.timer.Stop()
+			r.finish(err)
 		}
 	}
 }
@@ -284,6 +300,7 @@ func (c *markCache) barrier(ctx context.Context) error {
 	r := c.waiting
 	if r == nil {
 		r = &barrierRound{done: make(chan struct{})}
+		r.timer = time.AfterFunc(c.timeout, func() { r.finish(errBarrierTimeout) })
 		c.waiting = r
 	}
 	c.mu.Unlock()
@@ -346,13 +363,18 @@ func (c *markCache) publishBarriers() {
 			select {
 			case <-r.done:
 				timer.Stop()
+				if r.err == errBarrierTimeout {
+					// Its own timer ran out first: the same verdict.
+					c.unanswered(r.err)
+					c.fail(ps, r.err)
+				}
 			case <-timer.C:
 				// Redis hangs, or the connection does, or the
 				// subscription is elsewhere: trust nothing until a new
 				// subscription is confirmed.
-				err := fmt.Errorf("mark cache: the barrier did not come back: %w", context.DeadlineExceeded)
-				c.unanswered(err)
-				c.fail(ps, err)
+				r.finish(errBarrierTimeout)
+				c.unanswered(errBarrierTimeout)
+				c.fail(ps, errBarrierTimeout)
 			case <-c.stop:
 				return
 			}
@@ -480,8 +502,8 @@ func (c *markCache) apply(ps *redis.PubSub, msg any) bool {
 		c.clear()
 		for _, r := range rounds {
 			if r != nil {
-				r.err = errNotLive
-				close(r.done)
+				r.timer.Stop()
+				r.finish(errNotLive)
 			}
 		}
 		return true
@@ -513,7 +535,8 @@ func (c *markCache) answered(payload string) {
 	}
 	c.mu.Unlock()
 	if r != nil {
-		close(r.done)
+		r.timer.Stop()
+		r.finish(nil)
 	}
 	// Reads that queued meanwhile go out in the next barrier.
 	select {

@@ -40,6 +40,7 @@ func TestReplicaFailedJudgesTheReplicaNotOurWait(t *testing.T) {
 		{"refused with its time left", refused, false, late, true, ReasonReplicaFailed},
 		{"attempt unknown (control: the old judgement)", context.DeadlineExceeded, true, nil, true, ReasonReplicaFailed},
 		{"connection refused", refused, false, &attempt{}, true, ReasonReplicaFailed},
+		{"the replica's statement_timeout fired first", &pgconn.PgError{Code: "57014", Message: "canceling statement due to statement timeout"}, false, reached, true, ReasonReplicaFailed},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			view := &fakeReplicas{replay: map[string]LSN{"r1": 1}, order: []string{"r1"}}

@@ -45,7 +45,7 @@ func (r *Router) readReplica(ctx context.Context, d Decision, read func(context.
 	rctx, cancel := context.WithTimeout(ctx, r.cfg.ReplicaTimeout)
 	rctx, at := r.tryReplica(rctx)
 	err = read(rctx)
-	timedOut := errors.Is(rctx.Err(), context.DeadlineExceeded) || isStatementTimeout(err)
+	timedOut := errors.Is(rctx.Err(), context.DeadlineExceeded)
 	cancel()
 	if err == nil && d.MeasureSeen {
 		obs := observationFrom(ctx)
@@ -98,6 +98,9 @@ func (r *Router) moveFrom(d Decision, err error) (Decision, bool) {
 // out is the error to return when there is no retry.
 func (r *Router) replicaFailed(ctx context.Context, d Decision, err error, timedOut bool, at *attempt) (reason Reason, retry bool, out error) {
 	reason = ReasonReplicaFailed
+	// The replica's statement_timeout is the replica timeout: whichever
+	// clock fires first, the verdict is the same.
+	timedOut = timedOut || isStatementTimeout(err)
 	var behind *BehindError
 	var moved *MovedError
 	switch {
