@@ -28,14 +28,8 @@ type frontDoor struct {
 
 func newFrontDoor(t *testing.T, cfg ryw.Config) *frontDoor {
 	t.Helper()
-	cfg.Primary = stack.ClientURL(stack.Primary)
-	for _, r := range stack.Replicas {
-		cfg.Replicas = append(cfg.Replicas, ryw.Replica{Name: r.Name, URL: stack.ClientURL(r)})
-	}
-	cfg.Redis = stack.Redis.URL
-	cfg.Logger = quiet()
 	cfg.GORM = &gorm.Config{Logger: logger.Discard}
-	rw, err := ryw.New(t.Context(), cfg)
+	rw, err := ryw.New(t.Context(), onStack(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -185,6 +185,19 @@ func (r *recordingReplicas) Refresh(context.Context, []string)     {}
 func (r *recordingReplicas) Behind(string, ryw.LSN)                {}
 func (r *recordingReplicas) MarkDown(name string, _ error)         { r.down = name }
 
+// onStack fills cfg with the stack's nodes (as clients reach them: through
+// PgBouncer under RYW_TEST_POOLER), its Redis and a quiet logger.
+func onStack(cfg ryw.Config) ryw.Config {
+	cfg.Primary, cfg.Redis, cfg.Replicas = stack.ClientURL(stack.Primary), stack.Redis.URL, nil
+	for _, r := range stack.Replicas {
+		cfg.Replicas = append(cfg.Replicas, ryw.Replica{Name: r.Name, URL: stack.ClientURL(r)})
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = quiet()
+	}
+	return cfg
+}
+
 func newTracker(t testing.TB, ttl time.Duration) (*ryw.RedisTracker, redis.UniversalClient) {
 	t.Helper()
 	return newTrackerWith(t, ryw.TrackerConfig{TTL: ttl})

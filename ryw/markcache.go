@@ -275,8 +275,15 @@ func (c *markCache) lose(gen uint64, err error) {
 		c.mu.Unlock()
 		return // already lost
 	}
+	c.newGeneration(false, err)
+}
+
+// newGeneration starts a new generation of the subscription, live or not,
+// and releases c.mu, which the caller holds: the cache is emptied, and the
+// barriers of the old one fail with err (their reads look up instead).
+func (c *markCache) newGeneration(live bool, err error) {
 	c.gen++
-	c.live = false
+	c.live = live
 	rounds := []*barrierRound{c.waiting, c.inflight}
 	c.waiting, c.inflight = nil, nil
 	c.mu.Unlock()
@@ -494,18 +501,7 @@ func (c *markCache) apply(ps *redis.PubSub, msg any) bool {
 			c.mu.Unlock() // failed meanwhile: about to be closed
 			break
 		}
-		c.gen++
-		c.live = true
-		rounds := []*barrierRound{c.waiting, c.inflight}
-		c.waiting, c.inflight = nil, nil
-		c.mu.Unlock()
-		c.clear()
-		for _, r := range rounds {
-			if r != nil {
-				r.timer.Stop()
-				r.finish(errNotLive)
-			}
-		}
+		c.newGeneration(true, errNotLive)
 		return true
 	case *redis.Message:
 		if m.Channel == c.barrierChannel {

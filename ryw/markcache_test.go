@@ -18,13 +18,17 @@ import (
 // waitLive waits until the tracker's cache has its subscription confirmed.
 func waitLive(t *testing.T, tr *ryw.RedisTracker) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !ryw.MarkCacheLive(tr) {
-		if time.Now().After(deadline) {
-			t.Fatal("the mark cache's subscription was not confirmed within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitUntil(t, func() bool { return ryw.MarkCacheLive(tr) })
+}
+
+// readerAndWriter are two trackers on the stack's Redis, as two instances
+// of a service: the reader's cache is subscribed.
+func readerAndWriter(t *testing.T) (reader, writer *ryw.RedisTracker) {
+	t.Helper()
+	reader, _ = newTracker(t, 10*time.Minute)
+	writer, _ = newTracker(t, 10*time.Minute)
+	waitLive(t, reader)
+	return reader, writer
 }
 
 // Two instances: a writes nothing and looks users up, b records their
@@ -35,9 +39,7 @@ func waitLive(t *testing.T, tr *ryw.RedisTracker) {
 func TestMarkCacheShowsEveryWriteAcknowledgedBeforeTheLookup(t *testing.T) {
 	needStack(t)
 	ctx := t.Context()
-	reader, _ := newTracker(t, 10*time.Minute)
-	writer, _ := newTracker(t, 10*time.Minute)
-	waitLive(t, reader)
+	reader, writer := readerAndWriter(t)
 	prefix := fmt.Sprintf("cache-%d-", seq.Add(1))
 	const users, rounds = 40, 15
 	var wg sync.WaitGroup
@@ -91,9 +93,7 @@ func TestMarkCacheShowsEveryWriteAcknowledgedBeforeTheLookup(t *testing.T) {
 func TestMarkCacheWithoutTheBarrierWouldServeStaleMarks(t *testing.T) {
 	needStack(t)
 	ctx := t.Context()
-	reader, _ := newTracker(t, 10*time.Minute)
-	writer, _ := newTracker(t, 10*time.Minute)
-	waitLive(t, reader)
+	reader, writer := readerAndWriter(t)
 	user := fmt.Sprintf("cache-control-%d", seq.Add(1))
 	for range 2 {
 		if m, err := reader.Lookup(ctx, user, false); err != nil || m.HasWrite() {

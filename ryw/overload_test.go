@@ -18,11 +18,7 @@ import (
 // replica timeout, every replica in rotation.
 func overloadBalancer(t *testing.T, conns int) *ryw.Balancer {
 	t.Helper()
-	cfg := ryw.Config{Mode: ryw.ModeOff, MaxConns: conns, ReplicaTimeout: 300 * time.Millisecond, Primary: stack.ClientURL(stack.Primary),
-		Redis: stack.Redis.URL, Logger: quiet(), GORM: &gorm.Config{Logger: logger.Discard}}
-	for _, r := range stack.Replicas {
-		cfg.Replicas = append(cfg.Replicas, ryw.Replica{Name: r.Name, URL: stack.ClientURL(r)})
-	}
+	cfg := onStack(ryw.Config{Mode: ryw.ModeOff, MaxConns: conns, ReplicaTimeout: 300 * time.Millisecond, GORM: &gorm.Config{Logger: logger.Discard}})
 	rw, err := ryw.New(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -145,11 +141,7 @@ func TestOverloadPoolWaitKeepsTheReplica(t *testing.T) {
 func TestOverloadPoolsAreWarmBeforeTheReplicasServe(t *testing.T) {
 	needStack(t)
 	const conns = 6
-	cfg := ryw.Config{Mode: ryw.ModeOff, MaxConns: conns, Primary: stack.ClientURL(stack.Primary), Redis: stack.Redis.URL, Logger: quiet()}
-	for _, r := range stack.Replicas {
-		cfg.Replicas = append(cfg.Replicas, ryw.Replica{Name: r.Name, URL: stack.ClientURL(r)})
-	}
-	rw, err := ryw.New(t.Context(), cfg)
+	rw, err := ryw.New(t.Context(), onStack(ryw.Config{Mode: ryw.ModeOff, MaxConns: conns}))
 	if err != nil {
 		t.Fatal(err)
 	}

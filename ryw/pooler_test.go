@@ -98,11 +98,7 @@ func TestPooledPreparedStatementsAndPausedReplicas(t *testing.T) {
 // that says what is wrong, not a stream of failing statements.
 func TestPoolerNoneRefusesAPooledNode(t *testing.T) {
 	behindPooler(t)
-	cfg := ryw.Config{Primary: stack.ClientURL(stack.Primary), Redis: stack.Redis.URL, Pooler: ryw.PoolerNone, Logger: quiet()}
-	for _, r := range stack.Replicas {
-		cfg.Replicas = append(cfg.Replicas, ryw.Replica{Name: r.Name, URL: stack.ClientURL(r)})
-	}
-	rw, err := ryw.New(t.Context(), cfg)
+	rw, err := ryw.New(t.Context(), onStack(ryw.Config{Pooler: ryw.PoolerNone}))
 	if err == nil {
 		rw.Close()
 		t.Fatal("New accepted PgBouncer's addresses with PoolerNone")
@@ -163,10 +159,7 @@ func TestPoolerPresentOnDirectNodes(t *testing.T) {
 // The same nodes without the function start (the control).
 func TestAnAuroraReaderIsRefusedAtStartUp(t *testing.T) {
 	needStack(t)
-	cfg := ryw.Config{Primary: stack.ClientURL(stack.Primary), Redis: stack.Redis.URL, Logger: quiet()}
-	for _, r := range stack.Replicas {
-		cfg.Replicas = append(cfg.Replicas, ryw.Replica{Name: r.Name, URL: stack.ClientURL(r)})
-	}
+	cfg := onStack(ryw.Config{})
 	rw, err := ryw.New(t.Context(), cfg)
 	if err != nil {
 		t.Fatalf("control: New on streaming replicas: %v", err)
