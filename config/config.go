@@ -41,7 +41,10 @@ type Config struct {
 	Window       time.Duration // RYW_WINDOW
 	MarkerTTL    time.Duration // RYW_MARKER_TTL
 	PollInterval time.Duration // RYW_POLL_INTERVAL: how often replica positions are checked
-	MaxWait      time.Duration // RYW_MAX_WAIT: lsn mode, how long a read may wait for a replica to catch up
+	// FenceLease is how long an instance trusts the fence it last read
+	// (RYW_FENCE_LEASE, default 300ms); the same on every instance.
+	FenceLease time.Duration
+	MaxWait    time.Duration // RYW_MAX_WAIT: lsn mode, how long a read may wait for a replica to catch up
 	// Monotonic turns on the session floor (RYW_MONOTONIC, default true):
 	// a client's reads never go back in time. It applies in time and lsn
 	// mode; false is the control that shows the regressions.
@@ -125,10 +128,11 @@ const (
 	DefaultAuthLeeway     = 30 * time.Second
 	DefaultJWKSRefresh    = 5 * time.Minute
 	DefaultJWKSMinRefresh = 10 * time.Second
-	// MaxPollInterval keeps several polls of the primary inside the fence
-	// lease, so that one late poll does not send own-write reads to the
-	// primary.
-	MaxPollInterval = ryw.DefaultFenceLease / 5
+	DefaultFenceLease     = ryw.DefaultFenceLease
+	// PollsPerLease is how many polls of the primary at least fit in the
+	// fence lease (RYW_POLL_INTERVAL at most RYW_FENCE_LEASE / 5), so that
+	// one late poll does not send own-write reads to the primary.
+	PollsPerLease = 5
 	// MinTokenKeyLen is the shortest RYW_TOKEN_KEY: 256 bits.
 	MinTokenKeyLen = 32
 )
@@ -170,6 +174,7 @@ func Load(getenv func(string) string) (Config, error) {
 		Window:                   l.duration("RYW_WINDOW", DefaultWindow),
 		MarkerTTL:                l.duration("RYW_MARKER_TTL", DefaultMarkerTTL),
 		PollInterval:             l.duration("RYW_POLL_INTERVAL", DefaultPollInterval),
+		FenceLease:               l.duration("RYW_FENCE_LEASE", DefaultFenceLease),
 		MaxWait:                  l.nonNegativeDuration("RYW_MAX_WAIT", 0),
 		Monotonic:                l.oneOf("RYW_MONOTONIC", "true", "true", "false") == "true",
 		MarkCache:                l.oneOf("RYW_MARK_CACHE", "true", "true", "false") == "true",
@@ -203,8 +208,8 @@ func Load(getenv func(string) string) (Config, error) {
 	if n := len(cfg.TokenKey); n > 0 && n < MinTokenKeyLen {
 		l.fail(fmt.Sprintf("RYW_TOKEN_KEY must be at least %d bytes (a random secret, the same on every instance), got %d", MinTokenKeyLen, n))
 	}
-	if cfg.PollInterval > MaxPollInterval {
-		l.fail(fmt.Sprintf("RYW_POLL_INTERVAL must be at most %s (a fifth of the fence lease, %s), got %s", MaxPollInterval, ryw.DefaultFenceLease, cfg.PollInterval))
+	if cfg.FenceLease > 0 && cfg.PollInterval > cfg.FenceLease/PollsPerLease {
+		l.fail(fmt.Sprintf("RYW_POLL_INTERVAL must be at most %s (a fifth of RYW_FENCE_LEASE, %s), got %s", cfg.FenceLease/PollsPerLease, cfg.FenceLease, cfg.PollInterval))
 	}
 	if len(l.errs) > 0 {
 		return Config{}, errors.New(strings.Join(l.errs, "; "))
@@ -230,6 +235,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("window", c.Window),
 		slog.Duration("markerTtl", c.MarkerTTL),
 		slog.Duration("pollInterval", c.PollInterval),
+		slog.Duration("fenceLease", c.FenceLease),
 		slog.Duration("maxWait", c.MaxWait),
 		slog.Bool("monotonic", c.Monotonic),
 		slog.Bool("markCache", c.MarkCache),

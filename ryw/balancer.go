@@ -74,7 +74,9 @@ type Config struct {
 	// positions are read (default 50ms, at most a fifth of FenceLease).
 	PollInterval time.Duration
 	// FenceLease is how long an instance trusts the fence it last read
-	// (default 1s); every instance must use the same.
+	// (default 300ms); every instance must use the same. A write whose
+	// marks could not be recorded waits it out (plus a tenth) before it is
+	// answered.
 	FenceLease time.Duration
 	// MaxConns bounds each node's connection pool (default 20).
 	MaxConns int

@@ -142,14 +142,15 @@ func (r *Router) fence(ctx context.Context, token LSN) error {
 }
 
 // retry runs f up to recordAttempts times, backing off a little, while ctx
-// lasts.
+// lasts. A tracker that is shedding calls (ErrTrackerShedding) sheds them
+// for longer than the back-off: trying again would only delay the fence.
 func retry(ctx context.Context, f func(context.Context) error) error {
 	var err error
 	for i := range recordAttempts {
 		if err = f(ctx); err == nil {
 			return nil
 		}
-		if i == recordAttempts-1 {
+		if i == recordAttempts-1 || errors.Is(err, ErrTrackerShedding) {
 			break
 		}
 		select {

@@ -125,7 +125,7 @@ type RouterConfig struct {
 
 // Defaults of RouterConfig.
 const (
-	DefaultFenceLease     = time.Second
+	DefaultFenceLease     = 300 * time.Millisecond
 	DefaultMarkerTTL      = 10 * time.Minute
 	DefaultReplicaTimeout = time.Second
 	DefaultPrimaryTimeout = 5 * time.Second

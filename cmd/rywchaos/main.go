@@ -278,6 +278,9 @@ func verdict(results []result, o options) string {
 	return strings.Join(problems, "; ")
 }
 
+// slowAnswer is the time from which the report counts an answer as slow.
+const slowAnswer = 500 * time.Millisecond
+
 // result is one mode's history, checked.
 type result struct {
 	mode         string
@@ -295,10 +298,13 @@ type result struct {
 	divergent    int // reads after a promotion that showed lost data, or came from a diverged replica
 	elapsed      time.Duration
 	p99          time.Duration // of every request's answer (or failure)
-	faults       map[string]int
-	reasons      map[string]int
-	problems     []string
-	failover     *failoverInfo
+	// slow counts the answers that took slowAnswer or more, by kind,
+	// instance and routing reason: where the tail comes from.
+	slow     map[string]int
+	faults   map[string]int
+	reasons  map[string]int
+	problems []string
+	failover *failoverInfo
 }
 
 // failoverInfo is what the failover scenario knows of its failover.
@@ -472,9 +478,17 @@ func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options,
 	}
 	res.ops, res.status5xx, res.unavailable, res.otherErrors = int(h.ops.Load()), 0, 0, 0
 	var took []time.Duration
+	res.slow = map[string]int{}
 	for _, u := range users {
 		for _, e := range u.events {
 			took = append(took, e.end.Sub(e.start))
+			if e.end.Sub(e.start) >= slowAnswer {
+				reason := e.reason
+				if reason == "" {
+					reason = "no reason given"
+				}
+				res.slow[fmt.Sprintf("%s via instance %d (%s)", e.kind, slices.Index(urls, e.api)+1, reason)]++
+			}
 			if e.acked() {
 				res.writes++
 			}
@@ -1209,6 +1223,10 @@ func render(results []result, o options) string {
 	fmt.Fprintln(&b)
 	for _, r := range results {
 		fmt.Fprintf(&b, "- %s: %s\n", r.mode, counts(r.faults))
+	}
+	fmt.Fprintf(&b, "\nAnswers that took %s or more, by kind, instance and routing reason (the last instance is the one the cycle cuts off Redis):\n\n", slowAnswer)
+	for _, r := range results {
+		fmt.Fprintf(&b, "- %s: %s\n", r.mode, counts(r.slow))
 	}
 	fmt.Fprintln(&b, "\nRouting reasons of the own-write reads:")
 	fmt.Fprintln(&b)
