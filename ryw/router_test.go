@@ -349,34 +349,46 @@ func TestRecordWriteRecordsTheTokenInBothModes(t *testing.T) {
 }
 
 func TestRecordWriteRaisesTheFenceWhenTheTrackerFails(t *testing.T) {
-	now := t0
-	tr := newFakeTracker()
-	tr.err = errors.New("redis: i/o timeout")
-	wal := &fakeWAL{at: 0x5_00000010}
-	// replica r1 lags behind the write, so the writer must wait the lease.
-	reps := &fakeReplicas{replay: map[string]LSN{"r1": 0x4_00000000}, order: []string{"r1"}}
-	r := NewRouter(RouterConfig{
-		Mode: ModeLSN, MarkerTTL: testTTL, Tracker: tr, View: reps, WAL: wal,
-		FenceLease: time.Second, RecordBudget: time.Minute,
-		// Each look at the clock moves it 100 ms on.
-		Now: func() time.Time {
-			now = now.Add(100 * time.Millisecond)
-			return now
-		},
-	})
-	ctx, obs := WithObservation(t.Context())
-	start := now
-	if err := r.RecordWrite(ctx, "u"); err != nil {
-		t.Fatalf("RecordWrite = %v; want the write secured by the fence", err)
-	}
-	if tr.calls != recordAttempts {
-		t.Errorf("tracker tried %d times, want %d", tr.calls, recordAttempts)
-	}
-	if wal.fence != wal.at || obs.Reason() != ReasonWriteFenced || obs.Token().LSN != wal.at {
-		t.Errorf("fence %s, reason %q, token %s; want the fence at the token and reason write-fenced", wal.fence, obs.Reason(), obs.Token())
-	}
-	if waited := now.Sub(start); waited < 1100*time.Millisecond {
-		t.Errorf("answered %s after the fence; want at least the lease and a tenth", waited)
+	for _, tc := range []struct {
+		name     string
+		err      error
+		attempts int
+	}{
+		{"redis times out", errors.New("redis: i/o timeout"), recordAttempts},
+		// A shedding tracker sheds for longer than the back-off: one try.
+		{"the tracker sheds calls", fmt.Errorf("record: %w", ErrTrackerShedding), 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			now := t0
+			tr := newFakeTracker()
+			tr.err = tc.err
+			wal := &fakeWAL{at: 0x5_00000010}
+			// replica r1 lags behind the write, so the writer must wait the lease.
+			reps := &fakeReplicas{replay: map[string]LSN{"r1": 0x4_00000000}, order: []string{"r1"}}
+			r := NewRouter(RouterConfig{
+				Mode: ModeLSN, MarkerTTL: testTTL, Tracker: tr, View: reps, WAL: wal,
+				FenceLease: time.Second, RecordBudget: time.Minute,
+				// Each look at the clock moves it 100 ms on.
+				Now: func() time.Time {
+					now = now.Add(100 * time.Millisecond)
+					return now
+				},
+			})
+			ctx, obs := WithObservation(t.Context())
+			start := now
+			if err := r.RecordWrite(ctx, "u"); err != nil {
+				t.Fatalf("RecordWrite = %v; want the write secured by the fence", err)
+			}
+			if tr.calls != tc.attempts {
+				t.Errorf("tracker tried %d times, want %d", tr.calls, tc.attempts)
+			}
+			if wal.fence != wal.at || obs.Reason() != ReasonWriteFenced || obs.Token().LSN != wal.at {
+				t.Errorf("fence %s, reason %q, token %s; want the fence at the token and reason write-fenced", wal.fence, obs.Reason(), obs.Token())
+			}
+			if waited := now.Sub(start); waited < 1100*time.Millisecond {
+				t.Errorf("answered %s after the fence; want at least the lease and a tenth", waited)
+			}
+		})
 	}
 }
 
