@@ -116,7 +116,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.suite, "suite", "throughput", "throughput (GET /api/me peak and latency, CPU per request, ratios to off mode and to pgbench; the make bench default), own-write (users write then read back; violations and offload), peers (ryw beside every read on the primary and pgpool-II: peak, violations, monotonic regressions, offload; needs pgpool2) or overload (goodput, p99, replicas out of rotation and retries at 1x, 4x and 16x -conns, and a cold start under load; needs wrk)")
 	fs.StringVar(&modes, "modes", "", "RYW_MODEs to measure, in order (default off,time,lsn for throughput, which needs off; time,lsn,off for own-write, whose first is the baseline)")
-	fs.IntVar(&o.rounds, "rounds", 5, "throughput: rounds in which the modes take turns")
+	fs.IntVar(&o.rounds, "rounds", 5, "throughput: rounds in which the modes take turns; overload: rounds of every level (default 3 there), the report giving medians")
 	fs.DurationVar(&o.phase, "phase", 5*time.Second, "throughput: how long each measurement runs")
 	fs.IntVar(&o.conns, "conns", 32, "throughput: closed-loop connections; overload: the 1x concurrency (default 64 there)")
 	fs.IntVar(&o.population, "population", 1000, "throughput: users with a profile whom the reads are for")
@@ -142,6 +142,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		if !set["conns"] {
 			o.conns = 64
+		}
+		if !set["rounds"] {
+			o.rounds = 3
 		}
 	}
 	var err error

@@ -156,6 +156,40 @@ func TestReportComparesTwoBuildsModeByMode(t *testing.T) {
 	}
 }
 
+// TestOverloadReportGivesMediansAgainstThePeak: the overload suite runs 3
+// rounds unless told, and its report gives each level's median goodput,
+// its ratio to the level with the highest median, and the counts summed
+// over the rounds.
+func TestOverloadReportGivesMediansAgainstThePeak(t *testing.T) {
+	o, err := parseFlags([]string{"-suite", "overload"}, io.Discard)
+	if err != nil || o.rounds != 3 || o.conns != 64 {
+		t.Fatalf("overload defaults = %+v, %v", o, err)
+	}
+	if o, err = parseFlags([]string{"-suite", "overload", "-rounds", "1"}, io.Discard); err != nil || o.rounds != 1 {
+		t.Fatalf("-rounds 1 = %+v, %v", o, err)
+	}
+	o.rounds = 3
+	phase := func(round, conns int, ok uint64, out int) overloadPhase {
+		return overloadPhase{label: "lsn", round: round, conns: conns, secs: 1, requests: ok + 1, non2xx: 1, p99: time.Duration(conns) * time.Millisecond, takenOut: out, retries: 2}
+	}
+	rep := &overloadReport{labels: []string{"lsn"}, generator: "wrk", phases: []overloadPhase{
+		phase(0, 64, 900, 0), phase(0, 256, 1000, 0), phase(0, 1024, 950, 1),
+		phase(1, 64, 800, 0), phase(1, 256, 1200, 0), phase(1, 1024, 850, 0),
+		phase(2, 64, 1000, 0), phase(2, 256, 1100, 0), phase(2, 1024, 1100, 0),
+	}}
+	report := strings.Join(strings.Fields(renderOverload(rep, o, "abc1234")), " ")
+	for _, want := range []string{
+		"| lsn | 64 (1x) | 900 | 800-1000 | 0.82x | 64.00 ms | 3 | 0 | 0 | 6 |",
+		"| lsn | 256 (4x) | 1100 | 1000-1200 | 1.00x | 256.00 ms |",
+		"| lsn | 1024 (16x) | 950 | 850-1100 | 0.86x | 1024.00 ms | 3 | 0 | 1 | 6 |",
+		"3 rounds",
+	} {
+		if !strings.Contains(report, want) {
+			t.Errorf("the report lacks %q:\n%s", want, report)
+		}
+	}
+}
+
 func TestParseStat(t *testing.T) {
 	// The command name may hold spaces and parentheses.
 	st, err := parseStat("4242 (postgres: a (b) c) S 17 4242 4242 0 -1 4194560 100 0 0 0 250 75 12 3 20 0 1 0 123 456 789")

@@ -132,7 +132,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var modes string
 	fs := flag.NewFlagSet("rywchaos", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&modes, "modes", "time,lsn,off", "RYW_MODEs to run, in order; off is the control and must see violations")
+	fs.StringVar(&modes, "modes", "time,lsn,off", "RYW_MODEs to run, in order; off is the control and must see violations; a mode may repeat (time,lsn,lsn,time), and the report then gives its medians")
 	fs.IntVar(&o.ops, "ops", 100_000, "HTTP requests per mode")
 	fs.IntVar(&o.users, "users", 60, "concurrent users (half of them sessions that send their token back)")
 	fs.IntVar(&o.instances, "instances", 2, "API instances; the last one loses Redis during the partition fault")
@@ -1202,6 +1202,7 @@ func render(results []result, o options) string {
 		fmt.Fprintf(&b, "| %s | %d | %d | %d | %.1f%% | %d | %d | %d | %d | %d | %d | %.0f s | %.0f | %.0f ms |\n", r.mode, r.ops, r.writes, r.ownReads, share,
 			r.violations, r.sessionReads, r.regressions, r.status5xx, r.otherErrors, r.lostFinal, r.elapsed.Seconds(), rate, float64(r.p99.Microseconds())/1000)
 	}
+	writeMedians(&b, results)
 	if o.scenario == "failover" {
 		fmt.Fprintln(&b, "\n| mode | promoted | diverged | promotion (and re-pointing) took | acknowledged writes lost | users who lost one | counted by the instances (for certain) | reads of lost or diverged data after it | 503 during it | writes after it |")
 		fmt.Fprintln(&b, "|---|---|---|---|---|---|---|---|---|---|")
@@ -1247,6 +1248,49 @@ func render(results []result, o options) string {
 		fmt.Fprintln(&b, "\nVerdict: pass (with read-your-writes on: no violation, no regression, no 5xx, no write missing, every lost write counted; the control saw violations and regressions)")
 	}
 	return b.String()
+}
+
+// writeMedians adds, when a mode ran more than once (-modes time,lsn,lsn,time),
+// each mode's median rate and p99 over its runs: one run sees about one
+// fault cycle, so a single pair of runs says little about which mode is
+// faster under the faults.
+func writeMedians(b *strings.Builder, results []result) {
+	var modes []string
+	rates, p99s := map[string][]float64{}, map[string][]float64{}
+	for _, r := range results {
+		if r.elapsed <= 0 {
+			continue
+		}
+		if _, ok := rates[r.mode]; !ok {
+			modes = append(modes, r.mode)
+		}
+		rates[r.mode] = append(rates[r.mode], float64(r.ops)/r.elapsed.Seconds())
+		p99s[r.mode] = append(p99s[r.mode], float64(r.p99.Microseconds())/1000)
+	}
+	if !slices.ContainsFunc(modes, func(m string) bool { return len(rates[m]) > 1 }) {
+		return
+	}
+	fmt.Fprintln(b, "\nEach mode over its runs (medians, and the range):")
+	fmt.Fprintln(b)
+	fmt.Fprintln(b, "| mode | runs | requests/s | range | p99 | range |")
+	fmt.Fprintln(b, "|---|---|---|---|---|---|")
+	for _, m := range modes {
+		r, p := rates[m], p99s[m]
+		fmt.Fprintf(b, "| %s | %d | %.0f | %.0f-%.0f | %.0f ms | %.0f-%.0f ms |\n", m, len(r), median(r), slices.Min(r), slices.Max(r), median(p), slices.Min(p), slices.Max(p))
+	}
+}
+
+// median of xs (the mean of the middle two for an even count).
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // redisFaultText says what the cycle does to Redis with the topology.

@@ -126,6 +126,28 @@ func TestTopologyFlags(t *testing.T) {
 	}
 }
 
+// TestMediansOverRepeatedModes: a mode run more than once gets its median
+// rate and p99; a list of distinct modes gets no such table.
+func TestMediansOverRepeatedModes(t *testing.T) {
+	run := func(mode string, ops int, secs float64, p99ms int) result {
+		return result{mode: mode, ops: ops, elapsed: time.Duration(secs * float64(time.Second)), p99: time.Duration(p99ms) * time.Millisecond,
+			faults: map[string]int{}, reasons: map[string]int{}}
+	}
+	o := options{scenario: "faults", ops: 1000}
+	report := render([]result{run("time", 1000, 1, 300), run("lsn", 1000, 2, 100), run("lsn", 1000, 0.5, 500), run("time", 3000, 1, 200), run("lsn", 1000, 1, 400)}, o)
+	for _, want := range []string{
+		"| time | 2 | 2000 | 1000-3000 | 250 ms | 200-300 ms |",
+		"| lsn | 3 | 1000 | 500-2000 | 400 ms | 100-500 ms |",
+	} {
+		if !strings.Contains(report, want) {
+			t.Errorf("the report lacks %q:\n%s", want, report)
+		}
+	}
+	if report = render([]result{run("time", 1000, 1, 300), run("lsn", 1000, 2, 100)}, o); strings.Contains(report, "over its runs") {
+		t.Errorf("medians over single runs:\n%s", report)
+	}
+}
+
 func TestVerdict(t *testing.T) {
 	o := options{}
 	good := []result{{mode: "lsn", ops: 10, ownReads: 5, sessionReads: 5}, {mode: "off", ops: 10, ownReads: 5, sessionReads: 5, violations: 3, regressions: 2}}
