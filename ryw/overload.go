@@ -3,6 +3,7 @@ package ryw
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"math"
 	"net"
@@ -72,6 +73,19 @@ func (a *attempt) waitedLocally(err error, timedOut bool, timeout time.Duration)
 		return false
 	}
 	return !a.reached.Load() || time.Duration(a.left.Load()) < timeout/2
+}
+
+// poolGaveUp reports whether err is database/sql's driver.ErrBadConn, bare:
+// the pool tried three of its connections and found each closed before the
+// read was sent. With the pool at its limit, all three are ones it hands
+// back rather than new ones (database/sql reuses a returned connection
+// even when it wants a new one), and under overload they were closed by the
+// service itself: statements it cancelled at their deadline. The replica
+// never saw the read, so this is no verdict on it (a replica that is down
+// fails the monitor's next check, and the reads in flight on it fail with
+// broken connections, which are).
+func poolGaveUp(err error) bool {
+	return errors.Is(err, driver.ErrBadConn)
 }
 
 // retryBudget bounds the reads that a busy service retries on the primary

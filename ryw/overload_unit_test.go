@@ -2,8 +2,10 @@ package ryw
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"syscall"
 	"testing"
@@ -40,6 +42,8 @@ func TestReplicaFailedJudgesTheReplicaNotOurWait(t *testing.T) {
 		{"refused with its time left", refused, false, late, true, ReasonReplicaFailed},
 		{"attempt unknown (control: the old judgement)", context.DeadlineExceeded, true, nil, true, ReasonReplicaFailed},
 		{"connection refused", refused, false, &attempt{}, true, ReasonReplicaFailed},
+		{"the pool found only closed connections", driver.ErrBadConn, false, &attempt{}, false, ReasonReplicaBusy},
+		{"a connection broke under the read", io.ErrUnexpectedEOF, false, reached, true, ReasonReplicaFailed},
 		{"the replica's statement_timeout fired first", &pgconn.PgError{Code: "57014", Message: "canceling statement due to statement timeout"}, false, reached, true, ReasonReplicaFailed},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -104,9 +104,10 @@ func (r *Router) replicaFailed(ctx context.Context, d Decision, err error, timed
 	var behind *BehindError
 	var moved *MovedError
 	switch {
-	case at.waitedLocally(err, timedOut, r.cfg.ReplicaTimeout):
-		// The time went to our own pool or to opening a connection: the
-		// replica never saw the read. The monitor's checks judge it.
+	case at.waitedLocally(err, timedOut, r.cfg.ReplicaTimeout) || poolGaveUp(err):
+		// The time went to our own pool or to opening a connection, or the
+		// pool had only connections the service had closed: the replica
+		// never saw the read. The monitor's checks judge it.
 		if !r.budget.take(r.cfg.Now()) {
 			r.counts.shed()
 			return "", false, fmt.Errorf("%w (%s): %w", ErrOverloaded, d.Node, err)
