@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ryw-go/ryw/internal/devstack"
+	"github.com/ryw-go/ryw/internal/loadgen"
 )
 
 func TestPercentile(t *testing.T) {
@@ -216,11 +217,11 @@ func TestSpliceKeepsWhatSurroundsTheMarkers(t *testing.T) {
 }
 
 func TestMedianAndCounts(t *testing.T) {
-	if m := median([]float64{3, 1, 2}); m != 2 {
-		t.Errorf("median(3,1,2) = %v", m)
+	if m := loadgen.Median([]float64{3, 1, 2}); m != 2 {
+		t.Errorf("loadgen.Median(3,1,2) = %v", m)
 	}
-	if m := median([]float64{4, 1, 2, 3}); m != 2.5 {
-		t.Errorf("median(4,1,2,3) = %v", m)
+	if m := loadgen.Median([]float64{4, 1, 2, 3}); m != 2.5 {
+		t.Errorf("loadgen.Median(4,1,2,3) = %v", m)
 	}
 	for n, want := range map[int]string{1000: "1k", 100000: "100k", 2_000_000: "2M", 1500: "1500"} {
 		if got := humanCount(n); got != want {

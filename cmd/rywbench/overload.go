@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ryw-go/ryw/internal/devstack"
+	"github.com/ryw-go/ryw/internal/loadgen"
 )
 
 // The overload suite (-suite overload) drives GET /api/me past the point
@@ -315,7 +316,7 @@ func renderOverload(rep *overloadReport, o options, commit string) string {
 	fmt.Fprintln(w, "| API\t connections\t goodput (2xx/s)\t range\t vs peak\t p99\t non-2xx\t socket errors\t out of rotation\t retried on the primary\t")
 	fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t")
 	for _, label := range rep.labels {
-		levels := overloadLevelsOf(rep.phases, label)
+		levels := overloadLevelsOf(rep.phases, label, o.conns)
 		peak := 0.0
 		for _, l := range levels {
 			peak = max(peak, l.goodput)
@@ -348,15 +349,14 @@ type overloadLevel struct {
 	retries           float64
 }
 
-// overloadLevelsOf sums up label's phases by concurrency, in the order the
-// levels ran.
-func overloadLevelsOf(phases []overloadPhase, label string) []overloadLevel {
+// overloadLevelsOf sums up label's phases by level (base is -conns).
+func overloadLevelsOf(phases []overloadPhase, label string, base int) []overloadLevel {
 	var out []overloadLevel
-	for _, conns := range uniqueConns(phases) {
-		l := overloadLevel{conns: conns}
+	for _, level := range overloadLevels {
+		l := overloadLevel{conns: level * base}
 		var rates, p99s []float64
 		for _, p := range phases {
-			if p.label != label || p.conns != conns {
+			if p.label != label || p.conns != l.conns {
 				continue
 			}
 			rates = append(rates, p.goodput())
@@ -369,19 +369,9 @@ func overloadLevelsOf(phases []overloadPhase, label string) []overloadLevel {
 		if len(rates) == 0 {
 			continue
 		}
-		l.goodput, l.min, l.max = median(rates), slices.Min(rates), slices.Max(rates)
-		l.p99 = time.Duration(median(p99s))
+		l.goodput, l.min, l.max = loadgen.Median(rates), slices.Min(rates), slices.Max(rates)
+		l.p99 = time.Duration(loadgen.Median(p99s))
 		out = append(out, l)
-	}
-	return out
-}
-
-func uniqueConns(phases []overloadPhase) []int {
-	var out []int
-	for _, p := range phases {
-		if !slices.Contains(out, p.conns) {
-			out = append(out, p.conns)
-		}
 	}
 	return out
 }

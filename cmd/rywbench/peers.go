@@ -521,12 +521,12 @@ func summarizePeer(r *peerResult, off *peerResult) peerSummary {
 			ownShares = append(ownShares, t.ownShare)
 		}
 	}
-	s.peak, s.vsOff = median(peaks), median(s.roundsVsOff)
+	s.peak, s.vsOff = loadgen.Median(peaks), loadgen.Median(s.roundsVsOff)
 	if len(peakShares) > 0 {
-		s.peakShare = median(peakShares)
+		s.peakShare = loadgen.Median(peakShares)
 	}
 	if len(ownShares) > 0 {
-		s.ownShare = median(ownShares)
+		s.ownShare = loadgen.Median(ownShares)
 	}
 	return s
 }

@@ -30,6 +30,7 @@ import (
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 
 	"github.com/ryw-go/ryw/internal/devstack"
+	"github.com/ryw-go/ryw/internal/loadgen"
 	"github.com/ryw-go/ryw/ryw"
 )
 
@@ -122,13 +123,13 @@ type pgbenchRun struct {
 
 // pgbenchTPS is the median over the rounds.
 func (l limits) pgbenchTPS() float64 {
-	return median(each(l.pgbench, func(r pgbenchRun) float64 { return r.tps }))
+	return loadgen.Median(each(l.pgbench, func(r pgbenchRun) float64 { return r.tps }))
 }
 
 // pgbenchCPU is the median CPU per transaction over the rounds.
 func (l limits) pgbenchCPU() cpuUse {
-	pg := median(each(l.pgbench, func(r pgbenchRun) float64 { return float64(r.cpu.pg) }))
-	gen := median(each(l.pgbench, func(r pgbenchRun) float64 { return float64(r.cpu.gen) }))
+	pg := loadgen.Median(each(l.pgbench, func(r pgbenchRun) float64 { return float64(r.cpu.pg) }))
+	gen := loadgen.Median(each(l.pgbench, func(r pgbenchRun) float64 { return float64(r.cpu.gen) }))
 	return cpuUse{pg: time.Duration(pg), gen: time.Duration(gen)}
 }
 
@@ -146,7 +147,7 @@ func offVsPgbench(c configResult) float64 {
 			ratios = append(ratios, off.peak[i].rps()/r.tps)
 		}
 	}
-	return median(ratios)
+	return loadgen.Median(ratios)
 }
 
 // roundRatios lists the rounds' off/pgbench ratios.
@@ -886,19 +887,6 @@ func humanCount(n int) string {
 	return strconv.Itoa(n)
 }
 
-// median of xs (the mean of the middle two for an even count).
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 func each[S, T any](ps []S, f func(S) T) []T {
 	out := make([]T, len(ps))
 	for i, p := range ps {
@@ -927,24 +915,24 @@ func summarize(c configResult, mode string) summary {
 	mr, off := c.byMode[mode], c.byMode["off"]
 	var s summary
 	s.roundsPeak = each(mr.peak, phase.rps)
-	s.peak = median(s.roundsPeak)
+	s.peak = loadgen.Median(s.roundsPeak)
 	for i, p := range mr.peak {
 		s.roundsRatio = append(s.roundsRatio, p.rps()/off.peak[i].rps())
 		s.bad += p.bad
 	}
-	s.peakRatio = median(s.roundsRatio)
-	s.p50 = median(each(mr.rate, func(p phase) float64 { return float64(p.p50.Microseconds()) / 1000 }))
-	s.p99 = median(each(mr.rate, func(p phase) float64 { return float64(p.p99.Microseconds()) / 1000 }))
+	s.peakRatio = loadgen.Median(s.roundsRatio)
+	s.p50 = loadgen.Median(each(mr.rate, func(p phase) float64 { return float64(p.p50.Microseconds()) / 1000 }))
+	s.p99 = loadgen.Median(each(mr.rate, func(p phase) float64 { return float64(p.p99.Microseconds()) / 1000 }))
 	var ratios []float64
 	for i, p := range mr.rate {
 		ratios = append(ratios, float64(p.p99)/float64(off.rate[i].p99))
 		s.bad += p.bad
 	}
-	s.p99Ratio = median(ratios)
-	s.rateAchieved = median(each(mr.rate, phase.rps))
-	s.genCoreShare = median(each(mr.rate, func(p phase) float64 { return p.cpu.gen.Seconds() / p.secs }))
+	s.p99Ratio = loadgen.Median(ratios)
+	s.rateAchieved = loadgen.Median(each(mr.rate, phase.rps))
+	s.genCoreShare = loadgen.Median(each(mr.rate, func(p phase) float64 { return p.cpu.gen.Seconds() / p.secs }))
 	dur := func(f func(phase) time.Duration) time.Duration {
-		return time.Duration(median(each(mr.peak, func(p phase) float64 { return float64(f(p)) })))
+		return time.Duration(loadgen.Median(each(mr.peak, func(p phase) float64 { return float64(f(p)) })))
 	}
 	s.api = dur(func(p phase) time.Duration { return p.perRequest(p.cpu.api) })
 	s.pg = dur(func(p phase) time.Duration { return p.perRequest(p.cpu.pg) })
@@ -1206,7 +1194,7 @@ func baselineRatio(c configResult, mode string) float64 {
 			ratios = append(ratios, p.rps()/base.peak[i].rps())
 		}
 	}
-	return median(ratios)
+	return loadgen.Median(ratios)
 }
 
 // parseWrk reads wrk's summary: the requests it completed, in how many

@@ -1195,12 +1195,8 @@ func render(results []result, o options) string {
 		if r.ownReads > 0 {
 			share = 100 * float64(r.replicaReads) / float64(r.ownReads)
 		}
-		rate := 0.0
-		if r.elapsed > 0 {
-			rate = float64(r.ops) / r.elapsed.Seconds()
-		}
 		fmt.Fprintf(&b, "| %s | %d | %d | %d | %.1f%% | %d | %d | %d | %d | %d | %d | %.0f s | %.0f | %.0f ms |\n", r.mode, r.ops, r.writes, r.ownReads, share,
-			r.violations, r.sessionReads, r.regressions, r.status5xx, r.otherErrors, r.lostFinal, r.elapsed.Seconds(), rate, float64(r.p99.Microseconds())/1000)
+			r.violations, r.sessionReads, r.regressions, r.status5xx, r.otherErrors, r.lostFinal, r.elapsed.Seconds(), r.rate(), r.p99ms())
 	}
 	writeMedians(&b, results)
 	if o.scenario == "failover" {
@@ -1250,6 +1246,17 @@ func render(results []result, o options) string {
 	return b.String()
 }
 
+// rate is the run's requests per second (0 if it took no time).
+func (r result) rate() float64 {
+	if r.elapsed <= 0 {
+		return 0
+	}
+	return float64(r.ops) / r.elapsed.Seconds()
+}
+
+// p99ms is the run's p99 in milliseconds.
+func (r result) p99ms() float64 { return float64(r.p99.Microseconds()) / 1000 }
+
 // writeMedians adds, when a mode ran more than once (-modes time,lsn,lsn,time),
 // each mode's median rate and p99 over its runs: one run sees about one
 // fault cycle, so a single pair of runs says little about which mode is
@@ -1264,8 +1271,8 @@ func writeMedians(b *strings.Builder, results []result) {
 		if _, ok := rates[r.mode]; !ok {
 			modes = append(modes, r.mode)
 		}
-		rates[r.mode] = append(rates[r.mode], float64(r.ops)/r.elapsed.Seconds())
-		p99s[r.mode] = append(p99s[r.mode], float64(r.p99.Microseconds())/1000)
+		rates[r.mode] = append(rates[r.mode], r.rate())
+		p99s[r.mode] = append(p99s[r.mode], r.p99ms())
 	}
 	if !slices.ContainsFunc(modes, func(m string) bool { return len(rates[m]) > 1 }) {
 		return
@@ -1276,21 +1283,8 @@ func writeMedians(b *strings.Builder, results []result) {
 	fmt.Fprintln(b, "|---|---|---|---|---|---|")
 	for _, m := range modes {
 		r, p := rates[m], p99s[m]
-		fmt.Fprintf(b, "| %s | %d | %.0f | %.0f-%.0f | %.0f ms | %.0f-%.0f ms |\n", m, len(r), median(r), slices.Min(r), slices.Max(r), median(p), slices.Min(p), slices.Max(p))
+		fmt.Fprintf(b, "| %s | %d | %.0f | %.0f-%.0f | %.0f ms | %.0f-%.0f ms |\n", m, len(r), loadgen.Median(r), slices.Min(r), slices.Max(r), loadgen.Median(p), slices.Min(p), slices.Max(p))
 	}
-}
-
-// median of xs (the mean of the middle two for an even count).
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // redisFaultText says what the cycle does to Redis with the topology.

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/google/uuid"
@@ -92,4 +93,17 @@ func CallAs(ctx context.Context, client *http.Client, identify Identify, method,
 		_ = json.Unmarshal(b, &p)
 	}
 	return resp.StatusCode, resp.Header, p.Name, nil
+}
+
+// Median of xs (the mean of the middle two for an even count).
+func Median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
