@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -64,9 +65,17 @@ type Config struct {
 	// PrimaryTimeout bounds connecting to the primary and each piece of
 	// work on it (RYW_PRIMARY_TIMEOUT); overrunning answers 503.
 	PrimaryTimeout time.Duration
-	LogLevel       slog.Level    // LOG_LEVEL
-	LogFormat      string        // LOG_FORMAT: text or json
-	ShutdownWait   time.Duration // SHUTDOWN_TIMEOUT
+	// MaxInFlight bounds the API requests in progress at once
+	// (MAX_IN_FLIGHT, default DefaultConnsPerNode for each node, the
+	// primary and every replica: what their pools can serve at once);
+	// the others wait their turn.
+	MaxInFlight int
+	// QueueWait is how long a request may wait for its turn before it is
+	// refused with 503 overloaded (MAX_QUEUE_WAIT).
+	QueueWait    time.Duration
+	LogLevel     slog.Level    // LOG_LEVEL
+	LogFormat    string        // LOG_FORMAT: text or json
+	ShutdownWait time.Duration // SHUTDOWN_TIMEOUT
 	// TokenKey signs the causal tokens given to clients (RYW_TOKEN_KEY, 32
 	// bytes or more, the same on every instance). Empty: a random key per
 	// process, so that tokens from other instances are ignored.
@@ -129,6 +138,10 @@ const (
 	DefaultJWKSRefresh    = 5 * time.Minute
 	DefaultJWKSMinRefresh = 10 * time.Second
 	DefaultFenceLease     = ryw.DefaultFenceLease
+	DefaultQueueWait      = 2 * time.Second
+	// DefaultConnsPerNode is each node's pool size (ryw.DefaultMaxConns),
+	// which MAX_IN_FLIGHT's default counts on.
+	DefaultConnsPerNode = ryw.DefaultMaxConns
 	// PollsPerLease is how many polls of the primary at least fit in the
 	// fence lease (RYW_POLL_INTERVAL at most RYW_FENCE_LEASE / 5), so that
 	// one late poll does not send own-write reads to the primary.
@@ -181,6 +194,7 @@ func Load(getenv func(string) string) (Config, error) {
 		StaleReadsWithoutPrimary: l.oneOf("RYW_STALE_READS_WITHOUT_PRIMARY", "false", "false", "true") == "true",
 		ReplicaTimeout:           l.duration("RYW_REPLICA_TIMEOUT", DefaultReplicaTimeout),
 		PrimaryTimeout:           l.duration("RYW_PRIMARY_TIMEOUT", DefaultPrimaryTimeout),
+		QueueWait:                l.duration("MAX_QUEUE_WAIT", DefaultQueueWait),
 		LogLevel:                 l.level("LOG_LEVEL"),
 		LogFormat:                l.oneOf("LOG_FORMAT", "text", "text", "json"),
 		ShutdownWait:             l.duration("SHUTDOWN_TIMEOUT", DefaultShutdownWait),
@@ -191,6 +205,7 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	cfg.Replicas = l.replicas("DATABASE_REPLICA_URLS")
 	cfg.Auth = l.auth()
+	cfg.MaxInFlight = l.positiveInt("MAX_IN_FLIGHT", (1+len(cfg.Replicas))*DefaultConnsPerNode)
 	if cfg.LabURL = l.str("RYW_LAB_URL", ""); cfg.LabURL != "" {
 		if u, err := url.Parse(cfg.LabURL); err != nil || u.Scheme != "http" || u.Host == "" || u.Path != "" {
 			l.fail(fmt.Sprintf("RYW_LAB_URL must be devstack's lab, like http://127.0.0.1:8091, got %q", cfg.LabURL))
@@ -242,6 +257,8 @@ func (c Config) LogValue() slog.Value {
 		slog.Bool("staleReadsWithoutPrimary", c.StaleReadsWithoutPrimary),
 		slog.Duration("replicaTimeout", c.ReplicaTimeout),
 		slog.Duration("primaryTimeout", c.PrimaryTimeout),
+		slog.Int("maxInFlight", c.MaxInFlight),
+		slog.Duration("queueWait", c.QueueWait),
 		slog.Bool("tokenKeySet", c.TokenKey != ""),
 		slog.String("labUrl", c.LabURL),
 		slog.String("authMode", c.Auth.Mode),
@@ -335,6 +352,19 @@ func (l *loader) duration(name string, def time.Duration) time.Duration {
 		return 0
 	}
 	return d
+}
+
+func (l *loader) positiveInt(name string, def int) int {
+	raw := strings.TrimSpace(l.getenv(name))
+	if raw == "" {
+		return def
+	}
+	n, err := strconv.Atoi(raw)
+	if err != nil || n < 1 {
+		l.fail(fmt.Sprintf("%s must be a whole number of 1 or more, got %q", name, raw))
+		return 0
+	}
+	return n
 }
 
 func (l *loader) nonNegativeDuration(name string, def time.Duration) time.Duration {

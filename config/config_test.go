@@ -33,6 +33,31 @@ func TestLoadDefaults(t *testing.T) {
 	}
 }
 
+func TestLoadAdmissionLimit(t *testing.T) {
+	tests := []struct {
+		name     string
+		env      map[string]string
+		inFlight int
+		wait     time.Duration
+	}{
+		{"a pool's worth per node, the primary alone", map[string]string{}, DefaultConnsPerNode, DefaultQueueWait},
+		{"a pool's worth per node, with two replicas", map[string]string{"DATABASE_REPLICA_URLS": "postgres://r1/ryw,postgres://r2/ryw"}, 3 * DefaultConnsPerNode, DefaultQueueWait},
+		{"set", map[string]string{"MAX_IN_FLIGHT": "200", "MAX_QUEUE_WAIT": "500ms"}, 200, 500 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.env["DATABASE_URL"] = primary
+			cfg, err := Load(env(tt.env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.MaxInFlight != tt.inFlight || cfg.QueueWait != tt.wait {
+				t.Errorf("MaxInFlight, QueueWait = %d, %s; want %d, %s", cfg.MaxInFlight, cfg.QueueWait, tt.inFlight, tt.wait)
+			}
+		})
+	}
+}
+
 func TestLoadAuth(t *testing.T) {
 	cfg, err := Load(env(map[string]string{"DATABASE_URL": primary}))
 	if err != nil || cfg.Auth.Mode != AuthDemo {
@@ -111,6 +136,9 @@ func TestLoadErrors(t *testing.T) {
 		{"poll interval beyond the lease", map[string]string{"RYW_POLL_INTERVAL": "500ms"}, `RYW_POLL_INTERVAL must be at most 60ms (a fifth of RYW_FENCE_LEASE, 300ms), got 500ms`},
 		{"poll interval beyond a longer lease", map[string]string{"RYW_POLL_INTERVAL": "250ms", "RYW_FENCE_LEASE": "1s"}, `RYW_POLL_INTERVAL must be at most 200ms (a fifth of RYW_FENCE_LEASE, 1s), got 250ms`},
 		{"zero fence lease", map[string]string{"RYW_FENCE_LEASE": "0s"}, `RYW_FENCE_LEASE must be a positive duration`},
+		{"no requests in flight", map[string]string{"MAX_IN_FLIGHT": "0"}, `MAX_IN_FLIGHT must be a whole number of 1 or more, got "0"`},
+		{"requests in flight not a number", map[string]string{"MAX_IN_FLIGHT": "lots"}, `MAX_IN_FLIGHT must be a whole number of 1 or more, got "lots"`},
+		{"zero queue wait", map[string]string{"MAX_QUEUE_WAIT": "0s"}, `MAX_QUEUE_WAIT must be a positive duration`},
 		{"bad mode", map[string]string{"RYW_MODE": "eventual"}, `RYW_MODE must be one of time|lsn|off, got "eventual"`},
 		{"bad redis", map[string]string{"REDIS_URL": "http://cache:6379"}, "REDIS_URL must be a redis://"},
 		{"bad level", map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL must be one of"},

@@ -101,7 +101,7 @@ func classify(err error) *httpError {
 		return &httpError{status: http.StatusUnsupportedMediaType, code: "unsupported_media_type", message: err.Error()}
 	case errors.Is(err, ryw.ErrUnconfirmed):
 		return errUnconfirmed
-	case errors.Is(err, ryw.ErrOverloaded):
+	case errors.Is(err, ryw.ErrOverloaded), errors.Is(err, middleware.ErrBusy):
 		return errOverloaded
 	case errors.Is(err, context.Canceled):
 		return errCanceled

@@ -5,6 +5,7 @@ package controllers
 import (
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +29,10 @@ type Deps struct {
 	Identity, Required gin.HandlerFunc
 	// ModeOverride honours X-RYW-Mode: off (AUTH_MODE=demo only).
 	ModeOverride bool
+	// MaxInFlight bounds the API requests in progress at once; the others
+	// wait their turn, up to QueueWait (see middleware.Admission).
+	MaxInFlight int
+	QueueWait   time.Duration
 	// RYW routes each request's queries (read-your-writes).
 	RYW      *ryw.Balancer
 	UI       *UIController // nil: no live page
@@ -73,7 +78,9 @@ func NewRouter(d Deps) *gin.Engine {
 		r.GET("/ui/static/*file", d.UI.Files)
 	}
 
-	api := r.Group("/api", middleware.RoutingHeaders())
+	// Only the API waits its turn: health checks and metrics answer
+	// whatever the load.
+	api := r.Group("/api", middleware.Admission(d.MaxInFlight, d.QueueWait, d.Metrics), middleware.RoutingHeaders())
 	ownRead := func(r *http.Request) ryw.Access {
 		if middleware.ModeOff(r) {
 			return ryw.UncheckedRead

@@ -112,6 +112,8 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 		Identity:     identity,
 		Required:     required,
 		ModeOverride: modeOverride,
+		MaxInFlight:  cfg.MaxInFlight,
+		QueueWait:    cfg.QueueWait,
 		UI:           a.ui,
 		RYW:          a.rw,
 		Health:       controllers.NewHealthController(health),
