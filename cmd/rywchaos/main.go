@@ -68,6 +68,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -300,7 +301,10 @@ type result struct {
 	p99          time.Duration // of every request's answer (or failure)
 	// slow counts the answers that took slowAnswer or more, by kind,
 	// instance and routing reason: where the tail comes from.
-	slow     map[string]int
+	slow map[string]int
+	// spent is the answer time summed by kind and routing reason: in a
+	// closed loop, what the users waited for instead of sending more.
+	spent    map[string]spent
 	faults   map[string]int
 	reasons  map[string]int
 	problems []string
@@ -478,15 +482,17 @@ func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options,
 	}
 	res.ops, res.status5xx, res.unavailable, res.otherErrors = int(h.ops.Load()), 0, 0, 0
 	var took []time.Duration
-	res.slow = map[string]int{}
+	res.slow, res.spent = map[string]int{}, map[string]spent{}
 	for _, u := range users {
 		for _, e := range u.events {
 			took = append(took, e.end.Sub(e.start))
+			reason := e.reason
+			if reason == "" {
+				reason = "no reason given"
+			}
+			key := fmt.Sprintf("%s (%s)", e.kind, reason)
+			res.spent[key] = res.spent[key].add(e.end.Sub(e.start))
 			if e.end.Sub(e.start) >= slowAnswer {
-				reason := e.reason
-				if reason == "" {
-					reason = "no reason given"
-				}
 				res.slow[fmt.Sprintf("%s via instance %d (%s)", e.kind, slices.Index(urls, e.api)+1, reason)]++
 			}
 			if e.acked() {
@@ -1225,6 +1231,7 @@ func render(results []result, o options) string {
 	for _, r := range results {
 		fmt.Fprintf(&b, "- %s: %s\n", r.mode, counts(r.slow))
 	}
+	writeSpent(&b, results)
 	fmt.Fprintln(&b, "\nRouting reasons of the own-write reads:")
 	fmt.Fprintln(&b)
 	for _, r := range results {
@@ -1298,6 +1305,45 @@ func redisFaultText(t devstack.Options) string {
 		return "a Redis Cluster master handing over to its replica (CLUSTER FAILOVER), then the next shard's master killed (SIGKILL), its replica elected and the old master back as a replica (no partition fault: the clients reach the nodes at the addresses the cluster gives)"
 	}
 	return "Redis killed and restarted empty, Redis unreachable from the last instance for 1-3 s"
+}
+
+// spent is the answers of one kind and routing reason: how many, and the
+// time they took in all.
+type spent struct {
+	n     int
+	total time.Duration
+}
+
+func (s spent) add(d time.Duration) spent { return spent{s.n + 1, s.total + d} }
+
+// writeSpent writes, per mode, where the users' time went: the answer time
+// by kind and routing reason, largest first, with its share of the mode's
+// total and its mean. In a closed loop the rate is the users over the mean
+// answer time, so a category that one mode spends more on is where it
+// loses requests.
+func writeSpent(w io.Writer, results []result) {
+	fmt.Fprintln(w, "\nWhere the users' time went: answer time by kind and routing reason, summed over the run (largest first; a category under 1% of the mode's total is left out):")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| mode | kind (reason) | answers | time | share | mean |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|")
+	for _, r := range results {
+		var all time.Duration
+		keys := make([]string, 0, len(r.spent))
+		for k, s := range r.spent {
+			all += s.total
+			keys = append(keys, k)
+		}
+		slices.SortFunc(keys, func(a, b string) int {
+			return cmp.Or(cmp.Compare(r.spent[b].total, r.spent[a].total), strings.Compare(a, b))
+		})
+		for _, k := range keys {
+			s := r.spent[k]
+			if all == 0 || s.total*100 < all {
+				continue
+			}
+			fmt.Fprintf(w, "| %s | %s | %d | %.1f s | %.0f%% | %.1f ms |\n", r.mode, k, s.n, s.total.Seconds(), 100*s.total.Seconds()/all.Seconds(), float64(s.total.Microseconds())/1000/float64(s.n))
+		}
+	}
 }
 
 func counts(m map[string]int) string {
