@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -127,10 +128,20 @@ func (r *Router) fence(ctx context.Context, token LSN) error {
 	if fenceErr != nil {
 		r.cfg.Logger.ErrorContext(ctx, "could not raise the fence either; waiting for every replica to replay the write", "token", token.String(), "err", fenceErr)
 	}
-	for {
+	secured := func() bool {
 		if r.cfg.View.AllCaughtUp(token) || (fenceErr == nil && !r.cfg.Now().Before(until)) {
 			observationFrom(ctx).setReason(ReasonWriteFenced)
 			r.counts.add(Decision{Node: Primary, Reason: ReasonWriteFenced})
+			return true
+		}
+		return false
+	}
+	for {
+		if secured() {
+			return nil
+		}
+		r.refreshBehind(ctx, token, fenceErr == nil, until.Sub(r.cfg.Now()))
+		if secured() {
 			return nil
 		}
 		select {
@@ -139,6 +150,28 @@ func (r *Router) fence(ctx context.Context, token LSN) error {
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
+}
+
+// refreshBehind asks the healthy replicas not known to have replayed
+// token for their position now (until deadline, if not zero), rather than
+// waiting for the monitor's next poll: a fenced write is answered once
+// every replica has it, and the known positions are up to a poll interval
+// old. With bounded, it waits at most left (what remains of the lease).
+// Concurrent writes share each replica's query (see Refresh). A replica
+// out of rotation is left to the monitor: until it is back, the write
+// waits out the lease anyway.
+func (r *Router) refreshBehind(ctx context.Context, token LSN, bounded bool, left time.Duration) {
+	done := r.cfg.View.CaughtUp(token)
+	behind := slices.DeleteFunc(r.cfg.View.CaughtUp(0), func(n string) bool { return slices.Contains(done, n) })
+	if len(behind) == 0 {
+		return
+	}
+	if bounded {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, left)
+		defer cancel()
+	}
+	r.cfg.View.Refresh(ctx, behind)
 }
 
 // retry runs f up to recordAttempts times, backing off a little, while ctx

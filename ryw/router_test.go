@@ -68,6 +68,9 @@ type fakeReplicas struct {
 	order     []string
 	down      []string
 	refreshed atomic.Int32
+	// fresh is what the replicas have replayed by now, which a Refresh
+	// learns (absent: what replay says).
+	fresh     map[string]LSN
 	fence     LSN
 	fenceAsOf time.Time
 	cluster   Cluster
@@ -99,7 +102,14 @@ func (f *fakeReplicas) PrimaryPosition() Position {
 
 func (f *fakeReplicas) Fence() (LSN, time.Time) { return f.fence, f.fenceAsOf }
 
-func (f *fakeReplicas) Refresh(context.Context, []string) { f.refreshed.Add(1) }
+func (f *fakeReplicas) Refresh(_ context.Context, names []string) {
+	f.refreshed.Add(1)
+	for _, n := range names {
+		if l, ok := f.fresh[n]; ok {
+			f.replay[n] = l
+		}
+	}
+}
 
 func (f *fakeReplicas) MarkDown(name string, _ error) {
 	f.down = append(f.down, name)
@@ -389,6 +399,38 @@ func TestRecordWriteRaisesTheFenceWhenTheTrackerFails(t *testing.T) {
 				t.Errorf("answered %s after the fence; want at least the lease and a tenth", waited)
 			}
 		})
+	}
+}
+
+// A fenced write asks the replicas behind it for their position instead
+// of waiting for the monitor's next poll: one that has replayed the write
+// by then ends the wait before the lease.
+func TestFencedWriteAsksTheReplicasBehindIt(t *testing.T) {
+	now := t0
+	tr := newFakeTracker()
+	tr.err = fmt.Errorf("record: %w", ErrTrackerShedding)
+	wal := &fakeWAL{at: 0x5_00000010}
+	// The monitor last saw r1 behind the write; r1 has replayed it since.
+	reps := &fakeReplicas{replay: map[string]LSN{"r1": 0x4_00000000, "r2": 0x5_00000010}, order: []string{"r1", "r2"},
+		fresh: map[string]LSN{"r1": 0x5_00000020}}
+	r := NewRouter(RouterConfig{
+		Mode: ModeLSN, MarkerTTL: testTTL, Tracker: tr, View: reps, WAL: wal,
+		FenceLease: time.Second, RecordBudget: time.Minute,
+		Now: func() time.Time {
+			now = now.Add(time.Millisecond)
+			return now
+		},
+	})
+	ctx, obs := WithObservation(t.Context())
+	start := now
+	if err := r.RecordWrite(ctx, "u"); err != nil || obs.Reason() != ReasonWriteFenced {
+		t.Fatalf("RecordWrite = %v, reason %q; want the write secured by the fence", err, obs.Reason())
+	}
+	if waited := now.Sub(start); waited >= time.Second {
+		t.Errorf("answered %s after the fence, the whole lease; want as soon as r1 said it had the write", waited)
+	}
+	if reps.refreshed.Load() == 0 {
+		t.Error("the replicas behind the write were not asked for their position")
 	}
 }
 
