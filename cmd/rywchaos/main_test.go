@@ -148,6 +148,33 @@ func TestMediansOverRepeatedModes(t *testing.T) {
 	}
 }
 
+func TestWhereTheTimeWent(t *testing.T) {
+	var b strings.Builder
+	writeSpent(&b, []result{{mode: "lsn", spent: map[string]spent{
+		"read (lsn-caught-up)": {n: 100, total: 2 * time.Second},
+		"write (write-fenced)": {n: 10, total: 1500 * time.Millisecond},
+		"write (write)":        {n: 50, total: 1490 * time.Millisecond},
+		"catalog (stale-ok)":   {n: 1, total: 10 * time.Millisecond}, // under 1% of 5 s: left out
+	}}})
+	got := b.String()
+	rows := []string{
+		"| lsn | read (lsn-caught-up) | 100 | 2.0 s | 40% | 20.0 ms |",
+		"| lsn | write (write-fenced) | 10 | 1.5 s | 30% | 150.0 ms |",
+		"| lsn | write (write) | 50 | 1.5 s | 30% | 29.8 ms |",
+	}
+	last := -1
+	for _, row := range rows {
+		i := strings.Index(got, row)
+		if i < 0 || i < last {
+			t.Errorf("the table lacks %q, or has it out of order (largest first):\n%s", row, got)
+		}
+		last = i
+	}
+	if strings.Contains(got, "stale-ok") {
+		t.Errorf("a category under 1%% of the time is listed:\n%s", got)
+	}
+}
+
 func TestVerdict(t *testing.T) {
 	o := options{}
 	good := []result{{mode: "lsn", ops: 10, ownReads: 5, sessionReads: 5}, {mode: "off", ops: 10, ownReads: 5, sessionReads: 5, violations: 3, regressions: 2}}
