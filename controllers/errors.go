@@ -126,6 +126,10 @@ func Errors(logger *slog.Logger) gin.HandlerFunc {
 		err := c.Errors.Last().Err
 		he := classify(err)
 		switch {
+		case he == errOverloaded:
+			// Counted in the metrics (ryw_http_requests_shed_total,
+			// ryw_reads_overloaded_total): a log line for each would add
+			// work when the service is already the bottleneck.
 		case he.status == http.StatusServiceUnavailable:
 			logger.WarnContext(c.Request.Context(), "dependency unavailable", "err", err,
 				"requestId", middleware.RequestIDFrom(c.Request.Context()),

@@ -53,3 +53,26 @@ func TestInternalErrorsAreLoggedNotLeaked(t *testing.T) {
 		}
 	}
 }
+
+// A request shed by the admission limit, or a read shed by the router,
+// answers 503 overloaded with Retry-After, in the error shape, and is not
+// logged one by one (the metrics count them).
+func TestShedRequestsAnswerOverloaded(t *testing.T) {
+	gin.SetMode(gin.TestMode)
+	var logs bytes.Buffer
+	r := gin.New()
+	r.Use(Errors(slog.New(slog.NewTextHandler(&logs, nil))))
+	r.GET("/busy", func(c *gin.Context) { fail(c, fmt.Errorf("%w: waited 2s", middleware.ErrBusy)) })
+	w := httptest.NewRecorder()
+	r.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/busy", nil))
+	var body ErrorBody
+	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {
+		t.Fatalf("not the error shape: %s", w.Body)
+	}
+	if w.Code != http.StatusServiceUnavailable || body.Error.Code != "overloaded" || w.Header().Get("Retry-After") != "1" {
+		t.Errorf("shed request = %d %+v, Retry-After %q; want 503 overloaded, Retry-After 1", w.Code, body, w.Header().Get("Retry-After"))
+	}
+	if logs.Len() != 0 {
+		t.Errorf("a shed request was logged:\n%s", logs.String())
+	}
+}

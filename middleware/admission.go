@@ -20,13 +20,12 @@ var ErrBusy = errors.New("the service is at its limit of requests in progress")
 // than maxWait is refused with ErrBusy.
 //
 // Past the machine's capacity, more requests in progress do not finish
-// more work: each one's state (its context, buffers, the rows it reads)
-// competes for the CPU's caches with all the others, and they queue for a
-// database connection anyway, where database/sql serves waiters in random
-// order, so some wait out their deadline and are retried elsewhere. A
-// queue in front of the handlers keeps the work in progress to what the
-// pools can serve, and a waiting request costs nothing but its goroutine.
-// See docs/PROFILING.md, "Overload".
+// more work; they queue for a database connection instead, where
+// database/sql hands a returned connection to a random waiter, so a few
+// wait out their deadline and are retried on the primary, which adds work
+// when there is already too much. Waiting here, in order, before any work
+// is done, keeps the tail short and nothing is retried (docs/PROFILING.md,
+// "A queue in front of the handlers").
 //
 // It registers in reg how many requests wait (ryw_http_requests_waiting)
 // and how many were refused (ryw_http_requests_shed_total). limit must be

@@ -153,10 +153,10 @@ func (r *Router) fence(ctx context.Context, token LSN) error {
 }
 
 // refreshBehind asks the healthy replicas not known to have replayed
-// token for their position now (until deadline, if not zero), rather than
-// waiting for the monitor's next poll: a fenced write is answered once
-// every replica has it, and the known positions are up to a poll interval
-// old. With bounded, it waits at most left (what remains of the lease).
+// token for their position now, rather than waiting for the monitor's
+// next poll: a fenced write is answered once every replica has it, and
+// the known positions are up to a poll interval old. With bounded, it
+// waits at most left (what remains of the lease).
 // Concurrent writes share each replica's query (see Refresh). A replica
 // out of rotation is left to the monitor: until it is back, the write
 // waits out the lease anyway.
