@@ -304,7 +304,10 @@ type result struct {
 	slow map[string]int
 	// spent is the answer time summed by kind and routing reason: in a
 	// closed loop, what the users waited for instead of sending more.
-	spent    map[string]spent
+	spent map[string]spent
+	// byFault is the answer time summed by the faults in place when each
+	// request started.
+	byFault  map[string]spent
 	faults   map[string]int
 	reasons  map[string]int
 	problems []string
@@ -482,7 +485,10 @@ func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options,
 	}
 	res.ops, res.status5xx, res.unavailable, res.otherErrors = int(h.ops.Load()), 0, 0, 0
 	var took []time.Duration
-	res.slow, res.spent = map[string]int{}, map[string]spent{}
+	res.slow, res.spent, res.byFault = map[string]int{}, map[string]spent{}, map[string]spent{}
+	inj.mu.Lock()
+	spans := slices.Clone(inj.spans)
+	inj.mu.Unlock()
 	for _, u := range users {
 		for _, e := range u.events {
 			took = append(took, e.end.Sub(e.start))
@@ -492,6 +498,8 @@ func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options,
 			}
 			key := fmt.Sprintf("%s (%s)", e.kind, reason)
 			res.spent[key] = res.spent[key].add(e.end.Sub(e.start))
+			during := faultsAt(spans, e.start)
+			res.byFault[during] = res.byFault[during].add(e.end.Sub(e.start))
 			if e.end.Sub(e.start) >= slowAnswer {
 				res.slow[fmt.Sprintf("%s via instance %d (%s)", e.kind, slices.Index(urls, e.api)+1, reason)]++
 			}
@@ -904,6 +912,7 @@ type injector struct {
 
 	mu          sync.Mutex
 	counts      map[string]int
+	spans       []faultSpan  // when each fault was in place
 	redisFaults int          // Redis faults injected so far (Cluster alternates)
 	cycled      *atomic.Bool // set after the first full cycle
 }
@@ -913,6 +922,38 @@ func (f *injector) count(fault string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.counts[fault]++
+}
+
+// faultSpan is a time a fault was in place.
+type faultSpan struct {
+	fault      string
+	start, end time.Time
+}
+
+// during notes that fault is in place from now until the returned func is
+// called.
+func (f *injector) during(fault string) (over func()) {
+	start := time.Now()
+	return func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.spans = append(f.spans, faultSpan{fault, start, time.Now()})
+	}
+}
+
+// faultsAt names the faults in place at t, "no fault" when none was.
+func faultsAt(spans []faultSpan, t time.Time) string {
+	var in []string
+	for _, sp := range spans {
+		if !t.Before(sp.start) && t.Before(sp.end) && !slices.Contains(in, sp.fault) {
+			in = append(in, sp.fault)
+		}
+	}
+	if len(in) == 0 {
+		return "no fault"
+	}
+	slices.Sort(in)
+	return strings.Join(in, " + ")
 }
 
 // failed logs a step of the schedule that did not work.
@@ -944,10 +985,12 @@ func (f *injector) pauses(ctx context.Context) {
 			continue
 		}
 		f.count("replica replay paused 0-2 s")
+		over := f.during("a replica paused")
 		sleep(ctx, time.Duration(rand.Int64N(int64(2*time.Second))))
 		if r.Running() {
 			_ = r.ResumeReplay(context.WithoutCancel(ctx))
 		}
+		over()
 	}
 }
 
@@ -962,8 +1005,10 @@ func (f *injector) cycle(ctx context.Context, period time.Duration) {
 		r := f.stack.Replicas[rand.IntN(len(f.stack.Replicas))]
 		if err := r.Kill(ctx); err == nil {
 			f.count("replica killed and restarted")
+			over := f.during("a replica down")
 			sleep(ctx, time.Second+time.Duration(rand.Int64N(int64(time.Second))))
 			f.failed("restart replica", r.Start(context.WithoutCancel(ctx)))
+			over()
 		} else if ctx.Err() == nil {
 			f.failed("kill replica", err)
 		}
@@ -980,8 +1025,10 @@ func (f *injector) cycle(ctx context.Context, period time.Duration) {
 		if f.proxy != nil {
 			if err := f.proxy.Blackhole(); err == nil {
 				f.count("redis unreachable from the last instance for 1-3 s")
+				over := f.during("redis cut off from the last instance")
 				sleep(ctx, time.Second+time.Duration(rand.Int64N(int64(2*time.Second))))
 				f.failed("heal the partition", f.proxy.Heal())
+				over()
 			}
 		}
 		f.cycled.Store(true)
@@ -1061,8 +1108,10 @@ func (f *injector) redisFault(ctx context.Context) {
 			return
 		}
 		f.count("redis killed and restarted empty")
+		over := f.during("redis down")
 		sleep(ctx, 200*time.Millisecond+time.Duration(rand.Int64N(int64(500*time.Millisecond))))
 		f.failed("restart redis", f.stack.Redis.Start(context.WithoutCancel(ctx)))
+		over()
 	}
 }
 
@@ -1317,27 +1366,34 @@ type spent struct {
 func (s spent) add(d time.Duration) spent { return spent{s.n + 1, s.total + d} }
 
 // writeSpent writes, per mode, where the users' time went: the answer time
-// by kind and routing reason, largest first, with its share of the mode's
-// total and its mean. In a closed loop the rate is the users over the mean
-// answer time, so a category that one mode spends more on is where it
-// loses requests.
+// by kind and routing reason, then by the faults in place when each request
+// started, largest first, with its share of the mode's total and its mean.
+// In a closed loop the rate is the users over the mean answer time, so a
+// category that one mode spends more on is where it loses requests.
 func writeSpent(w io.Writer, results []result) {
 	fmt.Fprintln(w, "\nWhere the users' time went: answer time by kind and routing reason, summed over the run (largest first; a category under 1% of the mode's total is left out):")
+	spentTable(w, "kind (reason)", results, func(r result) map[string]spent { return r.spent })
+	if slices.ContainsFunc(results, func(r result) bool { return len(r.byFault) > 1 }) {
+		fmt.Fprintln(w, "\nThe same time by the faults in place when each request started:")
+		spentTable(w, "faults in place", results, func(r result) map[string]spent { return r.byFault })
+	}
+}
+
+func spentTable(w io.Writer, what string, results []result, of func(result) map[string]spent) {
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| mode | kind (reason) | answers | time | share | mean |")
+	fmt.Fprintf(w, "| mode | %s | answers | time | share | mean |\n", what)
 	fmt.Fprintln(w, "|---|---|---|---|---|---|")
 	for _, r := range results {
+		m := of(r)
 		var all time.Duration
-		keys := make([]string, 0, len(r.spent))
-		for k, s := range r.spent {
+		keys := make([]string, 0, len(m))
+		for k, s := range m {
 			all += s.total
 			keys = append(keys, k)
 		}
-		slices.SortFunc(keys, func(a, b string) int {
-			return cmp.Or(cmp.Compare(r.spent[b].total, r.spent[a].total), strings.Compare(a, b))
-		})
+		slices.SortFunc(keys, func(a, b string) int { return cmp.Or(cmp.Compare(m[b].total, m[a].total), strings.Compare(a, b)) })
 		for _, k := range keys {
-			s := r.spent[k]
+			s := m[k]
 			if all == 0 || s.total*100 < all {
 				continue
 			}

@@ -241,3 +241,27 @@ func TestLostCatalogByTimeline(t *testing.T) {
 		t.Errorf("a read of v12, lost, after the promotion: %d reads of lost data, want 1", res.divergent)
 	}
 }
+
+func TestFaultsAt(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	spans := []faultSpan{
+		{"a replica paused", at(0), at(100)},
+		{"redis down", at(50), at(150)},
+		{"a replica paused", at(60), at(80)}, // the other replica, at once
+	}
+	for _, tc := range []struct {
+		ms   int
+		want string
+	}{
+		{-1, "no fault"},
+		{0, "a replica paused"},
+		{70, "a replica paused + redis down"},
+		{100, "redis down"},
+		{150, "no fault"},
+	} {
+		if got := faultsAt(spans, at(tc.ms)); got != tc.want {
+			t.Errorf("faultsAt(%d ms) = %q, want %q", tc.ms, got, tc.want)
+		}
+	}
+}
