@@ -339,6 +339,9 @@ func New(ctx context.Context, cfg Config) (_ *Balancer, err error) {
 	pctx, cancel := context.WithTimeout(ctx, time.Second)
 	if err := b.redis.Ping(pctx).Err(); err != nil {
 		cfg.Logger.Warn("ryw: redis unavailable at start-up; it is retried on use", "err", err)
+	} else if err := b.tracker.checkPermissions(pctx); err != nil {
+		cancel()
+		return nil, fmt.Errorf("ryw: redis: %w", err)
 	}
 	cancel()
 

@@ -1,6 +1,8 @@
 package ryw_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -94,5 +96,58 @@ func TestMonitorSaysWhetherItMayReadTheTimelineHistory(t *testing.T) {
 	super.Poll(ctx)
 	if c, got := super.Cluster(), super.HistoryError(); c.Timeline != 1 || got != "" {
 		t.Errorf("as the superuser: timeline %d, HistoryError %q; want timeline 1 and none", c.Timeline, got)
+	}
+}
+
+// TestStartUpNamesAMissingRedisPermission: a Redis user whose ACL denies
+// PUBLISH (every record publishes its user for the instances' caches) or
+// SUBSCRIBE (the cache's channel) stops New with ErrRedisPermission, which
+// names the command, rather than leaving every write to the fence. The
+// control, a user allowed both, starts.
+func TestStartUpNamesAMissingRedisPermission(t *testing.T) {
+	needStack(t)
+	ctx := t.Context()
+	admin, err := ryw.NewRedisClient(stack.Redis.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	for _, tc := range []struct {
+		name string
+		deny []any
+		want string
+	}{
+		{"allowed", nil, ""},
+		{"no publish", []any{"-publish"}, "PUBLISH on ryw:marks"},
+		{"no subscribe", []any{"-subscribe"}, "SUBSCRIBE to ryw:marks"},
+		// The mark cache's barriers go on a channel of each process's own.
+		{"the marks channel alone", []any{"resetchannels", "&" + ryw.MarksChannel}, "ryw:marks:barrier:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			user := fmt.Sprintf("ryw_%d_%d", os.Getpid(), seq.Add(1))
+			rules := []any{"ACL", "SETUSER", user, "reset", "on", ">secret", "~*", "&*", "+@all"}
+			rules = append(rules, tc.deny...)
+			if err := admin.Do(ctx, rules...).Err(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { admin.Do(context.Background(), "ACL", "DELUSER", user) })
+			cfg := onStack(ryw.Config{})
+			cfg.Redis = strings.Replace(stack.Redis.URL, "redis://", "redis://"+user+":secret@", 1)
+			rw, err := ryw.New(ctx, cfg)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("New as a user allowed everything: %v", err)
+				}
+				rw.Close()
+				return
+			}
+			if err == nil {
+				rw.Close()
+				t.Fatalf("New as a user denied %s started", tc.want)
+			}
+			if !errors.Is(err, ryw.ErrRedisPermission) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("New as a user denied %s = %v; want ErrRedisPermission naming it", tc.want, err)
+			}
+		})
 	}
 }

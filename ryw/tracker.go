@@ -185,6 +185,54 @@ func NewRedisTracker(client redis.UniversalClient, cfg TrackerConfig) *RedisTrac
 	return t
 }
 
+// ErrRedisPermission means the Redis user lacks a permission the tracker
+// needs: a misconfiguration, reported at start-up rather than as writes
+// that all fall back to the fence.
+var ErrRedisPermission = errors.New("the Redis user lacks a permission read-your-writes needs")
+
+// checkPermissions tries, once, what the tracker does on its channels:
+// PUBLISH on the one its records publish on (every record), and, when it
+// caches marks, SUBSCRIBE to that one and to the cache's barrier channel
+// (and PUBLISH there, the barriers). Redis refuses either with NOPERM when the user's ACL does not
+// allow it; then every record would fail after its marks were written, and
+// every write would wait for the fence, or the cache would never hear its
+// barriers. Any other failure (Redis down, a timeout) is not this check's
+// to judge: Redis is retried on use.
+func (t *RedisTracker) checkPermissions(ctx context.Context) error {
+	if t.channel == "" {
+		return nil
+	}
+	denied := func(what string, err error) error {
+		if err == nil || !strings.HasPrefix(err.Error(), "NOPERM") {
+			return nil
+		}
+		return fmt.Errorf("%w: %s: %v (grant it, e.g. ACL SETUSER <user> +publish +subscribe '&%s' '&%s:barrier:*')", ErrRedisPermission, what, err, t.channel, t.channel)
+	}
+	// Subscribers take a message for the id of a user whose cached marks
+	// to drop; this one names nobody.
+	if err := denied("PUBLISH on "+t.channel, t.client.Publish(ctx, t.channel, "ryw:permission-check").Err()); err != nil {
+		return err
+	}
+	if t.cache == nil {
+		return nil
+	}
+	// A barrier channel's subscriber takes a message for a barrier's
+	// number; this one is no number.
+	barrier := t.cache.barrierChannel
+	if err := denied("PUBLISH on "+barrier, t.client.Publish(ctx, barrier, "ryw:permission-check").Err()); err != nil {
+		return err
+	}
+	for _, ch := range []string{t.channel, barrier} {
+		ps := t.client.Subscribe(ctx, ch)
+		_, err := ps.Receive(ctx)
+		ps.Close()
+		if err := denied("SUBSCRIBE to "+ch, err); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Close stops the tracker's cache, if it has one. The client stays open.
 func (t *RedisTracker) Close() {
 	if t.cache != nil {
