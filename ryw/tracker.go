@@ -192,12 +192,12 @@ var ErrRedisPermission = errors.New("the Redis user lacks a permission read-your
 
 // checkPermissions tries, once, what the tracker does on its channels:
 // PUBLISH on the one its records publish on (every record), and, when it
-// caches marks, SUBSCRIBE to that one and to the cache's barrier channel
-// (and PUBLISH there, the barriers). Redis refuses either with NOPERM when the user's ACL does not
-// allow it; then every record would fail after its marks were written, and
-// every write would wait for the fence, or the cache would never hear its
-// barriers. Any other failure (Redis down, a timeout) is not this check's
-// to judge: Redis is retried on use.
+// caches marks, PUBLISH (the barriers) and SUBSCRIBE on that one and on
+// the cache's barrier channel. Redis answers NOPERM to any of them that
+// the user's ACL denies; then every record would fail after its marks
+// were written, and every write would wait for the fence, or the cache
+// would never hear its barriers. Any other failure (Redis down, a
+// timeout) is not this check's to judge: Redis is retried on use.
 func (t *RedisTracker) checkPermissions(ctx context.Context) error {
 	if t.channel == "" {
 		return nil
