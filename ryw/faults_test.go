@@ -297,11 +297,7 @@ func waitUntil(t *testing.T, cond func() bool) {
 func TestFaultRedisThatMayEvictMarksIsNotTrustedForAbsence(t *testing.T) {
 	needStack(t)
 	ctx := t.Context()
-	admin, err := ryw.NewRedisClient(stack.Redis.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close()
+	admin := redisAdmin(t)
 	for _, policy := range []string{"noeviction", "allkeys-lru"} {
 		t.Run(policy, func(t *testing.T) {
 			if err := admin.ConfigSet(ctx, "maxmemory", "1gb").Err(); err != nil {

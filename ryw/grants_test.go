@@ -107,11 +107,7 @@ func TestMonitorSaysWhetherItMayReadTheTimelineHistory(t *testing.T) {
 func TestStartUpNamesAMissingRedisPermission(t *testing.T) {
 	needStack(t)
 	ctx := t.Context()
-	admin, err := ryw.NewRedisClient(stack.Redis.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close()
+	admin := redisAdmin(t)
 	for _, tc := range []struct {
 		name string
 		deny []any

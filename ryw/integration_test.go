@@ -198,6 +198,18 @@ func onStack(cfg ryw.Config) ryw.Config {
 	return cfg
 }
 
+// redisAdmin is a client of the stack's Redis as its default user, for a
+// test to configure it (CONFIG SET, ACL SETUSER).
+func redisAdmin(t testing.TB) redis.UniversalClient {
+	t.Helper()
+	admin, err := ryw.NewRedisClient(stack.Redis.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Close() })
+	return admin
+}
+
 func newTracker(t testing.TB, ttl time.Duration) (*ryw.RedisTracker, redis.UniversalClient) {
 	t.Helper()
 	return newTrackerWith(t, ryw.TrackerConfig{TTL: ttl})

@@ -491,16 +491,17 @@ func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options,
 	inj.mu.Unlock()
 	for _, u := range users {
 		for _, e := range u.events {
-			took = append(took, e.end.Sub(e.start))
+			d := e.end.Sub(e.start)
+			took = append(took, d)
 			reason := e.reason
 			if reason == "" {
 				reason = "no reason given"
 			}
 			key := fmt.Sprintf("%s (%s)", e.kind, reason)
-			res.spent[key] = res.spent[key].add(e.end.Sub(e.start))
+			res.spent[key] = res.spent[key].add(d)
 			during := faultsAt(spans, e.start)
-			res.byFault[during] = res.byFault[during].add(e.end.Sub(e.start))
-			if e.end.Sub(e.start) >= slowAnswer {
+			res.byFault[during] = res.byFault[during].add(d)
+			if d >= slowAnswer {
 				res.slow[fmt.Sprintf("%s via instance %d (%s)", e.kind, slices.Index(urls, e.api)+1, reason)]++
 			}
 			if e.acked() {
@@ -1356,8 +1357,8 @@ func redisFaultText(t devstack.Options) string {
 	return "Redis killed and restarted empty, Redis unreachable from the last instance for 1-3 s"
 }
 
-// spent is the answers of one kind and routing reason: how many, and the
-// time they took in all.
+// spent is a set of answers (of one kind and routing reason, or under one
+// set of faults): how many, and the time they took in all.
 type spent struct {
 	n     int
 	total time.Duration
