@@ -45,7 +45,12 @@ type Config struct {
 	// FenceLease is how long an instance trusts the fence it last read
 	// (RYW_FENCE_LEASE, default 300ms); the same on every instance.
 	FenceLease time.Duration
-	MaxWait    time.Duration // RYW_MAX_WAIT: lsn mode, how long a read may wait for a replica to catch up
+	// FenceAcks ends a fenced write's wait once every instance has
+	// acknowledged the fence (RYW_FENCE_ACKS, default true); false makes
+	// it wait out the lease, while instances of a build before the
+	// acknowledgements still run.
+	FenceAcks bool
+	MaxWait   time.Duration // RYW_MAX_WAIT: lsn mode, how long a read may wait for a replica to catch up
 	// Monotonic turns on the session floor (RYW_MONOTONIC, default true):
 	// a client's reads never go back in time. It applies in time and lsn
 	// mode; false is the control that shows the regressions.
@@ -188,6 +193,7 @@ func Load(getenv func(string) string) (Config, error) {
 		MarkerTTL:                l.duration("RYW_MARKER_TTL", DefaultMarkerTTL),
 		PollInterval:             l.duration("RYW_POLL_INTERVAL", DefaultPollInterval),
 		FenceLease:               l.duration("RYW_FENCE_LEASE", DefaultFenceLease),
+		FenceAcks:                l.oneOf("RYW_FENCE_ACKS", "true", "true", "false") == "true",
 		MaxWait:                  l.nonNegativeDuration("RYW_MAX_WAIT", 0),
 		Monotonic:                l.oneOf("RYW_MONOTONIC", "true", "true", "false") == "true",
 		MarkCache:                l.oneOf("RYW_MARK_CACHE", "true", "true", "false") == "true",
@@ -251,6 +257,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("markerTtl", c.MarkerTTL),
 		slog.Duration("pollInterval", c.PollInterval),
 		slog.Duration("fenceLease", c.FenceLease),
+		slog.Bool("fenceAcks", c.FenceAcks),
 		slog.Duration("maxWait", c.MaxWait),
 		slog.Bool("monotonic", c.Monotonic),
 		slog.Bool("markCache", c.MarkCache),

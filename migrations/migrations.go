@@ -54,7 +54,7 @@ func newProvider(db *sql.DB, logger *slog.Logger) (*goose.Provider, error) {
 	if err != nil {
 		return nil, fmt.Errorf("migration lock: %w", err)
 	}
-	opts := []goose.ProviderOption{goose.WithSessionLocker(locker), goose.WithGoMigrations(fenceMigration())}
+	opts := []goose.ProviderOption{goose.WithSessionLocker(locker), goose.WithGoMigrations(fenceMigration(), fenceAckMigration())}
 	if logger != nil {
 		opts = append(opts, goose.WithSlog(logger))
 	}
@@ -75,6 +75,22 @@ func fenceMigration() *goose.Migration {
 		}},
 		&goose.GoFunc{RunTx: func(ctx context.Context, tx *sql.Tx) error {
 			_, err := tx.ExecContext(ctx, "DROP TABLE ryw_fence")
+			return err
+		}},
+	)
+}
+
+// fenceAckMigration adds the table in which each instance acknowledges the
+// fence (ryw_fence_ack), by applying ryw.Schema again: it creates only what
+// is missing.
+func fenceAckMigration() *goose.Migration {
+	return goose.NewGoMigration(7,
+		&goose.GoFunc{RunTx: func(ctx context.Context, tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, ryw.Schema)
+			return err
+		}},
+		&goose.GoFunc{RunTx: func(ctx context.Context, tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, "DROP TABLE ryw_fence_ack")
 			return err
 		}},
 	)

@@ -50,16 +50,16 @@ func TestUpIsIdempotent(t *testing.T) {
 	ctx := t.Context()
 	db := freshDB(t, "idempotent")
 	n, err := migrations.Up(ctx, db, quiet)
-	if err != nil || n != 6 {
-		t.Fatalf("first Up = %d, %v; want 6 migrations applied", n, err)
+	if err != nil || n != 7 {
+		t.Fatalf("first Up = %d, %v; want 7 migrations applied", n, err)
 	}
 	n, err = migrations.Up(ctx, db, quiet)
 	if err != nil || n != 0 {
 		t.Fatalf("second Up = %d, %v; want nothing to apply", n, err)
 	}
 	v, err := migrations.Version(ctx, db)
-	if err != nil || v != 6 {
-		t.Errorf("Version = %d, %v; want 6", v, err)
+	if err != nil || v != 7 {
+		t.Errorf("Version = %d, %v; want 7", v, err)
 	}
 	var skus []string
 	rows, err := db.QueryContext(ctx, "SELECT sku FROM products ORDER BY id")
@@ -97,8 +97,8 @@ func TestConcurrentUpAppliesOnce(t *testing.T) {
 		}
 		total += applied[i]
 	}
-	if total != 6 {
-		t.Errorf("instances applied %v migrations in all, want 6 in total (each exactly once)", applied)
+	if total != 7 {
+		t.Errorf("instances applied %v migrations in all, want 7 in total (each exactly once)", applied)
 	}
 	var products int
 	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM products").Scan(&products); err != nil {
@@ -206,8 +206,8 @@ func TestSeedCatalogMigratesAnExistingDatabase(t *testing.T) {
 		}
 	}
 	n, err := migrations.Up(ctx, db, quiet)
-	if err != nil || n != 2 {
-		t.Fatalf("Up on a version-4 database = %d, %v; want 2 migrations applied", n, err)
+	if err != nil || n != 3 {
+		t.Fatalf("Up on a version-4 database = %d, %v; want 3 migrations applied", n, err)
 	}
 	catalog := func() string {
 		rows, err := db.QueryContext(ctx, "SELECT sku, name, price::text, currency FROM products ORDER BY sku")

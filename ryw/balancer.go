@@ -75,9 +75,17 @@ type Config struct {
 	PollInterval time.Duration
 	// FenceLease is how long an instance trusts the fence it last read
 	// (default 300ms); every instance must use the same. A write whose
-	// marks could not be recorded waits it out (plus a tenth) before it is
-	// answered.
+	// marks could not be recorded raises the fence and is answered once
+	// every instance has acknowledged it, or at the latest once the lease
+	// (plus a tenth) has passed.
 	FenceLease time.Duration
+	// NoFenceAcks makes such a write wait out the whole lease (or until
+	// every replica has replayed it), rather than only until every
+	// instance has acknowledged the fence in ryw_fence_ack. Set it while
+	// instances of a version before the acknowledgements still run on the
+	// same primary (a rolling upgrade): they do not acknowledge, and would
+	// not be waited for.
+	NoFenceAcks bool
 	// MaxConns bounds each node's connection pool (default 20).
 	MaxConns int
 	// Pooler says whether a connection pooler, such as PgBouncer in
@@ -322,7 +330,7 @@ func New(ctx context.Context, cfg Config) (_ *Balancer, err error) {
 	b.router = NewRouter(RouterConfig{
 		Mode: cfg.Mode, Window: cfg.Window, MarkerTTL: cfg.MarkerTTL, MaxWait: cfg.MaxWait,
 		Monotonic: !cfg.NoMonotonicReads, StaleReadsWithoutPrimary: cfg.StaleReadsWithoutPrimary,
-		FenceLease: cfg.FenceLease, ReplicaTimeout: cfg.ReplicaTimeout, PrimaryTimeout: cfg.PrimaryTimeout,
+		FenceLease: cfg.FenceLease, NoFenceAcks: cfg.NoFenceAcks, ReplicaTimeout: cfg.ReplicaTimeout, PrimaryTimeout: cfg.PrimaryTimeout,
 		Tracker: b.tracker, View: b.monitor, WAL: wal, Logger: cfg.Logger,
 	})
 	if b.gorm, err = openGORM(b.primary, b.replicas, cfg.GORM, b.router); err != nil {
@@ -423,8 +431,8 @@ const auroraQuery = `SELECT to_regprocedure('aurora_version()') IS NOT NULL`
 // on them could be checked.
 var ErrAurora = errors.New("an Aurora reader exposes no WAL replay position to check reads against: list only streaming replicas (use the Aurora writer as Primary, and send stale-ok reads to the reader endpoint yourself)")
 
-// checkSchema makes sure the fence table exists (or creates it with
-// CreateSchema). A primary that does not answer is not an error here: it
+// checkSchema makes sure ryw's tables exist, and that the user may use
+// them (or creates them with CreateSchema). A primary that does not answer is not an error here: it
 // may start after the service.
 func (b *Balancer) checkSchema(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, schemaTimeout)
@@ -441,18 +449,44 @@ func (b *Balancer) checkSchema(ctx context.Context) error {
 	}
 	var fence string
 	err := b.primary.QueryRowContext(ctx, "SELECT lsn::text FROM ryw_fence WHERE id = 1").Scan(&fence)
+	if err == nil {
+		// Each instance writes its acknowledgement of the fence; a row
+		// that cannot be written keeps its own-write reads on the
+		// primary. Checked in a transaction that is rolled back.
+		err = checkAckTable(ctx, b.primary)
+	}
 	var pgErr *pgconn.PgError
 	switch {
 	case err == nil:
 		return nil
 	case errors.As(err, &pgErr) && pgErr.Code == "42P01", errors.Is(err, sql.ErrNoRows):
-		return errors.New("ryw: the fence table ryw_fence is missing on the primary: apply ryw.Schema (schema.sql) with your migrations, or set Config.CreateSchema")
+		return fmt.Errorf("ryw: a table of ryw's is missing on the primary (%v): apply ryw.Schema (schema.sql) with your migrations, or set Config.CreateSchema", err)
 	case errors.As(err, &pgErr) && pgErr.Code == "42501":
-		return fmt.Errorf("ryw: the primary's user may not read ryw_fence (grant SELECT, UPDATE on it): %w", err)
+		return fmt.Errorf("ryw: the primary's user lacks a grant on ryw's tables (SELECT, UPDATE on ryw_fence; SELECT, INSERT, UPDATE, DELETE on ryw_fence_ack): %w", err)
 	default:
-		b.cfg.Logger.Warn("ryw: could not check the fence table at start-up (the primary may not be up yet)", "err", err)
+		b.cfg.Logger.Warn("ryw: could not check ryw's tables at start-up (the primary may not be up yet)", "err", err)
 		return nil
 	}
+}
+
+// checkAckTable writes and deletes a row of ryw_fence_ack, as each monitor
+// does, in a transaction it rolls back.
+func checkAckTable(ctx context.Context, db *sql.DB) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO ryw_fence_ack (instance, timeline, fence, at) VALUES ('ryw start-up check', 0, '0/0', now())
+		ON CONFLICT (instance) DO UPDATE SET at = excluded.at`); err != nil {
+		return err
+	}
+	var n int
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM ryw_fence_ack").Scan(&n); err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, "DELETE FROM ryw_fence_ack WHERE instance = 'ryw start-up check'")
+	return err
 }
 
 // GORM returns the *gorm.DB to build repositories on. Inside a request
@@ -581,9 +615,10 @@ type PrimaryStatus struct {
 	// failover.
 	System   string
 	Timeline int
-	// FenceAsOf is when the poll that last confirmed the primary's fence
+	// FenceAsOf is when the poll that last read the primary's fence
 	// started (zero if none has): own-write reads go to the primary when it
-	// is older than the fence lease.
+	// is older than the fence lease, and while the instance cannot
+	// acknowledge the fence (ryw_fence_ack; the log says so).
 	FenceAsOf time.Time
 	// HistoryError is why the primary's timeline history cannot be read
 	// ("" when it can, and before the primary first answered); usually
@@ -597,6 +632,6 @@ type PrimaryStatus struct {
 // Primary returns what the balancer knows of the primary.
 func (b *Balancer) Primary() PrimaryStatus {
 	c := b.monitor.Cluster()
-	_, asOf := b.monitor.Fence()
+	asOf := b.monitor.fenceRead()
 	return PrimaryStatus{System: c.System, Timeline: c.Timeline, FenceAsOf: asOf, HistoryError: b.monitor.HistoryError()}
 }

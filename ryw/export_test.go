@@ -34,3 +34,6 @@ func MarkCacheLive(t *RedisTracker) bool {
 // IsSubscription says whether a Redis dial or command is the mark
 // cache's subscription's, for tests that send it elsewhere.
 func IsSubscription(ctx context.Context) bool { return ctx.Value(subConn{}) != nil }
+
+// Instance names the monitor's row in ryw_fence_ack.
+func (m *Monitor) Instance() string { return m.instance }

@@ -13,7 +13,8 @@ import (
 )
 
 // TestMonitorSaysWhetherItMayReadTheTimelineHistory: the monitor works for
-// a role that is not a superuser and holds nothing but SELECT on the fence,
+// a role that is not a superuser and holds nothing but SELECT on the fence
+// and its acknowledgements,
 // and says, before any failover, that it may not read the timeline history.
 // A grant of pg_read_file is seen at the next poll, and so is its revoke.
 // Control: the superuser may read it.
@@ -24,6 +25,7 @@ func TestMonitorSaysWhetherItMayReadTheTimelineHistory(t *testing.T) {
 	for _, stmt := range []string{
 		"CREATE ROLE " + role + " LOGIN",
 		"GRANT SELECT ON ryw_fence TO " + role,
+		"GRANT SELECT, INSERT, UPDATE, DELETE ON ryw_fence_ack TO " + role,
 	} {
 		if err := stack.Primary.Exec(ctx, stmt); err != nil {
 			t.Fatal(err)

@@ -77,6 +77,9 @@ type Monitor struct {
 	now      func() time.Time
 
 	refreshes singleflight.Group // one position check per replica at a time
+	// polling serialises polls of the primary (the loop's and Poll's), so
+	// that acknowledgements are written in the order the fence was read.
+	polling sync.Mutex
 
 	mu         sync.RWMutex
 	status     map[string]ReplicaStatus
@@ -85,9 +88,21 @@ type Monitor struct {
 	// fence is the primary's fence (see PrimaryWAL.RaiseFence) as of the
 	// poll that started at fenceAsOf: that poll saw every fence raised
 	// before it started.
-	fence      LSN
-	fenceAsOf  time.Time
-	primaryErr string // the last poll's error, "" when it answered
+	fence     LSN
+	fenceAsOf time.Time
+	// instance names the monitor's row in ryw_fence_ack. registeredAt is
+	// when the statement that last (re)created it returned (zero: not
+	// registered, and the fence is not to be routed by); ackStart is when
+	// the last successful acknowledgement started, of ackedFence on
+	// ackedTimeline. See acknowledge.
+	instance      string
+	registeredAt  time.Time
+	ackStart      time.Time
+	ackedFence    LSN
+	ackedTimeline int
+	ackErr        string
+	forgotCrashed bool
+	primaryErr    string // the last poll's error, "" when it answered
 	// The primary's cluster and timeline at its last poll: replicas must
 	// match both ("" and 0 before the first poll).
 	primarySystem   string
@@ -111,6 +126,7 @@ func NewMonitor(primary *sql.DB, replicas []NodeDB, interval time.Duration, logg
 	}
 	m := &Monitor{
 		primary: primary, replicas: replicas, interval: interval, logger: logger, now: time.Now,
+		instance:   newInstanceID(),
 		status:     make(map[string]ReplicaStatus, len(replicas)),
 		quarantine: make(map[string]*quarantine, len(replicas)),
 	}
@@ -131,6 +147,7 @@ func (m *Monitor) Run(ctx context.Context) {
 		wg.Go(func() { m.loop(ctx, func(ctx context.Context) { m.pollReplica(ctx, r) }) })
 	}
 	wg.Wait()
+	m.deregister()
 }
 
 func (m *Monitor) loop(ctx context.Context, poll func(context.Context)) {
@@ -162,8 +179,28 @@ func (m *Monitor) probeTimeout() time.Duration {
 }
 
 func (m *Monitor) pollPrimary(ctx context.Context) {
+	m.polling.Lock()
+	defer m.polling.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, m.probeTimeout())
 	defer cancel()
+	if m.readPrimary(ctx) {
+		m.ack(ctx)
+	}
+}
+
+// readPrimary polls the primary (see pollPrimary); it reports whether the
+// fence or timeline it routes by changed, or the heartbeat is due, so that
+// the instance must acknowledge them.
+func (m *Monitor) readPrimary(ctx context.Context) (ackDue bool) {
+	m.mu.RLock()
+	registered := !m.registeredAt.IsZero()
+	m.mu.RUnlock()
+	if !registered {
+		// Registered first, so that the fence this poll reads may be
+		// routed by: a writer that does not see this instance's row yet
+		// raised its fence before the poll started.
+		m.ack(ctx)
+	}
 	// The time is taken before asking: every commit that completed before
 	// it is at or below the position the primary answers, and every fence
 	// raised before it is in the answer.
@@ -174,20 +211,20 @@ func (m *Monitor) pollPrimary(ctx context.Context) {
 	err := m.primary.QueryRowContext(ctx, pollPrimaryQuery).Scan(&text, &block, &segment, &fenceText, &system, &tliHex, &mayRead)
 	if err != nil {
 		m.primaryFailed(ctx, err)
-		return // replicas are judged against the last known position
+		return false // replicas are judged against the last known position
 	}
 	tli, err := strconv.ParseInt(tliHex, 16, 64)
 	if err != nil {
-		return
+		return false
 	}
 	lsn, err := ParseLSN(text)
 	if err != nil {
-		return
+		return false
 	}
 	lsn = recordEnd(lsn, block, segment)
 	fence, err := ParseLSN(fenceText)
 	if err != nil {
-		return
+		return false
 	}
 	m.mu.RLock()
 	changed := m.primarySystem != system || m.primaryTimeline != int(tli)
@@ -229,6 +266,9 @@ func (m *Monitor) pollPrimary(ctx context.Context) {
 		if end, ok := ends[m.primaryTimeline]; ok && historyErr == nil && m.primarySystem == system {
 			m.fence = min(m.fence, end)
 		}
+		// This instance's row on the new primary may have been lost with
+		// the old one's WAL: register again before routing by its fence.
+		m.registeredAt = time.Time{}
 	}
 	switch {
 	case needHistory && historyErr == nil:
@@ -248,14 +288,16 @@ func (m *Monitor) pollPrimary(ctx context.Context) {
 	m.mayReadHistory = mayRead
 	m.primarySystem, m.primaryTimeline = system, int(tli)
 	m.fence, m.fenceAsOf = max(m.fence, fence), asked
+	ackDue = m.registeredAt.IsZero() || m.fence != m.ackedFence || m.primaryTimeline != m.ackedTimeline || asked.Sub(m.ackStart) >= ackBeat
 	if n := len(m.samples); n > 0 && m.samples[n-1].lsn == lsn {
 		m.samples[n-1].last = asked
-		return
+		return ackDue
 	}
 	m.samples = append(m.samples, walSample{lsn: lsn, first: asked, last: asked})
 	if len(m.samples) > maxSamples {
 		m.samples = append(m.samples[:0], m.samples[len(m.samples)-maxSamples/2:]...)
 	}
+	return ackDue
 }
 
 // pollPrimaryQuery reads the primary's WAL insert position (at or past
@@ -362,10 +404,26 @@ func readHistory(ctx context.Context, db *sql.DB, timeline int) (map[int]LSN, er
 
 // Fence returns the highest fence seen on the primary and when the poll
 // that confirmed it started (zero if none has succeeded yet).
+//
+// The fence is confirmed only while this instance's acknowledgement of it
+// is live (see AcknowledgedFence): a writer may answer once the live
+// acknowledgements reach its fence, without waiting out the lease, so an
+// instance that cannot say which fence it routes by must not route by any.
 func (m *Monitor) Fence() (LSN, time.Time) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	if m.registeredAt.IsZero() || !m.fenceAsOf.After(m.registeredAt) || m.now().Sub(m.ackStart) >= ackValid {
+		return m.fence, time.Time{}
+	}
 	return m.fence, m.fenceAsOf
+}
+
+// fenceRead returns when the poll that last read the fence started,
+// acknowledged or not.
+func (m *Monitor) fenceRead() time.Time {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.fenceAsOf
 }
 
 // AllCaughtUp reports whether every configured replica is healthy and known

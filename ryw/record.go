@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 )
 
@@ -19,9 +20,10 @@ var ErrUnconfirmed = errors.New("the write committed, but read-your-writes could
 // position as the write's causal token, puts it in the request's
 // Observation (for the client's copy) and records it in the tracker,
 // retrying within a bounded budget. If the tracker cannot record it, it
-// raises the primary's fence to the token instead and waits out the fence
-// lease (or less, if every replica has replayed the write by then), so that
-// every instance keeps every user's reads off replicas that lack the write;
+// raises the primary's fence to the token instead and waits until every
+// instance has acknowledged it (or every replica has replayed the write,
+// or the fence lease has passed), so that every instance keeps every
+// user's reads off replicas that lack the write;
 // the response then says write-fenced. Only if that fails too does it
 // return ErrUnconfirmed. Recording goes on if the client goes away: the
 // write committed either way.
@@ -60,7 +62,7 @@ func (r *Router) RecordWrite(ctx context.Context, userID string) error {
 		return r.samePrimary(ctx, userID, server, token)
 	}
 	r.cfg.Logger.WarnContext(ctx, "write committed but not recorded in the tracker; raising the fence", "user", userID, "token", token.String(), "err", err)
-	if err := r.fence(ctx, token.LSN); err != nil {
+	if err := r.fence(ctx, token); err != nil {
 		return err
 	}
 	return r.samePrimary(ctx, userID, server, token)
@@ -116,9 +118,9 @@ func (r *Router) replacedMark(ctx context.Context, userID string, prev, token Po
 }
 
 // fence secures a write the tracker could not record: see RecordWrite.
-func (r *Router) fence(ctx context.Context, token LSN) error {
+func (r *Router) fence(ctx context.Context, token Position) error {
 	fenceErr := retry(ctx, func(ctx context.Context) error {
-		return r.Primary(ctx, func(ctx context.Context) error { return r.cfg.WAL.RaiseFence(ctx, token) })
+		return r.Primary(ctx, func(ctx context.Context) error { return r.cfg.WAL.RaiseFence(ctx, token.LSN) })
 	})
 	// An instance trusts the fence it read for the lease after the poll
 	// that read it started; once the lease has passed since the fence
@@ -128,8 +130,10 @@ func (r *Router) fence(ctx context.Context, token LSN) error {
 	if fenceErr != nil {
 		r.cfg.Logger.ErrorContext(ctx, "could not raise the fence either; waiting for every replica to replay the write", "token", token.String(), "err", fenceErr)
 	}
+	acked := fenceErr == nil && !r.cfg.NoFenceAcks
+	raised := r.cfg.Now()
 	secured := func() bool {
-		if r.cfg.View.AllCaughtUp(token) || (fenceErr == nil && !r.cfg.Now().Before(until)) {
+		if r.cfg.View.AllCaughtUp(token.LSN) || (fenceErr == nil && !r.cfg.Now().Before(until)) {
 			observationFrom(ctx).setReason(ReasonWriteFenced)
 			r.counts.add(Decision{Node: Primary, Reason: ReasonWriteFenced})
 			return true
@@ -140,7 +144,12 @@ func (r *Router) fence(ctx context.Context, token LSN) error {
 		if secured() {
 			return nil
 		}
-		r.refreshBehind(ctx, token, fenceErr == nil, until.Sub(r.cfg.Now()))
+		if acked && r.acknowledged(ctx, token, raised, until.Sub(r.cfg.Now())) {
+			observationFrom(ctx).setReason(ReasonWriteFenced)
+			r.counts.add(Decision{Node: Primary, Reason: ReasonWriteFenced})
+			return nil
+		}
+		r.refreshBehind(ctx, token.LSN, fenceErr == nil, until.Sub(r.cfg.Now()))
 		if secured() {
 			return nil
 		}
@@ -148,6 +157,47 @@ func (r *Router) fence(ctx context.Context, token LSN) error {
 		case <-ctx.Done():
 			return fmt.Errorf("%w: tracker and fence failed and the replicas did not all replay %s in time: %v", ErrUnconfirmed, token, fenceErr)
 		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// acknowledged reports whether every instance that may route by a fence
+// has acknowledged token's (see PrimaryWAL.AcknowledgedFence): then none
+// routes an own-write read to a replica without the write. Concurrent
+// fenced writes share one question to the primary, each waiting at most
+// left (what remains of the lease). Only a question asked after the fence
+// was raised (by raised) counts: an earlier one may not list an instance
+// that registered since and routes by an older fence.
+func (r *Router) acknowledged(ctx context.Context, token Position, raised time.Time, left time.Duration) bool {
+	if left <= 0 {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, left)
+	defer cancel()
+	type answer struct {
+		least LSN
+		asked time.Time
+	}
+	for {
+		ch := r.acks.DoChan(strconv.Itoa(token.Timeline), func() (any, error) {
+			a := answer{asked: r.cfg.Now()}
+			err := r.Primary(context.WithoutCancel(ctx), func(ctx context.Context) (err error) {
+				a.least, err = r.cfg.WAL.AcknowledgedFence(ctx, token.Timeline)
+				return err
+			})
+			return a, err
+		})
+		select {
+		case res := <-ch:
+			if res.Err != nil {
+				return false
+			}
+			if a := res.Val.(answer); a.asked.After(raised) {
+				return a.least >= token.LSN
+			}
+			// Asked before the fence was raised: the next question is not.
+		case <-ctx.Done():
+			return false
 		}
 	}
 }

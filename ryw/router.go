@@ -73,6 +73,10 @@ type WAL interface {
 	History(ctx context.Context, timeline int) (map[int]LSN, error)
 	// RaiseFence raises the position every own-write read must see.
 	RaiseFence(ctx context.Context, lsn LSN) error
+	// AcknowledgedFence returns the lowest fence acknowledged on timeline
+	// by the instances that may route by one (see
+	// PrimaryWAL.AcknowledgedFence).
+	AcknowledgedFence(ctx context.Context, timeline int) (LSN, error)
 }
 
 // RouterConfig configures a Router.
@@ -107,6 +111,13 @@ type RouterConfig struct {
 	// out the lease before it is answered, so that every instance knows of
 	// it by then: every instance must use the same lease.
 	FenceLease time.Duration
+	// NoFenceAcks makes a fenced write wait out the whole lease (or
+	// until every replica has replayed it) without counting the
+	// instances' acknowledgements (see PrimaryWAL.AcknowledgedFence):
+	// needed while instances of a version that does not acknowledge the
+	// fence (before ryw_fence_ack) route on the same primary, as in a
+	// rolling upgrade from one.
+	NoFenceAcks bool
 	// RecordBudget bounds how long recording a write may take, retries,
 	// fence and lease included (default, and at least: enough for every
 	// tracker attempt and the lease, plus a second).
@@ -139,6 +150,7 @@ type Router struct {
 	cfg       RouterConfig
 	counts    Counters
 	positions singleflight.Group // the primary's position, asked once for many requests
+	acks      singleflight.Group // the acknowledged fence, asked once for many fenced writes
 	// budget bounds the retries of reads that waited in vain for a
 	// replica's pool (see replicaFailed).
 	budget retryBudget

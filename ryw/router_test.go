@@ -139,6 +139,12 @@ type fakeWAL struct {
 	ends             map[int]LSN
 	fence            LSN
 	fenceErr         error
+	// acked is the fence the instances acknowledge (0: none yet); ackedAt,
+	// if set, moves it to the fence on the ackedAt-th question.
+	acked     LSN
+	ackedAt   int
+	ackAsks   int
+	ackedTime int // the timeline the acknowledgements are on
 }
 
 func (w *fakeWAL) CurrentLSN(context.Context) (LSN, error) { return w.at, nil }
@@ -152,6 +158,17 @@ func (w *fakeWAL) CurrentPosition(context.Context) (Position, string, error) {
 }
 
 func (w *fakeWAL) History(context.Context, int) (map[int]LSN, error) { return w.ends, nil }
+
+func (w *fakeWAL) AcknowledgedFence(_ context.Context, timeline int) (LSN, error) {
+	w.ackAsks++
+	if w.ackedAt > 0 && w.ackAsks >= w.ackedAt {
+		w.acked = w.fence
+	}
+	if timeline != w.ackedTime {
+		return 0, nil
+	}
+	return w.acked, nil
+}
 
 func (w *fakeWAL) RaiseFence(_ context.Context, lsn LSN) error {
 	if w.fenceErr != nil {
@@ -431,6 +448,55 @@ func TestFencedWriteAsksTheReplicasBehindIt(t *testing.T) {
 	}
 	if reps.refreshed.Load() == 0 {
 		t.Error("the replicas behind the write were not asked for their position")
+	}
+}
+
+// A fenced write is answered once every instance has acknowledged its
+// fence, before the lease, but only acknowledgements on its own timeline
+// count, and none when the fence must wait out the lease.
+func TestFencedWriteEndsWhenEveryInstanceAcknowledgesIt(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		ackedOn    int
+		waitsLease bool
+		early      bool
+	}{
+		{"acknowledged on the write's timeline", 2, false, true},
+		{"acknowledged on an earlier timeline", 1, false, false},
+		{"the fence waits out the lease", 2, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			now := t0
+			tr := newFakeTracker()
+			tr.err = fmt.Errorf("record: %w", ErrTrackerShedding)
+			// The instances acknowledge the fence at the third question.
+			wal := &fakeWAL{at: 0x5_00000010, timeline: 2, ackedTime: tc.ackedOn, ackedAt: 3}
+			// r1 is paused behind the write: only the lease or the
+			// acknowledgements can end the wait.
+			reps := &fakeReplicas{replay: map[string]LSN{"r1": 0x4_00000000}, order: []string{"r1"}}
+			r := NewRouter(RouterConfig{
+				Mode: ModeLSN, MarkerTTL: testTTL, Tracker: tr, View: reps, WAL: wal,
+				FenceLease: time.Second, RecordBudget: time.Minute, NoFenceAcks: tc.waitsLease,
+				Now: func() time.Time {
+					now = now.Add(time.Millisecond)
+					return now
+				},
+			})
+			ctx, obs := WithObservation(t.Context())
+			start := now
+			if err := r.RecordWrite(ctx, "u"); err != nil || obs.Reason() != ReasonWriteFenced {
+				t.Fatalf("RecordWrite = %v, reason %q; want the write secured by the fence", err, obs.Reason())
+			}
+			waited := now.Sub(start)
+			switch {
+			case tc.early && (waited >= time.Second || wal.ackAsks < 3):
+				t.Errorf("answered %s after the fence, after %d questions; want at the third, before the lease", waited, wal.ackAsks)
+			case !tc.early && waited < 1100*time.Millisecond:
+				t.Errorf("answered %s after the fence; want the lease and a tenth", waited)
+			case tc.waitsLease && wal.ackAsks > 0:
+				t.Errorf("asked for acknowledgements %d times; want none", wal.ackAsks)
+			}
+		})
 	}
 }
 

@@ -71,7 +71,7 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 		Mode: cfg.Mode, Window: cfg.Window, MarkerTTL: cfg.MarkerTTL, MaxWait: cfg.MaxWait,
 		NoMonotonicReads: !cfg.Monotonic, NoMarkCache: !cfg.MarkCache, StaleReadsWithoutPrimary: cfg.StaleReadsWithoutPrimary,
 		TokenKey:       []byte(cfg.TokenKey),
-		PrimaryTimeout: cfg.PrimaryTimeout, ReplicaTimeout: cfg.ReplicaTimeout, PollInterval: cfg.PollInterval, FenceLease: cfg.FenceLease,
+		PrimaryTimeout: cfg.PrimaryTimeout, ReplicaTimeout: cfg.ReplicaTimeout, PollInterval: cfg.PollInterval, FenceLease: cfg.FenceLease, NoFenceAcks: !cfg.FenceAcks,
 		Pooler: cfg.RywPooler(),
 		GORM: &gorm.Config{Logger: slowQueries{gormlogger.NewSlogLogger(a.logger, gormlogger.Config{
 			SlowThreshold: slowQuery, LogLevel: gormlogger.Warn,

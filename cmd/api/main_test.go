@@ -512,7 +512,7 @@ func TestTwoInstancesMigrateAtOnce(t *testing.T) {
 	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM products").Scan(&products); err != nil {
 		t.Fatal(err)
 	}
-	if version != 6 || products != 3 {
-		t.Errorf("after two concurrent start-ups: schema version %d, %d products; want 6 and 3", version, products)
+	if version != 7 || products != 3 {
+		t.Errorf("after two concurrent start-ups: schema version %d, %d products; want 7 and 3", version, products)
 	}
 }

@@ -31,6 +31,10 @@ func AppGrants(database, role string) []string {
 		// ryw's fence: read by every poll of the primary, raised when a
 		// write's mark cannot be recorded.
 		"GRANT SELECT, UPDATE ON TABLE ryw_fence TO " + r,
+		// Each instance's acknowledgement of the fence: written at every
+		// change and every second, read by fenced writes, deleted when
+		// the instance stops (and a crashed one's row an hour later).
+		"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE ryw_fence_ack TO " + r,
 		// The API checks at start-up that the schema is current (goose);
 		// applying migrations stays with the owner.
 		"GRANT SELECT ON TABLE goose_db_version TO " + r,
