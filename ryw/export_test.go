@@ -37,3 +37,7 @@ func IsSubscription(ctx context.Context) bool { return ctx.Value(subConn{}) != n
 
 // Instance names the monitor's row in ryw_fence_ack.
 func (m *Monitor) Instance() string { return m.instance }
+
+// Stalled reports whether the monitor takes replica name for stalled:
+// behind the primary, and not moving (see Monitor.Refresh).
+func Stalled(m *Monitor, name string) bool { return m.stalled(name) }

@@ -431,6 +431,12 @@ func TestMonitorSeesLagAndFreshness(t *testing.T) {
 	if all := m.CaughtUp(0); len(all) != 2 {
 		t.Errorf("CaughtUp(0) = %v; a lagging replica is still healthy", all)
 	}
+	// Paused behind the primary, replica1 stops moving: it is stalled, and
+	// a Refresh no longer asks it. replica2, caught up, is not.
+	waitUntil(t, func() bool { m.Poll(ctx); return ryw.Stalled(m, "replica1") })
+	if ryw.Stalled(m, "replica2") {
+		t.Error("replica2, caught up, taken for stalled")
+	}
 
 	if err := r1.ResumeReplay(ctx); err != nil {
 		t.Fatal(err)
@@ -439,8 +445,8 @@ func TestMonitorSeesLagAndFreshness(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.Poll(ctx)
-	if st := m.Status()[0]; st.LagBytes != 0 || st.Lag != 0 {
-		t.Errorf("replica1 after catching up: %+v; want no lag", st)
+	if st := m.Status()[0]; st.LagBytes != 0 || st.Lag != 0 || ryw.Stalled(m, "replica1") {
+		t.Errorf("replica1 after catching up: %+v, stalled %v; want no lag, not stalled", st, ryw.Stalled(m, "replica1"))
 	}
 	if fresh := m.CaughtUp(need); len(fresh) != 2 {
 		t.Errorf("CaughtUp after catch-up = %v, want both", fresh)

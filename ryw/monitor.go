@@ -81,8 +81,12 @@ type Monitor struct {
 	// that acknowledgements are written in the order the fence was read.
 	polling sync.Mutex
 
-	mu         sync.RWMutex
-	status     map[string]ReplicaStatus
+	mu     sync.RWMutex
+	status map[string]ReplicaStatus
+	// moved is when each replica's known replay position last changed (or
+	// it came into rotation): one behind the primary that has not moved for
+	// stallAfter is stalled (see Refresh).
+	moved      map[string]time.Time
 	quarantine map[string]*quarantine
 	samples    []walSample // the primary's positions over time, increasing
 	// fence is the primary's fence (see PrimaryWAL.RaiseFence) as of the
@@ -128,6 +132,7 @@ func NewMonitor(primary *sql.DB, replicas []NodeDB, interval time.Duration, logg
 		primary: primary, replicas: replicas, interval: interval, logger: logger, now: time.Now,
 		instance:   newInstanceID(),
 		status:     make(map[string]ReplicaStatus, len(replicas)),
+		moved:      make(map[string]time.Time, len(replicas)),
 		quarantine: make(map[string]*quarantine, len(replicas)),
 	}
 	for _, r := range replicas {
@@ -171,7 +176,7 @@ func (m *Monitor) Poll(ctx context.Context) {
 	for i, r := range m.replicas {
 		names[i] = r.Name
 	}
-	m.Refresh(ctx, names)
+	m.refresh(ctx, names, false)
 }
 
 func (m *Monitor) probeTimeout() time.Duration {
@@ -418,6 +423,19 @@ func (m *Monitor) Fence() (LSN, time.Time) {
 	return m.fence, m.fenceAsOf
 }
 
+// stallAfter is how long a replica behind the primary must not have moved
+// to be stalled (see Refresh): two of its checks at the default interval.
+const stallAfter = 100 * time.Millisecond
+
+// stalled reports whether replica name is behind the primary and has not
+// replayed anything for stallAfter.
+func (m *Monitor) stalled(name string) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	st := m.status[name]
+	return st.Healthy && st.LagBytes > 0 && m.now().Sub(m.moved[name]) >= max(stallAfter, 2*m.interval)
+}
+
 // fenceRead returns when the poll that last read the fence started,
 // acknowledged or not.
 func (m *Monitor) fenceRead() time.Time {
@@ -454,11 +472,21 @@ func (m *Monitor) current(st ReplicaStatus) bool {
 // share one check, which does not depend on any caller's context, so that
 // many requests cost a replica one query and a caller that goes away
 // changes nothing; each caller waits at most until its ctx ends.
+//
+// A stalled replica is not asked: one behind the primary whose replay has
+// not moved for stallAfter (paused, or held by a replay conflict). Asking
+// would cost it and the caller a query for a position it has not left;
+// its regular checks still see it move again.
 func (m *Monitor) Refresh(ctx context.Context, names []string) {
+	m.refresh(ctx, names, true)
+}
+
+// refresh is Refresh; stalled replicas are asked too unless skipStalled.
+func (m *Monitor) refresh(ctx context.Context, names []string, skipStalled bool) {
 	var wg sync.WaitGroup
 	for _, r := range m.replicas {
 		for _, n := range names {
-			if r.Name == n {
+			if r.Name == n && !(skipStalled && m.stalled(n)) {
 				wg.Go(func() {
 					ch := m.refreshes.DoChan(r.Name, func() (any, error) {
 						m.pollReplica(context.Background(), r)
@@ -540,6 +568,9 @@ func (m *Monitor) pollReplica(parent context.Context, r NodeDB) {
 		m.logger.Info("replica back in rotation", "replica", r.Name, "replayLsn", lsn.String())
 	}
 	st := m.statusAt(r.Name, lsn, now)
+	if !prev.Healthy || lsn != prev.ReplayLSN {
+		m.moved[r.Name] = now
+	}
 	st.Timeline, st.TakenOut = tli, prev.TakenOut
 	// The round trip, smoothed: a replica that answers slowly is passed
 	// over while a fast one can serve (see CaughtUp).
@@ -610,6 +641,7 @@ func (m *Monitor) Behind(name string, lsn LSN) {
 	next := m.statusAt(name, lsn, m.now())
 	next.RTT, next.RTTMs, next.Timeline, next.TakenOut = st.RTT, st.RTTMs, st.Timeline, st.TakenOut
 	m.status[name] = next
+	m.moved[name] = next.CheckedAt
 }
 
 // Saw records that a read on the replica, started at at, found it at pos
@@ -628,6 +660,7 @@ func (m *Monitor) Saw(name string, pos Position, at time.Time) {
 	next := m.statusAt(name, pos.LSN, m.now())
 	next.RTT, next.RTTMs, next.Timeline, next.TakenOut = st.RTT, st.RTTMs, st.Timeline, st.TakenOut
 	m.status[name] = next
+	m.moved[name] = next.CheckedAt
 }
 
 // MarkDown takes a replica out of rotation after a query on it failed; the

@@ -131,7 +131,7 @@ func (r *Router) fence(ctx context.Context, token Position) error {
 		r.cfg.Logger.ErrorContext(ctx, "could not raise the fence either; waiting for every replica to replay the write", "token", token.String(), "err", fenceErr)
 	}
 	acked := fenceErr == nil && !r.cfg.NoFenceAcks
-	raised := r.cfg.Now()
+	raised := r.asked.Load()
 	secured := func() bool {
 		if r.cfg.View.AllCaughtUp(token.LSN) || (fenceErr == nil && !r.cfg.Now().Before(until)) {
 			observationFrom(ctx).setReason(ReasonWriteFenced)
@@ -166,9 +166,9 @@ func (r *Router) fence(ctx context.Context, token Position) error {
 // routes an own-write read to a replica without the write. Concurrent
 // fenced writes share one question to the primary, each waiting at most
 // left (what remains of the lease). Only a question asked after the fence
-// was raised (by raised) counts: an earlier one may not list an instance
-// that registered since and routes by an older fence.
-func (r *Router) acknowledged(ctx context.Context, token Position, raised time.Time, left time.Duration) bool {
+// was raised counts (raised: r.asked read once it was): an earlier one may
+// not list an instance that registered since and routes by an older fence.
+func (r *Router) acknowledged(ctx context.Context, token Position, raised uint64, left time.Duration) bool {
 	if left <= 0 {
 		return false
 	}
@@ -176,11 +176,11 @@ func (r *Router) acknowledged(ctx context.Context, token Position, raised time.T
 	defer cancel()
 	type answer struct {
 		least LSN
-		asked time.Time
+		asked uint64
 	}
 	for {
 		ch := r.acks.DoChan(strconv.Itoa(token.Timeline), func() (any, error) {
-			a := answer{asked: r.cfg.Now()}
+			a := answer{asked: r.asked.Add(1)}
 			err := r.Primary(context.WithoutCancel(ctx), func(ctx context.Context) (err error) {
 				a.least, err = r.cfg.WAL.AcknowledgedFence(ctx, token.Timeline)
 				return err
@@ -192,7 +192,7 @@ func (r *Router) acknowledged(ctx context.Context, token Position, raised time.T
 			if res.Err != nil {
 				return false
 			}
-			if a := res.Val.(answer); a.asked.After(raised) {
+			if a := res.Val.(answer); a.asked > raised {
 				return a.least >= token.LSN
 			}
 			// Asked before the fence was raised: the next question is not.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -151,6 +152,13 @@ type Router struct {
 	counts    Counters
 	positions singleflight.Group // the primary's position, asked once for many requests
 	acks      singleflight.Group // the acknowledged fence, asked once for many fenced writes
+	// nowPositions is the primary's position for reads whose user's writes
+	// are unknown, asked once for the reads that arrived before the query.
+	nowPositions singleflight.Group
+	// asked numbers the shared questions to the primary (nowPositions,
+	// acks): one numbered past what a caller read when it arrived was
+	// asked after it arrived.
+	asked atomic.Uint64
 	// budget bounds the retries of reads that waited in vain for a
 	// replica's pool (see replicaFailed).
 	budget retryBudget

@@ -571,3 +571,52 @@ func TestReadRetriesOnThePrimary(t *testing.T) {
 }
 
 func errUnexpectedEOF() error { return fmt.Errorf("read: %w", io.ErrUnexpectedEOF) }
+
+// gatedWAL answers CurrentLSN with the position at the moment it was
+// asked, once the test lets it.
+type gatedWAL struct {
+	fakeWAL
+	pos   atomic.Uint64
+	gate  chan struct{}
+	calls atomic.Int32
+}
+
+func (w *gatedWAL) CurrentLSN(context.Context) (LSN, error) {
+	w.calls.Add(1)
+	at := LSN(w.pos.Load())
+	<-w.gate
+	return at, nil
+}
+
+// Reads whose user's writes are unknown share the primary's position
+// query, but only one asked after they arrived: a write acknowledged
+// before a read arrived must be in the position it is routed by.
+func TestUnknownWritesShareOnlyAPositionAskedAfterTheyArrived(t *testing.T) {
+	wal := &gatedWAL{gate: make(chan struct{})}
+	wal.pos.Store(100)
+	r := NewRouter(RouterConfig{Mode: ModeLSN, MarkerTTL: testTTL, Tracker: newFakeTracker(), View: &fakeReplicas{}, WAL: wal})
+	first := make(chan LSN, 1)
+	go func() {
+		l, _ := r.positionSince(t.Context(), r.asked.Load())
+		first <- l
+	}()
+	for wal.calls.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	// A write is acknowledged while the first question is on its way; then
+	// a read arrives.
+	wal.pos.Store(200)
+	second := make(chan LSN, 1)
+	go func() {
+		l, _ := r.positionSince(t.Context(), r.asked.Load())
+		second <- l
+	}()
+	time.Sleep(20 * time.Millisecond) // let it join the first question, if it would
+	close(wal.gate)
+	if a, b := <-first, <-second; a != 100 || b != 200 {
+		t.Errorf("positions: first read %s, second %s; want 0/64 and 0/C8, the second from a question asked after it arrived", a, b)
+	}
+	if n := wal.calls.Load(); n != 2 {
+		t.Errorf("%d position queries; want 2", n)
+	}
+}

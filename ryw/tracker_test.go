@@ -149,3 +149,22 @@ func TestBreakerShedsCallsAfterRedisFailsToAnswer(t *testing.T) {
 		t.Error("a successful trial did not close the breaker")
 	}
 }
+
+// A stalled replica (behind the primary, not moving for stallAfter) is not
+// asked by Refresh: its DB here is nil, so asking it would panic. One that
+// moved lately, or that is caught up, is not stalled.
+func TestRefreshDoesNotAskAStalledReplica(t *testing.T) {
+	now := t0
+	m := NewMonitor(nil, []NodeDB{{Name: "paused"}, {Name: "moving"}, {Name: "idle"}}, 50*time.Millisecond, slog.New(slog.DiscardHandler))
+	m.now = func() time.Time { return now }
+	m.status["paused"] = ReplicaStatus{Name: "paused", Healthy: true, ReplayLSN: 100, LagBytes: 50}
+	m.moved["paused"] = now.Add(-stallAfter)
+	m.status["moving"] = ReplicaStatus{Name: "moving", Healthy: true, ReplayLSN: 140, LagBytes: 10}
+	m.moved["moving"] = now.Add(-stallAfter + time.Millisecond)
+	m.status["idle"] = ReplicaStatus{Name: "idle", Healthy: true, ReplayLSN: 150}
+	m.moved["idle"] = now.Add(-time.Hour)
+	if !m.stalled("paused") || m.stalled("moving") || m.stalled("idle") {
+		t.Errorf("stalled: paused %v, moving %v, idle %v; want only the paused replica", m.stalled("paused"), m.stalled("moving"), m.stalled("idle"))
+	}
+	m.Refresh(t.Context(), []string{"paused"}) // would panic if it asked
+}
