@@ -328,7 +328,7 @@ func New(ctx context.Context, cfg Config) (_ *Balancer, err error) {
 	b.tracker = NewRedisTracker(b.redis, TrackerConfig{TTL: cfg.MarkerTTL, WAL: wal, Logger: cfg.Logger, Observe: cfg.ObserveRedis, CacheUsers: cacheUsers})
 	b.monitor = NewMonitor(monPrimary, monReplicas, cfg.PollInterval, cfg.Logger)
 	b.router = NewRouter(RouterConfig{
-		Mode: cfg.Mode, Window: cfg.Window, MarkerTTL: cfg.MarkerTTL, MaxWait: cfg.MaxWait,
+		Mode: cfg.Mode, Window: cfg.Window, MarkerTTL: cfg.MarkerTTL, MaxWait: cfg.MaxWait, CheckedReplicas: true,
 		Monotonic: !cfg.NoMonotonicReads, StaleReadsWithoutPrimary: cfg.StaleReadsWithoutPrimary,
 		FenceLease: cfg.FenceLease, NoFenceAcks: cfg.NoFenceAcks, ReplicaTimeout: cfg.ReplicaTimeout, PrimaryTimeout: cfg.PrimaryTimeout,
 		Tracker: b.tracker, View: b.monitor, WAL: wal, Logger: cfg.Logger,

@@ -59,6 +59,10 @@ type Decision struct {
 	// replayed to serve it instead, should the pinned one turn out behind
 	// MinLSN: what the client has seen elsewhere, and MinLSN.
 	moveAt LSN
+	// hopeful: the replica is not known to have replayed MinLSN, only
+	// likely to (see Router.hopeful); if its connection finds it behind,
+	// the read goes to the primary as if no replica had it.
+	hopeful bool
 }
 
 // OnPrimary reports whether the decision sends reads to the primary.

@@ -182,6 +182,7 @@ func (r *recordingReplicas) Fence() (ryw.LSN, time.Time)           { return 0, t
 func (r *recordingReplicas) PrimaryLSN() ryw.LSN                   { return 0 }
 func (r *recordingReplicas) RequiredLSN(time.Time) (ryw.LSN, bool) { return 0, false }
 func (r *recordingReplicas) Refresh(context.Context, []string)     {}
+func (r *recordingReplicas) Following() []string                   { return nil }
 func (r *recordingReplicas) Behind(string, ryw.LSN)                {}
 func (r *recordingReplicas) MarkDown(name string, _ error)         { r.down = name }
 

@@ -734,6 +734,23 @@ func (m *Monitor) CaughtUp(min LSN) []string {
 	return fast
 }
 
+// Following returns the healthy replicas that keep up with the primary:
+// not stalled (see Refresh), and lagging no more than four polls at their
+// last check. One of them has most likely replayed a position the primary
+// reached a moment ago, though its known position may not say so yet.
+func (m *Monitor) Following() []string {
+	var names []string
+	for _, n := range m.CaughtUp(0) {
+		m.mu.RLock()
+		lag := m.status[n].Lag
+		m.mu.RUnlock()
+		if lag <= 4*m.interval && !m.stalled(n) {
+			names = append(names, n)
+		}
+	}
+	return names
+}
+
 // slowMargin is how much slower than the fastest replica a replica may
 // answer and still share the reads.
 const slowMargin = 10 * time.Millisecond

@@ -131,6 +131,14 @@ func (r *Router) replicaFailed(ctx context.Context, d Decision, err error, timed
 	case timedOut:
 		err = fmt.Errorf("no answer within the replica timeout (%s): %w", r.cfg.ReplicaTimeout, err)
 		r.cfg.View.MarkDown(d.Node, err)
+	case errors.As(err, &behind) && d.hopeful && d.Pin == 0:
+		// A replica that was only likely to have the read's floor did not:
+		// the read goes to the primary, as it would have had no replica
+		// been tried (see Router.hopeful). Nothing failed.
+		r.cfg.View.Behind(d.Node, behind.Replayed)
+		observationFrom(ctx).setReason(ReasonReplicasBehind)
+		r.counts.add(Decision{Node: Primary, Reason: ReasonReplicasBehind})
+		return ReasonReplicasBehind, true, err
 	case errors.As(err, &behind):
 		r.cfg.View.Behind(d.Node, behind.Replayed)
 		reason = ReasonReplicaBehind

@@ -274,7 +274,11 @@ func (r *Router) replicaPast(ctx context.Context, token, floor LSN, reason Reaso
 		return d
 	}
 	if r.cfg.Mode == ModeLSN {
-		if d, ok := r.waitFor(ctx, need, reason); ok {
+		if r.cfg.MaxWait == 0 && r.cfg.CheckedReplicas {
+			if d, ok := r.hopeful(need, reason); ok {
+				return d
+			}
+		} else if d, ok := r.waitFor(ctx, need, reason); ok {
 			return d
 		}
 	}
@@ -342,6 +346,20 @@ func (r *Router) waitFor(ctx context.Context, need LSN, reason Reason) (Decision
 		case <-time.After(min(left, 2*time.Millisecond)):
 		}
 	}
+}
+
+// hopeful sends a read that no replica is known to have replayed need for
+// to a replica that keeps up with the primary (see ClusterView.Following),
+// where need was written a moment ago: the connection checks the
+// replica's position before the query runs, which asks the replica as a
+// Refresh would, in the round trip the read needs anyway. If it turns out
+// behind, the read goes to the primary (see Read).
+func (r *Router) hopeful(need LSN, reason Reason) (Decision, bool) {
+	names := r.cfg.View.Following()
+	if len(names) == 0 {
+		return Decision{}, false
+	}
+	return Decision{Node: names[rand.IntN(len(names))], Reason: reason, MinLSN: need, hopeful: true}, true
 }
 
 // refreshGrace bounds how long a read with a short MaxWait (or none)

@@ -47,6 +47,9 @@ type ClusterView interface {
 	Fence() (fence LSN, asOf time.Time)
 	// Refresh asks the named replicas for their position now.
 	Refresh(ctx context.Context, names []string)
+	// Following returns the healthy replicas that keep up with the
+	// primary, and so have most likely replayed what it had a moment ago.
+	Following() []string
 	// MarkDown takes a replica out of rotation after a query on it failed.
 	MarkDown(name string, cause error)
 	// Behind lowers a replica's known position to what a connection saw.
@@ -91,6 +94,14 @@ type RouterConfig struct {
 	// MaxWait is how long an lsn-mode read may wait for a replica to replay
 	// the user's token before it goes to the primary (0: not at all).
 	MaxWait time.Duration
+	// CheckedReplicas says that every replica pool checks, on the
+	// connection that runs each statement, that the replica has replayed
+	// the decision's MinLSN (pools from OpenPool do; Balancer sets it).
+	// With MaxWait 0, an lsn-mode read that no replica is known to have
+	// replayed may then go to a replica that keeps up with the primary,
+	// whose connection's check asks it, instead of asking every replica
+	// first (see ClusterView.Following).
+	CheckedReplicas bool
 	// StaleReadsWithoutPrimary lets replicas serve stale-ok reads while the
 	// primary has not answered within the fence lease (a primary outage,
 	// before a failover is seen). Off, such reads go to the primary (503

@@ -74,7 +74,11 @@ type fakeReplicas struct {
 	fence     LSN
 	fenceAsOf time.Time
 	cluster   Cluster
+	// following are the replicas that keep up (see Following).
+	following []string
 }
+
+func (f *fakeReplicas) Following() []string { return f.following }
 
 func lsnAt(t time.Time) LSN { return LSN(1_000_000 + t.Sub(t0).Milliseconds()) }
 
@@ -618,5 +622,58 @@ func TestUnknownWritesShareOnlyAPositionAskedAfterTheyArrived(t *testing.T) {
 	}
 	if n := wal.calls.Load(); n != 2 {
 		t.Errorf("%d position queries; want 2", n)
+	}
+}
+
+// With MaxWait 0, an lsn-mode read that no replica is known to have
+// replayed goes to a replica that keeps up with the primary, hopefully:
+// its connection's check asks it. Found behind, the read goes to the
+// primary as replicas-behind, not counted as a retry after a failure.
+// Control: a read not sent hopefully that finds its replica behind is a
+// replica-behind retry.
+func TestHopefulReadsGoToAReplicaThatKeepsUp(t *testing.T) {
+	now := t0.Add(time.Hour)
+	need := lsnAt(now)
+	tr := newFakeTracker()
+	tr.marks["u"] = Marks{Token: pos(need)}
+	reps := &fakeReplicas{replay: map[string]LSN{"r1": need - 10, "r2": need - 10_000}, order: []string{"r1", "r2"}, following: []string{"r1"}, fenceAsOf: now}
+	r := newTestRouter(ModeLSN, tr, reps, nil, &now)
+	r.cfg.CheckedReplicas = true
+	d := r.ForOwnRead(t.Context(), "u")
+	if d.Node != "r1" || !d.hopeful || d.MinLSN != need || d.Reason != ReasonLSNCaughtUp {
+		t.Fatalf("ForOwnRead = %+v; want r1, which keeps up, hopefully, at the token", d)
+	}
+	for _, hopeful := range []bool{true, false} {
+		d.hopeful = hopeful
+		ctx, obs := WithObservation(WithDecision(t.Context(), d))
+		var ran []string
+		err := r.Read(ctx, func(ctx context.Context) error {
+			got, _ := DecisionFrom(ctx)
+			ran = append(ran, got.Node)
+			if got.Node == "r1" {
+				return &BehindError{Replayed: need - 5, Need: need}
+			}
+			return nil
+		})
+		retries := r.counts.snapshot().Retries
+		switch {
+		case err != nil || fmt.Sprint(ran) != "[r1 primary]":
+			t.Errorf("hopeful %v: Read = %v, ran on %v; want r1, then the primary", hopeful, err, ran)
+		case hopeful && (obs.Reason() != ReasonReplicasBehind || retries[ReasonReplicaBehind] != 0):
+			t.Errorf("hopeful: reason %q, retries %v; want replicas-behind, no retry", obs.Reason(), retries)
+		case !hopeful && (obs.Reason() != ReasonReplicaBehind || retries[ReasonReplicaBehind] != 1):
+			t.Errorf("control: reason %q, retries %v; want a replica-behind retry", obs.Reason(), retries)
+		}
+	}
+	// Replica pools that do not check positions: never hopefully.
+	r.cfg.CheckedReplicas = false
+	if d := r.ForOwnRead(t.Context(), "u"); d.hopeful {
+		t.Errorf("ForOwnRead with unchecked replica pools = %+v; want no hopeful read", d)
+	}
+	r.cfg.CheckedReplicas = true
+	// No replica keeps up: the primary, at once.
+	reps.following = nil
+	if d := r.ForOwnRead(t.Context(), "u"); d.Node != Primary || d.Reason != ReasonReplicasBehind {
+		t.Errorf("ForOwnRead with no replica keeping up = %+v; want the primary, replicas-behind", d)
 	}
 }
