@@ -63,6 +63,8 @@ type Decision struct {
 	// likely to (see Router.hopeful); if its connection finds it behind,
 	// the read goes to the primary as if no replica had it.
 	hopeful bool
+	// again: a hopeful read's second replica, after the first was behind.
+	again bool
 }
 
 // OnPrimary reports whether the decision sends reads to the primary.

@@ -23,13 +23,24 @@ func (r *Router) Read(ctx context.Context, read func(context.Context) error) err
 	if !retry {
 		return err
 	}
-	if alt, ok := r.moveFrom(d, err); ok {
+	alt, ok := r.moveFrom(d, err)
+	if !ok {
+		alt, ok = r.hopeAgain(d, err)
+	}
+	if ok {
 		// The pinned replica is behind what the read needs, as its
 		// connection found just now: so is everything it showed the
 		// client, and a replica past what the read needs may take over.
+		// Or a replica tried hopefully was behind: another that keeps up
+		// is tried once.
 		if err, reason, retry = r.readReplica(WithDecision(ctx, alt), alt, read); !retry {
 			return err
 		}
+		d = alt
+	}
+	if d.hopeful && reason == ReasonReplicasBehind {
+		observationFrom(ctx).setReason(reason)
+		r.counts.add(Decision{Node: Primary, Reason: reason})
 	}
 	retried := Decision{Node: Primary, Reason: reason, MeasureSeen: d.MeasureSeen}
 	if err := r.Primary(WithDecision(ctx, retried), read); err != nil {
@@ -84,6 +95,24 @@ func (r *Router) moveFrom(d Decision, err error) (Decision, bool) {
 	return Decision{Node: names[rand.IntN(len(names))], Reason: d.Reason, MinLSN: d.moveAt, MeasureSeen: d.MeasureSeen}, true
 }
 
+// hopeAgain returns where a read tried hopefully goes when its replica
+// turned out behind (err is its *BehindError): another replica that keeps
+// up, equally hopefully. The second miss goes to the primary.
+func (r *Router) hopeAgain(d Decision, err error) (Decision, bool) {
+	var behind *BehindError
+	if !d.hopeful || d.again || d.Pin != 0 || !errors.As(err, &behind) {
+		return Decision{}, false
+	}
+	names := slices.DeleteFunc(slices.Clone(r.cfg.View.Following()), func(n string) bool { return n == d.Node })
+	if len(names) == 0 {
+		return Decision{}, false
+	}
+	alt := d
+	alt.Node = names[rand.IntN(len(names))]
+	alt.again = true
+	return alt, true
+}
+
 // replicaFailed judges a read that failed with err on the replica d
 // names (at: its attempt, nil if unknown): if the replica is unreachable,
 // did not answer in time (timedOut), is restarting, cancelled the query in
@@ -133,11 +162,10 @@ func (r *Router) replicaFailed(ctx context.Context, d Decision, err error, timed
 		r.cfg.View.MarkDown(d.Node, err)
 	case errors.As(err, &behind) && d.hopeful && d.Pin == 0:
 		// A replica that was only likely to have the read's floor did not:
-		// the read goes to the primary, as it would have had no replica
-		// been tried (see Router.hopeful). Nothing failed.
+		// the read goes to another that keeps up, or to the primary, as it
+		// would have had no replica been tried (see Router.hopeful).
+		// Nothing failed: Read records the reason if it ends there.
 		r.cfg.View.Behind(d.Node, behind.Replayed)
-		observationFrom(ctx).setReason(ReasonReplicasBehind)
-		r.counts.add(Decision{Node: Primary, Reason: ReasonReplicasBehind})
 		return ReasonReplicasBehind, true, err
 	case errors.As(err, &behind):
 		r.cfg.View.Behind(d.Node, behind.Replayed)

@@ -665,6 +665,30 @@ func TestHopefulReadsGoToAReplicaThatKeepsUp(t *testing.T) {
 			t.Errorf("control: reason %q, retries %v; want a replica-behind retry", obs.Reason(), retries)
 		}
 	}
+	// Another replica that keeps up is tried once before the primary.
+	reps.following = []string{"r1", "r2"}
+	d.hopeful = true
+	for _, r2behind := range []bool{false, true} {
+		ctx, obs := WithObservation(WithDecision(t.Context(), d))
+		obs.setReason(d.Reason)
+		var ran []string
+		err := r.Read(ctx, func(ctx context.Context) error {
+			got, _ := DecisionFrom(ctx)
+			ran = append(ran, got.Node)
+			if got.Node == "r1" || (got.Node == "r2" && r2behind) {
+				return &BehindError{Replayed: need - 5, Need: need}
+			}
+			return nil
+		})
+		want, reason := "[r1 r2]", ReasonLSNCaughtUp
+		if r2behind {
+			want, reason = "[r1 r2 primary]", ReasonReplicasBehind
+		}
+		if err != nil || fmt.Sprint(ran) != want || obs.Reason() != reason {
+			t.Errorf("r2 behind %v: Read = %v, ran on %v, reason %q; want %s, %q", r2behind, err, ran, obs.Reason(), want, reason)
+		}
+	}
+	reps.following = []string{"r1"}
 	// Replica pools that do not check positions: never hopefully.
 	r.cfg.CheckedReplicas = false
 	if d := r.ForOwnRead(t.Context(), "u"); d.hopeful {
