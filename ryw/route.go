@@ -353,7 +353,8 @@ func (r *Router) waitFor(ctx context.Context, need LSN, reason Reason) (Decision
 // where need was written a moment ago: the connection checks the
 // replica's position before the query runs, which asks the replica as a
 // Refresh would, in the round trip the read needs anyway. If it turns out
-// behind, the read goes to the primary (see Read).
+// behind, another that keeps up is tried once, then the primary (see
+// Read).
 func (r *Router) hopeful(need LSN, reason Reason) (Decision, bool) {
 	names := r.cfg.View.Following()
 	if len(names) == 0 {
