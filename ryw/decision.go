@@ -65,6 +65,9 @@ type Decision struct {
 	hopeful bool
 	// again: a hopeful read's second replica, after the first was behind.
 	again bool
+	// handsOver: the caller (Router.Read) records a hopeful miss itself,
+	// once it knows where the read ends.
+	handsOver bool
 }
 
 // OnPrimary reports whether the decision sends reads to the primary.

@@ -19,6 +19,9 @@ func (r *Router) Read(ctx context.Context, read func(context.Context) error) err
 	if !ok || d.OnPrimary() {
 		return r.Primary(ctx, read)
 	}
+	// A hopeful read's miss is recorded below, once it is known where the
+	// read ends.
+	d.handsOver = d.hopeful
 	err, reason, retry := r.readReplica(ctx, d, read)
 	if !retry {
 		return err
@@ -38,7 +41,7 @@ func (r *Router) Read(ctx context.Context, read func(context.Context) error) err
 		}
 		d = alt
 	}
-	if d.hopeful && reason == ReasonReplicasBehind {
+	if d.handsOver && reason == ReasonReplicasBehind {
 		observationFrom(ctx).setReason(reason)
 		r.counts.add(Decision{Node: Primary, Reason: reason})
 	}
@@ -164,8 +167,13 @@ func (r *Router) replicaFailed(ctx context.Context, d Decision, err error, timed
 		// A replica that was only likely to have the read's floor did not:
 		// the read goes to another that keeps up, or to the primary, as it
 		// would have had no replica been tried (see Router.hopeful).
-		// Nothing failed: Read records the reason if it ends there.
+		// Nothing failed. (Read, which tries another, records the reason
+		// once the read ends on the primary.)
 		r.cfg.View.Behind(d.Node, behind.Replayed)
+		if !d.handsOver {
+			observationFrom(ctx).setReason(ReasonReplicasBehind)
+			r.counts.add(Decision{Node: Primary, Reason: ReasonReplicasBehind})
+		}
 		return ReasonReplicasBehind, true, err
 	case errors.As(err, &behind):
 		r.cfg.View.Behind(d.Node, behind.Replayed)
