@@ -620,6 +620,11 @@ type PrimaryStatus struct {
 	// is older than the fence lease, and while the instance cannot
 	// acknowledge the fence (ryw_fence_ack; the log says so).
 	FenceAsOf time.Time
+	// FenceAcknowledged: this instance's acknowledgement of the fence
+	// (ryw_fence_ack) is live. While it is not (the role lacks the grant,
+	// or the primary refuses writes), the instance routes by no fence: its
+	// own-write reads go to the primary.
+	FenceAcknowledged bool
 	// HistoryError is why the primary's timeline history cannot be read
 	// ("" when it can, and before the primary first answered); usually
 	// ErrHistoryNotGranted's text. Nothing is wrong until a failover; after
@@ -633,5 +638,6 @@ type PrimaryStatus struct {
 func (b *Balancer) Primary() PrimaryStatus {
 	c := b.monitor.Cluster()
 	asOf := b.monitor.fenceRead()
-	return PrimaryStatus{System: c.System, Timeline: c.Timeline, FenceAsOf: asOf, HistoryError: b.monitor.HistoryError()}
+	return PrimaryStatus{System: c.System, Timeline: c.Timeline, FenceAsOf: asOf, FenceAcknowledged: b.monitor.fenceAcknowledged(),
+		HistoryError: b.monitor.HistoryError()}
 }

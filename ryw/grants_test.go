@@ -149,3 +149,41 @@ func TestStartUpNamesAMissingRedisPermission(t *testing.T) {
 		})
 	}
 }
+
+// TestAnInstanceThatCannotAcknowledgeRoutesByNoFence: a role that may read
+// the fence but not write its acknowledgement (ryw_fence_ack) must not
+// route by the fence, since fenced writes do not wait for it: the monitor
+// reports no confirmed fence, and own-write reads go to the primary
+// (fence-unknown). Control: the same role, granted the acknowledgement,
+// routes by it.
+func TestAnInstanceThatCannotAcknowledgeRoutesByNoFence(t *testing.T) {
+	needStack(t)
+	ctx := t.Context()
+	role := fmt.Sprintf("noack_%d_%d", os.Getpid(), seq.Add(1))
+	for _, stmt := range []string{"CREATE ROLE " + role + " LOGIN", "GRANT SELECT ON ryw_fence TO " + role} {
+		if err := stack.Primary.Exec(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		_ = stack.Primary.Exec(ctx, "DROP OWNED BY "+role)
+		_ = stack.Primary.Exec(ctx, "DROP ROLE "+role)
+	})
+	if err := stack.WaitCaughtUp(ctx, stack.Replicas...); err != nil {
+		t.Fatal(err)
+	}
+	url := strings.Replace(stack.Primary.URL, "postgres://postgres@", "postgres://"+role+"@", 1)
+	for _, granted := range []bool{false, true} {
+		if granted {
+			if err := stack.Primary.Exec(ctx, "GRANT SELECT, INSERT, UPDATE, DELETE ON ryw_fence_ack TO "+role); err != nil {
+				t.Fatal(err)
+			}
+		}
+		m := ryw.NewMonitor(openPool(t, url), nil, time.Hour, quiet())
+		m.Poll(ctx)
+		_, asOf := m.Fence()
+		if confirmed := !asOf.IsZero(); confirmed != granted {
+			t.Errorf("acknowledgement granted %v: fence confirmed %v; want %v", granted, confirmed, granted)
+		}
+	}
+}

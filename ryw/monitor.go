@@ -444,6 +444,14 @@ func (m *Monitor) fenceRead() time.Time {
 	return m.fenceAsOf
 }
 
+// fenceAcknowledged reports whether the monitor's acknowledgement of the
+// fence is live (see Fence).
+func (m *Monitor) fenceAcknowledged() bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return !m.registeredAt.IsZero() && m.now().Sub(m.ackStart) < ackValid
+}
+
 // AllCaughtUp reports whether every configured replica is healthy and known
 // to have replayed min: then no replica can serve anything older.
 func (m *Monitor) AllCaughtUp(min LSN) bool {

@@ -133,8 +133,13 @@ func TestLeastPrivilege(t *testing.T) {
 			if ws[0].Error != wantCause {
 				t.Errorf("%s: the warning's cause = %q; want %q (only with READYZ_DETAILS)", mode, ws[0].Error, wantCause)
 			}
-			if m := scrape(t, apis[mode]); m["ryw_timeline_history_readable{}"] != 0 {
+			m := scrape(t, apis[mode])
+			if m["ryw_timeline_history_readable{}"] != 0 {
 				t.Errorf("%s: ryw_timeline_history_readable = %v; want 0", mode, m["ryw_timeline_history_readable{}"])
+			}
+			// The role's grants include the fence's acknowledgements.
+			if m["ryw_fence_acknowledged{}"] != 1 {
+				t.Errorf("%s: ryw_fence_acknowledged = %v; want 1", mode, m["ryw_fence_acknowledged{}"])
 			}
 		}
 		// Granted, it is seen at the next poll: no warning, no restart.

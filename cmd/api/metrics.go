@@ -114,6 +114,8 @@ var (
 		"1 while the database role may read the primary's timeline history, 0 while it may not (grant it EXECUTE on pg_read_file(text)): after a failover, reads that must show a write made before it then go to the primary, and lost writes are not detected.", nil, nil)
 	fenceAgeDesc = prometheus.NewDesc("ryw_fence_age_seconds",
 		"Time since the poll that last confirmed the primary's fence; own-write reads go to the primary beyond the fence lease.", nil, nil)
+	fenceAckDesc = prometheus.NewDesc("ryw_fence_acknowledged",
+		"1 while this instance's acknowledgement of the fence (ryw_fence_ack) is live, 0 while it is not (the role lacks the grant, or the primary refuses writes): own-write reads then go to the primary.", nil, nil)
 )
 
 func (c *routingCollector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
@@ -162,6 +164,9 @@ func (c *routingCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(overloadedDesc, prometheus.CounterValue, float64(counts.Overloaded))
 	if asOf := primary.FenceAsOf; !asOf.IsZero() {
 		ch <- prometheus.MustNewConstMetric(fenceAgeDesc, prometheus.GaugeValue, time.Since(asOf).Seconds())
+	}
+	if primary.System != "" {
+		ch <- prometheus.MustNewConstMetric(fenceAckDesc, prometheus.GaugeValue, boolValue(primary.FenceAcknowledged))
 	}
 }
 
