@@ -6,9 +6,12 @@ import (
 	"database/sql"
 	_ "embed"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Schema creates the two tables ryw keeps on the primary: the fence, and
@@ -112,8 +115,14 @@ func (m *Monitor) ack(ctx context.Context) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err != nil {
-		if m.ackErr == "" {
-			m.logger.Warn("cannot acknowledge the fence on the primary (ryw_fence_ack): own-write reads go to the primary until it can; the role needs SELECT, INSERT, UPDATE and DELETE on ryw_fence_ack", "err", err)
+		var pgErr *pgconn.PgError
+		switch {
+		case m.ackErr != "" || ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded):
+		case errors.As(err, &pgErr) && (pgErr.Code == "42501" || pgErr.Code == "42P01"):
+			m.logger.Warn("cannot acknowledge the fence on the primary: own-write reads go to the primary until it can; apply ryw.Schema and grant the role SELECT, INSERT, UPDATE and DELETE on ryw_fence_ack", "err", err)
+		default:
+			// The primary is down or busy: its poll says so too.
+			m.logger.Warn("cannot acknowledge the fence on the primary: own-write reads go to the primary until it can", "err", err)
 		}
 		m.ackErr = err.Error()
 		return
