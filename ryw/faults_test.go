@@ -237,17 +237,7 @@ func TestFaultClockSkewBetweenInstances(t *testing.T) {
 		})
 	}
 	table := newTable(t)
-	read := func(r *ryw.Router, user string) (string, ryw.Decision) {
-		d := r.ForOwnRead(ctx, user)
-		var v string
-		err := r.Read(ryw.WithDecision(ctx, d), func(ctx context.Context) error {
-			return db.WithContext(ctx).Raw("SELECT v FROM "+table+" WHERE k = ?", user).Scan(&v).Error
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v, d
-	}
+	read := ownReader(t, db, table)
 
 	for _, mode := range []ryw.Mode{ryw.ModeTime, ryw.ModeLSN, ryw.ModeOff} {
 		t.Run(string(mode), func(t *testing.T) {
@@ -275,6 +265,23 @@ func TestFaultClockSkewBetweenInstances(t *testing.T) {
 				t.Errorf("read through the other instance = %q from %+v; want v2", v, d)
 			}
 		})
+	}
+}
+
+// ownReader returns a reader of a user's value in table (newTable): an
+// own-write read that r routes, run on db, with the decision it ran by.
+func ownReader(t *testing.T, db *gorm.DB, table string) func(r *ryw.Router, user string) (string, ryw.Decision) {
+	return func(r *ryw.Router, user string) (string, ryw.Decision) {
+		ctx := t.Context()
+		d := r.ForOwnRead(ctx, user)
+		var v string
+		err := r.Read(ryw.WithDecision(ctx, d), func(ctx context.Context) error {
+			return db.WithContext(ctx).Raw("SELECT v FROM "+table+" WHERE k = ?", user).Scan(&v).Error
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v, d
 	}
 }
 

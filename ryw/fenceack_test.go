@@ -1,7 +1,6 @@
 package ryw_test
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"testing"
@@ -55,17 +54,7 @@ func TestFencedWritesWaitForEveryInstancesAcknowledgement(t *testing.T) {
 		}), m
 	}
 	table := newTable(t)
-	read := func(r *ryw.Router, user string) (string, ryw.Decision) {
-		d := r.ForOwnRead(ctx, user)
-		var v string
-		err := r.Read(ryw.WithDecision(ctx, d), func(ctx context.Context) error {
-			return db.WithContext(ctx).Raw("SELECT v FROM "+table+" WHERE k = ?", user).Scan(&v).Error
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v, d
-	}
+	read := ownReader(t, db, table)
 	// v2OnThePrimary settles a user at v1 on every node, read from a
 	// replica through reader, then pauses the replicas and writes v2.
 	v2OnThePrimary := func(t *testing.T, reader *ryw.Router, monitors ...*ryw.Monitor) string {

@@ -21,26 +21,7 @@ import (
 func TestMonitorSaysWhetherItMayReadTheTimelineHistory(t *testing.T) {
 	needStack(t)
 	ctx := t.Context()
-	role := fmt.Sprintf("plain_%d_%d", os.Getpid(), seq.Add(1))
-	for _, stmt := range []string{
-		"CREATE ROLE " + role + " LOGIN",
-		"GRANT SELECT ON ryw_fence TO " + role,
-		"GRANT SELECT, INSERT, UPDATE, DELETE ON ryw_fence_ack TO " + role,
-	} {
-		if err := stack.Primary.Exec(ctx, stmt); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() {
-		_ = stack.Primary.Exec(ctx, "DROP OWNED BY "+role)
-		_ = stack.Primary.Exec(ctx, "DROP ROLE "+role)
-	})
-	if err := stack.WaitCaughtUp(ctx, stack.Replicas...); err != nil {
-		t.Fatal(err)
-	}
-	as := func(url string) string {
-		return strings.Replace(url, "postgres://postgres@", "postgres://"+role+"@", 1)
-	}
+	role, as := newRole(t, "plain", "GRANT SELECT ON ryw_fence TO %s", "GRANT SELECT, INSERT, UPDATE, DELETE ON ryw_fence_ack TO %s")
 	m := ryw.NewMonitor(openPool(t, as(stack.Primary.URL)), []ryw.NodeDB{{Name: "replica1", DB: openPool(t, as(stack.Replicas[0].URL))}}, time.Hour, quiet())
 	m.Poll(ctx)
 	if c := m.Cluster(); c.Timeline != 1 || c.System == "" {
@@ -159,20 +140,8 @@ func TestStartUpNamesAMissingRedisPermission(t *testing.T) {
 func TestAnInstanceThatCannotAcknowledgeRoutesByNoFence(t *testing.T) {
 	needStack(t)
 	ctx := t.Context()
-	role := fmt.Sprintf("noack_%d_%d", os.Getpid(), seq.Add(1))
-	for _, stmt := range []string{"CREATE ROLE " + role + " LOGIN", "GRANT SELECT ON ryw_fence TO " + role} {
-		if err := stack.Primary.Exec(ctx, stmt); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() {
-		_ = stack.Primary.Exec(ctx, "DROP OWNED BY "+role)
-		_ = stack.Primary.Exec(ctx, "DROP ROLE "+role)
-	})
-	if err := stack.WaitCaughtUp(ctx, stack.Replicas...); err != nil {
-		t.Fatal(err)
-	}
-	url := strings.Replace(stack.Primary.URL, "postgres://postgres@", "postgres://"+role+"@", 1)
+	role, as := newRole(t, "noack", "GRANT SELECT ON ryw_fence TO %s")
+	url := as(stack.Primary.URL)
 	for _, granted := range []bool{false, true} {
 		if granted {
 			if err := stack.Primary.Exec(ctx, "GRANT SELECT, INSERT, UPDATE, DELETE ON ryw_fence_ack TO "+role); err != nil {
@@ -185,5 +154,34 @@ func TestAnInstanceThatCannotAcknowledgeRoutesByNoFence(t *testing.T) {
 		if confirmed := !asOf.IsZero(); confirmed != granted {
 			t.Errorf("acknowledgement granted %v: fence confirmed %v; want %v", granted, confirmed, granted)
 		}
+	}
+}
+
+// newRole creates a login role named after prefix, granted each of grants
+// (each with %s for the role), dropped when the test ends, and waits until
+// the replicas have it. as turns one of the stack's URLs into the role's.
+func newRole(t *testing.T, prefix string, grants ...string) (role string, as func(url string) string) {
+	t.Helper()
+	ctx := t.Context()
+	role = fmt.Sprintf("%s_%d_%d", prefix, os.Getpid(), seq.Add(1))
+	stmts := []string{"CREATE ROLE " + role + " LOGIN"}
+	for _, g := range grants {
+		stmts = append(stmts, fmt.Sprintf(g, role))
+	}
+	for _, stmt := range stmts {
+		if err := stack.Primary.Exec(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		_ = stack.Primary.Exec(ctx, "DROP OWNED BY "+role)
+		_ = stack.Primary.Exec(ctx, "DROP ROLE "+role)
+	})
+	if err := stack.WaitCaughtUp(ctx, stack.Replicas...); err != nil {
+		t.Fatal(err)
+	}
+	return role, func(url string) string {
+		return strings.Replace(url, "postgres://postgres@", "postgres://"+role+"@", 1)
 	}
 }

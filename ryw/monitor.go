@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -432,6 +433,11 @@ const stallAfter = 100 * time.Millisecond
 func (m *Monitor) stalled(name string) bool {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	return m.stalledLocked(name)
+}
+
+// stalledLocked is stalled; the caller holds m.mu.
+func (m *Monitor) stalledLocked(name string) bool {
 	st := m.status[name]
 	return st.Healthy && st.LagBytes > 0 && m.now().Sub(m.moved[name]) >= max(stallAfter, 2*m.interval)
 }
@@ -747,16 +753,10 @@ func (m *Monitor) CaughtUp(min LSN) []string {
 // last check. One of them has most likely replayed a position the primary
 // reached a moment ago, though its known position may not say so yet.
 func (m *Monitor) Following() []string {
-	var names []string
-	for _, n := range m.CaughtUp(0) {
-		m.mu.RLock()
-		lag := m.status[n].Lag
-		m.mu.RUnlock()
-		if lag <= 4*m.interval && !m.stalled(n) {
-			names = append(names, n)
-		}
-	}
-	return names
+	names := m.CaughtUp(0)
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return slices.DeleteFunc(names, func(n string) bool { return m.status[n].Lag > 4*m.interval || m.stalledLocked(n) })
 }
 
 // slowMargin is how much slower than the fastest replica a replica may

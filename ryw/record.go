@@ -132,26 +132,21 @@ func (r *Router) fence(ctx context.Context, token Position) error {
 	}
 	acked := fenceErr == nil && !r.cfg.NoFenceAcks
 	raised := r.asked.Load()
+	fenced := func() error {
+		observationFrom(ctx).setReason(ReasonWriteFenced)
+		r.counts.add(Decision{Node: Primary, Reason: ReasonWriteFenced})
+		return nil
+	}
 	secured := func() bool {
-		if r.cfg.View.AllCaughtUp(token.LSN) || (fenceErr == nil && !r.cfg.Now().Before(until)) {
-			observationFrom(ctx).setReason(ReasonWriteFenced)
-			r.counts.add(Decision{Node: Primary, Reason: ReasonWriteFenced})
-			return true
-		}
-		return false
+		return r.cfg.View.AllCaughtUp(token.LSN) || (fenceErr == nil && !r.cfg.Now().Before(until))
 	}
 	for {
-		if secured() {
-			return nil
-		}
-		if acked && r.acknowledged(ctx, token, raised, until.Sub(r.cfg.Now())) {
-			observationFrom(ctx).setReason(ReasonWriteFenced)
-			r.counts.add(Decision{Node: Primary, Reason: ReasonWriteFenced})
-			return nil
+		if secured() || acked && r.acknowledged(ctx, token, raised, until.Sub(r.cfg.Now())) {
+			return fenced()
 		}
 		r.refreshBehind(ctx, token.LSN, fenceErr == nil, until.Sub(r.cfg.Now()))
 		if secured() {
-			return nil
+			return fenced()
 		}
 		select {
 		case <-ctx.Done():
@@ -174,32 +169,10 @@ func (r *Router) acknowledged(ctx context.Context, token Position, raised uint64
 	}
 	ctx, cancel := context.WithTimeout(ctx, left)
 	defer cancel()
-	type answer struct {
-		least LSN
-		asked uint64
-	}
-	for {
-		ch := r.acks.DoChan(strconv.Itoa(token.Timeline), func() (any, error) {
-			a := answer{asked: r.asked.Add(1)}
-			err := r.Primary(context.WithoutCancel(ctx), func(ctx context.Context) (err error) {
-				a.least, err = r.cfg.WAL.AcknowledgedFence(ctx, token.Timeline)
-				return err
-			})
-			return a, err
-		})
-		select {
-		case res := <-ch:
-			if res.Err != nil {
-				return false
-			}
-			if a := res.Val.(answer); a.asked > raised {
-				return a.least >= token.LSN
-			}
-			// Asked before the fence was raised: the next question is not.
-		case <-ctx.Done():
-			return false
-		}
-	}
+	least, err := askAfter(ctx, r, &r.acks, strconv.Itoa(token.Timeline), raised, func(ctx context.Context) (LSN, error) {
+		return r.cfg.WAL.AcknowledgedFence(ctx, token.Timeline)
+	})
+	return err == nil && least >= token.LSN
 }
 
 // refreshBehind asks the healthy replicas not known to have replayed

@@ -221,45 +221,15 @@ func (r *Router) unknownWrites(ctx context.Context, userID, why string, cause er
 		r.cfg.Logger.WarnContext(ctx, "user's writes unknown; reading from the primary", "user", userID, "why", why, "err", cause)
 		return Decision{Node: Primary, Reason: ReasonTrackerUnavailable}
 	}
-	now, err := r.positionSince(ctx, r.asked.Load())
+	// The primary's position as read after the request arrived: concurrent
+	// reads share the query (see askAfter).
+	now, err := askAfter(ctx, r, &r.nowPositions, "", r.asked.Load(), r.cfg.WAL.CurrentLSN)
 	if err != nil {
 		r.cfg.Logger.WarnContext(ctx, "user's writes and the primary's position unknown; reading from the primary", "user", userID, "why", why, "err", cause)
 		return Decision{Node: Primary, Reason: ReasonTrackerUnavailable}
 	}
 	r.cfg.Logger.DebugContext(ctx, "user's writes unknown; reading from a replica at the primary's position", "user", userID, "why", why, "err", cause)
 	return r.replicaPast(ctx, now, 0, ReasonTrackerUnavailable)
-}
-
-// positionSince returns the primary's position as read by a query that
-// started after the caller read r.asked as arrived: it covers every write
-// acknowledged before then. Concurrent callers share one query; one that
-// joins a query asked before it arrived waits for the next.
-func (r *Router) positionSince(ctx context.Context, arrived uint64) (LSN, error) {
-	type answer struct {
-		lsn   LSN
-		asked uint64
-	}
-	for {
-		ch := r.nowPositions.DoChan("", func() (any, error) {
-			a := answer{asked: r.asked.Add(1)}
-			err := r.Primary(context.WithoutCancel(ctx), func(ctx context.Context) (err error) {
-				a.lsn, err = r.cfg.WAL.CurrentLSN(ctx)
-				return err
-			})
-			return a, err
-		})
-		select {
-		case res := <-ch:
-			if res.Err != nil {
-				return 0, res.Err
-			}
-			if a := res.Val.(answer); a.asked > arrived {
-				return a.lsn, nil
-			}
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		}
-	}
 }
 
 // replicaPast picks a replica that has replayed token, floor and the

@@ -167,8 +167,8 @@ type Router struct {
 	// are unknown, asked once for the reads that arrived before the query.
 	nowPositions singleflight.Group
 	// asked numbers the shared questions to the primary (nowPositions,
-	// acks): one numbered past what a caller read when it arrived was
-	// asked after it arrived.
+	// acks; see askAfter): one numbered past what a caller read when it
+	// arrived was asked after it arrived.
 	asked atomic.Uint64
 	// budget bounds the retries of reads that waited in vain for a
 	// replica's pool (see replicaFailed).
@@ -217,4 +217,38 @@ func (r *Router) IgnoreToken(why string) { r.counts.ignore(why) }
 func (r *Router) counted(d Decision) Decision {
 	r.counts.add(d)
 	return d
+}
+
+// askAfter runs ask on the primary through g, shared by concurrent callers
+// under key, and returns the answer of a call that started after the
+// caller read r.asked as since: a caller that joins a call started before
+// it waits for the next. It waits at most until ctx ends.
+func askAfter[T any](ctx context.Context, r *Router, g *singleflight.Group, key string, since uint64, ask func(context.Context) (T, error)) (T, error) {
+	type answer struct {
+		val   T
+		asked uint64
+	}
+	for {
+		ch := g.DoChan(key, func() (any, error) {
+			a := answer{asked: r.asked.Add(1)}
+			err := r.Primary(context.WithoutCancel(ctx), func(ctx context.Context) (err error) {
+				a.val, err = ask(ctx)
+				return err
+			})
+			return a, err
+		})
+		select {
+		case res := <-ch:
+			if res.Err != nil {
+				var zero T
+				return zero, res.Err
+			}
+			if a := res.Val.(answer); a.asked > since {
+				return a.val, nil
+			}
+		case <-ctx.Done():
+			var zero T
+			return zero, ctx.Err()
+		}
+	}
 }

@@ -427,16 +427,30 @@ func TestRecordWriteRaisesTheFenceWhenTheTrackerFails(t *testing.T) {
 // of waiting for the monitor's next poll: one that has replayed the write
 // by then ends the wait before the lease.
 func TestFencedWriteAsksTheReplicasBehindIt(t *testing.T) {
-	now := t0
-	tr := newFakeTracker()
-	tr.err = fmt.Errorf("record: %w", ErrTrackerShedding)
 	wal := &fakeWAL{at: 0x5_00000010}
 	// The monitor last saw r1 behind the write; r1 has replayed it since.
 	reps := &fakeReplicas{replay: map[string]LSN{"r1": 0x4_00000000, "r2": 0x5_00000010}, order: []string{"r1", "r2"},
 		fresh: map[string]LSN{"r1": 0x5_00000020}}
+	if waited := fencedWrite(t, reps, wal, false); waited >= time.Second {
+		t.Errorf("answered %s after the fence, the whole lease; want as soon as r1 said it had the write", waited)
+	}
+	if reps.refreshed.Load() == 0 {
+		t.Error("the replicas behind the write were not asked for their position")
+	}
+}
+
+// fencedWrite records a write of user u in lsn mode through a router whose
+// tracker sheds every call, so that the write is fenced (lease 1 s, the
+// clock a millisecond on at each look), and returns how long it waited
+// after the fence.
+func fencedWrite(t *testing.T, reps *fakeReplicas, wal *fakeWAL, noFenceAcks bool) time.Duration {
+	t.Helper()
+	now := t0
+	tr := newFakeTracker()
+	tr.err = fmt.Errorf("record: %w", ErrTrackerShedding)
 	r := NewRouter(RouterConfig{
 		Mode: ModeLSN, MarkerTTL: testTTL, Tracker: tr, View: reps, WAL: wal,
-		FenceLease: time.Second, RecordBudget: time.Minute,
+		FenceLease: time.Second, RecordBudget: time.Minute, NoFenceAcks: noFenceAcks,
 		Now: func() time.Time {
 			now = now.Add(time.Millisecond)
 			return now
@@ -447,12 +461,7 @@ func TestFencedWriteAsksTheReplicasBehindIt(t *testing.T) {
 	if err := r.RecordWrite(ctx, "u"); err != nil || obs.Reason() != ReasonWriteFenced {
 		t.Fatalf("RecordWrite = %v, reason %q; want the write secured by the fence", err, obs.Reason())
 	}
-	if waited := now.Sub(start); waited >= time.Second {
-		t.Errorf("answered %s after the fence, the whole lease; want as soon as r1 said it had the write", waited)
-	}
-	if reps.refreshed.Load() == 0 {
-		t.Error("the replicas behind the write were not asked for their position")
-	}
+	return now.Sub(start)
 }
 
 // A fenced write is answered once every instance has acknowledged its
@@ -470,28 +479,12 @@ func TestFencedWriteEndsWhenEveryInstanceAcknowledgesIt(t *testing.T) {
 		{"the fence waits out the lease", 2, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			now := t0
-			tr := newFakeTracker()
-			tr.err = fmt.Errorf("record: %w", ErrTrackerShedding)
 			// The instances acknowledge the fence at the third question.
 			wal := &fakeWAL{at: 0x5_00000010, timeline: 2, ackedTime: tc.ackedOn, ackedAt: 3}
 			// r1 is paused behind the write: only the lease or the
 			// acknowledgements can end the wait.
 			reps := &fakeReplicas{replay: map[string]LSN{"r1": 0x4_00000000}, order: []string{"r1"}}
-			r := NewRouter(RouterConfig{
-				Mode: ModeLSN, MarkerTTL: testTTL, Tracker: tr, View: reps, WAL: wal,
-				FenceLease: time.Second, RecordBudget: time.Minute, NoFenceAcks: tc.waitsLease,
-				Now: func() time.Time {
-					now = now.Add(time.Millisecond)
-					return now
-				},
-			})
-			ctx, obs := WithObservation(t.Context())
-			start := now
-			if err := r.RecordWrite(ctx, "u"); err != nil || obs.Reason() != ReasonWriteFenced {
-				t.Fatalf("RecordWrite = %v, reason %q; want the write secured by the fence", err, obs.Reason())
-			}
-			waited := now.Sub(start)
+			waited := fencedWrite(t, reps, wal, tc.waitsLease)
 			switch {
 			case tc.early && (waited >= time.Second || wal.ackAsks < 3):
 				t.Errorf("answered %s after the fence, after %d questions; want at the third, before the lease", waited, wal.ackAsks)
@@ -601,7 +594,7 @@ func TestUnknownWritesShareOnlyAPositionAskedAfterTheyArrived(t *testing.T) {
 	r := NewRouter(RouterConfig{Mode: ModeLSN, MarkerTTL: testTTL, Tracker: newFakeTracker(), View: &fakeReplicas{}, WAL: wal})
 	first := make(chan LSN, 1)
 	go func() {
-		l, _ := r.positionSince(t.Context(), r.asked.Load())
+		l, _ := askAfter(t.Context(), r, &r.nowPositions, "", r.asked.Load(), r.cfg.WAL.CurrentLSN)
 		first <- l
 	}()
 	for wal.calls.Load() == 0 {
@@ -612,7 +605,7 @@ func TestUnknownWritesShareOnlyAPositionAskedAfterTheyArrived(t *testing.T) {
 	wal.pos.Store(200)
 	second := make(chan LSN, 1)
 	go func() {
-		l, _ := r.positionSince(t.Context(), r.asked.Load())
+		l, _ := askAfter(t.Context(), r, &r.nowPositions, "", r.asked.Load(), r.cfg.WAL.CurrentLSN)
 		second <- l
 	}()
 	time.Sleep(20 * time.Millisecond) // let it join the first question, if it would
