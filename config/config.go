@@ -59,6 +59,12 @@ type Config struct {
 	// pub/sub (RYW_MARK_CACHE, default true; not on a Redis Cluster).
 	// false while instances of a build before it still run.
 	MarkCache bool
+	// CacheLease lets the mark cache answer own reads without a barrier
+	// for this long after a shared one; every write then waits until each
+	// instance's cache has acknowledged it, or that cache's lease has ended
+	// (RYW_CACHE_LEASE, default 250ms; 0: no lease, a barrier per group of
+	// reads). Off while instances of a build before it still run.
+	CacheLease time.Duration
 	// StaleReadsWithoutPrimary lets replicas serve stale-ok reads while the
 	// primary does not answer (RYW_STALE_READS_WITHOUT_PRIMARY, default
 	// false): availability over the risk of showing writes a failover then
@@ -143,6 +149,7 @@ const (
 	DefaultJWKSRefresh    = 5 * time.Minute
 	DefaultJWKSMinRefresh = 10 * time.Second
 	DefaultFenceLease     = ryw.DefaultFenceLease
+	DefaultCacheLease     = ryw.DefaultCacheLease
 	DefaultQueueWait      = 2 * time.Second
 	// DefaultConnsPerNode is each node's pool size (ryw.DefaultMaxConns),
 	// which MAX_IN_FLIGHT's default counts on.
@@ -197,6 +204,7 @@ func Load(getenv func(string) string) (Config, error) {
 		MaxWait:                  l.nonNegativeDuration("RYW_MAX_WAIT", 0),
 		Monotonic:                l.oneOf("RYW_MONOTONIC", "true", "true", "false") == "true",
 		MarkCache:                l.oneOf("RYW_MARK_CACHE", "true", "true", "false") == "true",
+		CacheLease:               l.nonNegativeDuration("RYW_CACHE_LEASE", DefaultCacheLease),
 		StaleReadsWithoutPrimary: l.oneOf("RYW_STALE_READS_WITHOUT_PRIMARY", "false", "false", "true") == "true",
 		ReplicaTimeout:           l.duration("RYW_REPLICA_TIMEOUT", DefaultReplicaTimeout),
 		PrimaryTimeout:           l.duration("RYW_PRIMARY_TIMEOUT", DefaultPrimaryTimeout),
@@ -232,6 +240,9 @@ func Load(getenv func(string) string) (Config, error) {
 	if cfg.FenceLease > 0 && cfg.PollInterval > cfg.FenceLease/PollsPerLease {
 		l.fail(fmt.Sprintf("RYW_POLL_INTERVAL must be at most %s (a fifth of RYW_FENCE_LEASE, %s), got %s", cfg.FenceLease/PollsPerLease, cfg.FenceLease, cfg.PollInterval))
 	}
+	if cfg.CacheLease > ryw.MaxCacheLease {
+		l.fail(fmt.Sprintf("RYW_CACHE_LEASE must be at most %s (every write waits it out), got %s", ryw.MaxCacheLease, cfg.CacheLease))
+	}
 	if len(l.errs) > 0 {
 		return Config{}, errors.New(strings.Join(l.errs, "; "))
 	}
@@ -261,6 +272,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("maxWait", c.MaxWait),
 		slog.Bool("monotonic", c.Monotonic),
 		slog.Bool("markCache", c.MarkCache),
+		slog.Duration("cacheLease", c.CacheLease),
 		slog.Bool("staleReadsWithoutPrimary", c.StaleReadsWithoutPrimary),
 		slog.Duration("replicaTimeout", c.ReplicaTimeout),
 		slog.Duration("primaryTimeout", c.PrimaryTimeout),

@@ -55,6 +55,14 @@ type Config struct {
 	// off while instances of a build that does not publish its writes
 	// (before the cache) still run beside this one.
 	NoMarkCache bool
+	// CacheLease lets the mark cache answer own reads without a barrier
+	// for up to this long after a shared one came back, and makes every
+	// write wait until each instance's cache has acknowledged it, or that
+	// cache's lease has ended (see TrackerConfig.CacheLease; default
+	// DefaultCacheLease; negative: no lease). Turn it off while instances
+	// of a build before the lease still run beside this one: they do not
+	// wait for the caches.
+	CacheLease time.Duration
 	// StaleReadsWithoutPrimary lets replicas serve stale-ok reads while the
 	// primary does not answer: availability, at the risk of showing writes
 	// that a failover then loses.
@@ -164,6 +172,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxWait < 0 {
 		fail("MaxWait must be 0 or more, got %s", c.MaxWait)
+	}
+	if c.CacheLease > MaxCacheLease {
+		fail("CacheLease must be at most %s (a write may wait it out), got %s", MaxCacheLease, c.CacheLease)
 	}
 	if c.MaxConns < 1 {
 		fail("MaxConns must be at least 1, got %d", c.MaxConns)
@@ -325,7 +336,7 @@ func New(ctx context.Context, cfg Config) (_ *Balancer, err error) {
 	if cfg.NoMarkCache {
 		cacheUsers = -1
 	}
-	b.tracker = NewRedisTracker(b.redis, TrackerConfig{TTL: cfg.MarkerTTL, WAL: wal, Logger: cfg.Logger, Observe: cfg.ObserveRedis, CacheUsers: cacheUsers})
+	b.tracker = NewRedisTracker(b.redis, TrackerConfig{TTL: cfg.MarkerTTL, WAL: wal, Logger: cfg.Logger, Observe: cfg.ObserveRedis, CacheUsers: cacheUsers, CacheLease: cfg.CacheLease})
 	b.monitor = NewMonitor(monPrimary, monReplicas, cfg.PollInterval, cfg.Logger)
 	b.router = NewRouter(RouterConfig{
 		Mode: cfg.Mode, Window: cfg.Window, MarkerTTL: cfg.MarkerTTL, MaxWait: cfg.MaxWait, CheckedReplicas: true,
@@ -523,12 +534,19 @@ type Stats struct {
 	// and CacheBarriers how many barriers it published for them (reads in flight at
 	// the same time share one).
 	CachedLookups, CacheBarriers int64
+	// LeaseAcknowledged is how many writes waited for the caches that hold
+	// a lease until every one acknowledged them, and LeaseLapsed how many
+	// until a lease ended instead (a cache gone, cut off or too busy, or
+	// Redis lost its list of caches); see Config.CacheLease.
+	LeaseAcknowledged, LeaseLapsed int64
 }
 
 // Stats returns the balancer's round-trip counters.
 func (b *Balancer) Stats() Stats {
 	hits, barriers := b.tracker.CachedLookups()
-	return Stats{LookupPipelines: b.tracker.LookupPipelines(), ReplayChecks: ReplayChecks(), CachedLookups: hits, CacheBarriers: barriers}
+	acked, lapsed := b.tracker.LeaseWaits()
+	return Stats{LookupPipelines: b.tracker.LookupPipelines(), ReplayChecks: ReplayChecks(), CachedLookups: hits, CacheBarriers: barriers,
+		LeaseAcknowledged: acked, LeaseLapsed: lapsed}
 }
 
 // Nodes names every node a Ping can check: Primary, each replica, and

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,10 +70,26 @@ type markCache struct {
 	seed       maphash.Seed
 	shards     [cacheShards]cacheShard
 	// barrierChannel is this process's own channel: its barriers come
-	// back on it, and no other process's go there.
+	// back on it, and no other process's go there. With a lease, other
+	// caches acknowledge this process's records there too.
 	barrierChannel string
+	id             string // the random part of barrierChannel
+	acks           *acks  // acknowledgements of this process's records
+	acker          *acker // sends this cache's acknowledgements
+	seq            atomic.Uint64
 
 	hits, barriers atomic.Int64
+
+	// lease, when positive, lets a lookup trust what the cache holds
+	// without a barrier of its own for up to lease after a barrier was
+	// published that has come back: every writer waits out the lease
+	// after its record before the write is acknowledged (see
+	// TrackerConfig.CacheLease). trust holds the current generation's
+	// lease; renewing is set while a renewal is out.
+	lease    time.Duration
+	base     time.Time // monotonic origin of trust's times
+	trust    atomic.Pointer[cacheTrust]
+	renewing atomic.Bool
 
 	// For tests: messages wait for testHold to close before they apply,
 	// and testNoBarrier trusts entries without a barrier (the control).
@@ -114,11 +131,19 @@ type cachedMarks struct {
 	readAt   time.Time // ... and this process's (monotonic), for Age
 }
 
+// cacheTrust is how long entries of generation gen are trusted without a
+// barrier: until the time until (since markCache.base).
+type cacheTrust struct {
+	gen   uint64
+	until time.Duration
+}
+
 // barrierRound is one barrier and the reads that wait for it. It ends
 // once: answered, failed, or timed out (its own timer, one for all its
 // reads, started when the first of them came).
 type barrierRound struct {
 	id    uint64
+	sent  time.Duration // since markCache.base, taken before the PUBLISH
 	done  chan struct{}
 	err   error
 	once  sync.Once
@@ -138,12 +163,14 @@ func (r *barrierRound) finish(err error) {
 	})
 }
 
-func newMarkCache(client *redis.Client, timeout time.Duration, max int, logger *slog.Logger) *markCache {
+func newMarkCache(client *redis.Client, timeout, lease time.Duration, max int, logger *slog.Logger) *markCache {
 	var id [8]byte
 	_, _ = rand.Read(id[:])
-	c := &markCache{client: client, timeout: timeout, logger: logger, max: max, seed: maphash.MakeSeed(),
-		barrierChannel: MarksChannel + ":barrier:" + hex.EncodeToString(id[:]),
-		kick:           make(chan struct{}, 1), stop: make(chan struct{})}
+	c := &markCache{client: client, timeout: timeout, lease: lease, base: time.Now(), logger: logger, max: max, seed: maphash.MakeSeed(),
+		id: hex.EncodeToString(id[:]), acks: newAcks(),
+		kick: make(chan struct{}, 1), stop: make(chan struct{})}
+	c.barrierChannel = MarksChannel + ":barrier:" + c.id
+	c.acker = &acker{client: client, id: c.id, timeout: timeout, pending: map[string][]string{}, kick: make(chan struct{}, 1)}
 	for i := range c.shards {
 		c.shards[i].m = map[string]cachedMarks{}
 	}
@@ -153,9 +180,13 @@ func newMarkCache(client *redis.Client, timeout time.Duration, max int, logger *
 // start subscribes and starts answering barriers, once the cache is where
 // the tracker's connection checks (noteServer) find it.
 func (c *markCache) start() {
-	c.done.Add(2)
+	c.done.Add(3)
 	go c.receive()
 	go c.publishBarriers()
+	go func() {
+		defer c.done.Done()
+		c.acker.run(c.stop, c.logger)
+	}()
 }
 
 func (c *markCache) shard(user string) *cacheShard {
@@ -171,6 +202,21 @@ func (c *markCache) get(ctx context.Context, user string, withTime bool) (cached
 	s.mu.RUnlock()
 	if !ok || (withTime && !e.withTime) {
 		return cachedMarks{}, false
+	}
+	if c.lease > 0 {
+		if tr := c.trust.Load(); tr != nil && tr.gen == e.gen {
+			now := time.Since(c.base)
+			if now < tr.until {
+				// A barrier published less than the lease ago came back:
+				// every write acknowledged before now was recorded, and
+				// published, before it (writers wait out the lease).
+				if now > tr.until-c.lease/2 && c.renewing.CompareAndSwap(false, true) {
+					c.renew()
+				}
+				c.hits.Add(1)
+				return e, true
+			}
+		}
 	}
 	if !c.testNoBarrier.Load() {
 		// Bounded by the tracker's timeout, whatever the caller's: the
@@ -284,6 +330,8 @@ func (c *markCache) lose(gen uint64, err error) {
 func (c *markCache) newGeneration(live bool, err error) {
 	c.gen++
 	c.live = live
+	c.trust.Store(nil)
+	c.renewing.Store(false)
 	rounds := []*barrierRound{c.waiting, c.inflight}
 	c.waiting, c.inflight = nil, nil
 	c.mu.Unlock()
@@ -299,10 +347,25 @@ func (c *markCache) newGeneration(live bool, err error) {
 // barrier returns once a message published after it was called has come
 // back on the subscription, with every message before it applied.
 func (c *markCache) barrier(ctx context.Context) error {
+	r := c.join()
+	if r == nil {
+		return errNotLive
+	}
+	select {
+	case <-r.done:
+		return r.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// join returns the barrier round that goes out next, and makes sure it
+// goes; nil if the subscription is not live.
+func (c *markCache) join() *barrierRound {
 	c.mu.Lock()
 	if !c.live {
 		c.mu.Unlock()
-		return errNotLive
+		return nil
 	}
 	r := c.waiting
 	if r == nil {
@@ -315,11 +378,15 @@ func (c *markCache) barrier(ctx context.Context) error {
 	case c.kick <- struct{}{}:
 	default:
 	}
-	select {
-	case <-r.done:
-		return r.err
-	case <-ctx.Done():
-		return ctx.Err()
+	return r
+}
+
+// renew sends a barrier that nobody waits for, to extend the lease
+// before it runs out; renewing is cleared when the lease is extended or
+// the generation ends.
+func (c *markCache) renew() {
+	if c.join() == nil {
+		c.renewing.Store(false)
 	}
 }
 
@@ -348,11 +415,21 @@ func (c *markCache) publishBarriers() {
 			c.waiting, c.inflight = nil, r
 			c.nextBarrier++
 			r.id = c.nextBarrier
+			r.sent = time.Since(c.base)
 			c.mu.Unlock()
 			c.barriers.Add(1)
 			timer.Reset(c.timeout)
 			ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-			heard, err := c.client.Publish(ctx, c.barrierChannel, strconv.FormatUint(r.id, 10)).Result()
+			var heard int64
+			var err error
+			if c.lease > 0 {
+				// The barrier also registers the lease it starts, so that
+				// writers wait for this cache (see TrackerConfig.CacheLease).
+				heard, err = registerBarrier.Run(ctx, c.client, []string{CachesKey, EpochKey},
+					c.barrierChannel, strconv.FormatUint(r.id, 10), c.id, (c.lease + c.lease/8).Milliseconds()).Int64()
+			} else {
+				heard, err = c.client.Publish(ctx, c.barrierChannel, strconv.FormatUint(r.id, 10)).Result()
+			}
 			cancel()
 			if err == nil && heard == 0 {
 				// Redis knows no subscriber: the subscription is on
@@ -505,11 +582,25 @@ func (c *markCache) apply(ps *redis.PubSub, msg any) bool {
 		return true
 	case *redis.Message:
 		if m.Channel == c.barrierChannel {
+			if ack, ok := strings.CutPrefix(m.Payload, ackReply); ok {
+				if id, seqs, ok := parseAck(ack); ok {
+					c.acks.note(id, seqs)
+				}
+				break
+			}
 			c.answered(m.Payload)
 			break
 		}
 		if hold := c.testHold.Load(); hold != nil {
 			<-*hold
+		}
+		if req, ok := strings.CutPrefix(m.Payload, ackPrefix); ok {
+			// Every message before it, its record's among them, is
+			// applied: acknowledge it, if this cache trusts a lease.
+			if writer, seq, ok := strings.Cut(req, " "); ok && c.lease > 0 && writer != c.id {
+				c.acker.ask(writer, seq)
+			}
+			break
 		}
 		if m.Payload == "*" {
 			c.clear()
@@ -526,6 +617,12 @@ func (c *markCache) answered(payload string) {
 	r := c.inflight
 	if r != nil && strconv.FormatUint(r.id, 10) == payload {
 		c.inflight = nil
+		if c.lease > 0 && c.live {
+			if tr := c.trust.Load(); tr == nil || tr.gen != c.gen || tr.until < r.sent+c.lease {
+				c.trust.Store(&cacheTrust{gen: c.gen, until: r.sent + c.lease})
+			}
+			c.renewing.Store(false)
+		}
 	} else {
 		r = nil
 	}
@@ -556,4 +653,10 @@ func (c *markCache) close() {
 		c.fail(ps, errNotLive)
 	}
 	c.done.Wait()
+	if c.lease > 0 {
+		// Writers need not wait for a cache that is gone.
+		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+		_ = deregister.Run(ctx, c.client, []string{CachesKey}, c.id).Err()
+		cancel()
+	}
 }

@@ -25,8 +25,9 @@ func waitLive(t *testing.T, tr *ryw.RedisTracker) {
 // of a service: the reader's cache is subscribed.
 func readerAndWriter(t *testing.T) (reader, writer *ryw.RedisTracker) {
 	t.Helper()
-	reader, _ = newTracker(t, 10*time.Minute)
-	writer, _ = newTracker(t, 10*time.Minute)
+	// No lease: the barrier alone (see the lease tests below).
+	reader, _ = newTrackerWith(t, ryw.TrackerConfig{TTL: 10 * time.Minute, CacheLease: -1})
+	writer, _ = newTrackerWith(t, ryw.TrackerConfig{TTL: 10 * time.Minute, CacheLease: -1})
 	waitLive(t, reader)
 	return reader, writer
 }
@@ -36,10 +37,25 @@ func readerAndWriter(t *testing.T) (reader, writer *ryw.RedisTracker) {
 // write, though a answers most lookups from its cache: the cached entry is
 // dropped by the published record, and a trusts an entry only after a barrier
 // that left after the lookup began.
+//
+// With a cache lease (the second subtest), a lookup trusts the cache
+// without a barrier of its own while a barrier published less than the
+// lease ago has come back, and each Record waits the lease out: the same
+// holds, with far fewer barriers than lookups.
 func TestMarkCacheShowsEveryWriteAcknowledgedBeforeTheLookup(t *testing.T) {
 	needStack(t)
+	for _, lease := range []time.Duration{-1, 20 * time.Millisecond} {
+		t.Run(fmt.Sprintf("lease=%s", lease), func(t *testing.T) {
+			reader, _ := newTrackerWith(t, ryw.TrackerConfig{TTL: 10 * time.Minute, CacheLease: lease})
+			writer, _ := newTrackerWith(t, ryw.TrackerConfig{TTL: 10 * time.Minute, CacheLease: lease})
+			waitLive(t, reader)
+			showsEveryWrite(t, reader, writer, lease)
+		})
+	}
+}
+
+func showsEveryWrite(t *testing.T, reader, writer *ryw.RedisTracker, lease time.Duration) {
 	ctx := t.Context()
-	reader, writer := readerAndWriter(t)
 	prefix := fmt.Sprintf("cache-%d-", seq.Add(1))
 	const users, rounds = 40, 15
 	var wg sync.WaitGroup
@@ -79,6 +95,9 @@ func TestMarkCacheShowsEveryWriteAcknowledgedBeforeTheLookup(t *testing.T) {
 	// the second round on); the one right after a write is not.
 	if min := int64(users * rounds); hits < min {
 		t.Errorf("the cache answered %d lookups of %d; want at least %d", hits, users*rounds*3, min)
+	}
+	if lease > 0 && barriers >= hits {
+		t.Errorf("with a lease, %d barriers for %d cached lookups; want fewer barriers than lookups", barriers, hits)
 	}
 	t.Logf("%d lookups, %d answered from the cache, %d barriers", users*rounds*3, hits, barriers)
 }
@@ -231,7 +250,6 @@ func startLoneRedis(t *testing.T) string {
 // write. The control trusts entries without the barrier, and shows none.
 func TestMarkCacheTrustsNothingWhenItsSubscriptionIsElsewhere(t *testing.T) {
 	needStack(t)
-	ctx := t.Context()
 	elsewhere := startLoneRedis(t)
 	opts, err := redis.ParseURL(stack.Redis.URL)
 	if err != nil {
@@ -244,14 +262,24 @@ func TestMarkCacheTrustsNothingWhenItsSubscriptionIsElsewhere(t *testing.T) {
 		}
 		return dialer.DialContext(ctx, network, addr)
 	}
-	client := redis.NewClient(opts)
-	t.Cleanup(func() { client.Close() })
-	reader := ryw.NewRedisTracker(client, ryw.TrackerConfig{TTL: 10 * time.Minute, Timeout: 200 * time.Millisecond,
-		WAL: ryw.PrimaryWAL{DB: openPool(t, stack.Primary.URL)}, Logger: quiet()})
-	t.Cleanup(reader.Close)
-	writer, _ := newTracker(t, 10*time.Minute)
-	waitLive(t, reader)
+	// With the lease, too: a barrier that reaches no subscriber neither
+	// registers a lease nor starts one.
+	for _, lease := range []time.Duration{-1, 0} {
+		t.Run(fmt.Sprintf("lease=%s", lease), func(t *testing.T) {
+			client := redis.NewClient(opts)
+			t.Cleanup(func() { client.Close() })
+			reader := ryw.NewRedisTracker(client, ryw.TrackerConfig{TTL: 10 * time.Minute, Timeout: 200 * time.Millisecond, CacheLease: lease,
+				WAL: ryw.PrimaryWAL{DB: openPool(t, stack.Primary.URL)}, Logger: quiet()})
+			t.Cleanup(reader.Close)
+			writer, _ := newTrackerWith(t, ryw.TrackerConfig{TTL: 10 * time.Minute, CacheLease: lease})
+			waitLive(t, reader)
+			servesNoStaleMarks(t, reader, writer)
+		})
+	}
+}
 
+func servesNoStaleMarks(t *testing.T, reader, writer *ryw.RedisTracker) {
+	ctx := t.Context()
 	for round := range 20 {
 		user := fmt.Sprintf("cache-elsewhere-%d-%d", seq.Add(1), round)
 		// Looked up while the subscription is confirmed, so kept.
@@ -281,4 +309,106 @@ func TestMarkCacheTrustsNothingWhenItsSubscriptionIsElsewhere(t *testing.T) {
 		}
 	}
 	t.Error("control: in 10 tries, a cache without the barrier never served stale marks from a subscription on another server")
+}
+
+// The cache lease: the reader trusts what it holds for up to a second after a
+// barrier, without one of its own. A writer with the lease asks every
+// cache that registered a lease to acknowledge its record, and is answered
+// once each has, or once its lease has ended. Here the reader's messages
+// are held, so it cannot acknowledge: the writer waits for the end of its
+// lease (and the reader's renewal, behind the held message, never comes
+// back), and the reader then shows the write or sheds the lookup, never
+// the stale entry. The control is a writer without the lease, which waits
+// for nothing: the reader, inside its lease, serves the stale entry.
+func TestMarkCacheLeaseHoldsOnlyBecauseWritersWaitForIt(t *testing.T) {
+	needStack(t)
+	ctx := t.Context()
+	const lease = time.Second
+	for _, writerWaits := range []bool{false, true} {
+		t.Run(fmt.Sprintf("writerWaits=%v", writerWaits), func(t *testing.T) {
+			reader, _ := newTrackerWith(t, ryw.TrackerConfig{TTL: 10 * time.Minute, CacheLease: lease})
+			writerLease := time.Duration(-1)
+			if writerWaits {
+				writerLease = lease
+			}
+			writer, _ := newTrackerWith(t, ryw.TrackerConfig{TTL: 10 * time.Minute, CacheLease: writerLease})
+			waitLive(t, reader)
+			user := fmt.Sprintf("cache-lease-%d", seq.Add(1))
+			// The first lookup asks Redis and keeps the answer; the second
+			// waits for a barrier, which starts the lease.
+			for range 2 {
+				if m, err := reader.Lookup(ctx, user, false); err != nil || m.HasWrite() {
+					t.Fatalf("Lookup of a user who never wrote = %+v, %v", m, err)
+				}
+			}
+			hold := make(chan struct{})
+			t.Cleanup(func() { close(hold) })
+			ryw.HoldMarkMessages(reader, hold, false)
+			want := tl1(0x4_0000_0001)
+			if _, err := writer.Record(ctx, user, want); err != nil {
+				t.Fatal(err)
+			}
+			m, err := reader.Lookup(ctx, user, false)
+			switch {
+			case !writerWaits && (err != nil || m.Token == want):
+				t.Fatalf("control: a writer that does not wait; Lookup = %+v, %v; want the stale entry (no write), served inside the lease", m, err)
+			case writerWaits && errors.Is(err, ryw.ErrTrackerShedding):
+				t.Logf("the reader's renewal did not come back: lookup shed (the router then reads at the primary's position)")
+			case writerWaits && (err != nil || m.Token != want):
+				t.Fatalf("after the writer waited for the reader's lease, Lookup = %+v, %v; want token %s", m, err, want)
+			}
+			if acked, lapsed := writer.LeaseWaits(); writerWaits && (lapsed != 1 || acked != 0) {
+				t.Errorf("the writer's waits: %d acknowledged, %d lapsed; want the one lapsed (the reader could not acknowledge)", acked, lapsed)
+			}
+		})
+	}
+}
+
+// The steady state of the cache lease: a reader that applies the
+// writer's messages acknowledges them, and the writer is answered on the
+// acknowledgement, not at the end of the lease; the reader, still inside
+// its lease, shows the write at once. A stopped cache leaves the list,
+// so the writer's next record waits for nobody.
+func TestMarkCacheLeaseWritersAreAnsweredOnAcknowledgement(t *testing.T) {
+	needStack(t)
+	ctx := t.Context()
+	const lease = time.Second
+	reader, _ := newTrackerWith(t, ryw.TrackerConfig{TTL: 10 * time.Minute, CacheLease: lease})
+	writer, _ := newTrackerWith(t, ryw.TrackerConfig{TTL: 10 * time.Minute, CacheLease: lease})
+	waitLive(t, reader)
+	waitLive(t, writer)
+	// A first record may find the list of caches new (started by the
+	// first barrier), and wait out a lease: that one is not counted.
+	if _, err := writer.Record(ctx, fmt.Sprintf("cache-ack-warm-%d", seq.Add(1)), tl1(1)); err != nil {
+		t.Fatal(err)
+	}
+	acked0, lapsed0 := writer.LeaseWaits()
+	for i := range 20 {
+		user := fmt.Sprintf("cache-ack-%d", seq.Add(1))
+		for range 2 {
+			if _, err := reader.Lookup(ctx, user, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want := tl1(ryw.LSN(0x5_0000_0000 + i))
+		if _, err := writer.Record(ctx, user, want); err != nil {
+			t.Fatal(err)
+		}
+		if m, err := reader.Lookup(ctx, user, false); err != nil || m.Token != want {
+			t.Fatalf("right after the record, Lookup = %+v, %v; want token %s", m, err, want)
+		}
+	}
+	acked, lapsed := writer.LeaseWaits()
+	if acked-acked0 != 20 || lapsed != lapsed0 {
+		t.Errorf("of 20 records, %d were answered on acknowledgement and %d at the end of a lease; want all 20 acknowledged", acked-acked0, lapsed-lapsed0)
+	}
+	hits, barriers := reader.CachedLookups()
+	t.Logf("reader: %d cached lookups, %d barriers", hits, barriers)
+	reader.Close()
+	if _, err := writer.Record(ctx, fmt.Sprintf("cache-ack-after-%d", seq.Add(1)), tl1(2)); err != nil {
+		t.Fatal(err)
+	}
+	if a, l := writer.LeaseWaits(); a != acked+1 || l != lapsed {
+		t.Errorf("after the reader stopped, the record waited for it (%d acknowledged, %d lapsed; before %d, %d)", a, l, acked, lapsed)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -84,7 +85,26 @@ type TrackerConfig struct {
 	// only waits for a barrier shared with every read in flight; Redis
 	// pub/sub keeps the cache true (see Lookup). Not on a Redis Cluster.
 	CacheUsers int
+	// CacheLease lets the cache answer a lookup without a barrier of its
+	// own for up to CacheLease after a shared barrier came back (default
+	// DefaultCacheLease; negative: no lease, a barrier per group of lookups
+	// in flight). In exchange, every Record waits until each cache that
+	// holds a lease has acknowledged the record (a round trip through
+	// Redis), or until that cache's lease has ended (a cache that is gone
+	// or cut off). Every tracker on the same Redis must agree on whether
+	// leases are on (see docs/CONSISTENCY.md, "The cache lease"). At most
+	// MaxCacheLease. Not on a Redis Cluster.
+	CacheLease time.Duration
 }
+
+// DefaultCacheLease is TrackerConfig.CacheLease's default: renewed a few
+// times a second while reads come, and the longest a write waits for a
+// cache that cannot acknowledge it.
+const DefaultCacheLease = 250 * time.Millisecond
+
+// MaxCacheLease is the longest TrackerConfig.CacheLease: every write
+// waits it out.
+const MaxCacheLease = time.Second
 
 // RedisTracker keeps each user's marks in Redis, in two keys that live for
 // the TTL after the user's last write:
@@ -105,6 +125,11 @@ type RedisTracker struct {
 	batch   *batcher
 	cache   *markCache // nil: none
 	channel string     // where records publish their user ("": nowhere)
+	// lease: records wait until every cache that may trust a lease taken
+	// before them has acknowledged them, or its lease has ended (see
+	// TrackerConfig.CacheLease).
+	lease      time.Duration
+	leaseWaits struct{ acknowledged, lapsed atomic.Int64 }
 
 	renewals singleflight.Group
 	breaker  breaker
@@ -161,8 +186,14 @@ func NewRedisTracker(client redis.UniversalClient, cfg TrackerConfig) *RedisTrac
 		if cfg.CacheUsers == 0 {
 			cfg.CacheUsers = DefaultCacheUsers
 		}
+		// Whether or not this process caches: others on the same Redis
+		// may, and trust their leases.
+		if cfg.CacheLease == 0 {
+			cfg.CacheLease = DefaultCacheLease
+		}
+		t.lease = max(0, min(cfg.CacheLease, MaxCacheLease))
 		if cfg.CacheUsers > 0 {
-			t.cache = newMarkCache(c, cfg.Timeout, cfg.CacheUsers, cfg.Logger)
+			t.cache = newMarkCache(c, cfg.Timeout, t.lease, cfg.CacheUsers, cfg.Logger)
 			t.cache.unanswered = func(err error) { t.breaker.done(err, time.Now()) }
 			t.cache.start()
 		}
@@ -350,6 +381,7 @@ return cur
 
 // Record raises both of the user's marks in one round trip.
 func (t *RedisTracker) Record(ctx context.Context, userID string, token Position) (Position, error) {
+	parent := ctx
 	start := time.Now()
 	if !t.breaker.allow(start) {
 		t.observe("record", 0, ErrTrackerShedding)
@@ -357,10 +389,10 @@ func (t *RedisTracker) Record(ctx context.Context, userID string, token Position
 	}
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
-	prev, err := t.record(ctx, userID, token, true)
+	prev, lw, err := t.record(ctx, userID, token, true)
 	if redis.HasErrorPrefix(err, "NOSCRIPT") {
 		// Redis restarted and forgot the scripts: send them whole.
-		prev, err = t.record(ctx, userID, token, false)
+		prev, lw, err = t.record(ctx, userID, token, false)
 	}
 	if t.cache != nil {
 		// Not only when the message comes back: this process's own
@@ -373,6 +405,11 @@ func (t *RedisTracker) Record(ctx context.Context, userID string, token Position
 	t.observe("record", time.Since(start), err)
 	if err != nil {
 		return Position{}, fmt.Errorf("record the write in redis: %w", err)
+	}
+	if t.lease > 0 {
+		if err := t.waitForCaches(parent, lw); err != nil {
+			return Position{}, fmt.Errorf("record the write in redis: waiting for the caches' acknowledgements: %w", err)
+		}
 	}
 	if prev == "" {
 		return Position{}, nil
@@ -399,7 +436,7 @@ func (t *RedisTracker) Repair(ctx context.Context, userID string, lost, to Posit
 	return n == 1, nil
 }
 
-func (t *RedisTracker) record(ctx context.Context, userID string, token Position, bySHA bool) (string, error) {
+func (t *RedisTracker) record(ctx context.Context, userID string, token Position, bySHA bool) (string, leaseWait, error) {
 	ttl := t.ttl.Milliseconds()
 	pipe := t.client.Pipeline()
 	run := (*redis.Script).Eval
@@ -408,11 +445,72 @@ func (t *RedisTracker) record(ctx context.Context, userID string, token Position
 	}
 	marker := run(raiseMarker, ctx, pipe, []string{MarkerKey(userID)}, ttl, t.channel, userID)
 	tok := run(raiseToken, ctx, pipe, []string{TokenKey(userID)}, markValue(token), ttl, t.channel, userID)
-	_, _ = pipe.Exec(ctx)
-	if err := marker.Err(); err != nil {
-		return "", err
+	var check *redis.Cmd
+	var seq uint64
+	own, ask := "", ""
+	if t.lease > 0 {
+		// After both messages: a cache that acknowledges this one has
+		// applied them.
+		channel := ""
+		if t.cache != nil {
+			seq = t.cache.seq.Add(1)
+			t.cache.acks.expect(seq)
+			own, channel = t.cache.id, t.channel
+			ask = ackPrefix + own + " " + strconv.FormatUint(seq, 10)
+		}
+		check = run(leaseCheck, ctx, pipe, []string{CachesKey, EpochKey}, channel, ask)
 	}
-	return tok.Text()
+	_, _ = pipe.Exec(ctx)
+	prev, lw, err := t.recorded(marker, tok, check, own)
+	if err != nil && seq != 0 {
+		t.cache.acks.forget(seq)
+	}
+	lw.seq = seq
+	return prev, lw, err
+}
+
+// recorded reads the answers of record's pipeline.
+func (t *RedisTracker) recorded(marker, tok, check *redis.Cmd, own string) (string, leaseWait, error) {
+	if err := marker.Err(); err != nil {
+		return "", leaseWait{}, err
+	}
+	prev, err := tok.Text()
+	if err != nil || check == nil {
+		return prev, leaseWait{}, err
+	}
+	vals, err := check.Slice()
+	if err != nil {
+		return "", leaseWait{}, err
+	}
+	lw, err := parseLeaseCheck(vals, time.Now(), t.lease, t.lease/8, own)
+	return prev, lw, err
+}
+
+// waitForCaches waits until every cache that may trust a lease taken
+// before the record has acknowledged it, or its lease has ended.
+func (t *RedisTracker) waitForCaches(ctx context.Context, w leaseWait) error {
+	a := newAcks() // no cache: no acknowledgements come, only the ends of leases
+	if t.cache != nil {
+		a = t.cache.acks
+		defer a.forget(w.seq)
+	}
+	lapsed, err := a.wait(ctx, w)
+	if err == nil {
+		if lapsed {
+			t.leaseWaits.lapsed.Add(1)
+		} else {
+			t.leaseWaits.acknowledged.Add(1)
+		}
+	}
+	return err
+}
+
+// LeaseWaits is how many records waited for the caches that trust a
+// lease (TrackerConfig.CacheLease) until every one acknowledged them, and
+// how many until a lease ended: a cache that did not acknowledge in time
+// (gone, cut off, or too busy), or a Redis that lost its list of caches.
+func (t *RedisTracker) LeaseWaits() (acknowledged, lapsed int64) {
+	return t.leaseWaits.acknowledged.Load(), t.leaseWaits.lapsed.Load()
 }
 
 // Lookup reads the user's token mark (and time mark, if withTime), the

@@ -334,7 +334,10 @@ func startProcess(t *testing.T, env map[string]string) string {
 
 func TestRedisDownFailsSafe(t *testing.T) {
 	ctx := t.Context()
-	api, logs := startRun(t, stackEnv(t, "RYW_WINDOW=300ms"))
+	// A window well above the cache lease: Redis comes back empty, without
+	// its list of caches, so the first write after it waits a whole lease
+	// (and an eighth), which the window, counted from the mark, must outlast.
+	api, logs := startRun(t, stackEnv(t, "RYW_WINDOW=1s"))
 	waitReplicasUsable(t, api)
 	before, after := uuid.New(), uuid.New()
 	saveProfile(t, api, before, "Saved before the outage")

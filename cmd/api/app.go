@@ -69,7 +69,7 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 	a.rw, err = ryw.New(ctx, ryw.Config{
 		Primary: cfg.DatabaseURL, Replicas: replicas, Redis: cfg.RedisURL,
 		Mode: cfg.Mode, Window: cfg.Window, MarkerTTL: cfg.MarkerTTL, MaxWait: cfg.MaxWait,
-		NoMonotonicReads: !cfg.Monotonic, NoMarkCache: !cfg.MarkCache, StaleReadsWithoutPrimary: cfg.StaleReadsWithoutPrimary,
+		NoMonotonicReads: !cfg.Monotonic, NoMarkCache: !cfg.MarkCache, CacheLease: cacheLease(cfg.CacheLease), StaleReadsWithoutPrimary: cfg.StaleReadsWithoutPrimary,
 		TokenKey:       []byte(cfg.TokenKey),
 		PrimaryTimeout: cfg.PrimaryTimeout, ReplicaTimeout: cfg.ReplicaTimeout, PollInterval: cfg.PollInterval, FenceLease: cfg.FenceLease, NoFenceAcks: !cfg.FenceAcks,
 		Pooler: cfg.RywPooler(),
@@ -338,3 +338,11 @@ func (l slowQueries) LogMode(level gormlogger.LogLevel) gormlogger.Interface {
 type quietRedis struct{}
 
 func (quietRedis) Printf(context.Context, string, ...any) {}
+
+// cacheLease maps RYW_CACHE_LEASE (0: off) to ryw.Config's (negative: off).
+func cacheLease(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}

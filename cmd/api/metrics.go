@@ -71,11 +71,19 @@ func (m *metrics) watch(b *ryw.Balancer) {
 		Help: "Replay checks sent to replicas: reads whose connection had not yet seen the replica replay past what they needed (the others cost no extra round trip).",
 	}, func() float64 { return float64(b.Stats().ReplayChecks) }), prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "ryw_redis_cached_lookups_total",
-		Help: "Lookups the tracker's cache answered without asking Redis about the user (each after a barrier shared with the reads in flight).",
+		Help: "Lookups the tracker's cache answered without asking Redis about the user (inside its lease, or after a barrier shared with the reads in flight).",
 	}, func() float64 { return float64(b.Stats().CachedLookups) }), prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "ryw_redis_cache_barriers_total",
 		Help: "Barriers the tracker's cache published (a message that must come back on its subscription) before trusting what it holds; reads in flight at the same time share one.",
-	}, func() float64 { return float64(b.Stats().CacheBarriers) }))
+	}, func() float64 { return float64(b.Stats().CacheBarriers) }), prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name:        "ryw_redis_lease_waits_total",
+		Help:        "Writes that waited for every cache holding a lease (RYW_CACHE_LEASE) to acknowledge them (ended=acknowledged), or until a lease ended instead (ended=lapsed: a cache gone, cut off or too busy, or Redis lost its list of caches).",
+		ConstLabels: prometheus.Labels{"ended": "acknowledged"},
+	}, func() float64 { return float64(b.Stats().LeaseAcknowledged) }), prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name:        "ryw_redis_lease_waits_total",
+		Help:        "Writes that waited for every cache holding a lease (RYW_CACHE_LEASE) to acknowledge them (ended=acknowledged), or until a lease ended instead (ended=lapsed: a cache gone, cut off or too busy, or Redis lost its list of caches).",
+		ConstLabels: prometheus.Labels{"ended": "lapsed"},
+	}, func() float64 { return float64(b.Stats().LeaseLapsed) }))
 }
 
 // routingCollector reads the router's counters and the monitor's view of
