@@ -61,7 +61,8 @@ return n
 // hash KEYS[1] was started, and the caches whose leases have not ended,
 // each followed by the end of its lease. A hash of another epoch than
 // KEYS[2]'s is started anew (its caches are forgotten: the writer waits out
-// a whole lease instead); ended leases are removed.
+// a whole lease instead); ended leases (and anything that is not a time)
+// are removed.
 var leaseCheck = redis.NewScript(`
 if redis.replicate_commands then redis.replicate_commands() end
 if ARGV[1] ~= '' then redis.call('PUBLISH', ARGV[1], ARGV[2]) end
@@ -79,7 +80,8 @@ for i = 1, #all, 2 do
   if k == '~since' then
     out[2] = v
   elseif k ~= '~epoch' then
-    if tonumber(v) > now then
+    local e = tonumber(v)
+    if e and e > now then
       out[#out + 1] = k
       out[#out + 1] = v
     else

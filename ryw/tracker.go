@@ -244,6 +244,14 @@ func (t *RedisTracker) checkPermissions(ctx context.Context) error {
 	if err := denied("PUBLISH on "+t.channel, t.client.Publish(ctx, t.channel, "ryw:permission-check").Err()); err != nil {
 		return err
 	}
+	if t.lease > 0 {
+		// Every record reads the list of caches holding a lease; this
+		// check asks no cache for anything.
+		err := leaseCheck.Run(ctx, t.client, []string{CachesKey, EpochKey}, "", "").Err()
+		if err != nil && strings.HasPrefix(err.Error(), "NOPERM") {
+			return fmt.Errorf("%w: the key %s: %v (grant it, e.g. ACL SETUSER <user> '~ryw:*', or set the cache lease to 0)", ErrRedisPermission, CachesKey, err)
+		}
+	}
 	if t.cache == nil {
 		return nil
 	}
