@@ -82,10 +82,11 @@ type markCache struct {
 
 	// lease, when positive, lets a lookup trust what the cache holds
 	// without a barrier of its own for up to lease after a barrier was
-	// published that has come back: every writer waits out the lease
-	// after its record before the write is acknowledged (see
-	// TrackerConfig.CacheLease). trust holds the current generation's
-	// lease; renewing is set while a renewal is out.
+	// published that has come back: every writer waits until this cache
+	// has acknowledged its record, or its lease has ended, before the
+	// write is acknowledged (see TrackerConfig.CacheLease). trust holds
+	// the current generation's lease; renewing is set while a renewal is
+	// out.
 	lease    time.Duration
 	base     time.Time // monotonic origin of trust's times
 	trust    atomic.Pointer[cacheTrust]
@@ -207,9 +208,10 @@ func (c *markCache) get(ctx context.Context, user string, withTime bool) (cached
 		if tr := c.trust.Load(); tr != nil && tr.gen == e.gen {
 			now := time.Since(c.base)
 			if now < tr.until {
-				// A barrier published less than the lease ago came back:
-				// every write acknowledged before now was recorded, and
-				// published, before it (writers wait out the lease).
+				// A barrier published less than the lease ago came back,
+				// and registered the lease: a write acknowledged since
+				// waited for this cache to apply it, or for the lease to
+				// end (see docs/CONSISTENCY.md, "The cache lease").
 				if now > tr.until-c.lease/2 && c.renewing.CompareAndSwap(false, true) {
 					c.renew()
 				}

@@ -387,7 +387,10 @@ end
 return cur
 `)
 
-// Record raises both of the user's marks in one round trip.
+// Record raises both of the user's marks in one round trip. With the cache
+// lease it then waits until every other cache holding a lease has
+// acknowledged the record, or its lease has ended (a process without a
+// cache of its own hears no acknowledgement, and waits for the leases).
 func (t *RedisTracker) Record(ctx context.Context, userID string, token Position) (Position, error) {
 	parent := ctx
 	start := time.Now()
