@@ -41,7 +41,7 @@ func (r *Router) Read(ctx context.Context, read func(context.Context) error) err
 		}
 		d = alt
 	}
-	if d.handsOver && reason == ReasonReplicasBehind {
+	if d.handsOver && reason == d.missReason() {
 		observationFrom(ctx).setReason(reason)
 		r.counts.add(Decision{Node: Primary, Reason: reason})
 	}
@@ -170,11 +170,12 @@ func (r *Router) replicaFailed(ctx context.Context, d Decision, err error, timed
 		// Nothing failed. (Read, which tries another, records the reason
 		// once the read ends on the primary.)
 		r.cfg.View.Behind(d.Node, behind.Replayed)
+		miss := d.missReason()
 		if !d.handsOver {
-			observationFrom(ctx).setReason(ReasonReplicasBehind)
-			r.counts.add(Decision{Node: Primary, Reason: ReasonReplicasBehind})
+			observationFrom(ctx).setReason(miss)
+			r.counts.add(Decision{Node: Primary, Reason: miss})
 		}
-		return ReasonReplicasBehind, true, err
+		return miss, true, err
 	case errors.As(err, &behind):
 		r.cfg.View.Behind(d.Node, behind.Replayed)
 		reason = ReasonReplicaBehind

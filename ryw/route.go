@@ -333,6 +333,17 @@ func (r *Router) hopeful(need LSN, reason Reason) (Decision, bool) {
 	return Decision{Node: names[rand.IntN(len(names))], Reason: reason, MinLSN: need, hopeful: true}, true
 }
 
+// missReason is why a hopeful read whose replicas were behind ends on the
+// primary: the reason it would have had if no replica had been tried (see
+// replicaPast). A read whose user's writes were unknown stays
+// tracker-unavailable.
+func (d Decision) missReason() Reason {
+	if d.Reason == ReasonTrackerUnavailable {
+		return d.Reason
+	}
+	return ReasonReplicasBehind
+}
+
 // refreshGrace bounds how long a read with a short MaxWait (or none)
 // waits for the replicas to tell their positions: a healthy replica
 // answers in well under it.

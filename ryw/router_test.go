@@ -681,6 +681,21 @@ func TestHopefulReadsGoToAReplicaThatKeepsUp(t *testing.T) {
 			t.Errorf("r2 behind %v: Read = %v, ran on %v, reason %q; want %s, %q", r2behind, err, ran, obs.Reason(), want, reason)
 		}
 	}
+	// A read whose writes were unknown (Redis down) that misses ends on
+	// the primary as tracker-unavailable, as it would have without the try.
+	unknown := d
+	unknown.Reason, unknown.again = ReasonTrackerUnavailable, false
+	ctx, obs := WithObservation(WithDecision(t.Context(), unknown))
+	obs.setReason(unknown.Reason)
+	err := r.Read(ctx, func(ctx context.Context) error {
+		if got, _ := DecisionFrom(ctx); got.Node != Primary {
+			return &BehindError{Replayed: need - 5, Need: need}
+		}
+		return nil
+	})
+	if err != nil || obs.Reason() != ReasonTrackerUnavailable {
+		t.Errorf("a hopeful tracker-unavailable read that missed: %v, reason %q; want the primary, tracker-unavailable", err, obs.Reason())
+	}
 	reps.following = []string{"r1"}
 	// Replica pools that do not check positions: never hopefully.
 	r.cfg.CheckedReplicas = false
