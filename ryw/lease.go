@@ -34,15 +34,13 @@ const ackPrefix = "\x00ack "
 // their requests).
 const ackReply = "ack "
 
-// registerBarrier publishes a barrier (ARGV[2] on channel ARGV[1]) and, if
-// a subscriber heard it, registers cache ARGV[3] in the hash KEYS[1] as
-// trusting a lease until ARGV[4] milliseconds from now, on Redis's clock.
-// A hash of an epoch other than KEYS[2]'s is started anew. It returns the
-// number of subscribers that heard the barrier.
-var registerBarrier = redis.NewScript(`
+// cachesNow begins both scripts on the hash KEYS[1] of caches: caches_now()
+// returns Redis's time in milliseconds, first starting the hash anew
+// (recording the epoch, KEYS[2]'s value, and when) if it was made under
+// another epoch or is missing.
+const cachesNow = `
 if redis.replicate_commands then redis.replicate_commands() end
-local n = redis.call('PUBLISH', ARGV[1], ARGV[2])
-if n > 0 then
+local function caches_now()
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local epoch = redis.call('GET', KEYS[2]) or ''
@@ -50,7 +48,19 @@ if n > 0 then
     redis.call('DEL', KEYS[1])
     redis.call('HSET', KEYS[1], '~epoch', epoch, '~since', now)
   end
-  redis.call('HSET', KEYS[1], ARGV[3], now + tonumber(ARGV[4]))
+  return now
+end
+`
+
+// registerBarrier publishes a barrier (ARGV[2] on channel ARGV[1]) and, if
+// a subscriber heard it, registers cache ARGV[3] in the hash KEYS[1] as
+// trusting a lease until ARGV[4] milliseconds from now, on Redis's clock.
+// A hash of an epoch other than KEYS[2]'s is started anew. It returns the
+// number of subscribers that heard the barrier.
+var registerBarrier = redis.NewScript(cachesNow + `
+local n = redis.call('PUBLISH', ARGV[1], ARGV[2])
+if n > 0 then
+  redis.call('HSET', KEYS[1], ARGV[3], caches_now() + tonumber(ARGV[4]))
 end
 return n
 `)
@@ -63,16 +73,9 @@ return n
 // KEYS[2]'s is started anew (its caches are forgotten: the writer waits out
 // a whole lease instead); ended leases (and anything that is not a time)
 // are removed.
-var leaseCheck = redis.NewScript(`
-if redis.replicate_commands then redis.replicate_commands() end
+var leaseCheck = redis.NewScript(cachesNow + `
 if ARGV[1] ~= '' then redis.call('PUBLISH', ARGV[1], ARGV[2]) end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local epoch = redis.call('GET', KEYS[2]) or ''
-if redis.call('HGET', KEYS[1], '~epoch') ~= epoch then
-  redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[1], '~epoch', epoch, '~since', now)
-end
+local now = caches_now()
 local all = redis.call('HGETALL', KEYS[1])
 local out = {tostring(now), ''}
 for i = 1, #all, 2 do
