@@ -169,7 +169,7 @@ func (r *Router) acknowledged(ctx context.Context, token Position, raised uint64
 	}
 	ctx, cancel := context.WithTimeout(ctx, left)
 	defer cancel()
-	least, err := askAfter(ctx, r, &r.acks, strconv.Itoa(token.Timeline), raised, func(ctx context.Context) (LSN, error) {
+	least, err := askAfter(ctx, r, &r.acks, strconv.Itoa(token.Timeline), raised, nil, func(ctx context.Context) (LSN, error) {
 		return r.cfg.WAL.AcknowledgedFence(ctx, token.Timeline)
 	})
 	return err == nil && least >= token.LSN

@@ -116,6 +116,9 @@ func (r *Router) ownRead(ctx context.Context, userID string) Decision {
 	// Only time mode's window needs the time of the write: lsn mode reads
 	// the token alone (see docs/CONSISTENCY.md, "What a lookup reads").
 	withTime := r.cfg.Mode == ModeTime
+	// Any position the primary is asked for from now on covers every write
+	// acknowledged before the read arrived (see unknownWrites).
+	arrived := r.asked.Load()
 	marks, err := r.cfg.Tracker.Lookup(ctx, userID, withTime)
 	unknown := ""
 	switch {
@@ -144,7 +147,7 @@ func (r *Router) ownRead(ctx context.Context, userID string) Decision {
 		// The session is kept for the next token; the primary's position
 		// now, which unknownWrites reads at, is past all of it.
 		r.session(ctx, false)
-		return r.unknownWrites(ctx, userID, unknown, err)
+		return r.unknownWrites(ctx, arrived, userID, unknown, err)
 	}
 	write, seen, why := r.session(ctx, true)
 	if toPrimary = cmp.Or(toPrimary, why); toPrimary != "" {
@@ -214,16 +217,19 @@ func (r *Router) learnRun(name string, inc Incarnation) {
 // known (Redis failed, or may have lost the user's marks). Time mode reads
 // from the primary, as its window cannot be judged. Lsn mode reads from a
 // replica that has replayed everything the primary had written when the
-// read arrived, which covers every write acknowledged before it, from any
-// device, without Redis; that costs the primary one position query.
-func (r *Router) unknownWrites(ctx context.Context, userID, why string, cause error) Decision {
+// read arrived (arrived: r.asked as read then), which covers every write
+// acknowledged before it, from any device, without Redis; that costs the
+// primary one position query, shared by the reads that arrived before it
+// was sent, and none when one was sent after the read arrived (while it
+// asked Redis, say).
+func (r *Router) unknownWrites(ctx context.Context, arrived uint64, userID, why string, cause error) Decision {
 	if r.cfg.Mode != ModeLSN {
 		r.cfg.Logger.WarnContext(ctx, "user's writes unknown; reading from the primary", "user", userID, "why", why, "err", cause)
 		return Decision{Node: Primary, Reason: ReasonTrackerUnavailable}
 	}
 	// The primary's position as read after the request arrived: concurrent
 	// reads share the query (see askAfter).
-	now, err := askAfter(ctx, r, &r.nowPositions, "", r.asked.Load(), r.cfg.WAL.CurrentLSN)
+	now, err := askAfter(ctx, r, &r.nowPositions, "", arrived, &r.lastNow, r.cfg.WAL.CurrentLSN)
 	if err != nil {
 		r.cfg.Logger.WarnContext(ctx, "user's writes and the primary's position unknown; reading from the primary", "user", userID, "why", why, "err", cause)
 		return Decision{Node: Primary, Reason: ReasonTrackerUnavailable}

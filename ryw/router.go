@@ -166,6 +166,7 @@ type Router struct {
 	// nowPositions is the primary's position for reads whose user's writes
 	// are unknown, asked once for the reads that arrived before the query.
 	nowPositions singleflight.Group
+	lastNow      atomic.Pointer[answer[LSN]] // its latest answer
 	// asked numbers the shared questions to the primary (nowPositions,
 	// acks; see askAfter): one numbered past what a caller read when it
 	// arrived was asked after it arrived.
@@ -219,22 +220,39 @@ func (r *Router) counted(d Decision) Decision {
 	return d
 }
 
+// answer is the answer to a shared question to the primary, and the
+// number of the call that asked it (see askAfter).
+type answer[T any] struct {
+	val   T
+	asked uint64
+}
+
 // askAfter runs ask on the primary through g, shared by concurrent callers
 // under key, and returns the answer of a call that started after the
 // caller read r.asked as since: a caller that joins a call started before
-// it waits for the next. It waits at most until ctx ends.
-func askAfter[T any](ctx context.Context, r *Router, g *singleflight.Group, key string, since uint64, ask func(context.Context) (T, error)) (T, error) {
-	type answer struct {
-		val   T
-		asked uint64
+// it waits for the next. With last set, the latest answer is kept there,
+// and a caller that finds one asked after since takes it without asking.
+// It waits at most until ctx ends.
+func askAfter[T any](ctx context.Context, r *Router, g *singleflight.Group, key string, since uint64, last *atomic.Pointer[answer[T]], ask func(context.Context) (T, error)) (T, error) {
+	if last != nil {
+		if a := last.Load(); a != nil && a.asked > since {
+			return a.val, nil
+		}
 	}
 	for {
 		ch := g.DoChan(key, func() (any, error) {
-			a := answer{asked: r.asked.Add(1)}
+			a := answer[T]{asked: r.asked.Add(1)}
 			err := r.Primary(context.WithoutCancel(ctx), func(ctx context.Context) (err error) {
 				a.val, err = ask(ctx)
 				return err
 			})
+			if err == nil && last != nil {
+				for old := last.Load(); old == nil || old.asked < a.asked; old = last.Load() {
+					if last.CompareAndSwap(old, &a) {
+						break
+					}
+				}
+			}
 			return a, err
 		})
 		select {
@@ -243,7 +261,7 @@ func askAfter[T any](ctx context.Context, r *Router, g *singleflight.Group, key 
 				var zero T
 				return zero, res.Err
 			}
-			if a := res.Val.(answer); a.asked > since {
+			if a := res.Val.(answer[T]); a.asked > since {
 				return a.val, nil
 			}
 		case <-ctx.Done():

@@ -594,7 +594,7 @@ func TestUnknownWritesShareOnlyAPositionAskedAfterTheyArrived(t *testing.T) {
 	r := NewRouter(RouterConfig{Mode: ModeLSN, MarkerTTL: testTTL, Tracker: newFakeTracker(), View: &fakeReplicas{}, WAL: wal})
 	first := make(chan LSN, 1)
 	go func() {
-		l, _ := askAfter(t.Context(), r, &r.nowPositions, "", r.asked.Load(), r.cfg.WAL.CurrentLSN)
+		l, _ := askAfter(t.Context(), r, &r.nowPositions, "", r.asked.Load(), &r.lastNow, r.cfg.WAL.CurrentLSN)
 		first <- l
 	}()
 	for wal.calls.Load() == 0 {
@@ -605,7 +605,7 @@ func TestUnknownWritesShareOnlyAPositionAskedAfterTheyArrived(t *testing.T) {
 	wal.pos.Store(200)
 	second := make(chan LSN, 1)
 	go func() {
-		l, _ := askAfter(t.Context(), r, &r.nowPositions, "", r.asked.Load(), r.cfg.WAL.CurrentLSN)
+		l, _ := askAfter(t.Context(), r, &r.nowPositions, "", r.asked.Load(), &r.lastNow, r.cfg.WAL.CurrentLSN)
 		second <- l
 	}()
 	time.Sleep(20 * time.Millisecond) // let it join the first question, if it would
@@ -615,6 +615,21 @@ func TestUnknownWritesShareOnlyAPositionAskedAfterTheyArrived(t *testing.T) {
 	}
 	if n := wal.calls.Load(); n != 2 {
 		t.Errorf("%d position queries; want 2", n)
+	}
+	// A read that arrived before a question was asked (it was waiting for
+	// Redis, say) takes that question's answer, without asking; one that
+	// arrives after it asks again.
+	early := r.asked.Load()
+	wal.pos.Store(300)
+	if l, _ := askAfter(t.Context(), r, &r.nowPositions, "", r.asked.Load(), &r.lastNow, r.cfg.WAL.CurrentLSN); l != 300 {
+		t.Fatalf("position = %s; want 0/12C", l)
+	}
+	wal.pos.Store(400)
+	if l, _ := askAfter(t.Context(), r, &r.nowPositions, "", early, &r.lastNow, r.cfg.WAL.CurrentLSN); l != 300 || wal.calls.Load() != 3 {
+		t.Errorf("a read that arrived before the third question: position %s after %d queries; want its answer, 0/12C, after 3", l, wal.calls.Load())
+	}
+	if l, _ := askAfter(t.Context(), r, &r.nowPositions, "", r.asked.Load(), &r.lastNow, r.cfg.WAL.CurrentLSN); l != 400 || wal.calls.Load() != 4 {
+		t.Errorf("a read that arrived after the third question: position %s after %d queries; want 0/190 from a fourth", l, wal.calls.Load())
 	}
 }
 
