@@ -338,6 +338,7 @@ func New(ctx context.Context, cfg Config) (_ *Balancer, err error) {
 	}
 	b.tracker = NewRedisTracker(b.redis, TrackerConfig{TTL: cfg.MarkerTTL, WAL: wal, Logger: cfg.Logger, Observe: cfg.ObserveRedis, CacheUsers: cacheUsers, CacheLease: cfg.CacheLease})
 	b.monitor = NewMonitor(monPrimary, monReplicas, cfg.PollInterval, cfg.Logger)
+	b.monitor.warmReadPools(b.replicas)
 	b.router = NewRouter(RouterConfig{
 		Mode: cfg.Mode, Window: cfg.Window, MarkerTTL: cfg.MarkerTTL, MaxWait: cfg.MaxWait, CheckedReplicas: true,
 		Monotonic: !cfg.NoMonotonicReads, StaleReadsWithoutPrimary: cfg.StaleReadsWithoutPrimary,
@@ -394,8 +395,8 @@ func (b *Balancer) warm(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, n := range nodes {
 		wg.Go(func() {
-			if opened := warm(internal(ctx), n.DB, b.cfg.MaxConns); opened < b.cfg.MaxConns {
-				b.cfg.Logger.Warn("ryw: could not open every connection at start-up; the pool connects on use", "node", n.Name, "opened", opened, "want", b.cfg.MaxConns)
+			if opened, err := warm(internal(ctx), n.DB, b.cfg.MaxConns); opened < b.cfg.MaxConns {
+				b.cfg.Logger.Warn("ryw: could not open every connection at start-up; the pool connects on use", "node", n.Name, "opened", opened, "want", b.cfg.MaxConns, "err", err)
 			}
 		})
 	}

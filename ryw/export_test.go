@@ -3,6 +3,7 @@ package ryw
 import (
 	"context"
 	"database/sql"
+	"time"
 )
 
 // ReplicaPool is the balancer's application pool for the replica name
@@ -41,3 +42,21 @@ func (m *Monitor) Instance() string { return m.instance }
 // Stalled reports whether the monitor takes replica name for stalled:
 // behind the primary, and not moving (see Monitor.Refresh).
 func Stalled(m *Monitor, name string) bool { return m.stalled(name) }
+
+// NoWarmOnRejoin has the balancer's replicas rejoin the rotation with
+// their read pools as they are, as before the pools were opened first.
+func NoWarmOnRejoin(b *Balancer) { b.monitor.warmReadPools(nil) }
+
+// HopefulDecision is the decision Router.hopeful makes: node is only
+// likely to have replayed min.
+func HopefulDecision(node string, min LSN) Decision {
+	return Decision{Node: node, MinLSN: min, hopeful: true}
+}
+
+// SetHopefulWait sets how long a hopeful read waits on its replica, until
+// the test ends.
+func SetHopefulWait(t interface{ Cleanup(func()) }, d time.Duration) {
+	old := hopefulWait
+	hopefulWait = d
+	t.Cleanup(func() { hopefulWait = old })
+}

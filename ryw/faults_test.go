@@ -328,3 +328,58 @@ func TestFaultRedisThatMayEvictMarksIsNotTrustedForAbsence(t *testing.T) {
 		})
 	}
 }
+
+// TestAReplicaRejoinsWithItsPoolOpen: a replica back after a crash rejoins
+// the rotation only once its read pool has connections to the new server,
+// as many as the pool allows: the first reads it is sent find them open,
+// rather than each opening one while the fresh server is slow to start
+// backends (under load they overran the replica timeout and went to the
+// primary, replica-busy, about a second each), and none finds a
+// connection to the old server. Control: without it, the replica rejoins
+// with none open.
+func TestAReplicaRejoinsWithItsPoolOpen(t *testing.T) {
+	needStack(t)
+	const maxConns = 4
+	r := stack.Replicas[1]
+	for _, warmed := range []bool{true, false} {
+		t.Run(fmt.Sprintf("warm=%v", warmed), func(t *testing.T) {
+			ctx := t.Context()
+			rw, err := ryw.New(ctx, onStack(ryw.Config{Mode: ryw.ModeLSN, MaxConns: maxConns, PollInterval: 20 * time.Millisecond}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rw.Close()
+			if !warmed {
+				ryw.NoWarmOnRejoin(rw)
+			}
+			healthy := func() bool {
+				for _, st := range rw.Status() {
+					if st.Name == r.Name {
+						return st.Healthy
+					}
+				}
+				return false
+			}
+			r.KillForTest(t)
+			waitUntil(t, func() bool { return !healthy() })
+			if err := r.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			waitUntil(t, healthy)
+			// The new server's client backends, the monitor's own among
+			// them, as the replica rejoins.
+			db := openPool(t, r.URL)
+			var n int
+			if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
+				WHERE backend_type = 'client backend' AND datname = current_database() AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if warmed && n < maxConns {
+				t.Errorf("%s rejoined with %d connections open; want its pool's %d", r.Name, n, maxConns)
+			}
+			if !warmed && n >= maxConns {
+				t.Errorf("control: %s rejoined with %d connections open without opening its pool", r.Name, n)
+			}
+		})
+	}
+}

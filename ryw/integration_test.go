@@ -516,6 +516,25 @@ func TestReplicaPoolChecksTheReplayPositionOnEachConnection(t *testing.T) {
 // primary is.
 func pausedReplicaPool(t *testing.T, maxOpen int) (query func(min ryw.LSN) error, replayed, ahead ryw.LSN) {
 	t.Helper()
+	pool, name, replayed, ahead := pausedReplica(t, maxOpen)
+	return func(min ryw.LSN) error {
+		var one int
+		return pool.QueryRowContext(needing(t.Context(), name, min), "SELECT 1").Scan(&one)
+	}, replayed, ahead
+}
+
+// needing is ctx with the decision to read from replica node, which must
+// have replayed min (none: 0).
+func needing(ctx context.Context, node string, min ryw.LSN) context.Context {
+	if min == 0 {
+		return ctx
+	}
+	return ryw.WithDecision(ctx, ryw.Decision{Node: node, MinLSN: min})
+}
+
+// pausedReplica is pausedReplicaPool's pool itself, with replica1's name.
+func pausedReplica(t *testing.T, maxOpen int) (pool *sql.DB, name string, replayed, ahead ryw.LSN) {
+	t.Helper()
 	ctx := t.Context()
 	r := stack.Replicas[0]
 	pool, err := ryw.OpenPool(r.URL, true, ryw.PoolOptions{MaxOpen: maxOpen, MaxIdle: maxOpen})
@@ -533,14 +552,128 @@ func pausedReplicaPool(t *testing.T, maxOpen int) (query func(min ryw.LSN) error
 	if ahead, err = stack.Primary.CurrentLSN(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return func(min ryw.LSN) error {
-		ctx := ctx
-		if min > 0 {
-			ctx = ryw.WithDecision(ctx, ryw.Decision{Node: r.Name, MinLSN: min})
+	return pool, r.Name, replayed, ahead
+}
+
+// TestAHopefulReadWaitsBrieflyOnItsReplica: a read sent hopefully to a
+// replica (one that keeps up, not known to have what the read needs) gives
+// the replica a few milliseconds to replay it, on the replica, in the
+// read's own round trip: a replica that resumes replay meanwhile serves
+// the read. Control: a read that is not hopeful is refused at once, with
+// the replica just as far behind.
+func TestAHopefulReadWaitsBrieflyOnItsReplica(t *testing.T) {
+	needStack(t)
+	ctx := t.Context()
+	pool, name, replayed, ahead := pausedReplica(t, 1)
+	var behind *ryw.BehindError
+	var v int
+	err := pool.QueryRowContext(ryw.WithDecision(ctx, ryw.Decision{Node: name, MinLSN: ahead}), "SELECT 1").Scan(&v)
+	if !errors.As(err, &behind) || behind.Replayed != replayed {
+		t.Fatalf("control: a read needing %s on the paused replica = %v; want BehindError at %s", ahead, err, replayed)
+	}
+	// Paused throughout, a hopeful read is refused too, after its wait.
+	if err := pool.QueryRowContext(ryw.WithDecision(ctx, ryw.HopefulDecision(name, ahead)), "SELECT 1").Scan(&v); !errors.As(err, &behind) {
+		t.Fatalf("a hopeful read on a replica paused throughout = %v; want BehindError", err)
+	}
+	// Now replay resumes while a hopeful read waits on the replica (given
+	// long enough that the test surely resumes it in time).
+	ryw.SetHopefulWait(t, time.Minute)
+	r := stack.Replicas[0]
+	done := make(chan error, 1)
+	go func() {
+		done <- pool.QueryRowContext(ryw.WithDecision(ctx, ryw.HopefulDecision(name, ahead)), "SELECT 2").Scan(&v)
+	}()
+	watch := openPool(t, r.URL)
+	waitUntil(t, func() bool {
+		var n int
+		err := watch.QueryRowContext(ctx, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'").Scan(&n)
+		return err == nil && n > 0
+	})
+	if err := r.ResumeReplay(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil || v != 2 {
+		t.Errorf("a hopeful read whose replica resumed replay while it waited = %d, %v; want 2 from the replica", v, err)
+	}
+}
+
+// TestAReplayCheckRidesWithItsRead: on a direct connection, a read whose
+// position the connection has not settled sends the replay check and the
+// statement together, in one transaction: a check that fails skips the
+// statement (a statement that would fail is not run), and one that passes
+// runs it, with the rows a plain read returns. The connection keeps the
+// position the check read. Inside a transaction the check still goes
+// first, on its own.
+func TestAReplayCheckRidesWithItsRead(t *testing.T) {
+	needStack(t)
+	ctx := t.Context()
+	pool, name, replayed, ahead := pausedReplica(t, 1)
+	checks := func(f func()) int64 {
+		before := ryw.ReplayChecks()
+		f()
+		return ryw.ReplayChecks() - before
+	}
+	var behind *ryw.BehindError
+	if n := checks(func() {
+		var v int
+		err := pool.QueryRowContext(needing(ctx, name, ahead), "SELECT 1 / (0 * $1::int)", 1).Scan(&v)
+		if !errors.As(err, &behind) || behind.Need != ahead || behind.Replayed != replayed {
+			t.Errorf("a read needing %s on a replica at %s, whose statement would fail = %v; want BehindError, the statement skipped", ahead, replayed, err)
 		}
-		var one int
-		return pool.QueryRowContext(ctx, "SELECT 1").Scan(&one)
-	}, replayed, ahead
+	}); n != 1 {
+		t.Errorf("a read past the paused replica: %d checks, want 1", n)
+	}
+	// The connection has seen where the replica is from the failed check.
+	if n := checks(func() {
+		var v int
+		err := pool.QueryRowContext(needing(ctx, name, replayed), "SELECT 1 / (0 * $1::int)", 1).Scan(&v)
+		if err == nil || !strings.Contains(err.Error(), "division by zero") {
+			t.Errorf("a read the replica can serve, whose statement fails = %v; want the statement's error", err)
+		}
+	}); n != 0 {
+		t.Errorf("a read at the position the failed check read: %d checks, want 0", n)
+	}
+	// A new connection: the check passes and the statement runs with it.
+	fresh, err := ryw.OpenPool(stack.Replicas[0].URL, true, ryw.PoolOptions{MaxOpen: 1, MaxIdle: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	if n := checks(func() {
+		var got []string
+		rows, err := fresh.QueryContext(needing(ctx, name, replayed), "SELECT g::text || $1 FROM generate_series(1, 3) g", "x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var s string
+			if err := rows.Scan(&s); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, s)
+		}
+		if err := rows.Close(); err != nil || strings.Join(got, ",") != "1x,2x,3x" {
+			t.Errorf("a checked read = %q, %v; want 1x,2x,3x", got, err)
+		}
+	}); n != 1 {
+		t.Errorf("a checked read on a new connection: %d checks, want 1", n)
+	}
+	if n := checks(func() {
+		var v int
+		if err := fresh.QueryRowContext(needing(ctx, name, replayed), "SELECT 2").Scan(&v); err != nil || v != 2 {
+			t.Errorf("a settled read = %d, %v", v, err)
+		}
+	}); n != 0 {
+		t.Errorf("a read the connection has settled: %d checks, want 0", n)
+	}
+	// In a transaction the check comes before BEGIN.
+	if n := checks(func() {
+		if _, err := fresh.BeginTx(needing(ctx, name, ahead), &sql.TxOptions{ReadOnly: true}); !errors.As(err, &behind) {
+			t.Errorf("a transaction needing %s on a replica at %s = %v; want BehindError", ahead, replayed, err)
+		}
+	}); n != 1 {
+		t.Errorf("a transaction past the paused replica: %d checks, want 1", n)
+	}
 }
 
 // TestMarksOnlyRise is hole 7 of the fault suite: two writes of one user

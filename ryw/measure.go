@@ -87,10 +87,12 @@ func (cc *checkedConn) measuring(ctx context.Context) *Observation {
 	return observationFrom(ctx)
 }
 
-// queryMeasured runs query with the position query in the same round trip
-// and returns its rows; the position is read, and reported to obs, when
-// the rows are closed.
-func (cc *checkedConn) queryMeasured(ctx context.Context, obs *Observation, query string, args []driver.NamedValue) (driver.Rows, error) {
+// queryMeasured runs query, on a direct connection, in one round trip
+// with the replay check before it (need > 0: the connection's server must
+// have replayed need, see checkedConn.checkFirst) and the position query
+// after it (obs set), and returns its rows; the position is read, and
+// reported to obs, when the rows are closed.
+func (cc *checkedConn) queryMeasured(ctx context.Context, obs *Observation, need LSN, query string, args []driver.NamedValue) (driver.Rows, error) {
 	conn := cc.Conn.Conn()
 	if conn.IsClosed() {
 		return nil, driver.ErrBadConn
@@ -102,19 +104,24 @@ func (cc *checkedConn) queryMeasured(ctx context.Context, obs *Observation, quer
 	if cc.pooled {
 		return cc.queryPooled(ctx, obs, 0, query, args)
 	}
-	rows, err := cc.tryMeasured(ctx, conn, obs, query, args)
+	rows, err := cc.tryMeasured(ctx, conn, obs, need, query, args)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && (pgErr.Code == "0A000" || pgErr.Code == "26000") {
 		// The schema changed under the prepared statement ("cached plan
 		// must not change result type"), or it is gone: prepare it again,
-		// once.
+		// once. (A check that passed need not run again.)
 		cc.forget(ctx, conn, query)
-		rows, err = cc.tryMeasured(ctx, conn, obs, query, args)
+		cc.forget(ctx, conn, replayCheckDirectQuery)
+		cc.forget(ctx, conn, replayWaitQuery)
+		if need <= cc.replayed {
+			need = 0
+		}
+		rows, err = cc.tryMeasured(ctx, conn, obs, need, query, args)
 	}
 	return rows, err
 }
 
-func (cc *checkedConn) tryMeasured(ctx context.Context, conn *pgx.Conn, obs *Observation, query string, args []driver.NamedValue) (driver.Rows, error) {
+func (cc *checkedConn) tryMeasured(ctx context.Context, conn *pgx.Conn, obs *Observation, need LSN, query string, args []driver.NamedValue) (driver.Rows, error) {
 	sd, err := cc.statement(ctx, conn, query)
 	if err != nil {
 		return nil, badConn(err)
@@ -137,23 +144,95 @@ func (cc *checkedConn) tryMeasured(ctx context.Context, conn *pgx.Conn, obs *Obs
 	if !cc.replica {
 		seenQuery = primarySeenQuery
 	}
-	// Prepared once per connection too: planning it costs more than
-	// running it.
-	seen, err := cc.statement(ctx, conn, seenQuery)
-	if err != nil {
-		return nil, badConn(err)
+	// Prepared once per connection too: planning them costs more than
+	// running them.
+	var seen, check *pgconn.StatementDescription
+	if obs != nil {
+		if seen, err = cc.statement(ctx, conn, seenQuery); err != nil {
+			return nil, badConn(err)
+		}
+	}
+	var checkArgs [][]byte
+	if need > 0 {
+		checkQuery := replayCheckDirectQuery
+		checkArgs = [][]byte{[]byte(need.String())}
+		if d, ok := DecisionFrom(ctx); ok && d.hopeful {
+			checkQuery = replayWaitQuery
+			checkArgs = append(checkArgs, []byte(strconv.FormatInt(hopefulWait.Milliseconds(), 10)))
+		}
+		if check, err = cc.statement(ctx, conn, checkQuery); err != nil {
+			return nil, badConn(err)
+		}
 	}
 	started := time.Now()
 	p := conn.PgConn().StartPipeline(ctx)
+	if check != nil {
+		// In the statement's transaction: a check that fails skips it.
+		p.SendQueryStatement(check, checkArgs, nil, nil)
+	}
 	p.SendQueryStatement(sd, eqb.ParamValues, eqb.ParamFormats, formats)
 	p.SendPipelineSync()
-	p.SendQueryStatement(seen, nil, nil, nil)
-	p.SendPipelineSync()
+	if seen != nil {
+		p.SendQueryStatement(seen, nil, nil, nil)
+		p.SendPipelineSync()
+	}
 	if err := p.Flush(); err != nil {
 		p.Close()
 		return nil, badConn(err)
 	}
+	if check != nil {
+		if err := cc.readCheck(ctx, p, need); err != nil {
+			return nil, err
+		}
+	}
 	return cc.statementRows(conn, p, obs, started, seenQuery)
+}
+
+// readCheck reads the answer to the replay check off a sent pipeline: the
+// replica's replay position, at or past need, which the connection keeps
+// (see checkedConn.replayed); or the *BehindError that skipped the
+// statement after it. Once the check passed, the session is pinned (see
+// check).
+func (cc *checkedConn) readCheck(ctx context.Context, p *pgconn.Pipeline, need LSN) error {
+	if _, err := cc.readReplay(p, need); err != nil {
+		p.Close()
+		return err
+	}
+	if d, _ := DecisionFrom(ctx); d.MeasureSeen && cc.incarnation != 0 {
+		observationFrom(ctx).pinned(d.Node, cc.incarnation)
+	}
+	return nil
+}
+
+// readReplay reads the answer to replayCheckDirectQuery (or
+// replayWaitQuery) off a sent pipeline: the replay position, which the
+// connection keeps, or the *BehindError of a replica that had not replayed
+// need.
+func (cc *checkedConn) readReplay(p *pgconn.Pipeline, need LSN) (LSN, error) {
+	checksRun.Add(1)
+	var text string
+	res, err := p.GetResults()
+	if rr, ok := res.(*pgconn.ResultReader); ok && err == nil {
+		if rr.NextRow() && len(rr.Values()) == 1 {
+			text = string(rr.Values()[0])
+		}
+		_, err = rr.Close()
+	} else if err == nil {
+		err = fmt.Errorf("ryw: a pipelined replay check returned %T", res)
+	}
+	if err != nil {
+		if b := behindError(err, need); b != nil {
+			cc.replayed = max(cc.replayed, b.(*BehindError).Replayed)
+			return 0, b
+		}
+		return 0, badConn(err)
+	}
+	replayed, err := ParseLSN(text)
+	if err != nil {
+		return 0, fmt.Errorf("ryw: replay check: %w", err)
+	}
+	cc.replayed = max(cc.replayed, replayed)
+	return replayed, nil
 }
 
 // statementRows reads the statement's result off a sent pipeline and
@@ -190,6 +269,31 @@ func (cc *checkedConn) statementRows(conn *pgx.Conn, p *pgconn.Pipeline, obs *Ob
 // Sync.
 const replayCheckQuery = `SELECT CASE WHEN pg_last_wal_replay_lsn() >= $1::text::pg_lsn THEN set_config('ryw.checked', $1::text, true)
 	ELSE ('` + behindPrefix + `' || coalesce(pg_last_wal_replay_lsn()::text, 'none'))::pg_lsn::text END`
+
+// replayCheckDirectQuery is replayCheckQuery for a direct connection,
+// which keeps what its server has replayed (see checkedConn.replayed): it
+// returns the replay position.
+const replayCheckDirectQuery = `SELECT CASE WHEN r >= $1::text::pg_lsn THEN r::text
+	ELSE ('` + behindPrefix + `' || coalesce(r::text, 'none'))::pg_lsn::text END FROM pg_last_wal_replay_lsn() r`
+
+// replayWaitQuery is replayCheckDirectQuery for a read sent hopefully to a
+// replica that keeps up (see Router.hopeful): one that has not replayed $1
+// yet is given up to $2 milliseconds to, checked every millisecond or so,
+// before the check fails. It sleeps on the replica, in the read's round
+// trip: a replica a few milliseconds behind serves the read rather than
+// hand it to the primary, a round trip and a read later.
+const replayWaitQuery = `WITH RECURSIVE w(n, r) AS (
+	SELECT 0, pg_last_wal_replay_lsn()
+	UNION ALL
+	SELECT n + 1, pg_last_wal_replay_lsn() FROM w, LATERAL pg_sleep(0.001 + 0 * n)
+	WHERE r < $1::text::pg_lsn AND clock_timestamp() < statement_timestamp() + $2::int * interval '1 millisecond'
+) SELECT CASE WHEN r >= $1::text::pg_lsn THEN r::text
+	ELSE ('` + behindPrefix + `' || coalesce(r::text, 'none'))::pg_lsn::text END FROM (SELECT r FROM w ORDER BY n DESC LIMIT 1) last`
+
+// hopefulWait is how long a replica that keeps up is given to replay what
+// a read sent to it hopefully needs (see replayWaitQuery). Tests lengthen
+// it.
+var hopefulWait = 10 * time.Millisecond
 
 const behindPrefix = "ryw: replica behind at "
 
@@ -293,7 +397,7 @@ func (cc *checkedConn) statement(ctx context.Context, conn *pgx.Conn, query stri
 		// One out for one in (any one: a connection that needs this many
 		// statements is not helped by choosing).
 		for q := range cc.statements {
-			if q != replicaSeenQuery && q != primarySeenQuery {
+			if q != replicaSeenQuery && q != primarySeenQuery && q != replayCheckDirectQuery && q != replayWaitQuery {
 				cc.forget(ctx, conn, q)
 				break
 			}

@@ -120,7 +120,30 @@ type Monitor struct {
 	// mayReadHistory: the role may read the history (pg_read_file), as of
 	// the last poll.
 	mayReadHistory bool
+	// readPools are the pools the reads use, by replica: a replica back
+	// after a failure has them opened before it rejoins (see rejoining).
+	// nil: none to open. warms tracks the opening, by replica.
+	readPools map[string]*sql.DB
+	warms     map[string]*warmUp
 }
+
+// warmUp is the opening of a replica's read pool before it rejoins the
+// rotation: running until done, for the failure numbered gen (see
+// Monitor.rejoining).
+type warmUp struct {
+	gen     int
+	running bool
+	done    bool
+}
+
+// warmTimeout bounds the opening of a returning replica's read pool: a
+// replica that cannot open its connections in it rejoins anyway, and its
+// pool connects on use.
+const warmTimeout = 5 * time.Second
+
+// warmingUp is the status error of a replica back after a failure whose
+// read pool is being opened.
+const warmingUp = "opening its connections before it rejoins"
 
 // NewMonitor builds a monitor that checks every interval. Its pools should
 // be separate from the application's, so that a busy app pool never delays
@@ -577,6 +600,11 @@ func (m *Monitor) pollReplica(parent context.Context, r NodeDB) {
 		return
 	}
 	if !prev.Healthy && prev.Error != "not checked yet" {
+		if m.rejoining(r.Name) {
+			m.status[r.Name] = ReplicaStatus{Name: r.Name, ReplayLSN: lsn, Timeline: tli, Error: warmingUp, CheckedAt: now,
+				RTT: prev.RTT, RTTMs: prev.RTTMs, TakenOut: prev.TakenOut}
+			return
+		}
 		// Back after a failure: a failure soon after counts as flapping.
 		q.up(now)
 		m.logger.Info("replica back in rotation", "replica", r.Name, "replayLsn", lsn.String())
@@ -596,11 +624,67 @@ func (m *Monitor) pollReplica(parent context.Context, r NodeDB) {
 	m.status[r.Name] = st
 }
 
+// warmReadPools has every replica that comes back after a failure open
+// its read pool's connections (pools, by replica name: as many as each
+// allows) before it rejoins the rotation. A replica restarted under load
+// otherwise rejoins with none: every read it is sent opens one, a fresh
+// server's backends are slow to start, and the reads wait out the replica
+// timeout and retry on the primary (replica-busy), a second in each.
+func (m *Monitor) warmReadPools(pools []NodeDB) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.readPools = make(map[string]*sql.DB, len(pools))
+	m.warms = make(map[string]*warmUp, len(pools))
+	for _, p := range pools {
+		m.readPools[p.Name] = p.DB
+		m.warms[p.Name] = &warmUp{}
+	}
+}
+
+// rejoining reports whether replica name, back after a failure, is to stay
+// out of rotation while its read pool opens: it starts the opening the
+// first time, and says false once it is done (or there is no pool to
+// open). The caller holds m.mu.
+func (m *Monitor) rejoining(name string) bool {
+	db, w := m.readPools[name], m.warms[name]
+	if db == nil || w == nil || w.done {
+		return false
+	}
+	if !w.running {
+		w.running = true
+		gen := w.gen
+		go func() {
+			ctx, cancel := context.WithTimeout(internal(context.Background()), warmTimeout)
+			defer cancel()
+			want := db.Stats().MaxOpenConnections
+			if want <= 0 {
+				want = DefaultMaxConns
+			}
+			opened, err := warm(ctx, db, want)
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			if w.gen == gen {
+				w.running, w.done = false, true
+			}
+			if opened < want {
+				m.logger.Warn("replica rejoins with its read pool partly open", "replica", name, "opened", opened, "want", want, "err", err)
+			} else {
+				m.logger.Info("replica's read pool opened before it rejoins", "replica", name, "opened", opened)
+			}
+		}()
+	}
+	return true
+}
+
 // takeOut marks a replica out of rotation for cause, logging the
 // transition once, and, if flap, quarantines it when it flaps. The caller
 // holds m.mu.
 func (m *Monitor) takeOut(name, msg string, cause error, now time.Time, flap bool) {
 	prev := m.status[name]
+	if w := m.warms[name]; w != nil && (w.done || w.running) {
+		// Its pool is opened again when it comes back.
+		*w = warmUp{gen: w.gen + 1}
+	}
 	st := ReplicaStatus{Name: name, Error: cause.Error(), CheckedAt: now, RTT: prev.RTT, RTTMs: prev.RTTMs, TakenOut: prev.TakenOut}
 	if prev.Healthy {
 		st.TakenOut++

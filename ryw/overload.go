@@ -134,26 +134,46 @@ func (b *retryBudget) take(now time.Time) bool {
 // back later (503 with Retry-After).
 var ErrOverloaded = errors.New("ryw: overloaded: no replica connection within the replica timeout, and the primary's retry budget is spent")
 
+type aheadKey struct{}
+
+// openingAhead reports whether ctx opens connections ahead of need (see
+// warm): they are bounded by ctx alone, not by the pool's ConnectTimeout.
+func openingAhead(ctx context.Context) bool { return ctx.Value(aheadKey{}) != nil }
+
 // warm opens up to n connections of db at once, so that the first reads
 // find them open instead of each opening one within its own deadline
 // (under load, a connect takes longer than a read may wait), and returns
-// how many it opened. The connections go back to the pool idle.
-func warm(ctx context.Context, db *sql.DB, n int) int {
+// how many it opened. The connections go back to the pool idle. Each is
+// pinged: one the server closed (it restarted) is dropped, and another
+// opened in its place.
+func warm(ctx context.Context, db *sql.DB, n int) (opened int, err error) {
+	ctx = context.WithValue(ctx, aheadKey{}, true)
 	conns := make(chan *sql.Conn, n)
 	var wg sync.WaitGroup
+	var first sync.Once
 	for range n {
 		wg.Go(func() {
-			if c, err := db.Conn(ctx); err == nil {
-				conns <- c
+			for range 2 {
+				c, cerr := db.Conn(ctx)
+				if cerr == nil {
+					if cerr = c.PingContext(ctx); cerr == nil {
+						conns <- c
+						return
+					}
+					c.Close()
+				}
+				first.Do(func() { err = cerr })
+				if ctx.Err() != nil {
+					return
+				}
 			}
 		})
 	}
 	wg.Wait()
 	close(conns)
-	opened := 0
 	for c := range conns {
 		c.Close()
 		opened++
 	}
-	return opened
+	return opened, err
 }

@@ -40,7 +40,9 @@ type PoolOptions struct {
 	MaxLifetime time.Duration
 	MaxIdleTime time.Duration
 	// ConnectTimeout bounds opening a connection (0: pgx's default, none
-	// unless the URL sets connect_timeout).
+	// unless the URL sets connect_timeout). Connections a Balancer opens
+	// ahead of need, at start-up and before a replica rejoins the rotation,
+	// have a deadline of their own instead.
 	ConnectTimeout time.Duration
 	// StatementTimeout sets the sessions' statement_timeout, so that a
 	// statement whose client gave up (a deadline only closes the socket)
@@ -133,8 +135,13 @@ func OpenPool(url string, replica bool, o PoolOptions) (*sql.DB, error) {
 	pooled := cfg.Copy()
 	pooled.DefaultQueryExecMode = pgx.QueryExecModeExec
 	pooled.StatementCacheCapacity, pooled.DescriptionCacheCapacity = 0, 0
+	// Opening a connection ahead of need (see warm) waits as long as its
+	// context allows, not ConnectTimeout: no read waits for it, and a
+	// server that has just started, on a busy machine, may take longer.
+	ahead := direct.Copy()
+	ahead.ConnectTimeout = 0
 	db := sql.OpenDB(&checkingConnector{
-		direct: stdlib.GetConnector(*direct), pooledConfig: pooled,
+		direct: stdlib.GetConnector(*direct), ahead: stdlib.GetConnector(*ahead), pooledConfig: pooled,
 		replica: replica, name: o.Name, pooler: o.Pooler,
 	})
 	db.SetMaxOpenConns(o.MaxOpen)
@@ -151,6 +158,7 @@ func OpenPool(url string, replica bool, o PoolOptions) (*sql.DB, error) {
 // pgx's cached named statements) or pooled (neither).
 type checkingConnector struct {
 	direct       driver.Connector
+	ahead        driver.Connector // direct, for connections opened ahead of need
 	pooledConfig *pgx.ConnConfig
 	replica      bool
 	name         string
@@ -198,7 +206,9 @@ func (c *checkingConnector) open(ctx context.Context, pooled bool) (*checkedConn
 	connector := c.direct
 	var connected atomic.Bool
 	if pooled {
-		connector = c.noCancelConnector(&connected)
+		connector = c.noCancelConnector(ctx, &connected)
+	} else if openingAhead(ctx) {
+		connector = c.ahead
 	}
 	conn, err := connector.Connect(ctx)
 	connected.Store(true)
@@ -222,8 +232,11 @@ func (c *checkingConnector) open(ctx context.Context, pooled bool) (*checkedConn
 // same address, made with the configuration's DialFunc: after connected is
 // set, that dial fails at once. Statements the client gave up on are
 // stopped by the role's statement_timeout instead (see Pooler).
-func (c *checkingConnector) noCancelConnector(connected *atomic.Bool) driver.Connector {
+func (c *checkingConnector) noCancelConnector(ctx context.Context, connected *atomic.Bool) driver.Connector {
 	cfg := c.pooledConfig.Copy()
+	if openingAhead(ctx) {
+		cfg.ConnectTimeout = 0
+	}
 	dial := cfg.DialFunc
 	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		if connected.Load() {
@@ -365,13 +378,14 @@ func (c *checkedConn) QueryContext(ctx context.Context, query string, args []dri
 		// The check and the statement in one transaction: see Pooler.
 		return c.queryPooled(ctx, c.measuring(ctx), need, query, args)
 	}
-	if err := c.check(ctx); err != nil {
+	need, err := c.checkFirst(ctx)
+	if err != nil {
 		return nil, err
 	}
 	c.notePrimary(ctx)
 	if !c.writes(ctx, query) {
-		if obs := c.measuring(ctx); obs != nil {
-			return c.queryMeasured(ctx, obs, query, args)
+		if obs := c.measuring(ctx); obs != nil || need > 0 {
+			return c.queryMeasured(ctx, obs, need, query, args)
 		}
 		return c.Conn.QueryContext(ctx, query, args)
 	}
@@ -634,15 +648,15 @@ type checkedStmt struct {
 
 func (s *checkedStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
 	s.conn.reached(ctx)
-	if err := s.conn.check(ctx); err != nil {
+	need, err := s.conn.checkFirst(ctx)
+	if err != nil {
 		return nil, err
 	}
 	s.conn.notePrimary(ctx)
 	writes := s.conn.writes(ctx, s.query)
-	if obs := s.conn.measuring(ctx); obs != nil {
-		if !writes {
-			return s.conn.queryMeasured(ctx, obs, s.query, args)
-		}
+	if obs := s.conn.measuring(ctx); (obs != nil || need > 0) && !writes {
+		return s.conn.queryMeasured(ctx, obs, need, s.query, args)
+	} else if obs != nil {
 		obs.unmeasured()
 	}
 	rows, err := s.Stmt.(driver.StmtQueryContext).QueryContext(ctx, args)
@@ -772,6 +786,22 @@ func (cc *checkedConn) check(ctx context.Context) error {
 		observationFrom(ctx).pinned(d.Node, cc.incarnation)
 	}
 	return nil
+}
+
+// checkFirst is check for a read that can carry the replay check in its
+// own round trip (see checkedConn.queryMeasured): when the check needs the
+// server, it returns the position to check instead of asking; else 0.
+// Inside a transaction, or on a pooled connection, it is check.
+func (cc *checkedConn) checkFirst(ctx context.Context) (need LSN, err error) {
+	d, ok := DecisionFrom(ctx)
+	if !ok || !cc.replica || cc.pooled || d.OnPrimary() || d.MinLSN <= cc.replayed ||
+		cc.Conn.Conn().IsClosed() || cc.Conn.Conn().PgConn().TxStatus() != 'I' {
+		return 0, cc.check(ctx)
+	}
+	if d.MeasureSeen && cc.incarnation != 0 && d.Pin != 0 && d.Pin != cc.incarnation {
+		return 0, &MovedError{Node: d.Node, Pin: d.Pin, Now: cc.incarnation}
+	}
+	return d.MinLSN, nil
 }
 
 func (cc *checkedConn) checkReplay(ctx context.Context, d Decision) error {
