@@ -227,6 +227,16 @@ func (r *Router) unknownWrites(ctx context.Context, arrived uint64, userID, why 
 		r.cfg.Logger.WarnContext(ctx, "user's writes unknown; reading from the primary", "user", userID, "why", why, "err", cause)
 		return Decision{Node: Primary, Reason: ReasonTrackerUnavailable}
 	}
+	if r.cfg.MaxWait == 0 && r.cfg.CheckedReplicas && len(r.cfg.View.Following()) == 0 &&
+		len(r.cfg.View.CaughtUp(r.cfg.View.PrimaryLSN())) == 0 {
+		// No replica could serve it: none keeps up, to be hoped for, and
+		// none is known past where the primary was at its last poll, which
+		// the position to ask is at or past. The primary serves, unasked.
+		if len(r.cfg.View.CaughtUp(0)) == 0 {
+			return Decision{Node: Primary, Reason: ReasonNoReplica}
+		}
+		return Decision{Node: Primary, Reason: ReasonTrackerUnavailable}
+	}
 	// The primary's position as read after the request arrived: concurrent
 	// reads share the query (see askAfter).
 	now, err := askAfter(ctx, r, &r.nowPositions, "", arrived, &r.lastNow, r.cfg.WAL.CurrentLSN)

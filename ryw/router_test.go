@@ -724,3 +724,38 @@ func TestHopefulReadsGoToAReplicaThatKeepsUp(t *testing.T) {
 		t.Errorf("ForOwnRead with no replica keeping up = %+v; want the primary, replicas-behind", d)
 	}
 }
+
+// TestUnknownWritesAskNothingWhenNoReplicaCouldServe: a read whose user's
+// writes are unknown needs a replica at the primary's position, which the
+// router asks. When no replica keeps up and none is known past where the
+// primary was at its last poll, none could serve it: the primary serves it,
+// unasked. Control: with the same replica keeping up, the position is
+// asked, and the read goes to the replica hopefully.
+func TestUnknownWritesAskNothingWhenNoReplicaCouldServe(t *testing.T) {
+	now := t0.Add(time.Hour)
+	for _, tt := range []struct {
+		name      string
+		following []string
+		asked     int32
+		want      string
+	}{
+		{"no replica keeps up", nil, 0, Primary},
+		{"control: the replica keeps up", []string{"r1"}, 1, "r1"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tr := newFakeTracker()
+			tr.err = errors.New("redis: connection refused")
+			reps := &fakeReplicas{replay: map[string]LSN{"r1": lsnAt(now.Add(-time.Second))}, order: []string{"r1"},
+				following: tt.following, fenceAsOf: now}
+			wal := &gatedWAL{gate: make(chan struct{})}
+			close(wal.gate)
+			wal.pos.Store(uint64(lsnAt(now)))
+			r := NewRouter(RouterConfig{Mode: ModeLSN, MarkerTTL: testTTL, Tracker: tr, View: reps, WAL: wal, CheckedReplicas: true,
+				FenceLease: time.Second, RecordBudget: time.Second, Now: func() time.Time { return now }})
+			d := r.ForOwnRead(t.Context(), "u")
+			if d.Node != tt.want || d.Reason != ReasonTrackerUnavailable || wal.calls.Load() != tt.asked {
+				t.Errorf("ForOwnRead = %+v after %d position queries; want %s, tracker-unavailable, after %d", d, wal.calls.Load(), tt.want, tt.asked)
+			}
+		})
+	}
+}
