@@ -188,27 +188,12 @@ func (cc *checkedConn) tryMeasured(ctx context.Context, conn *pgx.Conn, obs *Obs
 	return cc.statementRows(conn, p, obs, started, seenQuery)
 }
 
-// readCheck reads the answer to the replay check off a sent pipeline: the
-// replica's replay position, at or past need, which the connection keeps
-// (see checkedConn.replayed); or the *BehindError that skipped the
-// statement after it. Once the check passed, the session is pinned (see
-// check).
+// readCheck reads the answer to replayCheckDirectQuery (or
+// replayWaitQuery) off a sent pipeline: the replica's replay position, at
+// or past need, which the connection keeps (see checkedConn.replayed); or
+// the *BehindError that skipped the statement after it. Once the check
+// passed, the session is pinned (see check).
 func (cc *checkedConn) readCheck(ctx context.Context, p *pgconn.Pipeline, need LSN) error {
-	if _, err := cc.readReplay(p, need); err != nil {
-		p.Close()
-		return err
-	}
-	if d, _ := DecisionFrom(ctx); d.MeasureSeen && cc.incarnation != 0 {
-		observationFrom(ctx).pinned(d.Node, cc.incarnation)
-	}
-	return nil
-}
-
-// readReplay reads the answer to replayCheckDirectQuery (or
-// replayWaitQuery) off a sent pipeline: the replay position, which the
-// connection keeps, or the *BehindError of a replica that had not replayed
-// need.
-func (cc *checkedConn) readReplay(p *pgconn.Pipeline, need LSN) (LSN, error) {
 	checksRun.Add(1)
 	var text string
 	res, err := p.GetResults()
@@ -220,19 +205,25 @@ func (cc *checkedConn) readReplay(p *pgconn.Pipeline, need LSN) (LSN, error) {
 	} else if err == nil {
 		err = fmt.Errorf("ryw: a pipelined replay check returned %T", res)
 	}
-	if err != nil {
-		if b := behindError(err, need); b != nil {
-			cc.replayed = max(cc.replayed, b.(*BehindError).Replayed)
-			return 0, b
+	var replayed LSN
+	if err == nil {
+		if replayed, err = ParseLSN(text); err != nil {
+			err = fmt.Errorf("ryw: replay check: %w", err)
 		}
-		return 0, badConn(err)
-	}
-	replayed, err := ParseLSN(text)
-	if err != nil {
-		return 0, fmt.Errorf("ryw: replay check: %w", err)
+	} else if b := behindError(err, need); b != nil {
+		replayed, err = b.(*BehindError).Replayed, b
+	} else {
+		err = badConn(err)
 	}
 	cc.replayed = max(cc.replayed, replayed)
-	return replayed, nil
+	if err != nil {
+		p.Close()
+		return err
+	}
+	if d, _ := DecisionFrom(ctx); d.MeasureSeen && cc.incarnation != 0 {
+		observationFrom(ctx).pinned(d.Node, cc.incarnation)
+	}
+	return nil
 }
 
 // statementRows reads the statement's result off a sent pipeline and
