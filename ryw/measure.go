@@ -221,6 +221,7 @@ func (cc *checkedConn) readCheck(ctx context.Context, p *pgconn.Pipeline, need L
 		return err
 	}
 	if d, _ := DecisionFrom(ctx); d.MeasureSeen && cc.incarnation != 0 {
+		// (checkFirst refused a read pinned to another incarnation.)
 		observationFrom(ctx).pinned(d.Node, cc.incarnation)
 	}
 	return nil

@@ -120,17 +120,17 @@ type Monitor struct {
 	// mayReadHistory: the role may read the history (pg_read_file), as of
 	// the last poll.
 	mayReadHistory bool
-	// readPools are the pools the reads use, by replica: a replica back
-	// after a failure has them opened before it rejoins (see rejoining).
-	// nil: none to open. warms tracks the opening, by replica.
-	readPools map[string]*sql.DB
-	warms     map[string]*warmUp
+	// warms are the pools the reads use, by replica, and their opening: a
+	// replica back after a failure has its pool opened before it rejoins
+	// (see rejoining). nil: none to open.
+	warms map[string]*warmUp
 }
 
-// warmUp is the opening of a replica's read pool before it rejoins the
+// warmUp is the opening of a replica's read pool db before it rejoins the
 // rotation: running until done, for the failure numbered gen (see
 // Monitor.rejoining).
 type warmUp struct {
+	db      *sql.DB
 	gen     int
 	running bool
 	done    bool
@@ -633,11 +633,9 @@ func (m *Monitor) pollReplica(parent context.Context, r NodeDB) {
 func (m *Monitor) warmReadPools(pools []NodeDB) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.readPools = make(map[string]*sql.DB, len(pools))
 	m.warms = make(map[string]*warmUp, len(pools))
 	for _, p := range pools {
-		m.readPools[p.Name] = p.DB
-		m.warms[p.Name] = &warmUp{}
+		m.warms[p.Name] = &warmUp{db: p.DB}
 	}
 }
 
@@ -646,10 +644,11 @@ func (m *Monitor) warmReadPools(pools []NodeDB) {
 // first time, and says false once it is done (or there is no pool to
 // open). The caller holds m.mu.
 func (m *Monitor) rejoining(name string) bool {
-	db, w := m.readPools[name], m.warms[name]
-	if db == nil || w == nil || w.done {
+	w := m.warms[name]
+	if w == nil || w.done {
 		return false
 	}
+	db := w.db
 	if !w.running {
 		w.running = true
 		gen := w.gen
@@ -683,7 +682,7 @@ func (m *Monitor) takeOut(name, msg string, cause error, now time.Time, flap boo
 	prev := m.status[name]
 	if w := m.warms[name]; w != nil && (w.done || w.running) {
 		// Its pool is opened again when it comes back.
-		*w = warmUp{gen: w.gen + 1}
+		*w = warmUp{db: w.db, gen: w.gen + 1}
 	}
 	st := ReplicaStatus{Name: name, Error: cause.Error(), CheckedAt: now, RTT: prev.RTT, RTTMs: prev.RTTMs, TakenOut: prev.TakenOut}
 	if prev.Healthy {

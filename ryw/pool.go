@@ -775,9 +775,9 @@ func (cc *checkedConn) check(ctx context.Context) error {
 	if !ok || !cc.replica || cc.pooled || d.OnPrimary() {
 		return nil
 	}
-	pin := d.MeasureSeen && cc.incarnation != 0
-	if pin && d.Pin != 0 && d.Pin != cc.incarnation {
-		return &MovedError{Node: d.Node, Pin: d.Pin, Now: cc.incarnation}
+	pin, err := cc.pins(d)
+	if err != nil {
+		return err
 	}
 	if err := cc.checkReplay(ctx, d); err != nil {
 		return err
@@ -798,10 +798,21 @@ func (cc *checkedConn) checkFirst(ctx context.Context) (need LSN, err error) {
 		cc.Conn.Conn().IsClosed() || cc.Conn.Conn().PgConn().TxStatus() != 'I' {
 		return 0, cc.check(ctx)
 	}
-	if d.MeasureSeen && cc.incarnation != 0 && d.Pin != 0 && d.Pin != cc.incarnation {
-		return 0, &MovedError{Node: d.Node, Pin: d.Pin, Now: cc.incarnation}
+	if _, err := cc.pins(d); err != nil {
+		return 0, err
 	}
 	return d.MinLSN, nil
+}
+
+// pins reports whether a read of d on this replica connection pins the
+// client's session (see check), and fails it with *MovedError when the
+// decision pins another incarnation.
+func (cc *checkedConn) pins(d Decision) (bool, error) {
+	pin := d.MeasureSeen && cc.incarnation != 0
+	if pin && d.Pin != 0 && d.Pin != cc.incarnation {
+		return pin, &MovedError{Node: d.Node, Pin: d.Pin, Now: cc.incarnation}
+	}
+	return pin, nil
 }
 
 func (cc *checkedConn) checkReplay(ctx context.Context, d Decision) error {
