@@ -191,19 +191,6 @@ func TestOverloadReportGivesMediansAgainstThePeak(t *testing.T) {
 	}
 }
 
-func TestParseStat(t *testing.T) {
-	// The command name may hold spaces and parentheses.
-	st, err := parseStat("4242 (postgres: a (b) c) S 17 4242 4242 0 -1 4194560 100 0 0 0 250 75 12 3 20 0 1 0 123 456 789")
-	if err != nil || st.ppid != 17 || st.utime != 250 || st.stime != 75 || st.cutime != 12 || st.cstime != 3 {
-		t.Errorf("parseStat = %+v, %v", st, err)
-	}
-	for _, bad := range []string{"", "4242 (x S 1", "1 (x) S 1 2"} {
-		if _, err := parseStat(bad); err == nil {
-			t.Errorf("parseStat(%q) accepted it", bad)
-		}
-	}
-}
-
 func TestSpliceKeepsWhatSurroundsTheMarkers(t *testing.T) {
 	doc := "# Benchmarks\n\nprose\n" + beginMarker + "\nold table\n" + endMarker + "\n\nmore prose\n"
 	got := splice(doc, "new table\n")

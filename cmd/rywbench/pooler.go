@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ryw-go/ryw/internal/devstack"
+	"github.com/ryw-go/ryw/internal/proccpu"
 )
 
 // With -pooler, the throughput suite's stack has a PgBouncer in front of
@@ -97,7 +98,7 @@ func poolerCPU(stack *devstack.Stack) (time.Duration, error) {
 		if b == nil {
 			continue
 		}
-		c, err := procCPU(b.Pid(), false) // one process, no children
+		c, err := proccpu.Of(b.Pid(), false) // one process, no children
 		if err != nil {
 			return 0, fmt.Errorf("pgbouncer for %s: %w", n.Name, err)
 		}

@@ -31,6 +31,7 @@ import (
 
 	"github.com/ryw-go/ryw/internal/devstack"
 	"github.com/ryw-go/ryw/internal/loadgen"
+	"github.com/ryw-go/ryw/internal/proccpu"
 	"github.com/ryw-go/ryw/ryw"
 )
 
@@ -497,7 +498,7 @@ func (b *tpBench) idle(ctx context.Context, l *limits) error {
 	const window = 3 * time.Second
 	var apiBefore []time.Duration
 	for _, m := range b.labels {
-		c, err := procCPU(b.apis[m].Pid(), false)
+		c, err := proccpu.Of(b.apis[m].Pid(), false)
 		if err != nil {
 			return err
 		}
@@ -507,21 +508,21 @@ func (b *tpBench) idle(ctx context.Context, l *limits) error {
 	if err != nil {
 		return err
 	}
-	redisBefore, err := procCPU(b.stack.Redis.Pid(), false)
+	redisBefore, err := proccpu.Of(b.stack.Redis.Pid(), false)
 	if err != nil {
 		return err
 	}
 	if err := waitUntil(ctx, time.Now().Add(window)); err != nil {
 		return err
 	}
-	redisAfter, err := procCPU(b.stack.Redis.Pid(), false)
+	redisAfter, err := proccpu.Of(b.stack.Redis.Pid(), false)
 	if err != nil {
 		return err
 	}
 	l.idleRedis = (redisAfter - redisBefore) * time.Second / window
 	var api time.Duration
 	for i, m := range b.labels {
-		c, err := procCPU(b.apis[m].Pid(), false)
+		c, err := proccpu.Of(b.apis[m].Pid(), false)
 		if err != nil {
 			return err
 		}
@@ -615,7 +616,7 @@ func lastLine(b []byte) string {
 func (b *tpBench) pgCPU() (time.Duration, error) {
 	var total time.Duration
 	for _, n := range append([]*devstack.Node{b.stack.Primary}, b.stack.Replicas...) {
-		c, err := procCPU(n.Pid(), true)
+		c, err := proccpu.Of(n.Pid(), true)
 		if err != nil {
 			return 0, fmt.Errorf("%s: %w", n.Name, err)
 		}
@@ -627,19 +628,19 @@ func (b *tpBench) pgCPU() (time.Duration, error) {
 func (b *tpBench) cpu(api *devstack.API) (cpuUse, error) {
 	var c cpuUse
 	var err error
-	if c.api, err = procCPU(api.Pid(), false); err != nil {
+	if c.api, err = proccpu.Of(api.Pid(), false); err != nil {
 		return c, fmt.Errorf("%s: %w", api.Name, err)
 	}
 	if c.pg, err = b.pgCPU(); err != nil {
 		return c, err
 	}
-	if c.redis, err = procCPU(b.stack.Redis.Pid(), false); err != nil {
+	if c.redis, err = proccpu.Of(b.stack.Redis.Pid(), false); err != nil {
 		return c, fmt.Errorf("redis: %w", err)
 	}
 	if c.pooler, err = poolerCPU(b.stack); err != nil {
 		return c, err
 	}
-	c.gen = selfCPU()
+	c.gen = proccpu.Self()
 	return c, nil
 }
 

@@ -93,6 +93,7 @@ import (
 
 	"github.com/ryw-go/ryw/internal/devstack"
 	"github.com/ryw-go/ryw/internal/loadgen"
+	"github.com/ryw-go/ryw/internal/proccpu"
 )
 
 func main() {
@@ -118,6 +119,7 @@ type options struct {
 	instances    int
 	maxDuration  time.Duration
 	faultEvery   time.Duration
+	cycles       int // faults scenario: run for this many full cycles instead of -ops requests
 	apiBin       string
 	out          string
 	scenario     string
@@ -125,6 +127,7 @@ type options struct {
 	syncStandbys int
 	partition    time.Duration
 	apiLogLevel  string
+	pprofAddr    string           // PPROF_ADDR of the first API instance; the others get none
 	topology     devstack.Options // its Pooler, Redis, RedisReplicas and LeastPrivilege (devstack.TopologyFlags)
 }
 
@@ -139,12 +142,14 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.instances, "instances", 2, "API instances; the last one loses Redis during the partition fault")
 	fs.DurationVar(&o.maxDuration, "max-duration", 10*time.Minute, "stop a mode after this long even if -ops is not reached")
 	fs.DurationVar(&o.faultEvery, "fault-every", 8*time.Second, "faults scenario: length of one cycle of the kill, Redis restart and partition faults")
+	fs.IntVar(&o.cycles, "cycles", 0, "faults scenario: end each mode's run after this many full fault cycles instead of after -ops requests, so that every mode meets the same faults per second and the requests it completes compare (0: -ops)")
 	fs.StringVar(&o.apiBin, "api-bin", "", "API executable (default: go build ./cmd/api)")
 	fs.StringVar(&o.out, "out", "", "also write the Markdown report to this file")
 	fs.StringVar(&o.scenario, "scenario", "faults", "faults (the fault cycle), failover (the primary dies and a replica is promoted, once per mode) or none (the same load without faults: the offload a healthy cluster gets)")
 	fs.StringVar(&o.promote, "promote", "", "failover: the replica to promote (default: the one that received the most WAL, replica1); replica2 is less advanced, and leaves replica1 diverged")
 	fs.IntVar(&o.syncStandbys, "sync-standbys", 0, "failover: synchronous_standby_names = ANY n (...); with 1, no acknowledged write may be lost")
 	fs.StringVar(&o.apiLogLevel, "api-log-level", "error", "the API instances' LOG_LEVEL (their logs go to stderr)")
+	fs.StringVar(&o.pprofAddr, "pprof", "", "PPROF_ADDR for the first API instance of each mode (the others get none), to profile it under the mixed load (docs/PROFILING.md)")
 	fs.DurationVar(&o.partition, "partition", time.Second, "failover: how long the replicas are cut off from the primary, one after the other, before it dies")
 	topology := devstack.AddTopologyFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -170,6 +175,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-max-duration must be positive and at most 1h, got %s", o.maxDuration)
 	case o.faultEvery < 2*time.Second:
 		return o, fmt.Errorf("-fault-every must be at least 2s, got %s", o.faultEvery)
+	case o.cycles < 0 || o.cycles > 100:
+		return o, fmt.Errorf("-cycles must be 0..100, got %d", o.cycles)
+	case o.cycles > 0 && o.scenario != "faults":
+		return o, fmt.Errorf("-cycles needs -scenario faults, got %q", o.scenario)
 	case o.scenario != "faults" && o.scenario != "failover" && o.scenario != "none":
 		return o, fmt.Errorf("-scenario must be faults, failover or none, got %q", o.scenario)
 	case o.promote != "" && o.promote != "replica1" && o.promote != "replica2":
@@ -214,7 +223,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (ok bool,
 				shared = stack
 			}
 		}
-		fmt.Fprintf(stderr, "rywchaos: %s mode, %s scenario, %d users over %d instances, %d requests\n", mode, o.scenario, o.users, o.instances, o.ops)
+		fmt.Fprintf(stderr, "rywchaos: %s mode, %s scenario, %d users over %d instances, %s\n", mode, o.scenario, o.users, o.instances, o.runLength())
 		res, err := runMode(ctx, stack, mode, o, stderr)
 		if stack != shared {
 			stack.Close()
@@ -307,9 +316,12 @@ type result struct {
 	spent map[string]spent
 	// byFault is the answer time summed by the faults in place when each
 	// request started.
-	byFault  map[string]spent
-	faults   map[string]int
-	reasons  map[string]int
+	byFault map[string]spent
+	faults  map[string]int
+	reasons map[string]int
+	// cpu is the CPU time each group of processes used over the run
+	// (cpuGroups), sampled so that killed and restarted nodes count.
+	cpu      map[string]time.Duration
 	problems []string
 	failover *failoverInfo
 }
@@ -351,7 +363,7 @@ func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options,
 		}
 		defer proxy.Close()
 	}
-	env := []string{"RYW_MODE=" + mode, "LOG_LEVEL=" + o.apiLogLevel}
+	env := []string{"RYW_MODE=" + mode, "LOG_LEVEL=" + o.apiLogLevel, "PPROF_ADDR="}
 	if o.scenario == "failover" {
 		env = append(env, "DATABASE_URL="+stack.PrimaryURLs())
 		if err := stack.SetSynchronousStandbys(ctx, o.syncStandbys); err != nil {
@@ -361,10 +373,14 @@ func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options,
 	apis, err := stack.StartAPI(ctx, devstack.APIOptions{
 		Binary: o.apiBin, Instances: o.instances, Output: log, Env: env,
 		InstanceEnv: func(i int) []string {
-			if i == o.instances-1 && o.scenario == "faults" && proxy != nil {
-				return []string{"REDIS_URL=" + redisURL}
+			var env []string
+			if i == 0 && o.pprofAddr != "" {
+				env = append(env, "PPROF_ADDR="+o.pprofAddr)
 			}
-			return nil
+			if i == o.instances-1 && o.scenario == "faults" && proxy != nil {
+				env = append(env, "REDIS_URL="+redisURL)
+			}
+			return env
 		},
 	})
 	defer func() {
@@ -383,6 +399,9 @@ func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options,
 	res := result{mode: mode, faults: map[string]int{}, reasons: map[string]int{}}
 	var cycled atomic.Bool
 	h := &history{budget: int64(o.ops), cycled: &cycled}
+	if o.cycles > 0 {
+		h.budget = 0 // the cycles alone end the run
+	}
 	runCtx, stop := context.WithTimeout(ctx, o.maxDuration)
 	defer stop()
 	inj := &injector{stack: stack, proxy: proxy, log: log, counts: map[string]int{}, cycled: &cycled}
@@ -406,7 +425,7 @@ func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options,
 	case "none":
 		cycled.Store(true) // nothing to wait for: the budget ends the run
 	case "faults":
-		background.Go(func() { inj.cycle(bgCtx, o.faultEvery) })
+		background.Go(func() { inj.cycle(bgCtx, o.faultEvery, max(1, o.cycles)) })
 	default:
 		// The failover is the one fault of the cycle: the run goes on
 		// until it is done, and a while after.
@@ -442,6 +461,8 @@ func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options,
 		Timeout:   15 * time.Second,
 		Transport: &http.Transport{MaxIdleConnsPerHost: o.users, MaxConnsPerHost: 2 * o.users},
 	}
+	meter := cpuMeter(stack, apis)
+	meter.Start(cpuSample)
 	start := time.Now()
 	users := make([]*userState, o.users)
 	var wg sync.WaitGroup
@@ -451,6 +472,8 @@ func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options,
 	}
 	wg.Wait()
 	res.elapsed = time.Since(start)
+	meter.Stop()
+	res.cpu = meter.Used()
 	if fo != nil {
 		fo.counted, fo.certain = lostCounted(context.WithoutCancel(ctx), client, urls)
 	}
@@ -566,6 +589,14 @@ func (r *result) problem(format string, args ...any) {
 	if len(r.problems) < 10 {
 		r.problems = append(r.problems, fmt.Sprintf(format, args...))
 	}
+}
+
+// runLength says how long each mode's run lasts.
+func (o options) runLength() string {
+	if o.cycles > 0 {
+		return fmt.Sprintf("%d full fault cycles", o.cycles)
+	}
+	return fmt.Sprintf("%d requests", o.ops)
 }
 
 // history hands out the budget of requests.
@@ -915,7 +946,7 @@ type injector struct {
 	counts      map[string]int
 	spans       []faultSpan  // when each fault was in place
 	redisFaults int          // Redis faults injected so far (Cluster alternates)
-	cycled      *atomic.Bool // set after the first full cycle
+	cycled      *atomic.Bool // set after the cycles the run needs
 }
 
 // count notes a fault injected.
@@ -996,10 +1027,11 @@ func (f *injector) pauses(ctx context.Context) {
 }
 
 // cycle kills and restarts a replica, restarts Redis empty and cuts the
-// last instance off Redis, once per period, at random offsets.
-func (f *injector) cycle(ctx context.Context, period time.Duration) {
+// last instance off Redis, once per period, at random offsets. It sets
+// cycled once it has been round n times, and goes on.
+func (f *injector) cycle(ctx context.Context, period time.Duration, n int) {
 	third := period / 3
-	for {
+	for done := 1; ; done++ {
 		if !sleep(ctx, third/2+time.Duration(rand.Int64N(int64(third/2)))) {
 			return
 		}
@@ -1032,7 +1064,9 @@ func (f *injector) cycle(ctx context.Context, period time.Duration) {
 				over()
 			}
 		}
-		f.cycled.Store(true)
+		if done >= n {
+			f.cycled.Store(true)
+		}
 	}
 }
 
@@ -1227,7 +1261,7 @@ func (f *injector) failover(ctx context.Context, o options) (*failoverInfo, erro
 func render(results []result, o options) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Topology: a primary and 2 streaming replicas; %s.\n", devstack.DescribeTopology(o.topology))
-	fmt.Fprintf(&b, "Workload: %d users over %d API instances, %d requests per mode. Each user saves its profile, then reads it back 1-3 times, through random instances. Half the users send no token back; the other half are sessions that send back each response's token and also read the catalog, which a writer on the primary changes every 50 ms.\n", o.users, o.instances, o.ops)
+	fmt.Fprintf(&b, "Workload: %d users over %d API instances, %s per mode. Each user saves its profile, then reads it back 1-3 times, through random instances. Half the users send no token back; the other half are sessions that send back each response's token and also read the catalog, which a writer on the primary changes every 50 ms.\n", o.users, o.instances, o.runLength())
 	switch o.scenario {
 	case "none":
 		fmt.Fprintf(&b, "No faults: every node up, no replay paused; replication lag is what the load makes it.\n\n")
@@ -1282,6 +1316,7 @@ func render(results []result, o options) string {
 		fmt.Fprintf(&b, "- %s: %s\n", r.mode, counts(r.slow))
 	}
 	writeSpent(&b, results)
+	writeCPU(&b, results)
 	fmt.Fprintln(&b, "\nRouting reasons of the own-write reads:")
 	fmt.Fprintln(&b)
 	for _, r := range results {
@@ -1355,6 +1390,71 @@ func redisFaultText(t devstack.Options) string {
 		return "a Redis Cluster master handing over to its replica (CLUSTER FAILOVER), then the next shard's master killed (SIGKILL), its replica elected and the old master back as a replica (no partition fault: the clients reach the nodes at the addresses the cluster gives)"
 	}
 	return "Redis killed and restarted empty, Redis unreachable from the last instance for 1-3 s"
+}
+
+// cpuGroups are the process groups whose CPU the report shows, in its
+// order. The generator is this process: the users, the checks, the fault
+// injector and the proxy to Redis.
+var cpuGroups = []string{"API", "primary", "replicas", "Redis", "generator"}
+
+// cpuSample is how often the CPU meter reads the processes: what a killed
+// node used since its last sample goes uncounted.
+const cpuSample = 200 * time.Millisecond
+
+// cpuMeter watches every process of the run, by group.
+func cpuMeter(stack *devstack.Stack, apis []*devstack.API) *proccpu.Meter {
+	m := proccpu.NewMeter()
+	m.Watch("API", func() []int {
+		var pids []int
+		for _, a := range apis {
+			pids = append(pids, a.Pid())
+		}
+		return pids
+	}, false)
+	m.Watch("primary", func() []int { return []int{stack.Primary.Pid()} }, true)
+	m.Watch("replicas", func() []int {
+		var pids []int
+		for _, n := range stack.Replicas {
+			pids = append(pids, n.Pid())
+		}
+		return pids
+	}, true)
+	m.Watch("Redis", func() []int {
+		var pids []int
+		for _, r := range append(slices.Clone(stack.RedisNodes), stack.Sentinels...) {
+			pids = append(pids, r.Pid())
+		}
+		return pids
+	}, false)
+	m.Watch("generator", func() []int { return []int{os.Getpid()} }, false)
+	return m
+}
+
+// writeCPU writes each mode's CPU time per request by process group, and
+// how many cores the run kept busy: in a closed loop on a saturated
+// machine, the rate is the cores over the CPU per request, so a mode that
+// loses requests without using more CPU per request is waiting, not
+// working.
+func writeCPU(w io.Writer, results []result) {
+	if !slices.ContainsFunc(results, func(r result) bool { return len(r.cpu) > 0 }) {
+		return
+	}
+	fmt.Fprintln(w, "\nCPU per request by process (µs; sampled every "+cpuSample.String()+", so a killed node's last moments go uncounted), and the cores the run kept busy:")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| mode | "+strings.Join(cpuGroups, " | ")+" | all | cores busy |")
+	fmt.Fprintln(w, "|---|"+strings.Repeat("---|", len(cpuGroups)+2))
+	for _, r := range results {
+		if len(r.cpu) == 0 || r.ops == 0 || r.elapsed <= 0 {
+			continue
+		}
+		var all time.Duration
+		fmt.Fprintf(w, "| %s |", r.mode)
+		for _, g := range cpuGroups {
+			all += r.cpu[g]
+			fmt.Fprintf(w, " %.0f |", float64(r.cpu[g].Microseconds())/float64(r.ops))
+		}
+		fmt.Fprintf(w, " %.0f | %.2f |\n", float64(all.Microseconds())/float64(r.ops), all.Seconds()/r.elapsed.Seconds())
+	}
 }
 
 // spent is a set of answers (of one kind and routing reason, or under one
