@@ -51,6 +51,11 @@ type Config struct {
 	// acknowledgements still run.
 	FenceAcks bool
 	MaxWait   time.Duration // RYW_MAX_WAIT: lsn mode, how long a read may wait for a replica to catch up
+	// UnknownWritesOnReplicas sends, in lsn mode, reads whose user's
+	// writes are unknown (Redis down) to a replica at the primary's
+	// position instead of to the primary (RYW_UNKNOWN_WRITES=replica;
+	// default primary).
+	UnknownWritesOnReplicas bool
 	// Monotonic turns on the session floor (RYW_MONOTONIC, default true):
 	// a client's reads never go back in time. It applies in time and lsn
 	// mode; false is the control that shows the regressions.
@@ -202,6 +207,7 @@ func Load(getenv func(string) string) (Config, error) {
 		FenceLease:               l.duration("RYW_FENCE_LEASE", DefaultFenceLease),
 		FenceAcks:                l.oneOf("RYW_FENCE_ACKS", "true", "true", "false") == "true",
 		MaxWait:                  l.nonNegativeDuration("RYW_MAX_WAIT", 0),
+		UnknownWritesOnReplicas:  l.oneOf("RYW_UNKNOWN_WRITES", "primary", "primary", "replica") == "replica",
 		Monotonic:                l.oneOf("RYW_MONOTONIC", "true", "true", "false") == "true",
 		MarkCache:                l.oneOf("RYW_MARK_CACHE", "true", "true", "false") == "true",
 		CacheLease:               l.nonNegativeDuration("RYW_CACHE_LEASE", DefaultCacheLease),
@@ -233,6 +239,9 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	if cfg.Window > 0 && cfg.MarkerTTL > 0 && cfg.MarkerTTL < cfg.Window {
 		l.fail(fmt.Sprintf("RYW_MARKER_TTL (%s) must be at least RYW_WINDOW (%s), or markers expire inside the window", cfg.MarkerTTL, cfg.Window))
+	}
+	if cfg.UnknownWritesOnReplicas && cfg.Mode != ryw.ModeLSN {
+		l.fail(fmt.Sprintf("RYW_UNKNOWN_WRITES=replica needs RYW_MODE=lsn, got %q: time mode reads unknown writes from the primary", cfg.Mode))
 	}
 	if n := len(cfg.TokenKey); n > 0 && n < MinTokenKeyLen {
 		l.fail(fmt.Sprintf("RYW_TOKEN_KEY must be at least %d bytes (a random secret, the same on every instance), got %d", MinTokenKeyLen, n))
@@ -270,6 +279,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("fenceLease", c.FenceLease),
 		slog.Bool("fenceAcks", c.FenceAcks),
 		slog.Duration("maxWait", c.MaxWait),
+		slog.Bool("unknownWritesOnReplicas", c.UnknownWritesOnReplicas),
 		slog.Bool("monotonic", c.Monotonic),
 		slog.Bool("markCache", c.MarkCache),
 		slog.Duration("cacheLease", c.CacheLease),

@@ -120,6 +120,8 @@ func TestLoadErrors(t *testing.T) {
 		{"zero ttl", map[string]string{"RYW_MARKER_TTL": "0s"}, `RYW_MARKER_TTL must be a positive duration, got "0s"`},
 		{"ttl below window", map[string]string{"RYW_WINDOW": "10s", "RYW_MARKER_TTL": "5s"}, "RYW_MARKER_TTL (5s) must be at least RYW_WINDOW (10s)"},
 		{"negative max wait", map[string]string{"RYW_MAX_WAIT": "-5ms"}, `RYW_MAX_WAIT must be a duration of 0 or more, got "-5ms"`},
+		{"unknown writes on replicas in time mode", map[string]string{"RYW_UNKNOWN_WRITES": "replica"}, `RYW_UNKNOWN_WRITES=replica needs RYW_MODE=lsn, got "time"`},
+		{"bad unknown writes", map[string]string{"RYW_MODE": "lsn", "RYW_UNKNOWN_WRITES": "replicas"}, `RYW_UNKNOWN_WRITES must be one of primary|replica, got "replicas"`},
 		{"zero poll interval", map[string]string{"RYW_POLL_INTERVAL": "0s"}, `RYW_POLL_INTERVAL must be a positive duration`},
 		{"bad pprof address", map[string]string{"PPROF_ADDR": "6060"}, "PPROF_ADDR must be host:port"},
 		{"short token key", map[string]string{"RYW_TOKEN_KEY": "secret"}, "RYW_TOKEN_KEY must be at least 32 bytes"},

@@ -47,6 +47,15 @@ type Config struct {
 	// replay the user's last write before it goes to the primary (default
 	// 0: it does not wait).
 	MaxWait time.Duration
+	// UnknownWritesOnReplicas, in ModeLSN, keeps reads whose user's writes
+	// are unknown (Redis down, or its marks possibly lost) off the primary:
+	// each goes to a replica that has replayed the primary's position as
+	// asked after the read arrived. By default they go to the primary, as
+	// in ModeTime. It protects a primary that could not take every such
+	// read through a Redis outage; it costs each read a round trip to the
+	// primary (shared by the reads that arrive together) and a wait for the
+	// replica to replay it.
+	UnknownWritesOnReplicas bool
 	// NoMonotonicReads turns off the session floor: by default a client
 	// that sends its token back never sees its reads go back in time.
 	NoMonotonicReads bool
@@ -169,6 +178,9 @@ func (c Config) withDefaults() (Config, error) {
 		if d.v < 0 {
 			fail("%s must be positive, got %s", d.name, d.v)
 		}
+	}
+	if c.UnknownWritesOnReplicas && c.Mode != ModeLSN {
+		fail("UnknownWritesOnReplicas needs ModeLSN, got mode %q", c.Mode)
 	}
 	if c.MaxWait < 0 {
 		fail("MaxWait must be 0 or more, got %s", c.MaxWait)
@@ -340,7 +352,7 @@ func New(ctx context.Context, cfg Config) (_ *Balancer, err error) {
 	b.monitor = NewMonitor(monPrimary, monReplicas, cfg.PollInterval, cfg.Logger)
 	b.monitor.warmReadPools(b.replicas)
 	b.router = NewRouter(RouterConfig{
-		Mode: cfg.Mode, Window: cfg.Window, MarkerTTL: cfg.MarkerTTL, MaxWait: cfg.MaxWait, CheckedReplicas: true,
+		Mode: cfg.Mode, Window: cfg.Window, MarkerTTL: cfg.MarkerTTL, MaxWait: cfg.MaxWait, CheckedReplicas: true, UnknownWritesOnReplicas: cfg.UnknownWritesOnReplicas,
 		Monotonic: !cfg.NoMonotonicReads, StaleReadsWithoutPrimary: cfg.StaleReadsWithoutPrimary,
 		FenceLease: cfg.FenceLease, NoFenceAcks: cfg.NoFenceAcks, ReplicaTimeout: cfg.ReplicaTimeout, PrimaryTimeout: cfg.PrimaryTimeout,
 		Tracker: b.tracker, View: b.monitor, WAL: wal, Logger: cfg.Logger,

@@ -166,6 +166,7 @@ func TestConfigValidation(t *testing.T) {
 		{"no primary", Config{}, "Primary is required"},
 		{"not a URL", Config{Primary: "mysql://x"}, "not a PostgreSQL URL"},
 		{"mode", Config{Primary: ok, Mode: "fast"}, `Mode must be`},
+		{"unknown writes on replicas in time mode", Config{Primary: ok, UnknownWritesOnReplicas: true}, `UnknownWritesOnReplicas needs ModeLSN, got mode "time"`},
 		{"ttl inside the window", Config{Primary: ok, MarkerTTL: 2e9, Window: 3e9}, "MarkerTTL (2s) must be at least Window (3s)"},
 		{"poll outside the lease", Config{Primary: ok, PollInterval: 300e6}, "PollInterval must be at most a fifth of FenceLease"},
 		{"short key", Config{Primary: ok, TokenKey: []byte("short")}, "TokenKey must be at least 32 bytes"},

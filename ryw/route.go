@@ -214,16 +214,16 @@ func (r *Router) learnRun(name string, inc Incarnation) {
 }
 
 // unknownWrites routes an own-write read when the user's writes are not
-// known (Redis failed, or may have lost the user's marks). Time mode reads
-// from the primary, as its window cannot be judged. Lsn mode reads from a
-// replica that has replayed everything the primary had written when the
-// read arrived (arrived: r.asked as read then), which covers every write
-// acknowledged before it, from any device, without Redis; that costs the
-// primary one position query, shared by the reads that arrived before it
-// was sent, and none when one was sent after the read arrived (while it
+// known (Redis failed, or may have lost the user's marks): to the primary,
+// when unsure, in every mode. With UnknownWritesOnReplicas, lsn mode reads
+// from a replica that has replayed everything the primary had written when
+// the read arrived (arrived: r.asked as read then), which covers every
+// write acknowledged before it, from any device, without Redis; that costs
+// the primary one position query, shared by the reads that arrived before
+// it was sent, and none when one was sent after the read arrived (while it
 // asked Redis, say).
 func (r *Router) unknownWrites(ctx context.Context, arrived uint64, userID, why string, cause error) Decision {
-	if r.cfg.Mode != ModeLSN {
+	if r.cfg.Mode != ModeLSN || !r.cfg.UnknownWritesOnReplicas {
 		r.cfg.Logger.WarnContext(ctx, "user's writes unknown; reading from the primary", "user", userID, "why", why, "err", cause)
 		return Decision{Node: Primary, Reason: ReasonTrackerUnavailable}
 	}

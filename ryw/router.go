@@ -102,6 +102,14 @@ type RouterConfig struct {
 	// whose connection's check asks it, instead of asking every replica
 	// first (see ClusterView.Following).
 	CheckedReplicas bool
+	// UnknownWritesOnReplicas, in lsn mode, sends a read whose user's
+	// writes the tracker cannot tell (Redis failed, or may have lost the
+	// user's marks) to a replica that has replayed the primary's position
+	// as asked after the read arrived, instead of to the primary: through a
+	// Redis outage, the primary answers one position query for the reads
+	// that arrive together rather than every read, and each read takes a
+	// round trip more (see docs/CONSISTENCY.md, "Reads of unknown writes").
+	UnknownWritesOnReplicas bool
 	// StaleReadsWithoutPrimary lets replicas serve stale-ok reads while the
 	// primary has not answered within the fence lease (a primary outage,
 	// before a failover is seen). Off, such reads go to the primary (503

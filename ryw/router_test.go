@@ -215,7 +215,9 @@ func TestOwnReadRouting(t *testing.T) {
 		fence    LSN
 		fenceAge time.Duration
 		fresh    map[string]time.Duration // replica -> fresh up to now minus this
-		want     Decision
+		// onReplicas sets UnknownWritesOnReplicas.
+		onReplicas bool
+		want       Decision
 	}{
 		{name: "time: inside the window", mode: ModeTime, marks: Marks{Token: pos(at(2 * time.Second)), Age: 2 * time.Second},
 			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Node: Primary, Reason: ReasonRecentWrite, MinLSN: 0}},
@@ -241,12 +243,14 @@ func TestOwnReadRouting(t *testing.T) {
 			fresh: map[string]time.Duration{"r1": 2 * time.Second, "r2": 0}, want: Decision{Node: "r2", Reason: ReasonLSNCaughtUp, MinLSN: at(time.Second)}},
 		{name: "lsn: a fence older than the lease", mode: ModeLSN, marks: Marks{Token: pos(at(time.Minute))}, fenceAge: time.Second,
 			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Node: Primary, Reason: ReasonFenceUnknown, MinLSN: 0}},
-		// Writes unknown: lsn mode needs a replica at the primary's position
-		// when the read arrived (the fake primary is at now); time mode the
-		// primary.
+		// Writes unknown: the primary, in every mode; with
+		// UnknownWritesOnReplicas, lsn mode needs a replica at the primary's
+		// position when the read arrived (the fake primary is at now).
 		{name: "lsn: marks that Redis may evict", mode: ModeLSN, marks: Marks{Unreliable: true},
+			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Node: Primary, Reason: ReasonTrackerUnavailable, MinLSN: 0}},
+		{name: "lsn on replicas: marks that Redis may evict", mode: ModeLSN, marks: Marks{Unreliable: true}, onReplicas: true,
 			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Node: "r1", Reason: ReasonTrackerUnavailable, MinLSN: at(0)}},
-		{name: "lsn: Redis may have evicted the token", mode: ModeLSN, marks: Marks{Unreliable: true, WrittenAt: t0},
+		{name: "lsn on replicas: Redis may have evicted the token", mode: ModeLSN, marks: Marks{Unreliable: true, WrittenAt: t0}, onReplicas: true,
 			fresh: map[string]time.Duration{"r1": time.Second, "r2": 0}, want: Decision{Node: "r2", Reason: ReasonTrackerUnavailable, MinLSN: at(0)}},
 		{name: "lsn: Redis may evict, the token is there", mode: ModeLSN, marks: Marks{Unreliable: true, Token: pos(at(time.Second))},
 			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Node: "r1", Reason: ReasonLSNCaughtUp, MinLSN: at(time.Second)}},
@@ -258,8 +262,10 @@ func TestOwnReadRouting(t *testing.T) {
 		{name: "lsn: the time mark is not read", mode: ModeLSN, marks: Marks{WrittenAt: now, Token: pos(at(time.Second))},
 			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Node: "r1", Reason: ReasonLSNCaughtUp, MinLSN: at(time.Second)}},
 		{name: "lsn: tracker down", mode: ModeLSN, trackErr: down,
+			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Node: Primary, Reason: ReasonTrackerUnavailable, MinLSN: 0}},
+		{name: "lsn on replicas: tracker down", mode: ModeLSN, trackErr: down, onReplicas: true,
 			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Node: "r1", Reason: ReasonTrackerUnavailable, MinLSN: at(0)}},
-		{name: "lsn: tracker down, an old client token does not lower the need", mode: ModeLSN, trackErr: down, client: at(time.Minute),
+		{name: "lsn on replicas: tracker down, an old client token does not lower the need", mode: ModeLSN, trackErr: down, client: at(time.Minute), onReplicas: true,
 			fresh: map[string]time.Duration{"r1": time.Second}, want: Decision{Node: Primary, Reason: ReasonTrackerUnavailable, MinLSN: 0}},
 		{name: "time: tracker down, even with a client token", mode: ModeTime, trackErr: down, client: at(time.Minute),
 			fresh: map[string]time.Duration{"r1": 0}, want: Decision{Node: Primary, Reason: ReasonTrackerUnavailable, MinLSN: 0}},
@@ -289,7 +295,9 @@ func TestOwnReadRouting(t *testing.T) {
 			if tt.client > 0 {
 				ctx = WithClientSession(ctx, Session{Write: pos(tt.client)})
 			}
-			got := newTestRouter(tt.mode, tr, reps, nil, &now).ForOwnRead(ctx, "u")
+			r := newTestRouter(tt.mode, tr, reps, nil, &now)
+			r.cfg.UnknownWritesOnReplicas = tt.onReplicas
+			got := r.ForOwnRead(ctx, "u")
 			if got != tt.want {
 				t.Errorf("ForOwnRead = %+v, want %+v", got, tt.want)
 			}
@@ -725,8 +733,37 @@ func TestHopefulReadsGoToAReplicaThatKeepsUp(t *testing.T) {
 	}
 }
 
-// TestUnknownWritesAskNothingWhenNoReplicaCouldServe: a read whose user's
-// writes are unknown needs a replica at the primary's position, which the
+// TestUnknownWritesGoToThePrimary: in lsn mode as in time mode, a read
+// whose user's writes are unknown (Redis down) goes to the primary, without
+// asking it anything, though a replica keeps up. Control: with
+// UnknownWritesOnReplicas, the same read asks the primary's position and
+// goes to the replica.
+func TestUnknownWritesGoToThePrimary(t *testing.T) {
+	now := t0.Add(time.Hour)
+	for _, onReplicas := range []bool{false, true} {
+		tr := newFakeTracker()
+		tr.err = errors.New("redis: connection refused")
+		reps := &fakeReplicas{replay: map[string]LSN{"r1": lsnAt(now)}, order: []string{"r1"},
+			following: []string{"r1"}, fenceAsOf: now}
+		wal := &gatedWAL{gate: make(chan struct{})}
+		close(wal.gate)
+		wal.pos.Store(uint64(lsnAt(now)))
+		r := NewRouter(RouterConfig{Mode: ModeLSN, MarkerTTL: testTTL, Tracker: tr, View: reps, WAL: wal, CheckedReplicas: true,
+			UnknownWritesOnReplicas: onReplicas, FenceLease: time.Second, RecordBudget: time.Second, Now: func() time.Time { return now }})
+		want, asked := Primary, int32(0)
+		if onReplicas {
+			want, asked = "r1", 1
+		}
+		d := r.ForOwnRead(t.Context(), "u")
+		if d.Node != want || d.Reason != ReasonTrackerUnavailable || wal.calls.Load() != asked {
+			t.Errorf("UnknownWritesOnReplicas %v: ForOwnRead = %+v after %d position queries; want %s, tracker-unavailable, after %d",
+				onReplicas, d, wal.calls.Load(), want, asked)
+		}
+	}
+}
+
+// TestUnknownWritesAskNothingWhenNoReplicaCouldServe: with
+// UnknownWritesOnReplicas, a read whose user's writes are unknown needs a replica at the primary's position, which the
 // router asks. When no replica keeps up and none is known past where the
 // primary was at its last poll, none could serve it: the primary serves it,
 // unasked. Control: with the same replica keeping up, the position is
@@ -751,7 +788,7 @@ func TestUnknownWritesAskNothingWhenNoReplicaCouldServe(t *testing.T) {
 			close(wal.gate)
 			wal.pos.Store(uint64(lsnAt(now)))
 			r := NewRouter(RouterConfig{Mode: ModeLSN, MarkerTTL: testTTL, Tracker: tr, View: reps, WAL: wal, CheckedReplicas: true,
-				FenceLease: time.Second, RecordBudget: time.Second, Now: func() time.Time { return now }})
+				UnknownWritesOnReplicas: true, FenceLease: time.Second, RecordBudget: time.Second, Now: func() time.Time { return now }})
 			d := r.ForOwnRead(t.Context(), "u")
 			if d.Node != tt.want || d.Reason != ReasonTrackerUnavailable || wal.calls.Load() != tt.asked {
 				t.Errorf("ForOwnRead = %+v after %d position queries; want %s, tracker-unavailable, after %d", d, wal.calls.Load(), tt.want, tt.asked)

@@ -68,7 +68,7 @@ func newApp(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 	// replica joins the rotation once it answers.
 	a.rw, err = ryw.New(ctx, ryw.Config{
 		Primary: cfg.DatabaseURL, Replicas: replicas, Redis: cfg.RedisURL,
-		Mode: cfg.Mode, Window: cfg.Window, MarkerTTL: cfg.MarkerTTL, MaxWait: cfg.MaxWait,
+		Mode: cfg.Mode, Window: cfg.Window, MarkerTTL: cfg.MarkerTTL, MaxWait: cfg.MaxWait, UnknownWritesOnReplicas: cfg.UnknownWritesOnReplicas,
 		NoMonotonicReads: !cfg.Monotonic, NoMarkCache: !cfg.MarkCache, CacheLease: cacheLease(cfg.CacheLease), StaleReadsWithoutPrimary: cfg.StaleReadsWithoutPrimary,
 		TokenKey:       []byte(cfg.TokenKey),
 		PrimaryTimeout: cfg.PrimaryTimeout, ReplicaTimeout: cfg.ReplicaTimeout, PollInterval: cfg.PollInterval, FenceLease: cfg.FenceLease, NoFenceAcks: !cfg.FenceAcks,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -169,32 +170,45 @@ func TestLSNModeMaxWait(t *testing.T) {
 }
 
 // TestLSNModeWhileRedisIsDown: with Redis down nothing says what a user
-// wrote, so an lsn-mode read goes to a replica that has replayed everything
-// the primary had when the read arrived, or to the primary; never to the
+// wrote, so an lsn-mode read goes to the primary, as in time mode; with
+// RYW_UNKNOWN_WRITES=replica, to a replica that has replayed everything the
+// primary had when the read arrived, or to the primary. Never to the
 // paused replica1, token or not. Writes still answer with their token.
 func TestLSNModeWhileRedisIsDown(t *testing.T) {
-	api, _ := startRun(t, stackEnv(t, "RYW_MODE=lsn"))
+	apis := []struct {
+		env   string
+		nodes []string // where its reads may go
+		url   string
+	}{
+		{env: "RYW_UNKNOWN_WRITES=primary", nodes: []string{"primary"}},
+		{env: "RYW_UNKNOWN_WRITES=replica", nodes: []string{"primary", "replica2"}},
+	}
+	for i := range apis {
+		apis[i].url, _ = startRun(t, stackEnv(t, "RYW_MODE=lsn", apis[i].env))
+		waitReplicasUsable(t, apis[i].url)
+	}
 	control, _ := startRun(t, stackEnv(t, "RYW_MODE=off"))
-	waitReplicasUsable(t, api)
 	waitReplicasUsable(t, control)
 	stack.PauseReplayForTest(t, stack.Replicas[0])
 	stack.Redis.StopForTest(t)
 
-	served := map[string]int{}
-	for i := range 6 {
-		user := uuid.New()
-		w := post(t, api, user, "kept")
-		if w.token == "" || w.reason != "write-fenced" {
-			t.Fatalf("write while Redis is down: token %q, reason %q; want a token, write-fenced", w.token, w.reason)
+	for _, a := range apis {
+		served := map[string]int{}
+		for i := range 6 {
+			user := uuid.New()
+			w := post(t, a.url, user, "kept")
+			if w.token == "" || w.reason != "write-fenced" {
+				t.Fatalf("%s: write while Redis is down: token %q, reason %q; want a token, write-fenced", a.env, w.token, w.reason)
+			}
+			via := []string{"header", "cookie", ""}[i%3]
+			r := getWith(t, a.url, user, w.token, via)
+			served[r.servedBy]++
+			if nameIn(t, r) != "kept" || r.reason != "tracker-unavailable" || !slices.Contains(a.nodes, r.servedBy) {
+				t.Errorf("%s: read (token via %q) with Redis down = %s; want fresh, from %v, tracker-unavailable", a.env, via, r, a.nodes)
+			}
 		}
-		via := []string{"header", "cookie", ""}[i%3]
-		r := getWith(t, api, user, w.token, via)
-		served[r.servedBy]++
-		if nameIn(t, r) != "kept" || r.reason != "tracker-unavailable" || (r.servedBy != "primary" && r.servedBy != "replica2") {
-			t.Errorf("read (token via %q) with Redis down = %s; want fresh, from replica2 or the primary, tracker-unavailable", via, r)
-		}
+		t.Logf("%s: served by %v", a.env, served)
 	}
-	t.Logf("served by %v", served)
 
 	// The control: the same client, token and all, without RYW.
 	sawStale := false
