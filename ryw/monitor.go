@@ -124,6 +124,10 @@ type Monitor struct {
 	// replica back after a failure has its pool opened before it rejoins
 	// (see rejoining). nil: none to open.
 	warms map[string]*warmUp
+	// runCtx is Run's context, which a read pool's opening derives from;
+	// warming waits for the openings (see rejoining).
+	runCtx  context.Context
+	warming sync.WaitGroup
 }
 
 // warmUp is the opening of a replica's read pool db before it rejoins the
@@ -170,6 +174,12 @@ func NewMonitor(primary *sql.DB, replicas []NodeDB, interval time.Duration, logg
 // Run polls until ctx ends: the primary and each replica in a loop of its
 // own, so that one hung node never delays the others.
 func (m *Monitor) Run(ctx context.Context) {
+	m.mu.Lock()
+	m.runCtx = ctx
+	m.mu.Unlock()
+	// A read pool still opening (see rejoining) stops with the loops, and
+	// Run returns once it has: the pools it uses may then be closed.
+	defer m.warming.Wait()
 	var wg sync.WaitGroup
 	wg.Go(func() { m.loop(ctx, m.pollPrimary) })
 	for _, r := range m.replicas {
@@ -652,8 +662,12 @@ func (m *Monitor) rejoining(name string) bool {
 	if !w.running {
 		w.running = true
 		gen := w.gen
-		go func() {
-			ctx, cancel := context.WithTimeout(internal(context.Background()), warmTimeout)
+		base := m.runCtx
+		if base == nil {
+			base = context.Background() // a Poll before Run
+		}
+		m.warming.Go(func() {
+			ctx, cancel := context.WithTimeout(internal(base), warmTimeout)
 			defer cancel()
 			want := db.Stats().MaxOpenConnections
 			if want <= 0 {
@@ -670,7 +684,7 @@ func (m *Monitor) rejoining(name string) bool {
 			} else {
 				m.logger.Info("replica's read pool opened before it rejoins", "replica", name, "opened", opened)
 			}
-		}()
+		})
 	}
 	return true
 }
