@@ -603,11 +603,43 @@ func TestAHopefulReadWaitsBrieflyOnItsReplica(t *testing.T) {
 // statement (a statement that would fail is not run), and one that passes
 // runs it, with the rows a plain read returns. The connection keeps the
 // position the check read. Inside a transaction the check still goes
-// first, on its own.
+// first, on its own. Control: the same read without the check gets the
+// paused replica's stale row.
 func TestAReplayCheckRidesWithItsRead(t *testing.T) {
 	needStack(t)
 	ctx := t.Context()
+	// A row the replica has, before its replay is paused.
+	table := fmt.Sprintf("rides_%d", seq.Add(1))
+	for _, q := range []string{"CREATE TABLE " + table + " (v int)", "INSERT INTO " + table + " VALUES (1)"} {
+		if err := stack.Primary.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	created, err := stack.Primary.CurrentLSN(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, func() bool {
+		at, err := stack.Replicas[0].ReplayLSN(ctx)
+		return err == nil && at >= created
+	})
 	pool, name, replayed, ahead := pausedReplica(t, 1)
+	// The row changes on the primary only.
+	if err := stack.Primary.Exec(ctx, "UPDATE "+table+" SET v = 2"); err != nil {
+		t.Fatal(err)
+	}
+	updated, err := stack.Primary.CurrentLSN(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	if err := pool.QueryRowContext(ctx, "SELECT v FROM "+table).Scan(&v); err != nil || v != 1 {
+		t.Fatalf("control: an unchecked read of the paused replica = %d, %v; want the stale 1", v, err)
+	}
+	var stale *ryw.BehindError
+	if err := pool.QueryRowContext(needing(ctx, name, updated), "SELECT v FROM "+table).Scan(&v); !errors.As(err, &stale) {
+		t.Errorf("a checked read needing the update = %d, %v; want BehindError, not the stale row", v, err)
+	}
 	checks := func(f func()) int64 {
 		before := ryw.ReplayChecks()
 		f()
