@@ -1401,8 +1401,13 @@ var cpuGroups = []string{"API", "primary", "replicas", "Redis", "generator"}
 // node used since its last sample goes uncounted.
 const cpuSample = 200 * time.Millisecond
 
-// cpuMeter watches every process of the run, by group.
+// cpuMeter watches every process of the run, by group. The nodes are
+// taken as the run starts: a failover reassigns the stack's fields while
+// the meter samples, and the primary's group stays the node that was the
+// primary.
 func cpuMeter(stack *devstack.Stack, apis []*devstack.API) *proccpu.Meter {
+	primary, replicas := stack.Primary, slices.Clone(stack.Replicas)
+	redis := append(slices.Clone(stack.RedisNodes), stack.Sentinels...)
 	m := proccpu.NewMeter()
 	m.Watch("API", func() []int {
 		var pids []int
@@ -1411,17 +1416,17 @@ func cpuMeter(stack *devstack.Stack, apis []*devstack.API) *proccpu.Meter {
 		}
 		return pids
 	}, false)
-	m.Watch("primary", func() []int { return []int{stack.Primary.Pid()} }, true)
+	m.Watch("primary", func() []int { return []int{primary.Pid()} }, true)
 	m.Watch("replicas", func() []int {
 		var pids []int
-		for _, n := range stack.Replicas {
+		for _, n := range replicas {
 			pids = append(pids, n.Pid())
 		}
 		return pids
 	}, true)
 	m.Watch("Redis", func() []int {
 		var pids []int
-		for _, r := range append(slices.Clone(stack.RedisNodes), stack.Sentinels...) {
+		for _, r := range redis {
 			pids = append(pids, r.Pid())
 		}
 		return pids

@@ -156,6 +156,11 @@ func (m *Meter) sample() {
 				// now on counts.
 			case c > last:
 				g.used += c - last
+			default:
+				// A child that exited and is not reaped yet is in
+				// neither count for a moment: its time comes back once it
+				// is, and is not to be counted twice.
+				continue
 			}
 			g.last[pid] = c
 		}
