@@ -224,7 +224,7 @@ func (r *Router) learnRun(name string, inc Incarnation) {
 // asked Redis, say).
 func (r *Router) unknownWrites(ctx context.Context, arrived uint64, userID, why string, cause error) Decision {
 	if r.cfg.Mode != ModeLSN || !r.cfg.UnknownWritesOnReplicas {
-		r.cfg.Logger.WarnContext(ctx, "user's writes unknown; reading from the primary", "user", userID, "why", why, "err", cause)
+		r.warnUnknown(ctx, "user's writes unknown; reading from the primary", userID, why, cause)
 		return Decision{Node: Primary, Reason: ReasonTrackerUnavailable}
 	}
 	if r.cfg.MaxWait == 0 && r.cfg.CheckedReplicas && len(r.cfg.View.Following()) == 0 &&
@@ -241,11 +241,30 @@ func (r *Router) unknownWrites(ctx context.Context, arrived uint64, userID, why 
 	// reads share the query (see askAfter).
 	now, err := askAfter(ctx, r, &r.nowPositions, "", arrived, &r.lastNow, r.cfg.WAL.CurrentLSN)
 	if err != nil {
-		r.cfg.Logger.WarnContext(ctx, "user's writes and the primary's position unknown; reading from the primary", "user", userID, "why", why, "err", cause)
+		r.warnUnknown(ctx, "user's writes and the primary's position unknown; reading from the primary", userID, why, cause)
 		return Decision{Node: Primary, Reason: ReasonTrackerUnavailable}
 	}
 	r.cfg.Logger.DebugContext(ctx, "user's writes unknown; reading from a replica at the primary's position", "user", userID, "why", why, "err", cause)
 	return r.replicaPast(ctx, now, 0, ReasonTrackerUnavailable)
+}
+
+// unknownWarnEvery is how often a read of unknown writes logs a warning:
+// through a Redis outage, or with a Redis that evicts marks, every own
+// read is one, and a warning each would flood the log.
+const unknownWarnEvery = 10 * time.Second
+
+// warnUnknown logs msg about a read of unknown writes: as a warning for
+// the first in unknownWarnEvery, at debug level for the others.
+func (r *Router) warnUnknown(ctx context.Context, msg, userID, why string, cause error) {
+	warned := false
+	r.unknownWarn.Do(func() {
+		warned = true
+		r.cfg.Logger.WarnContext(ctx, msg, "user", userID, "why", why, "err", cause,
+			"others", "logged at debug level for "+unknownWarnEvery.String())
+	})
+	if !warned {
+		r.cfg.Logger.DebugContext(ctx, msg, "user", userID, "why", why, "err", cause)
+	}
 }
 
 // replicaPast picks a replica that has replayed token, floor and the

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
 )
 
 // Mode selects how reads that must show a user's own writes are routed.
@@ -175,6 +176,9 @@ type Router struct {
 	// are unknown, asked once for the reads that arrived before the query.
 	nowPositions singleflight.Group
 	lastNow      atomic.Pointer[answer[LSN]] // its latest answer
+	// unknownWarn lets one read of unknown writes in unknownWarnEvery log
+	// a warning; the others log at debug level (see warnUnknown).
+	unknownWarn rate.Sometimes
 	// asked numbers the shared questions to the primary (nowPositions,
 	// acks; see askAfter): one numbered past what a caller read when it
 	// arrived was asked after it arrived.
@@ -210,7 +214,7 @@ func NewRouter(cfg RouterConfig) *Router {
 	// Every tracker attempt may take its whole timeout, and the fence its
 	// lease: a budget shorter than that would fail writes it could secure.
 	cfg.RecordBudget = max(cfg.RecordBudget, recordAttempts*DefaultTrackerTimeout+cfg.FenceLease*11/10+time.Second)
-	return &Router{cfg: cfg, counts: newCounters()}
+	return &Router{cfg: cfg, counts: newCounters(), unknownWarn: rate.Sometimes{Interval: unknownWarnEvery}}
 }
 
 // Mode returns the router's mode.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -761,6 +763,43 @@ func TestUnknownWritesGoToThePrimary(t *testing.T) {
 		}
 	}
 }
+
+// TestUnknownWritesWarnOnceInAWhile: through a Redis outage every own
+// read has unknown writes; one in unknownWarnEvery logs a warning, and
+// the others log at debug level, so the log is not flooded.
+func TestUnknownWritesWarnOnceInAWhile(t *testing.T) {
+	var mu sync.Mutex
+	levels := map[slog.Level]int{}
+	logger := slog.New(handlerFunc(func(r slog.Record) {
+		mu.Lock()
+		defer mu.Unlock()
+		levels[r.Level]++
+	}))
+	tr := newFakeTracker()
+	tr.err = errors.New("redis: connection refused")
+	now := t0.Add(time.Hour)
+	r := NewRouter(RouterConfig{Mode: ModeLSN, MarkerTTL: testTTL, Tracker: tr, View: &fakeReplicas{}, Logger: logger,
+		Now: func() time.Time { return now }})
+	for range 100 {
+		if d := r.ForOwnRead(t.Context(), "u"); d.Node != Primary || d.Reason != ReasonTrackerUnavailable {
+			t.Fatalf("ForOwnRead = %+v; want the primary, tracker-unavailable", d)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if levels[slog.LevelWarn] != 1 || levels[slog.LevelDebug] != 99 {
+		t.Errorf("100 reads of unknown writes logged %v; want 1 warning and 99 at debug level", levels)
+	}
+}
+
+// handlerFunc is a slog.Handler that hands every record, at any level,
+// to f.
+type handlerFunc func(slog.Record)
+
+func (h handlerFunc) Enabled(context.Context, slog.Level) bool      { return true }
+func (h handlerFunc) Handle(_ context.Context, r slog.Record) error { h(r); return nil }
+func (h handlerFunc) WithAttrs([]slog.Attr) slog.Handler            { return h }
+func (h handlerFunc) WithGroup(string) slog.Handler                 { return h }
 
 // TestUnknownWritesAskNothingWhenNoReplicaCouldServe: with
 // UnknownWritesOnReplicas, a read whose user's writes are unknown needs a replica at the primary's position, which the
