@@ -125,9 +125,11 @@ type Monitor struct {
 	// (see rejoining). nil: none to open.
 	warms map[string]*warmUp
 	// runCtx is Run's context, which a read pool's opening derives from;
-	// warming waits for the openings (see rejoining).
+	// warming waits for the openings, and once stopped is set (Run is
+	// ending) none starts (see rejoining).
 	runCtx  context.Context
 	warming sync.WaitGroup
+	stopped bool
 }
 
 // warmUp is the opening of a replica's read pool db before it rejoins the
@@ -178,8 +180,14 @@ func (m *Monitor) Run(ctx context.Context) {
 	m.runCtx = ctx
 	m.mu.Unlock()
 	// A read pool still opening (see rejoining) stops with the loops, and
-	// Run returns once it has: the pools it uses may then be closed.
-	defer m.warming.Wait()
+	// Run returns once it has: the pools it uses may then be closed. A
+	// Refresh meanwhile starts no other.
+	defer func() {
+		m.mu.Lock()
+		m.stopped = true
+		m.mu.Unlock()
+		m.warming.Wait()
+	}()
 	var wg sync.WaitGroup
 	wg.Go(func() { m.loop(ctx, m.pollPrimary) })
 	for _, r := range m.replicas {
@@ -655,7 +663,7 @@ func (m *Monitor) warmReadPools(pools []NodeDB) {
 // open). The caller holds m.mu.
 func (m *Monitor) rejoining(name string) bool {
 	w := m.warms[name]
-	if w == nil || w.done {
+	if w == nil || w.done || m.stopped {
 		return false
 	}
 	db := w.db

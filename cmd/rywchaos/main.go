@@ -1409,30 +1409,24 @@ func cpuMeter(stack *devstack.Stack, apis []*devstack.API) *proccpu.Meter {
 	primary, replicas := stack.Primary, slices.Clone(stack.Replicas)
 	redis := append(slices.Clone(stack.RedisNodes), stack.Sentinels...)
 	m := proccpu.NewMeter()
-	m.Watch("API", func() []int {
-		var pids []int
-		for _, a := range apis {
-			pids = append(pids, a.Pid())
-		}
-		return pids
-	}, false)
-	m.Watch("primary", func() []int { return []int{primary.Pid()} }, true)
-	m.Watch("replicas", func() []int {
-		var pids []int
-		for _, n := range replicas {
-			pids = append(pids, n.Pid())
-		}
-		return pids
-	}, true)
-	m.Watch("Redis", func() []int {
-		var pids []int
-		for _, r := range redis {
-			pids = append(pids, r.Pid())
-		}
-		return pids
-	}, false)
+	m.Watch("API", pidsOf(apis), false)
+	m.Watch("primary", pidsOf([]*devstack.Node{primary}), true)
+	m.Watch("replicas", pidsOf(replicas), true)
+	m.Watch("Redis", pidsOf(redis), false)
 	m.Watch("generator", func() []int { return []int{os.Getpid()} }, false)
 	return m
+}
+
+// pidsOf returns a function that lists the processes' current pids (0
+// for one not running), for proccpu.Meter.Watch.
+func pidsOf[P interface{ Pid() int }](procs []P) func() []int {
+	return func() []int {
+		pids := make([]int, len(procs))
+		for i, p := range procs {
+			pids[i] = p.Pid()
+		}
+		return pids
+	}
 }
 
 // writeCPU writes each mode's CPU time per request by process group, and
