@@ -1289,6 +1289,7 @@ func render(results []result, o options) string {
 			r.violations, r.sessionReads, r.regressions, r.status5xx, r.otherErrors, r.lostFinal, r.elapsed.Seconds(), r.rate(), r.p99ms())
 	}
 	writeMedians(&b, results)
+	writeComparison(&b, results)
 	if o.scenario == "failover" {
 		fmt.Fprintln(&b, "\n| mode | promoted | diverged | promotion (and re-pointing) took | acknowledged writes lost | users who lost one | counted by the instances (for certain) | reads of lost or diverged data after it | 503 during it | writes after it |")
 		fmt.Fprintln(&b, "|---|---|---|---|---|---|---|---|---|---|")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -263,5 +264,47 @@ func TestFaultsAt(t *testing.T) {
 		if got := faultsAt(spans, at(tc.ms)); got != tc.want {
 			t.Errorf("faultsAt(%d ms) = %q, want %q", tc.ms, got, tc.want)
 		}
+	}
+}
+
+func TestCompareRates(t *testing.T) {
+	same := []float64{1000, 1400, 900, 1200}
+	if est, lo, hi, ok := compareRates(same, same); !ok || est != 1 || lo != 1 || hi != 1 {
+		t.Errorf("equal runs: %.3f (%.3f-%.3f), %v; want 1 (1-1)", est, lo, hi, ok)
+	}
+	// Every pair 10% ahead, whatever the machine did between pairs.
+	ahead := []float64{1100, 1540, 990, 1320}
+	if est, lo, hi, ok := compareRates(same, ahead); !ok || math.Abs(est-1.1) > 1e-9 || math.Abs(lo-1.1) > 1e-9 || math.Abs(hi-1.1) > 1e-9 {
+		t.Errorf("10%% ahead: %.3f (%.3f-%.3f), %v; want 1.1", est, lo, hi, ok)
+	}
+	// Pairs that disagree: the interval holds 1.
+	mixed := []float64{1100, 1300, 990, 1100}
+	est, lo, hi, ok := compareRates(same, mixed)
+	if !ok || !(lo < 1 && 1 < hi) || !(lo <= est && est <= hi) {
+		t.Errorf("mixed pairs: %.3f (%.3f-%.3f), %v; want an interval around 1 that holds the estimate", est, lo, hi, ok)
+	}
+	if _, _, _, ok := compareRates(same, same[:3]); ok {
+		t.Error("unequal runs compared")
+	}
+	if _, _, _, ok := compareRates(same[:2], same[:2]); ok {
+		t.Error("2 pairs compared")
+	}
+}
+
+func TestWriteComparison(t *testing.T) {
+	var results []result
+	for i, rate := range []float64{1000, 1050, 1060, 1010, 990, 1045} {
+		mode := []string{"time", "lsn", "lsn", "time", "time", "lsn"}[i]
+		results = append(results, result{mode: mode, ops: int(rate * 20), elapsed: 20 * time.Second})
+	}
+	var b strings.Builder
+	writeComparison(&b, results)
+	if !strings.Contains(b.String(), "| lsn / time | 3 | 1.05x | ") || !strings.Contains(b.String(), "| ahead | 1.05x |") {
+		t.Errorf("comparison:\n%s", b.String())
+	}
+	b.Reset()
+	writeComparison(&b, results[:2])
+	if b.Len() != 0 {
+		t.Errorf("one run each compared:\n%s", b.String())
 	}
 }
