@@ -10,9 +10,10 @@ import (
 
 // Runs of the mixed load vary more from run to run than the modes differ:
 // the faults land at random moments, and on a small shared machine the
-// same mode's rate moved by a fifth between runs. So a comparison of two
-// modes run in turns rests on the runs' pairs, not on one run each, and
-// says how sure it is.
+// same mode's rate moved by a third between runs a few minutes apart. So a
+// comparison of two modes rests on pairs of runs made next to each other
+// (-modes time,lsn,lsn,time,...), not on one run each, and says how sure
+// it is.
 
 // bootstrapDraws is how many resamples the intervals take; bootstrapSeed
 // makes the report the same for the same runs.
@@ -21,10 +22,10 @@ const (
 	bootstrapSeed  = 20
 )
 
-// compareRates returns how b's rates compare with a's, runs taken in
-// turns: the geometric mean of the ratios of paired runs (the i-th of
-// each, run next to each other) with a 95% bootstrap interval, resampling
-// the pairs. With unequal counts, or fewer than 3 of either, ok is false.
+// compareRates returns how b's rates compare with a's: the geometric mean
+// of the ratios of paired runs (the i-th of each; neighbours when the
+// modes ran in turns) with a 95% bootstrap interval, resampling the pairs.
+// With unequal counts, or fewer than 3 of either, ok is false.
 func compareRates(a, b []float64) (est, lo, hi float64, ok bool) {
 	if len(a) != len(b) || len(a) < 3 {
 		return 0, 0, 0, false
@@ -95,7 +96,7 @@ func writeComparison(b *strings.Builder, results []result) {
 	if len(rows) == 0 {
 		return
 	}
-	fmt.Fprintf(b, "\nEach mode against %s, run by run: the i-th run of each were run next to each other, so their ratio leaves out most of what the machine did meanwhile. The geometric mean of those ratios, with a 95%% bootstrap interval over the pairs (%d resamples), and the requests of all the runs over their time:\n\n", base, bootstrapDraws)
+	fmt.Fprintf(b, "\nEach mode against %s, run by run: the i-th run of each mode is paired with the i-th of %s. When the modes ran in turns (%s,%s,%s,%s,...), a pair ran side by side in time, and its ratio leaves out most of what the machine did meanwhile. The geometric mean of those ratios, with a 95%% bootstrap interval over the pairs (%d resamples), and the requests of all the runs over their time:\n\n", base, base, base, modes[1], modes[1], base, bootstrapDraws)
 	fmt.Fprintln(b, "| modes | pairs | requests/s, paired | 95% interval | verdict | requests/s, pooled |")
 	fmt.Fprintln(b, "|---|---|---|---|---|---|")
 	for _, r := range rows {

@@ -136,7 +136,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var modes string
 	fs := flag.NewFlagSet("rywchaos", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&modes, "modes", "time,lsn,off", "RYW_MODEs to run, in order; off is the control and must see violations; a mode may repeat (time,lsn,lsn,time), and the report then gives its medians")
+	fs.StringVar(&modes, "modes", "time,lsn,off", "RYW_MODEs to run, in order; off is the control and must see violations; a mode may repeat (time,lsn,lsn,time), and the report then gives its medians and compares it with the first mode, pair of runs by pair, with a 95% interval")
 	fs.IntVar(&o.ops, "ops", 100_000, "HTTP requests per mode")
 	fs.IntVar(&o.users, "users", 60, "concurrent users (half of them sessions that send their token back)")
 	fs.IntVar(&o.instances, "instances", 2, "API instances; the last one loses Redis during the partition fault")
