@@ -1334,9 +1334,22 @@ func render(results []result, o options) string {
 	if v := verdict(results, o); v != "" {
 		fmt.Fprintf(&b, "\nVerdict: FAIL: %s\n", v)
 	} else {
-		fmt.Fprintln(&b, "\nVerdict: pass (with read-your-writes on: no violation, no regression, no 5xx, no write missing, every lost write counted; the control saw violations and regressions)")
+		fmt.Fprintln(&b, "\nVerdict: pass (with read-your-writes on: no violation, no regression, no 5xx, no write missing, every lost write counted; "+controlText(results, o)+")")
 	}
 	return b.String()
+}
+
+// controlText says what the verdict learned from the control: off mode's
+// violations and regressions show that the checker can fail, but only
+// when off mode ran under faults (see verdict).
+func controlText(results []result, o options) string {
+	switch {
+	case !slices.ContainsFunc(results, func(r result) bool { return r.mode == "off" }):
+		return "no control ran (add off to -modes to show that the checker can fail)"
+	case o.scenario == "none":
+		return "the control is not judged without faults"
+	}
+	return "the control saw violations and regressions"
 }
 
 // rate is the run's requests per second (0 if it took no time).

@@ -308,3 +308,23 @@ func TestWriteComparison(t *testing.T) {
 		t.Errorf("one run each compared:\n%s", b.String())
 	}
 }
+
+func TestVerdictNamesTheControlOnlyWhenOneRan(t *testing.T) {
+	run := func(mode string, violations, regressions int) result {
+		return result{mode: mode, ops: 100, ownReads: 50, sessionReads: 20, violations: violations, regressions: regressions, elapsed: time.Second}
+	}
+	for _, c := range []struct {
+		results  []result
+		scenario string
+		want     string
+	}{
+		{[]result{run("time", 0, 0), run("lsn", 0, 0), run("off", 9, 3)}, "faults", "the control saw violations and regressions"},
+		{[]result{run("time", 0, 0), run("lsn", 0, 0)}, "faults", "no control ran"},
+		{[]result{run("time", 0, 0), run("off", 0, 0)}, "none", "the control is not judged without faults"},
+	} {
+		out := render(c.results, options{scenario: c.scenario})
+		if !strings.Contains(out, "Verdict: pass") || !strings.Contains(out, c.want) {
+			t.Errorf("%d modes, scenario %s: want a pass naming %q, got:\n%s", len(c.results), c.scenario, c.want, out[strings.Index(out, "Verdict"):])
+		}
+	}
+}
