@@ -22,6 +22,22 @@ const (
 	bootstrapSeed  = 20
 )
 
+// byMode groups the runs that took time by mode, the modes in the order
+// they first ran.
+func byMode(results []result) (modes []string, runs map[string][]result) {
+	runs = map[string][]result{}
+	for _, r := range results {
+		if r.elapsed <= 0 {
+			continue
+		}
+		if _, ok := runs[r.mode]; !ok {
+			modes = append(modes, r.mode)
+		}
+		runs[r.mode] = append(runs[r.mode], r)
+	}
+	return modes, runs
+}
+
 // compareRates returns how b's rates compare with a's: the geometric mean
 // of the ratios of paired runs (the i-th of each; neighbours when the
 // modes ran in turns) with a 95% bootstrap interval, resampling the pairs.
@@ -59,22 +75,18 @@ func compareRates(a, b []float64) (est, lo, hi float64, ok bool) {
 // requests a second compare with the first mode's (see compareRates), and
 // the ratio of the requests each completed in all over its time in all.
 func writeComparison(b *strings.Builder, results []result) {
-	var modes []string
-	rates := map[string][]float64{}
-	ops, secs := map[string]float64{}, map[string]float64{}
-	for _, r := range results {
-		if r.elapsed <= 0 {
-			continue
-		}
-		if _, ok := rates[r.mode]; !ok {
-			modes = append(modes, r.mode)
-		}
-		rates[r.mode] = append(rates[r.mode], r.rate())
-		ops[r.mode] += float64(r.ops)
-		secs[r.mode] += r.elapsed.Seconds()
-	}
+	modes, runs := byMode(results)
 	if len(modes) < 2 {
 		return
+	}
+	rates := map[string][]float64{}
+	ops, secs := map[string]float64{}, map[string]float64{}
+	for _, m := range modes {
+		for _, r := range runs[m] {
+			rates[m] = append(rates[m], r.rate())
+			ops[m] += float64(r.ops)
+			secs[m] += r.elapsed.Seconds()
+		}
 	}
 	base := modes[0]
 	var rows []string

@@ -1368,17 +1368,13 @@ func (r result) p99ms() float64 { return float64(r.p99.Microseconds()) / 1000 }
 // fault cycle, so a single pair of runs says little about which mode is
 // faster under the faults.
 func writeMedians(b *strings.Builder, results []result) {
-	var modes []string
+	modes, runs := byMode(results)
 	rates, p99s := map[string][]float64{}, map[string][]float64{}
-	for _, r := range results {
-		if r.elapsed <= 0 {
-			continue
+	for _, m := range modes {
+		for _, r := range runs[m] {
+			rates[m] = append(rates[m], r.rate())
+			p99s[m] = append(p99s[m], r.p99ms())
 		}
-		if _, ok := rates[r.mode]; !ok {
-			modes = append(modes, r.mode)
-		}
-		rates[r.mode] = append(rates[r.mode], r.rate())
-		p99s[r.mode] = append(p99s[r.mode], r.p99ms())
 	}
 	if !slices.ContainsFunc(modes, func(m string) bool { return len(rates[m]) > 1 }) {
 		return
