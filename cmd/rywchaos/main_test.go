@@ -324,7 +324,8 @@ func TestVerdictNamesTheControlOnlyWhenOneRan(t *testing.T) {
 	} {
 		out := render(c.results, options{scenario: c.scenario})
 		if !strings.Contains(out, "Verdict: pass") || !strings.Contains(out, c.want) {
-			t.Errorf("%d modes, scenario %s: want a pass naming %q, got:\n%s", len(c.results), c.scenario, c.want, out[strings.Index(out, "Verdict"):])
+			_, verdict, _ := strings.Cut(out, "Verdict")
+			t.Errorf("%d modes, scenario %s: want a pass naming %q, got the verdict:\n%s", len(c.results), c.scenario, c.want, verdict)
 		}
 	}
 }
