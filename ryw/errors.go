@@ -45,8 +45,6 @@ func MayHaveCommitted(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || IsUnavailable(err)
 }
 
-// isRecoveryConflict reports whether a replica cancelled the query because
-// it conflicted with WAL replay: worth retrying elsewhere.
 // isStatementTimeout reports whether the server cancelled the statement at
 // its statement_timeout, which a replica's pool sets to the replica
 // timeout: the same verdict as the client's deadline, whichever of the two
@@ -56,6 +54,8 @@ func isStatementTimeout(err error) bool {
 	return errors.As(err, &pgErr) && pgErr.Code == "57014" && strings.Contains(pgErr.Message, "statement timeout")
 }
 
+// isRecoveryConflict reports whether a replica cancelled the query because
+// it conflicted with WAL replay: worth retrying elsewhere.
 func isRecoveryConflict(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "40001"

@@ -119,7 +119,8 @@ type options struct {
 	instances    int
 	maxDuration  time.Duration
 	faultEvery   time.Duration
-	cycles       int // faults scenario: run for this many full cycles instead of -ops requests
+	cycles       int      // faults scenario: run for this many full cycles instead of -ops requests
+	faults       []string // faults scenario: the faults that run (faultNames; nil: all)
 	apiBin       string
 	out          string
 	scenario     string
@@ -142,6 +143,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.instances, "instances", 2, "API instances; the last one loses Redis during the partition fault")
 	fs.DurationVar(&o.maxDuration, "max-duration", 10*time.Minute, "stop a mode after this long even if -ops is not reached")
 	fs.DurationVar(&o.faultEvery, "fault-every", 8*time.Second, "faults scenario: length of one cycle of the kill, Redis restart and partition faults")
+	faults := fs.String("faults", strings.Join(faultNames, ","), "faults scenario: the faults to inject, of "+strings.Join(faultNames, ", ")+" (replay paused, a replica killed, Redis restarted empty or failed over, Redis cut off from the last instance); the cycle keeps its length whatever it leaves out, so that -cycles compares, and off mode is judged as the control only with pause")
 	fs.IntVar(&o.cycles, "cycles", 0, "faults scenario: end each mode's run after this many full fault cycles instead of after -ops requests, so that every mode meets the same faults per second and the requests it completes compare (0: -ops)")
 	fs.StringVar(&o.apiBin, "api-bin", "", "API executable (default: go build ./cmd/api)")
 	fs.StringVar(&o.out, "out", "", "also write the Markdown report to this file")
@@ -162,6 +164,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.modes, err = loadgen.ParseModes(modes); err != nil {
 		return o, err
 	}
+	if o.faults, err = parseFaults(*faults); err != nil {
+		return o, err
+	}
+	setFaults := false
+	fs.Visit(func(f *flag.Flag) { setFaults = setFaults || f.Name == "faults" })
 	switch {
 	case fs.NArg() > 0:
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -179,6 +186,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-cycles must be 0..100, got %d", o.cycles)
 	case o.cycles > 0 && o.scenario != "faults":
 		return o, fmt.Errorf("-cycles needs -scenario faults, got %q", o.scenario)
+	case setFaults && o.scenario != "faults":
+		return o, fmt.Errorf("-faults needs -scenario faults, got %q", o.scenario)
 	case o.scenario != "faults" && o.scenario != "failover" && o.scenario != "none":
 		return o, fmt.Errorf("-scenario must be faults, failover or none, got %q", o.scenario)
 	case o.promote != "" && o.promote != "replica1" && o.promote != "replica2":
@@ -189,6 +198,39 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-partition must be 0..1m, got %s", o.partition)
 	}
 	return o, nil
+}
+
+// faultNames are the faults scenario's faults, as -faults names them.
+var faultNames = []string{"pause", "kill", "redis", "partition"}
+
+// parseFaults parses -faults: a comma-separated list of faultNames, each
+// at most once.
+func parseFaults(list string) ([]string, error) {
+	var out []string
+	for f := range strings.SplitSeq(list, ",") {
+		f = strings.TrimSpace(f)
+		switch {
+		case !slices.Contains(faultNames, f):
+			return nil, fmt.Errorf("-faults: %q is not one of %s", f, strings.Join(faultNames, ", "))
+		case slices.Contains(out, f):
+			return nil, fmt.Errorf("-faults: %s given twice", f)
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// injects reports whether the run injects fault (one of faultNames): in
+// the faults scenario, if -faults names it; the failover scenario pauses
+// replay, and no fault runs without faults.
+func (o options) injects(fault string) bool {
+	switch o.scenario {
+	case "none":
+		return false
+	case "failover":
+		return fault == "pause"
+	}
+	return o.faults == nil || slices.Contains(o.faults, fault)
 }
 
 // run runs every mode and prints the report; ok is false when the history
@@ -253,9 +295,10 @@ func verdict(results []result, o options) string {
 		if r.ops == 0 || r.ownReads == 0 || r.sessionReads == 0 {
 			problems = append(problems, fmt.Sprintf("%s mode checked too little: %d requests, %d own-write reads, %d session reads", r.mode, r.ops, r.ownReads, r.sessionReads))
 		}
-		if r.mode == "off" && o.scenario == "none" {
-			// Without faults the control may or may not catch a replica
-			// behind: the scenario measures offload, not the checker.
+		if r.mode == "off" && !o.injects("pause") {
+			// Without replay paused the control may or may not catch a
+			// replica behind: such a run measures offload or a fault's
+			// cost, not the checker.
 			continue
 		}
 		if r.mode == "off" {
@@ -417,7 +460,7 @@ func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options,
 	background.Go(func() { catalog.run(bgCtx, stack.PrimaryURLs()) })
 	pausesCtx, stopPauses := context.WithCancel(bgCtx)
 	var pauses sync.WaitGroup
-	if o.scenario != "none" {
+	if o.injects("pause") {
 		pauses.Go(func() { inj.pauses(pausesCtx) })
 	}
 	var fo *failoverInfo
@@ -425,7 +468,7 @@ func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options,
 	case "none":
 		cycled.Store(true) // nothing to wait for: the budget ends the run
 	case "faults":
-		background.Go(func() { inj.cycle(bgCtx, o.faultEvery, max(1, o.cycles)) })
+		background.Go(func() { inj.cycle(bgCtx, o, max(1, o.cycles)) })
 	default:
 		// The failover is the one fault of the cycle: the run goes on
 		// until it is done, and a while after.
@@ -1027,16 +1070,22 @@ func (f *injector) pauses(ctx context.Context) {
 }
 
 // cycle kills and restarts a replica, restarts Redis empty and cuts the
-// last instance off Redis, once per period, at random offsets. It sets
-// cycled once it has been round n times, and goes on.
-func (f *injector) cycle(ctx context.Context, period time.Duration, n int) {
-	third := period / 3
+// last instance off Redis, once per period (o.faultEvery), at random
+// offsets: each of them if o injects it; for one it leaves out, it waits
+// as long as the fault would have been held, so that a cycle keeps about
+// its length. It sets cycled once it has been round n times, and goes on.
+func (f *injector) cycle(ctx context.Context, o options, n int) {
+	third := o.faultEvery / 3
 	for done := 1; ; done++ {
 		if !sleep(ctx, third/2+time.Duration(rand.Int64N(int64(third/2)))) {
 			return
 		}
 		r := f.stack.Replicas[rand.IntN(len(f.stack.Replicas))]
-		if err := r.Kill(ctx); err == nil {
+		if !o.injects("kill") {
+			if !sleep(ctx, time.Second+time.Duration(rand.Int64N(int64(time.Second)))) {
+				return
+			}
+		} else if err := r.Kill(ctx); err == nil {
 			f.count("replica killed and restarted")
 			over := f.during("a replica down")
 			sleep(ctx, time.Second+time.Duration(rand.Int64N(int64(time.Second))))
@@ -1049,13 +1098,17 @@ func (f *injector) cycle(ctx context.Context, period time.Duration, n int) {
 		if !sleep(ctx, third/2) {
 			return
 		}
-		f.redisFault(ctx)
+		if o.injects("redis") {
+			f.redisFault(ctx)
+		}
 
 		if !sleep(ctx, third/2) {
 			return
 		}
 		// No partition fault without a proxy (see runMode).
-		if f.proxy != nil {
+		if f.proxy != nil && !o.injects("partition") {
+			sleep(ctx, time.Second+time.Duration(rand.Int64N(int64(2*time.Second))))
+		} else if f.proxy != nil {
 			if err := f.proxy.Blackhole(); err == nil {
 				f.count("redis unreachable from the last instance for 1-3 s")
 				over := f.during("redis cut off from the last instance")
@@ -1068,6 +1121,31 @@ func (f *injector) cycle(ctx context.Context, period time.Duration, n int) {
 			f.cycled.Store(true)
 		}
 	}
+}
+
+// faultsText says in words which faults the faults scenario injects.
+func faultsText(o options) string {
+	var cycle []string
+	if o.injects("kill") {
+		cycle = append(cycle, "a replica killed and restarted")
+	}
+	if o.injects("redis") {
+		cycle = append(cycle, redisFaultText(o.topology))
+	}
+	if o.injects("partition") && o.topology.Redis == devstack.RedisSingle {
+		cycle = append(cycle, "Redis unreachable from the last instance for 1-3 s")
+	}
+	var parts []string
+	if o.injects("pause") {
+		parts = append(parts, "a random replica's replay paused 0-2 s again and again")
+	}
+	if len(cycle) > 0 {
+		parts = append(parts, fmt.Sprintf("every %s, %s", o.faultEvery, strings.Join(cycle, ", ")))
+	}
+	if left := slices.DeleteFunc(slices.Clone(faultNames), o.injects); len(left) > 0 {
+		parts = append(parts, "left out (-faults): "+strings.Join(left, ", "))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // redisFault is the cycle's Redis fault, for the stack's topology: a
@@ -1266,7 +1344,7 @@ func render(results []result, o options) string {
 	case "none":
 		fmt.Fprintf(&b, "No faults: every node up, no replay paused; replication lag is what the load makes it.\n\n")
 	case "faults":
-		fmt.Fprintf(&b, "Faults: a random replica's replay paused 0-2 s again and again; every %s, a replica killed and restarted, %s.\n\n", o.faultEvery, redisFaultText(o.topology))
+		fmt.Fprintf(&b, "Faults: %s.\n\n", faultsText(o))
 	default:
 		promote := o.promote
 		if promote == "" {
@@ -1348,6 +1426,8 @@ func controlText(results []result, o options) string {
 		return "no control ran (add off to -modes to show that the checker can fail)"
 	case o.scenario == "none":
 		return "the control is not judged without faults"
+	case !o.injects("pause"):
+		return "the control is not judged without replay paused"
 	}
 	return "the control saw violations and regressions"
 }
@@ -1399,7 +1479,7 @@ func redisFaultText(t devstack.Options) string {
 	case t.Redis == devstack.RedisCluster:
 		return "a Redis Cluster master handing over to its replica (CLUSTER FAILOVER), then the next shard's master killed (SIGKILL), its replica elected and the old master back as a replica (no partition fault: the clients reach the nodes at the addresses the cluster gives)"
 	}
-	return "Redis killed and restarted empty, Redis unreachable from the last instance for 1-3 s"
+	return "Redis killed and restarted empty"
 }
 
 // cpuGroups are the process groups whose CPU the report shows, in its

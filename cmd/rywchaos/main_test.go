@@ -99,6 +99,47 @@ func TestFlags(t *testing.T) {
 	}
 }
 
+// TestFaultsFlag: -faults picks the faults scenario's faults, the report
+// says which ran and which were left out, and off mode is judged as the
+// control only when replay is paused, which is what makes it see
+// violations.
+func TestFaultsFlag(t *testing.T) {
+	o, err := parseFlags(nil, io.Discard)
+	if err != nil || strings.Join(o.faults, ",") != "pause,kill,redis,partition" {
+		t.Fatalf("default faults = %q, %v; want all four", o.faults, err)
+	}
+	all := faultsText(o)
+	if want := "a random replica's replay paused 0-2 s again and again; every 8s, a replica killed and restarted, Redis killed and restarted empty, Redis unreachable from the last instance for 1-3 s"; all != want {
+		t.Errorf("every fault: %q, want %q", all, want)
+	}
+	if o, err = parseFlags([]string{"-faults", "kill, partition", "-cycles", "2"}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range faultNames {
+		if want := f == "kill" || f == "partition"; o.injects(f) != want {
+			t.Errorf("-faults kill,partition: injects(%s) = %v", f, !want)
+		}
+	}
+	if got, want := faultsText(o), "every 8s, a replica killed and restarted, Redis unreachable from the last instance for 1-3 s; left out (-faults): pause, redis"; got != want {
+		t.Errorf("faultsText = %q, want %q", got, want)
+	}
+	off := result{mode: "off", ops: 10, ownReads: 5, sessionReads: 5}
+	if v := verdict([]result{off}, o); v != "" {
+		t.Errorf("without replay paused, a control that saw nothing failed the run: %q", v)
+	}
+	if o, _ = parseFlags([]string{"-faults", "pause"}, io.Discard); verdict([]result{off}, o) == "" {
+		t.Error("with replay paused, a control that saw nothing passed")
+	}
+	if o, _ = parseFlags([]string{"-scenario", "failover"}, io.Discard); !o.injects("pause") || o.injects("kill") {
+		t.Error("the failover scenario pauses replay and injects none of the cycle's faults")
+	}
+	for _, args := range [][]string{{"-faults", ""}, {"-faults", "pause,pause"}, {"-faults", "flood"}, {"-faults", "pause", "-scenario", "none"}, {"-faults", "kill", "-scenario", "failover"}} {
+		if _, err := parseFlags(args, io.Discard); err == nil {
+			t.Errorf("parseFlags(%q) accepted bad input", args)
+		}
+	}
+}
+
 // TestTopologyFlags: rywchaos takes devstack's topology flags, and its
 // report names the topology.
 func TestTopologyFlags(t *testing.T) {
@@ -321,8 +362,14 @@ func TestVerdictNamesTheControlOnlyWhenOneRan(t *testing.T) {
 		{[]result{run("time", 0, 0), run("lsn", 0, 0), run("off", 9, 3)}, "faults", "the control saw violations and regressions"},
 		{[]result{run("time", 0, 0), run("lsn", 0, 0)}, "faults", "no control ran"},
 		{[]result{run("time", 0, 0), run("off", 0, 0)}, "none", "the control is not judged without faults"},
+		{[]result{run("time", 0, 0), run("off", 0, 0)}, "faults:kill,redis", "the control is not judged without replay paused"},
 	} {
-		out := render(c.results, options{scenario: c.scenario})
+		scenario, faults, _ := strings.Cut(c.scenario, ":")
+		o := options{scenario: scenario}
+		if faults != "" {
+			o.faults = strings.Split(faults, ",")
+		}
+		out := render(c.results, o)
 		if !strings.Contains(out, "Verdict: pass") || !strings.Contains(out, c.want) {
 			_, verdict, _ := strings.Cut(out, "Verdict")
 			t.Errorf("%d modes, scenario %s: want a pass naming %q, got the verdict:\n%s", len(c.results), c.scenario, c.want, verdict)
