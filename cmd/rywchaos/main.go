@@ -1080,19 +1080,20 @@ func (f *injector) cycle(ctx context.Context, o options, n int) {
 		if !sleep(ctx, third/2+time.Duration(rand.Int64N(int64(third/2)))) {
 			return
 		}
-		r := f.stack.Replicas[rand.IntN(len(f.stack.Replicas))]
-		if !o.injects("kill") {
-			if !sleep(ctx, time.Second+time.Duration(rand.Int64N(int64(time.Second)))) {
-				return
+		down := time.Second + time.Duration(rand.Int64N(int64(time.Second)))
+		if o.injects("kill") {
+			r := f.stack.Replicas[rand.IntN(len(f.stack.Replicas))]
+			if err := r.Kill(ctx); err == nil {
+				f.count("replica killed and restarted")
+				over := f.during("a replica down")
+				sleep(ctx, down)
+				f.failed("restart replica", r.Start(context.WithoutCancel(ctx)))
+				over()
+			} else if ctx.Err() == nil {
+				f.failed("kill replica", err)
 			}
-		} else if err := r.Kill(ctx); err == nil {
-			f.count("replica killed and restarted")
-			over := f.during("a replica down")
-			sleep(ctx, time.Second+time.Duration(rand.Int64N(int64(time.Second))))
-			f.failed("restart replica", r.Start(context.WithoutCancel(ctx)))
-			over()
-		} else if ctx.Err() == nil {
-			f.failed("kill replica", err)
+		} else {
+			sleep(ctx, down)
 		}
 
 		if !sleep(ctx, third/2) {
@@ -1106,13 +1107,14 @@ func (f *injector) cycle(ctx context.Context, o options, n int) {
 			return
 		}
 		// No partition fault without a proxy (see runMode).
-		if f.proxy != nil && !o.injects("partition") {
-			sleep(ctx, time.Second+time.Duration(rand.Int64N(int64(2*time.Second))))
-		} else if f.proxy != nil {
-			if err := f.proxy.Blackhole(); err == nil {
+		if f.proxy != nil {
+			cut := time.Second + time.Duration(rand.Int64N(int64(2*time.Second)))
+			if !o.injects("partition") {
+				sleep(ctx, cut)
+			} else if err := f.proxy.Blackhole(); err == nil {
 				f.count("redis unreachable from the last instance for 1-3 s")
 				over := f.during("redis cut off from the last instance")
-				sleep(ctx, time.Second+time.Duration(rand.Int64N(int64(2*time.Second))))
+				sleep(ctx, cut)
 				f.failed("heal the partition", f.proxy.Heal())
 				over()
 			}
