@@ -61,6 +61,10 @@ var errTimedOut = &httpError{status: http.StatusServiceUnavailable, code: "unava
 // after Retry-After.
 var errOverloaded = &httpError{status: http.StatusServiceUnavailable, code: "overloaded", message: "the service is overloaded; try again shortly"}
 
+// errUnsettled is a read that the primary could not serve without showing
+// the client less than a replica already showed it (ryw.ErrUnsettled).
+var errUnsettled = &httpError{status: http.StatusServiceUnavailable, code: "unsettled", message: "the database has not finished making visible a change you have already been shown (a synchronous standby may not be answering); try again shortly"}
+
 // errCanceled is a request whose client went away: nobody reads the answer,
 // and it is no fault of the service (499, nginx's "client closed request").
 var errCanceled = &httpError{status: 499, code: "canceled", message: "the client closed the request"}
@@ -103,6 +107,8 @@ func classify(err error) *httpError {
 		return errUnconfirmed
 	case errors.Is(err, ryw.ErrOverloaded), errors.Is(err, middleware.ErrBusy):
 		return errOverloaded
+	case errors.Is(err, ryw.ErrUnsettled):
+		return errUnsettled
 	case errors.Is(err, context.Canceled):
 		return errCanceled
 	case errors.Is(err, context.DeadlineExceeded):

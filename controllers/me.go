@@ -71,7 +71,7 @@ type ProfileRequest struct {
 //	@Failure		400				{object}	ErrorBody	"malformed X-Demo-UserId or X-RYW-Token; X-Demo-UserId sent in jwt mode"
 //	@Failure		401				{object}	ErrorBody	"jwt mode: no bearer token, or an invalid one (expired, wrong issuer or audience, bad signature...)"
 //	@Failure		404				{object}	ErrorBody	"the caller has no profile yet"
-//	@Failure		503				{object}	ErrorBody	"the database is unavailable; or (code auth_unavailable) the token issuer's keys cannot be fetched"
+//	@Failure		503				{object}	ErrorBody	"the database is unavailable; or (code auth_unavailable) the token issuer's keys cannot be fetched; or (code unsettled) the primary does not show yet a change a replica already showed this client (a synchronous standby is not answering): try again"
 //	@Router			/api/me [get]
 func (h *MeController) Get(c *gin.Context) {
 	user, _ := middleware.UserFrom(c.Request.Context())

@@ -59,7 +59,7 @@ type ProductList struct {
 //	@Header			200	{string}	X-RYW-Token			"the caller's session, signed: send it back (or keep the ryw_token cookie) and no later read shows an older catalog"
 //	@Param			X-RYW-Token	header	string	false	"the session token the last response returned (optional): the floor of monotonic reads"
 //	@Failure		401	{object}	ErrorBody	"jwt mode: an invalid bearer token was sent"
-//	@Failure		503	{object}	ErrorBody	"the database is unavailable"
+//	@Failure		503	{object}	ErrorBody	"the database is unavailable; or (code unsettled) the primary does not show yet a change a replica already showed this client (a synchronous standby is not answering): try again"
 //	@Router			/api/products [get]
 func (h *ProductsController) List(c *gin.Context) {
 	ps, err := h.catalog.List(c.Request.Context())

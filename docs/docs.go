@@ -81,7 +81,7 @@ const docTemplate = `{
                         }
                     },
                     "503": {
-                        "description": "the database is unavailable; or (code auth_unavailable) the token issuer's keys cannot be fetched",
+                        "description": "the database is unavailable; or (code auth_unavailable) the token issuer's keys cannot be fetched; or (code unsettled) the primary does not show yet a change a replica already showed this client (a synchronous standby is not answering): try again",
                         "schema": {
                             "$ref": "#/definitions/controllers.ErrorBody"
                         }
@@ -221,7 +221,7 @@ const docTemplate = `{
                         }
                     },
                     "503": {
-                        "description": "the database is unavailable",
+                        "description": "the database is unavailable; or (code unsettled) the primary does not show yet a change a replica already showed this client (a synchronous standby is not answering): try again",
                         "schema": {
                             "$ref": "#/definitions/controllers.ErrorBody"
                         }

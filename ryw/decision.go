@@ -112,6 +112,13 @@ type Observation struct {
 	// measuredReads counts the reads that reported a position, or should
 	// have (unmeasured).
 	measuredReads int
+	// settle is set when the request's next read on the primary must
+	// settle first (see settleQuery): the client's session, or this
+	// request, read from a replica since the last read that settled;
+	// settleGen counts the marks, so that a settle clears only the marks
+	// made before it started.
+	settle    bool
+	settleGen int
 	// held is what held of the client's session, on the current timeline.
 	held Session
 	// writeLow is where the primary was before the request's write.
@@ -351,6 +358,40 @@ func (o *Observation) unmeasured() {
 	o.mu.Lock()
 	o.partial = true
 	o.measuredReads++
+	o.mu.Unlock()
+}
+
+// mustSettle marks the request's next read on the primary as one that
+// must settle first: the client has read from a replica.
+func (o *Observation) mustSettle() {
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	o.settle = true
+	o.settleGen++
+	o.mu.Unlock()
+}
+
+// settling reports whether a read on the primary must settle first, and
+// the mark to pass to settled once it has.
+func (o *Observation) settling() (bool, int) {
+	if o == nil {
+		return false, 0
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.settle, o.settleGen
+}
+
+// settled records a read on the primary that settled after mark gen (see
+// settling): the reads after it show at least what it showed, unless a
+// replica read was marked since.
+func (o *Observation) settled(gen int) {
+	o.mu.Lock()
+	if o.settleGen == gen {
+		o.settle = false
+	}
 	o.mu.Unlock()
 }
 

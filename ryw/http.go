@@ -275,8 +275,9 @@ type ErrorBody struct {
 }
 
 // ErrorStatus maps the middleware's errors to an HTTP status and a stable
-// code: 400 invalid_token, 401 unauthenticated, 503 write_unconfirmed or
-// overloaded (with Retry-After); any other error is 500 internal.
+// code: 400 invalid_token, 401 unauthenticated, 503 write_unconfirmed,
+// overloaded or unsettled (with Retry-After); any other error is 500
+// internal.
 func ErrorStatus(err error) (status int, code, message string) {
 	switch {
 	case errors.Is(err, ErrInvalidToken):
@@ -287,6 +288,8 @@ func ErrorStatus(err error) (status int, code, message string) {
 		return http.StatusServiceUnavailable, "write_unconfirmed", "the change was saved, but the service could not make sure your next reads show it; repeat the request"
 	case errors.Is(err, ErrOverloaded):
 		return http.StatusServiceUnavailable, "overloaded", "the service is overloaded; try again shortly"
+	case errors.Is(err, ErrUnsettled):
+		return http.StatusServiceUnavailable, "unsettled", "the database has not finished making visible a change this client has already been shown; try again shortly"
 	}
 	return http.StatusInternalServerError, "internal", "internal error"
 }

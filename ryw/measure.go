@@ -113,6 +113,7 @@ func (cc *checkedConn) queryMeasured(ctx context.Context, obs *Observation, need
 		cc.forget(ctx, conn, query)
 		cc.forget(ctx, conn, replayCheckDirectQuery)
 		cc.forget(ctx, conn, replayWaitQuery)
+		cc.forget(ctx, conn, settleQuery)
 		if need <= cc.replayed {
 			need = 0
 		}
@@ -164,11 +165,22 @@ func (cc *checkedConn) tryMeasured(ctx context.Context, conn *pgx.Conn, obs *Obs
 			return nil, badConn(err)
 		}
 	}
+	var settle *pgconn.StatementDescription
+	mustSettle, gen := cc.settles(obs)
+	if mustSettle {
+		if settle, err = cc.statement(ctx, conn, settleQuery); err != nil {
+			return nil, badConn(err)
+		}
+	}
 	started := time.Now()
 	p := conn.PgConn().StartPipeline(ctx)
 	if check != nil {
 		// In the statement's transaction: a check that fails skips it.
 		p.SendQueryStatement(check, checkArgs, nil, nil)
+	}
+	if settle != nil {
+		// Likewise: a primary that does not settle in time skips it.
+		p.SendQueryStatement(settle, settleArgs(ctx), nil, nil)
 	}
 	p.SendQueryStatement(sd, eqb.ParamValues, eqb.ParamFormats, formats)
 	p.SendPipelineSync()
@@ -184,6 +196,12 @@ func (cc *checkedConn) tryMeasured(ctx context.Context, conn *pgx.Conn, obs *Obs
 		if err := cc.readCheck(ctx, p, need); err != nil {
 			return nil, err
 		}
+	}
+	if settle != nil {
+		if err := readSettle(p); err != nil {
+			return nil, err
+		}
+		obs.settled(gen)
 	}
 	return cc.statementRows(conn, p, obs, started, seenQuery)
 }
@@ -333,10 +351,14 @@ func (cc *checkedConn) queryPooled(ctx context.Context, obs *Observation, need L
 	if !cc.replica {
 		seenQuery = primarySeenQuery
 	}
+	mustSettle, gen := cc.settles(obs)
 	started := time.Now()
 	p := conn.PgConn().StartPipeline(ctx)
 	if need > 0 {
 		p.SendQueryParams(replayCheckQuery, [][]byte{[]byte(need.String())}, nil, nil, nil)
+	}
+	if mustSettle {
+		p.SendQueryParams(settleQuery, settleArgs(ctx), nil, nil, nil)
 	}
 	p.SendQueryParams(query, eqb.ParamValues, nil, eqb.ParamFormats, eqb.ResultFormats)
 	if obs != nil {
@@ -360,6 +382,12 @@ func (cc *checkedConn) queryPooled(ctx context.Context, obs *Observation, need L
 			}
 			return nil, badConn(err)
 		}
+	}
+	if mustSettle {
+		if err := readSettle(p); err != nil {
+			return nil, err
+		}
+		obs.settled(gen)
 	}
 	return cc.statementRows(conn, p, obs, started, seenQuery)
 }
@@ -389,7 +417,7 @@ func (cc *checkedConn) statement(ctx context.Context, conn *pgx.Conn, query stri
 		// One out for one in (any one: a connection that needs this many
 		// statements is not helped by choosing).
 		for q := range cc.statements {
-			if q != replicaSeenQuery && q != primarySeenQuery && q != replayCheckDirectQuery && q != replayWaitQuery {
+			if q != replicaSeenQuery && q != primarySeenQuery && q != replayCheckDirectQuery && q != replayWaitQuery && q != settleQuery {
 				cc.forget(ctx, conn, q)
 				break
 			}

@@ -333,10 +333,15 @@ type checkedConn struct {
 
 // reached notes, on a replica connection, that the read in ctx got this
 // far: to a connection, past the pool's wait and any connect (see
-// attempt).
+// attempt); and, for a read that reports to the client's session, that
+// the request's next read on the primary must settle first (see
+// settleQuery).
 func (c *checkedConn) reached(ctx context.Context) {
 	if c.replica {
 		reachReplica(ctx)
+		if d, ok := DecisionFrom(ctx); ok && d.MeasureSeen {
+			observationFrom(ctx).mustSettle()
+		}
 	}
 }
 
@@ -458,6 +463,9 @@ func (c *checkedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (drive
 		// The statements inside a transaction are not measured: the
 		// session is raised to the primary's position instead.
 		obs.unmeasured()
+		if err := c.settle(ctx, obs); err != nil {
+			return nil, err
+		}
 	}
 	c.txWrote = false
 	tx, err := c.Conn.BeginTx(ctx, opts)

@@ -65,6 +65,11 @@ func (r *Router) session(ctx context.Context, own bool) (write, seen LSN, toPrim
 	if s.IsZero() {
 		return 0, 0, ""
 	}
+	if r.cfg.Monotonic && r.cfg.Mode != ModeOff && (s.Pin != 0 || !s.Seen.IsZero()) {
+		// The client may have read from a replica: a read on the primary
+		// must not show it less (see settleQuery).
+		observationFrom(ctx).mustSettle()
+	}
 	c := r.cfg.View.Cluster()
 	var kept Session
 	if !s.Write.IsZero() {

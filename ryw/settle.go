@@ -1,0 +1,178 @@
+package ryw
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// A replica can show a commit before the primary does. A committing
+// backend flushes its commit record, which the WAL senders then stream,
+// marks the transaction committed in the commit log, waits for the
+// synchronous standbys if there are any, and only then leaves the
+// primary's list of running transactions; until it has left, a new
+// snapshot on the primary does not show the commit. A replica shows it as
+// soon as it has replayed the record. So a client that read from a replica
+// and then reads from the primary (its replica restarted or fell behind,
+// or time mode sent the read there) may see the primary show less: a
+// monotonic-reads regression that no WAL position can rule out, since the
+// primary is past every position the replica had replayed.
+//
+// A primary read of such a client therefore settles first (settleQuery):
+// it waits until every transaction that was running when it started has
+// left the primary's running list. Among them is any whose commit the
+// replica already showed: a transaction that had not flushed its commit
+// record yet cannot have been shown. Transactions that run on, uncommitted,
+// are waited for only briefly (settleWait): a commit takes less. One whose
+// backend waits for the synchronous standbys has committed and is waited
+// for longer (at most half of what is left of the read's deadline): a
+// synchronous standby that does not answer holds it there, visible on the
+// replicas and not on the primary, and the read fails with ErrUnsettled
+// rather than go back in time.
+//
+// What it cannot close: a backend stalled between flushing its commit
+// record and leaving the running list, other than in that wait, for longer
+// than settleWait, while a replica shows the commit, the client reads it
+// there and its next request reaches the primary (see docs/SESSIONS.md).
+
+// ErrUnsettled is the error of a read on the primary that had to wait for
+// commits a replica may already have shown the client, and whose wait ran
+// out: the primary has committed them but does not show them yet, which
+// happens while a synchronous standby does not acknowledge. Answering would
+// show the client less than it has seen. It is temporary; the client may
+// try again shortly (HTTP 503).
+var ErrUnsettled = errors.New("ryw: the primary does not show yet a commit that a replica may already have shown this client (a synchronous standby may not be answering)")
+
+// settleWait is how long a settling read waits for the transactions that
+// were running when it started, before it takes those that the commit log
+// does not count as committed for ones that are not committing (see
+// settleQuery). Tests lengthen it.
+var settleWait = 20 * time.Millisecond
+
+// settleMax bounds the wait for commits the commit log counts but the
+// primary does not show yet, when the read has no deadline.
+const settleMax = DefaultPrimaryTimeout / 2
+
+const unsettledPrefix = "ryw: primary unsettled, transactions "
+
+// settleQuery settles the primary for a read that follows reads on a
+// replica (see above): it waits until the transactions that held a
+// transaction ID when it started have ended (their locks in pg_locks, held
+// until after they leave the running list); after $1 milliseconds, only
+// for those whose backend waits for the synchronous standbys (wait event
+// SyncRep: committed in the commit log, not shown yet); after $2
+// milliseconds, it fails with an error that names them (see settleError).
+// Sent before the read in the read's own transaction, its failure skips
+// the read. It sleeps on the primary between looks: 0.2 ms after the
+// first, 0.2 ms longer after each, 10 ms at most.
+//
+// The functions behind pg_locks and pg_stat_activity are called in select
+// lists, not in FROM: a function scan keeps its rows when it is scanned
+// again with the same arguments, and each look would see the first one's.
+// pg_stat_clear_snapshot drops any activity snapshot before each look.
+//
+// The commit log alone cannot tell a committed transaction that has not
+// left the running list: pg_xact_status asks the running list first, and
+// calls it "in progress". A backend's wait event is shown to its own role
+// and to pg_read_all_stats only: without that grant, the waits of other
+// roles' commits are not seen, and those commits wait settleWait only.
+const settleQuery = `/* ryw settle */ WITH RECURSIVE w(n, xs, busy) AS (
+	SELECT 0, s.xs, cardinality(s.xs) > 0 FROM (
+		SELECT coalesce(array_agg((k.l).transactionid), '{}') xs FROM (SELECT pg_lock_status() l) k
+		WHERE (k.l).locktype = 'transactionid' AND (k.l).mode = 'ExclusiveLock' AND (k.l).granted) s
+	UNION ALL
+	SELECT w.n + 1, s.xs, cardinality(s.xs) > 0 AND (clock_timestamp() < statement_timestamp() + $1::int * interval '1 millisecond' OR EXISTS (
+		SELECT 1 FROM (SELECT pg_stat_get_activity(NULL) r FROM (SELECT pg_stat_clear_snapshot()) c) a
+		WHERE (a.r).wait_event = 'SyncRep' AND (a.r).backend_xid = ANY (s.xs)))
+	FROM w, LATERAL pg_sleep(least(0.0002 * (w.n + 1), 0.01)), LATERAL (
+		SELECT coalesce(array_agg((k.l).transactionid), '{}') xs FROM (SELECT pg_lock_status() l) k
+		WHERE (k.l).locktype = 'transactionid' AND (k.l).mode = 'ExclusiveLock' AND (k.l).granted AND (k.l).transactionid = ANY (w.xs)) s
+	WHERE w.busy AND clock_timestamp() < statement_timestamp() + $2::int * interval '1 millisecond'
+) SELECT CASE WHEN NOT busy THEN n::text ELSE ('` + unsettledPrefix + `' || xs::text)::pg_lsn::text END
+	FROM (SELECT n, xs, busy FROM w ORDER BY n DESC LIMIT 1) last`
+
+// settleArgs are settleQuery's parameters for a read with ctx's deadline.
+func settleArgs(ctx context.Context) [][]byte {
+	most := settleMax
+	if d, ok := ctx.Deadline(); ok {
+		most = time.Until(d) / 2
+	}
+	wait := min(settleWait, most)
+	return [][]byte{
+		[]byte(strconv.FormatInt(wait.Milliseconds(), 10)),
+		[]byte(strconv.FormatInt(most.Milliseconds(), 10)),
+	}
+}
+
+// settleError turns the failure of settleQuery into an error that wraps
+// ErrUnsettled, or returns nil for any other error.
+func settleError(err error) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "22P02" {
+		return nil
+	}
+	i := strings.Index(pgErr.Message, unsettledPrefix)
+	if i < 0 {
+		return nil
+	}
+	xids := strings.TrimSuffix(pgErr.Message[i+len(unsettledPrefix):], `"`)
+	return fmt.Errorf("%w: transactions %s committed, still running", ErrUnsettled, xids)
+}
+
+// readSettle reads settleQuery's answer off a sent pipeline; on error the
+// pipeline is closed.
+func readSettle(p *pgconn.Pipeline) error {
+	res, err := p.GetResults()
+	if rr, ok := res.(*pgconn.ResultReader); ok && err == nil {
+		_, err = rr.Close()
+	} else if err == nil {
+		err = fmt.Errorf("ryw: a pipelined settle returned %T", res)
+	}
+	if err == nil {
+		return nil
+	}
+	p.Close()
+	if s := settleError(err); s != nil {
+		return s
+	}
+	return badConn(err)
+}
+
+// settles reports whether a read on this connection must settle first (a
+// read on the primary, after the client's reads on a replica; see
+// Observation.mustSettle), and the mark to clear once it has.
+func (cc *checkedConn) settles(obs *Observation) (bool, int) {
+	if cc.replica || obs == nil {
+		return false, 0
+	}
+	return obs.settling()
+}
+
+// settle runs settleQuery on its own, before a transaction that obs
+// reports to begins on the primary, when it must (see settles).
+func (cc *checkedConn) settle(ctx context.Context, obs *Observation) error {
+	must, gen := cc.settles(obs)
+	if !must {
+		return nil
+	}
+	conn := cc.Conn.Conn()
+	if conn.IsClosed() {
+		return driver.ErrBadConn
+	}
+	args := settleArgs(ctx)
+	_, err := conn.PgConn().ExecParams(ctx, settleQuery, args, nil, nil, nil).Close()
+	if err != nil {
+		if s := settleError(err); s != nil {
+			return s
+		}
+		return badConn(err)
+	}
+	obs.settled(gen)
+	return nil
+}
