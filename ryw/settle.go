@@ -62,37 +62,38 @@ const settleMax = DefaultPrimaryTimeout / 2
 const unsettledPrefix = "ryw: primary unsettled, transactions "
 
 // settleQuery settles the primary for a read that follows reads on a
-// replica (see above): it waits until the transactions that held a
-// transaction ID when it started have ended (their locks in pg_locks, held
-// until after they leave the running list); after $1 milliseconds, only
-// for those whose backend waits for the synchronous standbys (wait event
-// SyncRep: committed in the commit log, not shown yet); after $2
-// milliseconds, it fails with an error that names them (see settleError).
-// Sent before the read in the read's own transaction, its failure skips
-// the read. It sleeps on the primary between looks: 0.2 ms after the
-// first, 0.2 ms longer after each, 10 ms at most.
+// replica (see above). It waits until the transactions that were running
+// when it started have left the running list: those its snapshot lists as
+// running, and those whose IDs were assigned past the snapshot's xmax
+// (from the xmax to the next ID to assign, which age() tells; none of them
+// had ended). pg_xact_status calls a transaction "in progress" for as long
+// as it is in the running list, committed in the commit log or not. After
+// $1 milliseconds it waits only for those whose backend waits for the
+// synchronous standbys (pg_stat_activity's wait event SyncRep: committed,
+// and shown on the replicas); after $2 milliseconds, it fails with an
+// error that names them (see settleError). Sent before the read in the
+// read's own transaction, its failure skips the read. It sleeps on the
+// primary between looks: 0.2 ms after the first, 0.2 ms longer after
+// each, 10 ms at most. With no transaction running, it costs one snapshot.
 //
-// The functions behind pg_locks and pg_stat_activity are called in select
-// lists, not in FROM: a function scan keeps its rows when it is scanned
-// again with the same arguments, and each look would see the first one's.
-// pg_stat_clear_snapshot drops any activity snapshot before each look.
-//
-// The commit log alone cannot tell a committed transaction that has not
-// left the running list: pg_xact_status asks the running list first, and
-// calls it "in progress". A backend's wait event is shown to its own role
-// and to pg_read_all_stats only: without that grant, the waits of other
-// roles' commits are not seen, and those commits wait settleWait only.
+// pg_stat_activity is read through its function in a select list, after
+// pg_stat_clear_snapshot: a function scan in FROM keeps its rows when it
+// is scanned again with the same arguments, and a transaction keeps its
+// activity snapshot, so each look would see the first one's. A backend's
+// wait event is shown to its own role and to pg_read_all_stats only:
+// without that grant, the waits of other roles' commits are not seen, and
+// those commits are waited for $1 milliseconds only.
 const settleQuery = `/* ryw settle */ WITH RECURSIVE w(n, xs, busy) AS (
 	SELECT 0, s.xs, cardinality(s.xs) > 0 FROM (
-		SELECT coalesce(array_agg((k.l).transactionid), '{}') xs FROM (SELECT pg_lock_status() l) k
-		WHERE (k.l).locktype = 'transactionid' AND (k.l).mode = 'ExclusiveLock' AND (k.l).granted) s
+		SELECT array(SELECT pg_snapshot_xip(c.s) UNION ALL
+			SELECT (pg_snapshot_xmax(c.s)::text::bigint + g)::text::xid8 FROM generate_series(0, age(pg_snapshot_xmax(c.s)::xid) - 1) g) xs
+		FROM (SELECT pg_current_snapshot() s) c) s
 	UNION ALL
 	SELECT w.n + 1, s.xs, cardinality(s.xs) > 0 AND (clock_timestamp() < statement_timestamp() + $1::int * interval '1 millisecond' OR EXISTS (
 		SELECT 1 FROM (SELECT pg_stat_get_activity(NULL) r FROM (SELECT pg_stat_clear_snapshot()) c) a
-		WHERE (a.r).wait_event = 'SyncRep' AND (a.r).backend_xid = ANY (s.xs)))
+		WHERE (a.r).wait_event = 'SyncRep' AND (a.r).backend_xid = ANY (SELECT x::xid FROM unnest(s.xs) x)))
 	FROM w, LATERAL pg_sleep(least(0.0002 * (w.n + 1), 0.01)), LATERAL (
-		SELECT coalesce(array_agg((k.l).transactionid), '{}') xs FROM (SELECT pg_lock_status() l) k
-		WHERE (k.l).locktype = 'transactionid' AND (k.l).mode = 'ExclusiveLock' AND (k.l).granted AND (k.l).transactionid = ANY (w.xs)) s
+		SELECT array(SELECT x FROM unnest(w.xs) x WHERE pg_xact_status(x) = 'in progress') xs) s
 	WHERE w.busy AND clock_timestamp() < statement_timestamp() + $2::int * interval '1 millisecond'
 ) SELECT CASE WHEN NOT busy THEN n::text ELSE ('` + unsettledPrefix + `' || xs::text)::pg_lsn::text END
 	FROM (SELECT n, xs, busy FROM w ORDER BY n DESC LIMIT 1) last`
