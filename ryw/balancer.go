@@ -552,6 +552,11 @@ type Stats struct {
 	// until a lease ended instead (a cache gone, cut off or too busy, or
 	// Redis lost its list of caches); see Config.CacheLease.
 	LeaseAcknowledged, LeaseLapsed int64
+	// Settles is how many reads on the primary settled first, after the
+	// client's reads on a replica (see docs/SESSIONS.md); SettleWaits how
+	// many of them waited for a transaction to end; Unsettled how many
+	// failed with ErrUnsettled.
+	Settles, SettleWaits, Unsettled int64
 }
 
 // Stats returns the balancer's round-trip counters.
@@ -559,7 +564,8 @@ func (b *Balancer) Stats() Stats {
 	hits, barriers := b.tracker.CachedLookups()
 	acked, lapsed := b.tracker.LeaseWaits()
 	return Stats{LookupPipelines: b.tracker.LookupPipelines(), ReplayChecks: ReplayChecks(), CachedLookups: hits, CacheBarriers: barriers,
-		LeaseAcknowledged: acked, LeaseLapsed: lapsed}
+		LeaseAcknowledged: acked, LeaseLapsed: lapsed,
+		Settles: settles.Load(), SettleWaits: settleWaits.Load(), Unsettled: unsettled.Load()}
 }
 
 // Nodes names every node a Ping can check: Primary, each replica, and

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -126,21 +127,48 @@ func settleError(err error) error {
 	return fmt.Errorf("%w: transactions %s committed, still running", ErrUnsettled, xids)
 }
 
+// Settles counts, in this process, the reads on the primary that settled
+// first, those of them that waited for a transaction, and those that
+// failed with ErrUnsettled.
+var settles, settleWaits, unsettled atomic.Int64
+
+// settleDone counts one settle by its answer (the number of looks after
+// the first: more than 0 waited) or its error.
+func settleDone(looks string, err error) error {
+	switch {
+	case err == nil:
+		settles.Add(1)
+		if looks != "0" {
+			settleWaits.Add(1)
+		}
+		return nil
+	case errors.Is(err, ErrUnsettled):
+		settles.Add(1)
+		settleWaits.Add(1)
+		unsettled.Add(1)
+	}
+	return err
+}
+
 // readSettle reads settleQuery's answer off a sent pipeline; on error the
 // pipeline is closed.
 func readSettle(p *pgconn.Pipeline) error {
+	var looks string
 	res, err := p.GetResults()
 	if rr, ok := res.(*pgconn.ResultReader); ok && err == nil {
+		if rr.NextRow() && len(rr.Values()) == 1 {
+			looks = string(rr.Values()[0])
+		}
 		_, err = rr.Close()
 	} else if err == nil {
 		err = fmt.Errorf("ryw: a pipelined settle returned %T", res)
 	}
 	if err == nil {
-		return nil
+		return settleDone(looks, nil)
 	}
 	p.Close()
 	if s := settleError(err); s != nil {
-		return s
+		return settleDone("", s)
 	}
 	return badConn(err)
 }
@@ -166,14 +194,17 @@ func (cc *checkedConn) settle(ctx context.Context, obs *Observation) error {
 	if conn.IsClosed() {
 		return driver.ErrBadConn
 	}
-	args := settleArgs(ctx)
-	_, err := conn.PgConn().ExecParams(ctx, settleQuery, args, nil, nil, nil).Close()
-	if err != nil {
+	rr := conn.PgConn().ExecParams(ctx, settleQuery, settleArgs(ctx), nil, nil, nil)
+	var looks string
+	if rr.NextRow() && len(rr.Values()) == 1 {
+		looks = string(rr.Values()[0])
+	}
+	if _, err := rr.Close(); err != nil {
 		if s := settleError(err); s != nil {
-			return s
+			return settleDone("", s)
 		}
 		return badConn(err)
 	}
 	obs.settled(gen)
-	return nil
+	return settleDone(looks, nil)
 }

@@ -84,6 +84,15 @@ func (m *metrics) watch(b *ryw.Balancer) {
 		Help:        "Writes that waited for every cache holding a lease (RYW_CACHE_LEASE) to acknowledge them (ended=acknowledged), or until a lease ended instead (ended=lapsed: a cache gone, cut off or too busy, or Redis lost its list of caches).",
 		ConstLabels: prometheus.Labels{"ended": "lapsed"},
 	}, func() float64 { return float64(b.Stats().LeaseLapsed) }))
+	const settleHelp = "Reads on the primary that settled first, after the client's reads on a replica (outcome=at-once; waited: for a transaction running when the read came; unsettled: a commit a synchronous standby held past the wait, answered 503 unsettled)."
+	settled := func(outcome string, v func(ryw.Stats) int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "ryw_primary_settles_total", Help: settleHelp,
+			ConstLabels: prometheus.Labels{"outcome": outcome}}, func() float64 { return float64(v(b.Stats())) })
+	}
+	m.reg.MustRegister(
+		settled("at-once", func(s ryw.Stats) int64 { return s.Settles - s.SettleWaits }),
+		settled("waited", func(s ryw.Stats) int64 { return s.SettleWaits - s.Unsettled }),
+		settled("unsettled", func(s ryw.Stats) int64 { return s.Unsettled }))
 }
 
 // routingCollector reads the router's counters and the monitor's view of

@@ -81,6 +81,7 @@ func TestMonotonicReadsWhenAReplicaShowsACommitFirst(t *testing.T) {
 			// replica1 becomes unreachable: the client's reads go to the
 			// primary.
 			proxy.Close()
+			before := scrape(t, api)
 			r := c.read("/api/products")
 			if !tt.monotonic {
 				if r.status != http.StatusOK || r.servedBy != "primary" || versionOf(t, "/api/products", r) != 1 {
@@ -110,6 +111,15 @@ func TestMonotonicReadsWhenAReplicaShowsACommitFirst(t *testing.T) {
 			r = <-answered
 			if r.status != http.StatusOK || r.servedBy != "primary" || versionOf(t, "/api/products", r) != 2 {
 				t.Fatalf("read released from its wait: %s; want v2 from the primary", r)
+			}
+			// (The counters are the process's: other APIs of this test
+			// binary may only add to them.)
+			after := scrape(t, api)
+			for _, outcome := range []string{"unsettled", "waited"} {
+				key := `ryw_primary_settles_total{outcome=` + outcome + `}`
+				if after[key] < before[key]+1 {
+					t.Errorf("%s went from %v to %v; want at least 1 more", key, before[key], after[key])
+				}
 			}
 		})
 	}
