@@ -50,14 +50,13 @@ import (
 // try again shortly (HTTP 503).
 var ErrUnsettled = errors.New("ryw: the primary does not show yet a commit that a replica may already have shown this client (a synchronous standby may not be answering)")
 
-// settleWait is how long a settling read waits for the transactions that
-// were running when it started, before it takes those that the commit log
-// does not count as committed for ones that are not committing (see
-// settleQuery). Tests lengthen it.
-var settleWait = 20 * time.Millisecond
+// settleWait is how long a settling read waits for every transaction that
+// was running when it started; after it, only for those whose backend
+// waits for the synchronous standbys (see settleQuery).
+const settleWait = 20 * time.Millisecond
 
-// settleMax bounds the wait for commits the commit log counts but the
-// primary does not show yet, when the read has no deadline.
+// settleMax bounds the wait for commits the synchronous standbys hold,
+// when the read has no deadline.
 const settleMax = DefaultPrimaryTimeout / 2
 
 const unsettledPrefix = "ryw: primary unsettled, transactions "

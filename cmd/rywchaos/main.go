@@ -362,6 +362,10 @@ type result struct {
 	byFault map[string]spent
 	faults  map[string]int
 	reasons map[string]int
+	// settles counts, by outcome, the instances' reads on the primary that
+	// settled first after a session's reads on a replica
+	// (ryw_primary_settles_total).
+	settles map[string]int
 	// cpu is the CPU time each group of processes used over the run
 	// (cpuGroups), sampled so that killed and restarted nodes count.
 	cpu      map[string]time.Duration
@@ -517,6 +521,7 @@ func runMode(ctx context.Context, stack *devstack.Stack, mode string, o options,
 	res.elapsed = time.Since(start)
 	meter.Stop()
 	res.cpu = meter.Used()
+	res.settles = settlesCounted(context.WithoutCancel(ctx), client, urls)
 	if fo != nil {
 		fo.counted, fo.certain = lostCounted(context.WithoutCancel(ctx), client, urls)
 	}
@@ -601,6 +606,38 @@ func (f *failoverInfo) duringSwitch(t time.Time) bool {
 // lostCounted sums ryw_lost_writes_total{found_in="tracker"} over the
 // instances, and those lost for certain.
 func lostCounted(ctx context.Context, client *http.Client, apis []string) (total, certain float64) {
+	sums := metricSums(ctx, client, apis)
+	for _, c := range []string{"true", "false"} {
+		n := sums[`ryw_lost_writes_total{certain="`+c+`",found_in="tracker"}`]
+		total += n
+		if c == "true" {
+			certain += n
+		}
+	}
+	return total, certain
+}
+
+// settleOutcomes are the outcomes of ryw_primary_settles_total.
+var settleOutcomes = []string{"at-once", "waited", "unsettled"}
+
+// settlesCounted sums ryw_primary_settles_total over the instances, by
+// outcome.
+func settlesCounted(ctx context.Context, client *http.Client, apis []string) map[string]int {
+	sums := metricSums(ctx, client, apis)
+	out := map[string]int{}
+	for _, o := range settleOutcomes {
+		if n := sums[`ryw_primary_settles_total{outcome="`+o+`"}`]; n > 0 {
+			out[o] = int(n)
+		}
+	}
+	return out
+}
+
+// metricSums reads every instance's /metrics and sums each sample over
+// them, by its name and labels as exposed ("name{label="value",...}"). An
+// instance that does not answer adds nothing.
+func metricSums(ctx context.Context, client *http.Client, apis []string) map[string]float64 {
+	sums := map[string]float64{}
 	for _, api := range apis {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, api+"/metrics", nil)
 		if err != nil {
@@ -613,19 +650,20 @@ func lostCounted(ctx context.Context, client *http.Client, apis []string) (total
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		for _, line := range strings.Split(string(body), "\n") {
-			for _, c := range []string{"true", "false"} {
-				if v, ok := strings.CutPrefix(line, `ryw_lost_writes_total{certain="`+c+`",found_in="tracker"} `); ok {
-					var n float64
-					fmt.Sscanf(v, "%g", &n)
-					total += n
-					if c == "true" {
-						certain += n
-					}
-				}
+			if strings.HasPrefix(line, "#") {
+				continue
+			}
+			i := strings.LastIndexByte(line, ' ')
+			if i < 0 {
+				continue
+			}
+			var n float64
+			if _, err := fmt.Sscanf(line[i+1:], "%g", &n); err == nil {
+				sums[line[:i]] += n
 			}
 		}
 	}
-	return total, certain
+	return sums
 }
 
 func (r *result) problem(format string, args ...any) {
@@ -1402,6 +1440,11 @@ func render(results []result, o options) string {
 	fmt.Fprintln(&b)
 	for _, r := range results {
 		fmt.Fprintf(&b, "- %s: %s\n", r.mode, counts(r.reasons))
+	}
+	fmt.Fprintln(&b, "\nReads on the primary that settled first, after a session's reads on a replica (ryw_primary_settles_total, by outcome; docs/SESSIONS.md):")
+	fmt.Fprintln(&b)
+	for _, r := range results {
+		fmt.Fprintf(&b, "- %s: %s\n", r.mode, counts(r.settles))
 	}
 	for _, r := range results {
 		if len(r.problems) > 0 {

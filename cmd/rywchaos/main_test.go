@@ -3,6 +3,8 @@ package main
 import (
 	"io"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -374,5 +376,28 @@ func TestVerdictNamesTheControlOnlyWhenOneRan(t *testing.T) {
 			_, verdict, _ := strings.Cut(out, "Verdict")
 			t.Errorf("%d modes, scenario %s: want a pass naming %q, got the verdict:\n%s", len(c.results), c.scenario, c.want, verdict)
 		}
+	}
+}
+
+// The report's settles and lost writes are the instances' counters, summed
+// over them; an instance that does not answer adds nothing.
+func TestMetricSums(t *testing.T) {
+	serve := func(text string) string {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, text) }))
+		t.Cleanup(s.Close)
+		return s.URL
+	}
+	a := serve("# HELP ryw_primary_settles_total x\n# TYPE ryw_primary_settles_total counter\n" +
+		"ryw_primary_settles_total{outcome=\"at-once\"} 7\nryw_primary_settles_total{outcome=\"waited\"} 2\n" +
+		"ryw_lost_writes_total{certain=\"true\",found_in=\"tracker\"} 1\n")
+	b := serve("ryw_primary_settles_total{outcome=\"at-once\"} 1.5e+01\nryw_primary_settles_total{outcome=\"unsettled\"} 0\n" +
+		"ryw_lost_writes_total{certain=\"false\",found_in=\"tracker\"} 2\n")
+	apis := []string{a, b, "http://127.0.0.1:1"}
+	got := settlesCounted(t.Context(), http.DefaultClient, apis)
+	if got["at-once"] != 22 || got["waited"] != 2 || len(got) != 2 {
+		t.Errorf("settles = %v; want at-once 22, waited 2 (unsettled 0 left out)", got)
+	}
+	if total, certain := lostCounted(t.Context(), http.DefaultClient, apis); total != 3 || certain != 1 {
+		t.Errorf("lost writes counted = %v, %v certain; want 3, 1", total, certain)
 	}
 }
