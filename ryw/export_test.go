@@ -60,3 +60,7 @@ func SetHopefulWait(t interface{ Cleanup(func()) }, d time.Duration) {
 	hopefulWait = d
 	t.Cleanup(func() { hopefulWait = old })
 }
+
+// MustSettle marks the request in ctx as one whose next read on the
+// primary settles first, as a client's replica reads do.
+func MustSettle(ctx context.Context) { observationFrom(ctx).mustSettle() }

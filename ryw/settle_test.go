@@ -1,0 +1,102 @@
+package ryw_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/ryw-go/ryw/ryw"
+)
+
+// TestATransactionOnThePrimarySettlesBeforeBEGIN: a read-only transaction
+// on the primary, in a request whose client read from a replica, settles
+// before BEGIN (its statements are not pipelined with a settle). A
+// synchronous standby that does not exist holds an update after its
+// commit record: replicas may show it, the primary does not. Control: a
+// transaction without the mark reads the old value. With the mark, BEGIN
+// fails with ErrUnsettled while the commit is held, and, released while it
+// waits, the transaction reads the new value.
+func TestATransactionOnThePrimarySettlesBeforeBEGIN(t *testing.T) {
+	needStack(t)
+	ctx := context.WithoutCancel(t.Context())
+	table := newTable(t)
+	if err := stack.Primary.Exec(ctx, "INSERT INTO "+table+" VALUES ('k', 'v1')"); err != nil {
+		t.Fatal(err)
+	}
+	setStandbys := func(value string) {
+		t.Helper()
+		if err := stack.Primary.Exec(ctx, "ALTER SYSTEM SET synchronous_standby_names = '"+value+"'"); err != nil {
+			t.Fatal(err)
+		}
+		if err := stack.Primary.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setStandbys("ryw_absent_standby")
+	t.Cleanup(func() { setStandbys("") })
+	waitUntil(t, func() bool {
+		var v string
+		return stack.Primary.QueryRow(ctx, []any{&v}, "SHOW synchronous_standby_names") == nil && v == "ryw_absent_standby"
+	})
+	held := make(chan error, 1)
+	go func() { held <- stack.Primary.Exec(ctx, "UPDATE "+table+" SET v = 'v2'") }()
+	waitUntil(t, func() bool { return count(t, "wait_event = 'SyncRep'") > 0 })
+
+	pool, err := ryw.OpenPool(stack.Primary.URL, false, ryw.PoolOptions{MaxOpen: 2, MaxIdle: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pool.Close() })
+	read := func(mark bool) (string, error) {
+		rctx := ryw.WithDecision(ctx, ryw.Decision{Node: ryw.Primary, MeasureSeen: true})
+		rctx, _ = ryw.WithObservation(rctx)
+		if mark {
+			ryw.MustSettle(rctx)
+		}
+		rctx, cancel := context.WithTimeout(rctx, 2*time.Second)
+		defer cancel()
+		tx, err := pool.BeginTx(rctx, &sql.TxOptions{ReadOnly: true})
+		if err != nil {
+			return "", err
+		}
+		defer tx.Rollback()
+		var v string
+		err = tx.QueryRowContext(rctx, "SELECT v FROM "+table+" WHERE k = 'k'").Scan(&v)
+		return v, err
+	}
+	if v, err := read(false); err != nil || v != "v1" {
+		t.Fatalf("control, no mark: %q, %v; want v1 (the primary does not show the held commit)", v, err)
+	}
+	if v, err := read(true); !errors.Is(err, ryw.ErrUnsettled) {
+		t.Fatalf("marked, the commit held: %q, %v; want ErrUnsettled", v, err)
+	}
+	type answer struct {
+		v   string
+		err error
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		v, err := read(true)
+		answered <- answer{v, err}
+	}()
+	waitUntil(t, func() bool { return count(t, "state = 'active' AND query LIKE '/* ryw settle */%'") > 0 })
+	setStandbys("")
+	if err := <-held; err != nil {
+		t.Fatal(err)
+	}
+	if a := <-answered; a.err != nil || a.v != "v2" {
+		t.Fatalf("marked, released while it waited: %q, %v; want v2", a.v, a.err)
+	}
+}
+
+// count counts the primary's backends that match where (pg_stat_activity).
+func count(t *testing.T, where string) int {
+	t.Helper()
+	var n int
+	if err := stack.Primary.QueryRow(t.Context(), []any{&n}, "SELECT count(*) FROM pg_stat_activity WHERE "+where); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
