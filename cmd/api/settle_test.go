@@ -50,8 +50,13 @@ func TestMonotonicReadsWhenAReplicaShowsACommitFirst(t *testing.T) {
 			}
 			t.Cleanup(proxy.Close)
 			// The settle's longest wait is half the primary timeout: 3 s.
+			// The hold also holds the monitor's fence acknowledgements, so
+			// that the primary stays unconfirmed: catalog reads keep to
+			// the replica meanwhile (RYW_STALE_READS_WITHOUT_PRIMARY), as
+			// the steps need, instead of going to the primary once the
+			// fence lease has run out.
 			api, _ := startRun(t, stackEnv(t, "RYW_MODE="+tt.mode, "RYW_MONOTONIC="+strconv.FormatBool(tt.monotonic),
-				"RYW_PRIMARY_TIMEOUT=6s", "DATABASE_REPLICA_URLS=replica1="+replicaURL))
+				"RYW_PRIMARY_TIMEOUT=6s", "RYW_STALE_READS_WITHOUT_PRIMARY=true", "DATABASE_REPLICA_URLS=replica1="+replicaURL))
 			waitReplicasUsable(t, api)
 			if err := stack.Primary.Exec(ctx, "UPDATE products SET description = 'v1' WHERE id = 1"); err != nil {
 				t.Fatal(err)
