@@ -5,8 +5,10 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -93,6 +95,26 @@ func status(t *testing.T, done <-chan int) int {
 	}
 }
 
+// parkedInTake counts the goroutines blocked in take's wait for a slot.
+func parkedInTake() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	parked := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, " [select") && strings.Contains(g, "middleware.take(") {
+			parked++
+		}
+	}
+	return parked
+}
+
 func (s *admissionServer) waiting() float64 { return metricValue(s.reg, "ryw_http_requests_waiting") }
 
 func (s *admissionServer) in() int {
@@ -120,10 +142,12 @@ func TestAdmissionLetsWaitersInInArrivalOrder(t *testing.T) {
 		done = append(done, s.send(t.Context(), n))
 	}
 	waitFor(t, "the first two requests to get in", func() bool { return s.in() == 2 })
-	// The rest queue, one at a time so that their arrival order is known.
+	// The rest queue, one at a time so that their arrival order is known:
+	// each is waited for until it is parked on the queue itself, not only
+	// counted as waiting (the gauge rises just before it parks).
 	for n := 2; n < 6; n++ {
 		done = append(done, s.send(t.Context(), n))
-		waitFor(t, "request "+strconv.Itoa(n)+" to queue", func() bool { return s.waiting() == float64(n-1) })
+		waitFor(t, "request "+strconv.Itoa(n)+" to queue", func() bool { return s.waiting() == float64(n-1) && parkedInTake() == n-1 })
 	}
 	if got := s.in(); got != 2 {
 		t.Fatalf("%d requests in progress with a limit of 2", got)
