@@ -213,16 +213,7 @@ func (cc *checkedConn) tryMeasured(ctx context.Context, conn *pgx.Conn, obs *Obs
 // passed, the session is pinned (see check).
 func (cc *checkedConn) readCheck(ctx context.Context, p *pgconn.Pipeline, need LSN) error {
 	checksRun.Add(1)
-	var text string
-	res, err := p.GetResults()
-	if rr, ok := res.(*pgconn.ResultReader); ok && err == nil {
-		if rr.NextRow() && len(rr.Values()) == 1 {
-			text = string(rr.Values()[0])
-		}
-		_, err = rr.Close()
-	} else if err == nil {
-		err = fmt.Errorf("ryw: a pipelined replay check returned %T", res)
-	}
+	text, err := pipelinedValue(p, "replay check")
 	var replayed LSN
 	if err == nil {
 		if replayed, err = ParseLSN(text); err != nil {
@@ -243,6 +234,26 @@ func (cc *checkedConn) readCheck(ctx context.Context, p *pgconn.Pipeline, need L
 		observationFrom(ctx).pinned(d.Node, cc.incarnation)
 	}
 	return nil
+}
+
+// pipelinedValue reads the next result off a sent pipeline: the single
+// value of its row ("" when it has none), or its error. what names the
+// statement in the error of a result that is not rows.
+func pipelinedValue(p *pgconn.Pipeline, what string) (string, error) {
+	res, err := p.GetResults()
+	if err != nil {
+		return "", err
+	}
+	rr, ok := res.(*pgconn.ResultReader)
+	if !ok {
+		return "", fmt.Errorf("ryw: a pipelined %s returned %T", what, res)
+	}
+	var text string
+	if rr.NextRow() && len(rr.Values()) == 1 {
+		text = string(rr.Values()[0])
+	}
+	_, err = rr.Close()
+	return text, err
 }
 
 // statementRows reads the statement's result off a sent pipeline and

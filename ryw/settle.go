@@ -152,16 +152,7 @@ func settleDone(looks string, err error) error {
 // readSettle reads settleQuery's answer off a sent pipeline; on error the
 // pipeline is closed.
 func readSettle(p *pgconn.Pipeline) error {
-	var looks string
-	res, err := p.GetResults()
-	if rr, ok := res.(*pgconn.ResultReader); ok && err == nil {
-		if rr.NextRow() && len(rr.Values()) == 1 {
-			looks = string(rr.Values()[0])
-		}
-		_, err = rr.Close()
-	} else if err == nil {
-		err = fmt.Errorf("ryw: a pipelined settle returned %T", res)
-	}
+	looks, err := pipelinedValue(p, "settle")
 	if err == nil {
 		return settleDone(looks, nil)
 	}
