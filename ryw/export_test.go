@@ -64,3 +64,6 @@ func SetHopefulWait(t interface{ Cleanup(func()) }, d time.Duration) {
 // MustSettle marks the request in ctx as one whose next read on the
 // primary settles first, as a client's replica reads do.
 func MustSettle(ctx context.Context) { observationFrom(ctx).mustSettle() }
+
+// SettleQuery is the statement a read on the primary settles with.
+const SettleQuery = settleQuery

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -76,6 +77,14 @@ const unsettledPrefix = "ryw: primary unsettled, transactions "
 // primary between looks: 0.2 ms after the first, 0.2 ms longer after
 // each, 10 ms at most. With no transaction running, it costs one snapshot.
 //
+// The snapshot is taken once (MATERIALIZED), and the list built from it
+// once: inlined, the planner calls pg_current_snapshot() for each use, and
+// for each of generate_series's rows, so the running list and the IDs past
+// the xmax came from different snapshots, and a transaction that started
+// between them could be missed. Planning the statement costs about ten
+// times what running it does, so direct connections prepare it once (see
+// checkedConn.statement).
+//
 // pg_stat_activity is read through its function in a select list, after
 // pg_stat_clear_snapshot: a function scan in FROM keeps its rows when it
 // is scanned again with the same arguments, and a transaction keeps its
@@ -83,11 +92,11 @@ const unsettledPrefix = "ryw: primary unsettled, transactions "
 // wait event is shown to its own role and to pg_read_all_stats only:
 // without that grant, the waits of other roles' commits are not seen, and
 // those commits are waited for $1 milliseconds only.
-const settleQuery = `/* ryw settle */ WITH RECURSIVE w(n, xs, busy) AS (
-	SELECT 0, s.xs, cardinality(s.xs) > 0 FROM (
-		SELECT array(SELECT pg_snapshot_xip(c.s) UNION ALL
-			SELECT (pg_snapshot_xmax(c.s)::text::bigint + g)::text::xid8 FROM generate_series(0, age(pg_snapshot_xmax(c.s)::xid) - 1) g) xs
-		FROM (SELECT pg_current_snapshot() s) c) s
+const settleQuery = `/* ryw settle */ WITH RECURSIVE c AS MATERIALIZED (SELECT pg_current_snapshot() s),
+	x AS MATERIALIZED (SELECT array(SELECT pg_snapshot_xip(c.s) UNION ALL
+		SELECT (pg_snapshot_xmax(c.s)::text::bigint + g)::text::xid8 FROM generate_series(0, age(pg_snapshot_xmax(c.s)::xid) - 1) g) xs FROM c),
+	w(n, xs, busy) AS (
+	SELECT 0, x.xs, cardinality(x.xs) > 0 FROM x
 	UNION ALL
 	SELECT w.n + 1, s.xs, cardinality(s.xs) > 0 AND (clock_timestamp() < statement_timestamp() + $1::int * interval '1 millisecond' OR EXISTS (
 		SELECT 1 FROM (SELECT pg_stat_get_activity(NULL) r FROM (SELECT pg_stat_clear_snapshot()) c) a
@@ -184,12 +193,15 @@ func (cc *checkedConn) settle(ctx context.Context, obs *Observation) error {
 	if conn.IsClosed() {
 		return driver.ErrBadConn
 	}
-	rr := conn.PgConn().ExecParams(ctx, settleQuery, settleArgs(ctx), nil, nil, nil)
-	var looks string
-	if rr.NextRow() && len(rr.Values()) == 1 {
-		looks = string(rr.Values()[0])
+	looks, err := cc.execSettle(ctx, conn)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "26000" {
+		// Its prepared statement is gone (DISCARD ALL): prepare it again,
+		// once.
+		cc.forget(ctx, conn, settleQuery)
+		looks, err = cc.execSettle(ctx, conn)
 	}
-	if _, err := rr.Close(); err != nil {
+	if err != nil {
 		if s := settleError(err); s != nil {
 			return settleDone("", s)
 		}
@@ -197,4 +209,26 @@ func (cc *checkedConn) settle(ctx context.Context, obs *Observation) error {
 	}
 	obs.settled(gen)
 	return settleDone(looks, nil)
+}
+
+// execSettle runs settleQuery on its own and returns its answer (see
+// settleDone).
+func (cc *checkedConn) execSettle(ctx context.Context, conn *pgx.Conn) (string, error) {
+	var rr *pgconn.ResultReader
+	if cc.pooled {
+		// No named statements through a pooler: planned each time.
+		rr = conn.PgConn().ExecParams(ctx, settleQuery, settleArgs(ctx), nil, nil, nil)
+	} else {
+		sd, err := cc.statement(ctx, conn, settleQuery)
+		if err != nil {
+			return "", err
+		}
+		rr = conn.PgConn().ExecPrepared(ctx, sd.Name, settleArgs(ctx), nil, nil)
+	}
+	var looks string
+	if rr.NextRow() && len(rr.Values()) == 1 {
+		looks = string(rr.Values()[0])
+	}
+	_, err := rr.Close()
+	return looks, err
 }

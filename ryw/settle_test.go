@@ -4,8 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/ryw-go/ryw/ryw"
 )
@@ -99,4 +102,50 @@ func count(t *testing.T, where string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestTheSettleTakesOneSnapshot: the settle's list of running
+// transactions comes from one snapshot of the primary. Inlined, the
+// planner called pg_current_snapshot() for each use of it (and for each of
+// generate_series's rows), mixing snapshots. Read from the plan the
+// primary makes of the statement, with the prepared statement's generic
+// parameters. Control: the same statement with its snapshot not
+// materialized plans more than one call.
+func TestTheSettleTakesOneSnapshot(t *testing.T) {
+	needStack(t)
+	ctx := t.Context()
+	conn, err := stack.Primary.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	if _, err := conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan"); err != nil {
+		t.Fatal(err)
+	}
+	calls := func(name, query string) int {
+		t.Helper()
+		if _, err := conn.Exec(ctx, "PREPARE "+name+"(int, int) AS "+query); err != nil {
+			t.Fatal(err)
+		}
+		rows, err := conn.Query(ctx, "EXPLAIN (VERBOSE) EXECUTE "+name+"(20, 100)")
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Count(strings.Join(plan, "\n"), "pg_current_snapshot()")
+	}
+	if n := calls("ryw_settle", ryw.SettleQuery); n != 1 {
+		t.Fatalf("the settle's plan calls pg_current_snapshot() %d times, want 1", n)
+	}
+	inlined := strings.Replace(ryw.SettleQuery, "c AS MATERIALIZED", "c AS NOT MATERIALIZED", 1)
+	inlined = strings.Replace(inlined, "x AS MATERIALIZED", "x AS NOT MATERIALIZED", 1)
+	if inlined == ryw.SettleQuery {
+		t.Fatal("control: the settle's CTEs are not where the test expects them")
+	}
+	if n := calls("ryw_settle_inlined", inlined); n < 2 {
+		t.Fatalf("control: the settle inlined plans %d calls of pg_current_snapshot(), want more than 1", n)
+	}
 }
