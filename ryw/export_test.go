@@ -67,3 +67,9 @@ func MustSettle(ctx context.Context) { observationFrom(ctx).mustSettle() }
 
 // SettleQuery is the statement a read on the primary settles with.
 const SettleQuery = settleQuery
+
+// SettleQuickQuery is the settle's first look through a pooler, and
+// SettleBusy tells its failure.
+const SettleQuickQuery = settleQuickQuery
+
+func SettleBusy(err error) bool { return settleBusy(err) }

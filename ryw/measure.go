@@ -336,8 +336,10 @@ func behindError(err error, need LSN) error {
 // queryPooled runs query on a pooled connection as one transaction in one
 // round trip, with a single Sync: first, when need is set, the replay
 // check (so that the read runs on a server, and a server connection, that
-// has replayed need, whichever the pooler chose), then the statement,
-// then, when obs is set, the position query that bounds what it saw. The
+// has replayed need, whichever the pooler chose), or, for a read on the
+// primary that must settle, settleQuickQuery (when the primary is busy, the
+// read settles on its own and is sent again); then the statement, then,
+// when obs is set, the position query that bounds what it saw. The
 // statements are unnamed and their results text, as pgx's
 // QueryExecModeExec sends them. The position is read, and reported to obs,
 // when the rows are closed.
@@ -369,7 +371,7 @@ func (cc *checkedConn) queryPooled(ctx context.Context, obs *Observation, need L
 		p.SendQueryParams(replayCheckQuery, [][]byte{[]byte(need.String())}, nil, nil, nil)
 	}
 	if mustSettle {
-		p.SendQueryParams(settleQuery, settleArgs(ctx), nil, nil, nil)
+		p.SendQueryParams(settleQuickQuery, nil, nil, nil, nil)
 	}
 	p.SendQueryParams(query, eqb.ParamValues, nil, eqb.ParamFormats, eqb.ResultFormats)
 	if obs != nil {
@@ -395,8 +397,17 @@ func (cc *checkedConn) queryPooled(ctx context.Context, obs *Observation, need L
 		}
 	}
 	if mustSettle {
-		if err := readSettle(p); err != nil {
+		busy, err := readQuickSettle(p)
+		if err != nil {
 			return nil, err
+		}
+		if busy {
+			// Transactions were running, and the read was skipped: settle
+			// on its own, then read.
+			if err := cc.settle(ctx, obs, false); err != nil {
+				return nil, err
+			}
+			return cc.queryPooled(ctx, obs, need, query, args)
 		}
 		obs.settled(gen)
 	}

@@ -47,7 +47,7 @@ func TestATransactionOnThePrimarySettlesBeforeBEGIN(t *testing.T) {
 	go func() { held <- stack.Primary.Exec(ctx, "UPDATE "+table+" SET v = 'v2'") }()
 	waitUntil(t, func() bool { return count(t, "wait_event = 'SyncRep'") > 0 })
 
-	pool, err := ryw.OpenPool(stack.Primary.URL, false, ryw.PoolOptions{MaxOpen: 2, MaxIdle: 2})
+	pool, err := ryw.OpenPool(stack.ClientURL(stack.Primary), false, ryw.PoolOptions{MaxOpen: 2, MaxIdle: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,4 +148,55 @@ func TestTheSettleTakesOneSnapshot(t *testing.T) {
 	if n := calls("ryw_settle_inlined", inlined); n < 2 {
 		t.Fatalf("control: the settle inlined plans %d calls of pg_current_snapshot(), want more than 1", n)
 	}
+}
+
+// TestTheQuickSettleSeesRunningTransactions: the settle's first look
+// through a pooler passes when no transaction holds an ID on the primary,
+// and fails as busy while one does (here a write not yet committed), so
+// that the read settles in full first.
+func TestTheQuickSettleSeesRunningTransactions(t *testing.T) {
+	needStack(t)
+	ctx := t.Context()
+	look := func() error {
+		t.Helper()
+		conn, err := stack.Primary.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		var v string
+		err = conn.QueryRow(ctx, ryw.SettleQuickQuery).Scan(&v)
+		if err == nil && v != "0" {
+			t.Fatalf("the quick settle answered %q, want 0", v)
+		}
+		if err != nil && !ryw.SettleBusy(err) {
+			t.Fatalf("the quick settle failed: %v", err)
+		}
+		return err
+	}
+	// Other tests' monitors write now and then: wait for a quiet moment.
+	waitUntil(t, func() bool { return look() == nil })
+
+	table := newTable(t)
+	writer, err := stack.Primary.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { writer.Close(context.Background()) })
+	tx, err := writer.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO "+table+" VALUES ('k', 'v1')"); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := look(); !ryw.SettleBusy(err) {
+			t.Fatalf("with a write running, the quick settle answered %v, want busy", err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, func() bool { return look() == nil })
 }
