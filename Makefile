@@ -21,7 +21,7 @@ test:
 
 # The suites run again with a PgBouncer in front of every node: read-your-writes,
 # lsn mode (a replica crash under load included), monotonic reads, the front door.
-POOLED_TESTS := ReadYourWrites|LSNMode|Monotonic|FrontDoor|Pooled|Pooler|ServedByIsTruthful|TwoProcesses|Settle
+POOLED_TESTS := ReadYourWrites|LSNMode|Monotonic|FrontDoor|Pooled|Pooler|ServedByIsTruthful|TwoProcesses|SettlesBeforeBEGIN
 
 ## chaos: the history checker: 100k requests per mode over 2 API instances while replicas pause,
 ##        crash and restart, Redis restarts empty and loses one instance; writes docs/CHAOS.md.

@@ -337,16 +337,28 @@ func behindError(err error, need LSN) error {
 // round trip, with a single Sync: first, when need is set, the replay
 // check (so that the read runs on a server, and a server connection, that
 // has replayed need, whichever the pooler chose), or, for a read on the
-// primary that must settle, settleQuickQuery (when the primary is busy, the
-// read settles on its own and is sent again); then the statement, then,
-// when obs is set, the position query that bounds what it saw. The
+// primary that must settle, settleQuickQuery; then the statement, then,
+// when obs is set, the position query that bounds what it saw. When the
+// quick look finds the primary busy, the read is sent again, once, with
+// settleQuery in its place: a round trip more. The
 // statements are unnamed and their results text, as pgx's
 // QueryExecModeExec sends them. The position is read, and reported to obs,
 // when the rows are closed.
 func (cc *checkedConn) queryPooled(ctx context.Context, obs *Observation, need LSN, query string, args []driver.NamedValue) (driver.Rows, error) {
+	rows, busy, err := cc.tryPooled(ctx, obs, need, query, args, true)
+	if busy {
+		rows, _, err = cc.tryPooled(ctx, obs, need, query, args, false)
+	}
+	return rows, err
+}
+
+// tryPooled is queryPooled's round trip: a read that must settle looks
+// first with settleQuickQuery when quick is set (busy: the primary was, and
+// the read was skipped), else settles with settleQuery.
+func (cc *checkedConn) tryPooled(ctx context.Context, obs *Observation, need LSN, query string, args []driver.NamedValue, quick bool) (_ driver.Rows, busy bool, _ error) {
 	conn := cc.Conn.Conn()
 	if conn.IsClosed() {
-		return nil, driver.ErrBadConn
+		return nil, false, driver.ErrBadConn
 	}
 	if obs != nil && conn.PgConn().TxStatus() != 'I' {
 		obs.unmeasured()
@@ -358,7 +370,7 @@ func (cc *checkedConn) queryPooled(ctx context.Context, obs *Observation, need L
 	}
 	var eqb pgx.ExtendedQueryBuilder
 	if err := eqb.Build(conn.TypeMap(), nil, values); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	seenQuery := replicaSeenQuery
 	if !cc.replica {
@@ -370,8 +382,11 @@ func (cc *checkedConn) queryPooled(ctx context.Context, obs *Observation, need L
 	if need > 0 {
 		p.SendQueryParams(replayCheckQuery, [][]byte{[]byte(need.String())}, nil, nil, nil)
 	}
-	if mustSettle {
+	switch {
+	case mustSettle && quick:
 		p.SendQueryParams(settleQuickQuery, nil, nil, nil, nil)
+	case mustSettle:
+		p.SendQueryParams(settleQuery, settleArgs(ctx), nil, nil, nil)
 	}
 	p.SendQueryParams(query, eqb.ParamValues, nil, eqb.ParamFormats, eqb.ResultFormats)
 	if obs != nil {
@@ -380,7 +395,7 @@ func (cc *checkedConn) queryPooled(ctx context.Context, obs *Observation, need L
 	p.SendPipelineSync()
 	if err := p.Flush(); err != nil {
 		p.Close()
-		return nil, badConn(err)
+		return nil, false, badConn(err)
 	}
 	if need > 0 {
 		checksRun.Add(1)
@@ -391,27 +406,24 @@ func (cc *checkedConn) queryPooled(ctx context.Context, obs *Observation, need L
 		if err != nil {
 			p.Close()
 			if b := behindError(err, need); b != nil {
-				return nil, b
+				return nil, false, b
 			}
-			return nil, badConn(err)
+			return nil, false, badConn(err)
 		}
 	}
 	if mustSettle {
-		busy, err := readQuickSettle(p)
-		if err != nil {
-			return nil, err
-		}
-		if busy {
-			// Transactions were running, and the read was skipped: settle
-			// on its own, then read.
-			if err := cc.settle(ctx, obs, false); err != nil {
-				return nil, err
+		if quick {
+			busy, err := readQuickSettle(p)
+			if err != nil || busy {
+				return nil, busy, err
 			}
-			return cc.queryPooled(ctx, obs, need, query, args)
+		} else if err := readSettle(p); err != nil {
+			return nil, false, err
 		}
 		obs.settled(gen)
 	}
-	return cc.statementRows(conn, p, obs, started, seenQuery)
+	rows, err := cc.statementRows(conn, p, obs, started, seenQuery)
+	return rows, false, err
 }
 
 // execPooled is queryPooled for a statement run with Exec.

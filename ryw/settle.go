@@ -72,18 +72,17 @@ const unsettledPrefix = "ryw: primary unsettled, transactions "
 // $1 milliseconds it waits only for those whose backend waits for the
 // synchronous standbys (pg_stat_activity's wait event SyncRep: committed,
 // and shown on the replicas); after $2 milliseconds, it fails with an
-// error that names them (see settleError). Sent before the read in the
-// read's own transaction, its failure skips the read. It sleeps on the
-// primary between looks: 0.2 ms after the first, 0.2 ms longer after
-// each, 10 ms at most. With no transaction running, it costs one snapshot.
+// error that names them (see settleError). On a direct connection it is
+// sent before the read in the read's own transaction, and its failure
+// skips the read (through a pooler, see settleQuickQuery). It sleeps on
+// the primary between looks: 0.2 ms after the first, 0.2 ms longer after
+// each, 10 ms at most. With no transaction running, it looks once.
 //
-// The snapshot is taken once (MATERIALIZED), and the list built from it
-// once: inlined, the planner calls pg_current_snapshot() for each use, and
-// for each of generate_series's rows, so the running list and the IDs past
-// the xmax came from different snapshots, and a transaction that started
-// between them could be missed. Planning the statement costs about ten
-// times what running it does, so direct connections prepare it once (see
-// checkedConn.statement).
+// pg_current_snapshot() returns the statement's snapshot, taken when it
+// started. The list is built from it once (MATERIALIZED): inlined, the
+// planner built it twice, once for the list and once for its cardinality.
+// Planning the statement costs about six times what running it does, so
+// direct connections prepare it once (see checkedConn.statement).
 //
 // pg_stat_activity is read through its function in a select list, after
 // pg_stat_clear_snapshot: a function scan in FROM keeps its rows when it
@@ -108,12 +107,14 @@ const settleQuery = `/* ryw settle */ WITH RECURSIVE c AS MATERIALIZED (SELECT p
 	FROM (SELECT n, xs, busy FROM w ORDER BY n DESC LIMIT 1) last`
 
 // settleQuickQuery is settleQuery's first look on a connection through a
-// pooler, where ryw names no statements and every one is planned: planning
-// settleQuery costs several times running it, and this one about a
-// seventh of that. It answers "0" when no transaction holds an ID on the
-// primary (its snapshot lists none running, and none was assigned past
-// the xmax); otherwise it fails (see settleBusy), which skips the read, and
-// the read settles with settleQuery on its own first.
+// pooler, where ryw names no statements and every one is planned: it plans
+// at about a seventh of settleQuery's cost. It answers "0" when no
+// transaction holds an ID on the primary (its snapshot lists none running,
+// and none was assigned past the xmax), which is settleQuery's first look
+// finding none; otherwise it fails (see settleBusy), which skips the read,
+// and the read is sent again with settleQuery in its pipeline. It is sent
+// only in a transaction that holds no ID of its own (a read's implicit
+// one, or before BEGIN), from which age() counts.
 const settleQuickQuery = `/* ryw settle */ SELECT CASE WHEN pg_snapshot_xmin(s) = pg_snapshot_xmax(s) AND age(pg_snapshot_xmax(s)::xid) = 0 THEN '0'
 	ELSE ('` + busyPrefix + `' || s::text)::pg_lsn::text END FROM (SELECT pg_current_snapshot() s OFFSET 0) c`
 
@@ -218,7 +219,8 @@ func (cc *checkedConn) settles(obs *Observation) (bool, int) {
 
 // settle runs settleQuery on its own, before a transaction that obs
 // reports to begins on the primary, when it must (see settles); through a
-// pooler, settleQuickQuery first, when quick is set.
+// pooler, settleQuickQuery first (when quick is set, and settleQuery only
+// when the primary is busy).
 func (cc *checkedConn) settle(ctx context.Context, obs *Observation, quick bool) error {
 	must, gen := cc.settles(obs)
 	if !must {

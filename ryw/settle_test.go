@@ -104,14 +104,13 @@ func count(t *testing.T, where string) int {
 	return n
 }
 
-// TestTheSettleTakesOneSnapshot: the settle's list of running
-// transactions comes from one snapshot of the primary. Inlined, the
-// planner called pg_current_snapshot() for each use of it (and for each of
-// generate_series's rows), mixing snapshots. Read from the plan the
-// primary makes of the statement, with the prepared statement's generic
-// parameters. Control: the same statement with its snapshot not
-// materialized plans more than one call.
-func TestTheSettleTakesOneSnapshot(t *testing.T) {
+// TestTheSettlePlansItsListOnce: the settle builds its list of running
+// transactions once. Inlined, the planner built it twice (once for the
+// list, once for its cardinality), each time calling pg_snapshot_xip.
+// Read from the plan the primary makes of the statement, with the prepared
+// statement's generic parameters. Control: the same statement with its
+// CTEs not materialized plans the list twice.
+func TestTheSettlePlansItsListOnce(t *testing.T) {
 	needStack(t)
 	ctx := t.Context()
 	conn, err := stack.Primary.Conn(ctx)
@@ -135,10 +134,10 @@ func TestTheSettleTakesOneSnapshot(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return strings.Count(strings.Join(plan, "\n"), "pg_current_snapshot()")
+		return strings.Count(strings.Join(plan, "\n"), "pg_snapshot_xip(")
 	}
 	if n := calls("ryw_settle", ryw.SettleQuery); n != 1 {
-		t.Fatalf("the settle's plan calls pg_current_snapshot() %d times, want 1", n)
+		t.Fatalf("the settle's plan builds its list %d times, want 1", n)
 	}
 	inlined := strings.Replace(ryw.SettleQuery, "c AS MATERIALIZED", "c AS NOT MATERIALIZED", 1)
 	inlined = strings.Replace(inlined, "x AS MATERIALIZED", "x AS NOT MATERIALIZED", 1)
@@ -146,14 +145,15 @@ func TestTheSettleTakesOneSnapshot(t *testing.T) {
 		t.Fatal("control: the settle's CTEs are not where the test expects them")
 	}
 	if n := calls("ryw_settle_inlined", inlined); n < 2 {
-		t.Fatalf("control: the settle inlined plans %d calls of pg_current_snapshot(), want more than 1", n)
+		t.Fatalf("control: the settle inlined builds its list %d times, want more than once", n)
 	}
 }
 
 // TestTheQuickSettleSeesRunningTransactions: the settle's first look
 // through a pooler passes when no transaction holds an ID on the primary,
 // and fails as busy while one does (here a write not yet committed), so
-// that the read settles in full first.
+// that the read settles in full: the write's ID past the snapshot's xmax,
+// then, once a later transaction committed, in its running list.
 func TestTheQuickSettleSeesRunningTransactions(t *testing.T) {
 	needStack(t)
 	ctx := t.Context()
@@ -190,10 +190,24 @@ func TestTheQuickSettleSeesRunningTransactions(t *testing.T) {
 	if _, err := tx.Exec(ctx, "INSERT INTO "+table+" VALUES ('k', 'v1')"); err != nil {
 		t.Fatal(err)
 	}
-	for range 3 {
-		if err := look(); !ryw.SettleBusy(err) {
-			t.Fatalf("with a write running, the quick settle answered %v, want busy", err)
-		}
+	// Its ID is the newest: past the snapshot's xmax.
+	if err := look(); !ryw.SettleBusy(err) {
+		t.Fatalf("with a write running, the quick settle answered %v, want busy", err)
+	}
+	// A later transaction commits: the xmax passes the running one's ID,
+	// which the snapshot now lists as running.
+	if err := stack.Primary.Exec(ctx, "INSERT INTO "+table+" VALUES ('k2', 'v1')"); err != nil {
+		t.Fatal(err)
+	}
+	var xmin, xmax string
+	if err := stack.Primary.QueryRow(ctx, []any{&xmin, &xmax}, "SELECT pg_snapshot_xmin(pg_current_snapshot())::text, pg_snapshot_xmax(pg_current_snapshot())::text"); err != nil {
+		t.Fatal(err)
+	}
+	if xmin == xmax {
+		t.Fatalf("the running write is not in the snapshot's list (xmin %s, xmax %s)", xmin, xmax)
+	}
+	if err := look(); !ryw.SettleBusy(err) {
+		t.Fatalf("with a write in the snapshot's running list, the quick settle answered %v, want busy", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
