@@ -463,7 +463,7 @@ func (c *checkedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (drive
 		// The statements inside a transaction are not measured: the
 		// session is raised to the primary's position instead.
 		obs.unmeasured()
-		if err := c.settle(ctx, obs, true); err != nil {
+		if err := c.settle(ctx, obs); err != nil {
 			return nil, err
 		}
 	}

@@ -219,9 +219,9 @@ func (cc *checkedConn) settles(obs *Observation) (bool, int) {
 
 // settle runs settleQuery on its own, before a transaction that obs
 // reports to begins on the primary, when it must (see settles); through a
-// pooler, settleQuickQuery first (when quick is set, and settleQuery only
-// when the primary is busy).
-func (cc *checkedConn) settle(ctx context.Context, obs *Observation, quick bool) error {
+// pooler, settleQuickQuery first, and settleQuery only when the primary is
+// busy.
+func (cc *checkedConn) settle(ctx context.Context, obs *Observation) error {
 	must, gen := cc.settles(obs)
 	if !must {
 		return nil
@@ -230,13 +230,13 @@ func (cc *checkedConn) settle(ctx context.Context, obs *Observation, quick bool)
 	if conn.IsClosed() {
 		return driver.ErrBadConn
 	}
-	looks, err := cc.execSettle(ctx, conn, quick)
+	looks, err := cc.execSettle(ctx, conn)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "26000" {
 		// Its prepared statement is gone (DISCARD ALL): prepare it again,
 		// once.
 		cc.forget(ctx, conn, settleQuery)
-		looks, err = cc.execSettle(ctx, conn, quick)
+		looks, err = cc.execSettle(ctx, conn)
 	}
 	if err != nil {
 		if s := settleError(err); s != nil {
@@ -249,15 +249,13 @@ func (cc *checkedConn) settle(ctx context.Context, obs *Observation, quick bool)
 }
 
 // execSettle runs settleQuery on its own and returns its answer (see
-// settleDone); through a pooler, settleQuickQuery first when quick is set.
-func (cc *checkedConn) execSettle(ctx context.Context, conn *pgx.Conn, quick bool) (string, error) {
+// settleDone); through a pooler, settleQuickQuery first.
+func (cc *checkedConn) execSettle(ctx context.Context, conn *pgx.Conn) (string, error) {
 	if cc.pooled {
 		// No named statements through a pooler: planned each time.
-		if quick {
-			looks, err := execValue(conn.PgConn().ExecParams(ctx, settleQuickQuery, nil, nil, nil, nil))
-			if !settleBusy(err) {
-				return looks, err
-			}
+		looks, err := execValue(conn.PgConn().ExecParams(ctx, settleQuickQuery, nil, nil, nil, nil))
+		if !settleBusy(err) {
+			return looks, err
 		}
 		return execValue(conn.PgConn().ExecParams(ctx, settleQuery, settleArgs(ctx), nil, nil, nil))
 	}
