@@ -198,7 +198,7 @@ func (cc *checkedConn) tryMeasured(ctx context.Context, conn *pgx.Conn, obs *Obs
 		}
 	}
 	if settle != nil {
-		if err := readSettle(p); err != nil {
+		if _, err := readSettle(p); err != nil {
 			return nil, err
 		}
 		obs.settled(gen)
@@ -399,11 +399,7 @@ func (cc *checkedConn) tryPooled(ctx context.Context, obs *Observation, need LSN
 	}
 	if need > 0 {
 		checksRun.Add(1)
-		res, err := p.GetResults()
-		if rr, ok := res.(*pgconn.ResultReader); ok && err == nil {
-			_, err = rr.Close()
-		}
-		if err != nil {
+		if _, err := pipelinedValue(p, "replay check"); err != nil {
 			p.Close()
 			if b := behindError(err, need); b != nil {
 				return nil, false, b
@@ -412,13 +408,8 @@ func (cc *checkedConn) tryPooled(ctx context.Context, obs *Observation, need LSN
 		}
 	}
 	if mustSettle {
-		if quick {
-			busy, err := readQuickSettle(p)
-			if err != nil || busy {
-				return nil, busy, err
-			}
-		} else if err := readSettle(p); err != nil {
-			return nil, false, err
+		if busy, err := readSettle(p); err != nil || busy {
+			return nil, busy, err
 		}
 		obs.settled(gen)
 	}

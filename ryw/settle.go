@@ -178,24 +178,10 @@ func settleDone(looks string, err error) error {
 	return err
 }
 
-// readSettle reads settleQuery's answer off a sent pipeline; on error the
-// pipeline is closed.
-func readSettle(p *pgconn.Pipeline) error {
-	looks, err := pipelinedValue(p, "settle")
-	if err == nil {
-		return settleDone(looks, nil)
-	}
-	p.Close()
-	if s := settleError(err); s != nil {
-		return settleDone("", s)
-	}
-	return badConn(err)
-}
-
-// readQuickSettle reads settleQuickQuery's answer off a sent pipeline:
-// busy when the primary had transactions running, and the read after it
-// was skipped. Unless it settled, the pipeline is closed.
-func readQuickSettle(p *pgconn.Pipeline) (busy bool, err error) {
+// readSettle reads the answer of settleQuery or settleQuickQuery off a
+// sent pipeline: busy when the quick look found transactions running, and
+// the read after it was skipped. Unless it settled, the pipeline is closed.
+func readSettle(p *pgconn.Pipeline) (busy bool, err error) {
 	looks, err := pipelinedValue(p, "settle")
 	if err == nil {
 		return false, settleDone(looks, nil)
@@ -203,6 +189,9 @@ func readQuickSettle(p *pgconn.Pipeline) (busy bool, err error) {
 	p.Close()
 	if settleBusy(err) {
 		return true, nil
+	}
+	if s := settleError(err); s != nil {
+		return false, settleDone("", s)
 	}
 	return false, badConn(err)
 }
