@@ -2,16 +2,21 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/ryw-go/ryw/internal/devstack"
 	"github.com/ryw-go/ryw/internal/loadgen"
+	"github.com/ryw-go/ryw/internal/proccpu"
 )
 
 func TestPercentile(t *testing.T) {
@@ -171,7 +176,12 @@ func TestOverloadReportGivesMediansAgainstThePeak(t *testing.T) {
 	}
 	o.rounds = 3
 	phase := func(round, conns int, ok uint64, out int) overloadPhase {
-		return overloadPhase{label: "lsn", round: round, conns: conns, secs: 1, requests: ok + 1, non2xx: 1, p99: time.Duration(conns) * time.Millisecond, takenOut: out, retries: 2}
+		n := time.Duration(ok + 1)
+		return overloadPhase{label: "lsn", round: round, conns: conns, secs: 1, requests: ok + 1, non2xx: 1, p99: time.Duration(conns) * time.Millisecond, takenOut: out, retries: 2,
+			// Per answer: API 50 µs, PostgreSQL 40, Redis 0, wrk 10, the
+			// machine busy 110 (10 µs other), idle a quarter of the time.
+			cpu:     cpuUse{api: n * 50 * time.Microsecond, pg: n * 40 * time.Microsecond, gen: n * 10 * time.Microsecond},
+			machine: proccpu.MachineUse{Busy: n * 110 * time.Microsecond, Idle: n * 110 * time.Microsecond / 3}}
 	}
 	rep := &overloadReport{labels: []string{"lsn"}, generator: "wrk", phases: []overloadPhase{
 		phase(0, 64, 900, 0), phase(0, 256, 1000, 0), phase(0, 1024, 950, 1),
@@ -183,6 +193,7 @@ func TestOverloadReportGivesMediansAgainstThePeak(t *testing.T) {
 		"| lsn | 64 (1x) | 900 | 800-1000 | 0.82x | 64.00 ms | 3 | 0 | 0 | 6 |",
 		"| lsn | 256 (4x) | 1100 | 1000-1200 | 1.00x | 256.00 ms |",
 		"| lsn | 1024 (16x) | 950 | 850-1100 | 0.86x | 1024.00 ms | 3 | 0 | 1 | 6 |",
+		"| lsn | 64 (1x) | 50 | 40 | 0 | 10 | 110 | 10 | 25% | 0% |",
 		"3 rounds",
 	} {
 		if !strings.Contains(report, want) {
@@ -369,6 +380,38 @@ func TestPicturesAreDrawn(t *testing.T) {
 		b, err := os.ReadFile(p)
 		if err != nil || !bytes.HasPrefix(b, []byte("\x89PNG")) || len(b) < 5000 {
 			t.Errorf("%s: %d bytes, %v; want a PNG", p, len(b), err)
+		}
+	}
+}
+
+// TestTheWrkScriptsGetAnswers: each script the overload suite gives wrk
+// sends requests that a Go server answers. A request formatted before
+// wrk's init has no Host header, and Go answers it 400 and closes the
+// connection: the first version of the healthz script did that.
+func TestTheWrkScriptsGetAnswers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs wrk")
+	}
+	if !haveWrk() {
+		t.Skip("wrk is not installed (apt-get install wrk)")
+	}
+	var paths sync.Map
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		paths.Store(r.URL.Path, true)
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	b := &tpBench{stack: &devstack.Stack{Dir: t.TempDir()}, headers: []http.Header{{"X-Demo-Userid": {"u1"}}, {"X-Demo-Userid": {"u2"}}}}
+	for script, path := range map[string]string{"me.lua": "/api/me", "healthz.lua": "/healthz"} {
+		p, err := b.wrk(context.Background(), srv.URL, 2, time.Second, script)
+		if err != nil {
+			t.Fatalf("%s: %v", script, err)
+		}
+		if p.requests == 0 || p.non2xx != 0 || p.sockErrs != 0 {
+			t.Errorf("%s: %d answers, %d non-2xx, %d socket errors; want answers and no errors", script, p.requests, p.non2xx, p.sockErrs)
+		}
+		if _, ok := paths.Load(path); !ok {
+			t.Errorf("%s sent nothing to %s", script, path)
 		}
 	}
 }

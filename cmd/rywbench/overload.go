@@ -19,6 +19,7 @@ import (
 
 	"github.com/ryw-go/ryw/internal/devstack"
 	"github.com/ryw-go/ryw/internal/loadgen"
+	"github.com/ryw-go/ryw/internal/proccpu"
 )
 
 // The overload suite (-suite overload) drives GET /api/me past the point
@@ -31,12 +32,32 @@ import (
 // second), p99 latency, non-2xx answers, how many times a replica left the
 // rotation (the monitor's "replica out of rotation" log lines, which every
 // build writes once per transition), and reads retried on the primary
-// (ryw_read_retries_total). Then a cold start: a fresh API process is
+// (ryw_read_retries_total); and where the CPU went per answer: each
+// process's, and the machine's busy, idle and stolen time (/proc/stat), so
+// that a fall in goodput can be told apart from a machine that slowed
+// down. A control takes the same turns: GET /healthz, which touches no
+// node, on the first API process, for what more connections cost when no
+// request does any of ryw's work. Then a cold start: a fresh API process is
 // started while the closed loop at 1x is already knocking on its port, and
 // the same counts are taken over its first seconds. The levels are run
 // -rounds times, the APIs taking turns in a rotating order, and the report
 // gives each level's median goodput and p99 and the counts summed over
 // the rounds: a single 8 s phase on this machine varies by 10-15%.
+
+// healthzLabel names the control's phases: GET /healthz on the first API
+// process.
+const healthzLabel = "healthz"
+
+// wrkHealthzScript makes wrk send GET /healthz, formatted once in init
+// (before it, wrk has not set the Host header, and a request without one
+// is answered 400).
+const wrkHealthzScript = `
+local req
+init = function(args)
+  req = wrk.format("GET", "/healthz")
+end
+request = function() return req end
+`
 
 // overloadLevels are the concurrency multiples of -conns.
 var overloadLevels = []int{1, 4, 16}
@@ -60,6 +81,8 @@ type overloadPhase struct {
 	// startup is, for a cold start, how long the API process took from
 	// its start to answering /healthz.
 	startup time.Duration
+	cpu     cpuUse             // each process's CPU time in the phase
+	machine proccpu.MachineUse // what the machine's CPUs did in the phase
 }
 
 func (p overloadPhase) goodput() float64 {
@@ -108,23 +131,50 @@ func runOverload(ctx context.Context, o options, stderr io.Writer) (*overloadRep
 	if err := waitUntil(ctx, seededAt.Add(o.window+time.Second)); err != nil {
 		return nil, err
 	}
-	rep := &overloadReport{labels: b.labels, generator: "wrk"}
+	// The control: GET /healthz, which touches no node, on the first
+	// API process (off mode's): what more connections cost the HTTP
+	// server and the machine when no request does any of ryw's work.
+	labels := append(slices.Clone(b.labels), healthzLabel)
+	rep := &overloadReport{labels: labels, generator: "wrk"}
 	for round := range o.rounds {
 		for _, level := range overloadLevels {
-			for i := range b.labels {
+			for i := range labels {
 				// The APIs take turns in an order that rotates with the
 				// round, so that none always follows the same one.
-				label := b.labels[(i+round)%len(b.labels)]
+				label := labels[(i+round)%len(labels)]
 				conns := level * o.conns
 				fmt.Fprintf(stderr, "rywbench:   overload round %d/%d %s: %d connections (%dx) for %s\n", round+1, o.rounds, label, conns, level, o.phase)
-				api := b.apis[label]
-				logs := filepath.Join(b.stack.Dir, "api-"+label)
+				apiLabel, script := label, "me.lua"
+				if label == healthzLabel {
+					apiLabel, script = b.labels[0], "healthz.lua"
+				}
+				api := b.apis[apiLabel]
+				logs := filepath.Join(b.stack.Dir, "api-"+apiLabel)
 				out0, r0 := countLines(logs, takenOutLine), scrapeSum(ctx, api.URL, retriesAnyRE)
 				settle()
-				p, err := b.wrk(ctx, api.URL, conns, o.phase)
+				cpu0, err := b.cpu(api)
+				if err != nil {
+					return nil, err
+				}
+				m0, err := proccpu.Machine()
+				if err != nil {
+					return nil, err
+				}
+				p, err := b.wrk(ctx, api.URL, conns, o.phase, script)
 				if err != nil {
 					return nil, fmt.Errorf("%s: %w", label, err)
 				}
+				m1, err := proccpu.Machine()
+				if err != nil {
+					return nil, err
+				}
+				cpu1, err := b.cpu(api)
+				if err != nil {
+					return nil, err
+				}
+				gen := p.cpu.gen
+				p.cpu, p.machine = cpu1.sub(cpu0), m1.Sub(m0)
+				p.cpu.gen = gen
 				p.label, p.round = label, round
 				taken := linesWith(logs, takenOutLine)
 				p.takenOut = len(taken) - out0
@@ -174,7 +224,7 @@ func (b *tpBench) coldStart(ctx context.Context, label string) (overloadPhase, e
 	done := make(chan result, 1)
 	settle()
 	go func() {
-		p, err := b.wrk(ctx, "http://"+addr, b.o.conns, coldStartLoad)
+		p, err := b.wrk(ctx, "http://"+addr, b.o.conns, coldStartLoad, "me.lua")
 		done <- result{p, err}
 	}()
 	// Until wrk has made its first connection (it holds it, unanswered).
@@ -216,19 +266,21 @@ func (b *tpBench) listenQueue(addr string) int {
 	return n
 }
 
-// wrk runs a closed loop of conns connections on GET /api/me for the
-// seeded users, for d, and reads its counts and p99.
-func (b *tpBench) wrk(ctx context.Context, url string, conns int, d time.Duration) (overloadPhase, error) {
+// wrk runs a closed loop of conns connections for d, with script (of
+// wrkSetup's: me.lua, GET /api/me for the seeded users, or healthz.lua),
+// and reads its counts and p99.
+func (b *tpBench) wrk(ctx context.Context, url string, conns int, d time.Duration, script string) (overloadPhase, error) {
 	if err := b.wrkSetup(); err != nil {
 		return overloadPhase{}, err
 	}
 	cmd := exec.CommandContext(ctx, wrkProgram, "-t", "2", "-c", strconv.Itoa(conns), "-d", strconv.Itoa(max(1, int(d.Seconds())))+"s",
-		"--timeout", "10s", "--latency", "-s", filepath.Join(b.wrkFiles, "me.lua"), url, "--", filepath.Join(b.wrkFiles, "users.txt"))
+		"--timeout", "10s", "--latency", "-s", filepath.Join(b.wrkFiles, script), url, "--", filepath.Join(b.wrkFiles, "users.txt"))
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return overloadPhase{}, fmt.Errorf("wrk: %v: %s", err, out)
 	}
 	p := overloadPhase{conns: conns}
+	p.cpu.gen = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	if p.requests, p.secs, p.non2xx, err = parseWrk(out); err != nil {
 		return p, err
 	}
@@ -263,6 +315,9 @@ func (b *tpBench) wrkSetup() error {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "me.lua"), []byte(wrkScript), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "healthz.lua"), []byte(wrkHealthzScript), 0o644); err != nil {
 		return err
 	}
 	b.wrkFiles = dir
@@ -310,8 +365,8 @@ func scrapeSum(ctx context.Context, api string, re *regexp.Regexp) float64 {
 func renderOverload(rep *overloadReport, o options, commit string) string {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "Run of %s, commit %s: `make bench ARGS=\"%s\"`.\n\n", time.Now().UTC().Format("2006-01-02"), commit, o.args)
-	fmt.Fprintf(&b, "GET /api/me for %d seeded users, closed loop (%s, 2 threads, 10 s timeout), %s per phase, at 1x, 4x and 16x %d connections (1x is `-conns`); a primary and %d streaming replicas on loopback; the API processes of the throughput suite, taking turns in a rotating order, %d rounds. Goodput is the median over the rounds of the 2xx answers per second (range: the lowest and highest round), vs peak is against the level with the highest median, and p99 is the median round's; the counts are summed over the rounds; out of rotation counts the monitor's \"replica out of rotation\" transitions; retried counts `ryw_read_retries_total` (every cause).\n\n",
-		o.population, rep.generator, o.phase, o.conns, o.replicas, o.rounds)
+	fmt.Fprintf(&b, "GET /api/me for %d seeded users, closed loop (%s, 2 threads, 10 s timeout), %s per phase, at 1x, 4x and 16x %d connections (1x is `-conns`); a primary and %d streaming replicas on loopback; the API processes of the throughput suite, taking turns in a rotating order, %d rounds. Goodput is the median over the rounds of the 2xx answers per second (range: the lowest and highest round), vs peak is against the level with the highest median, and p99 is the median round's; the counts are summed over the rounds; out of rotation counts the monitor's \"replica out of rotation\" transitions; retried counts `ryw_read_retries_total` (every cause). The %s rows are the control: GET /healthz, which touches no node, on the %s process, in the same turns: what more connections cost the HTTP server and the machine when no request does any of ryw's work.\n\n",
+		o.population, rep.generator, o.phase, o.conns, o.replicas, o.rounds, healthzLabel, rep.labels[0])
 	w := tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.Debug)
 	fmt.Fprintln(w, "| API\t connections\t goodput (2xx/s)\t range\t vs peak\t p99\t non-2xx\t socket errors\t out of rotation\t retried on the primary\t")
 	fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t")
@@ -324,6 +379,18 @@ func renderOverload(rep *overloadReport, o options, commit string) string {
 		for _, l := range levels {
 			fmt.Fprintf(w, "| %s\t %d (%dx)\t %.0f\t %.0f-%.0f\t %s\t %s\t %d\t %d\t %d\t %.0f\t\n", label, l.conns, l.conns/o.conns, l.goodput, l.min, l.max,
 				ratio(l.goodput, peak), ms(l.p99), l.non2xx, l.sockErrs, l.takenOut, l.retries)
+		}
+	}
+	w.Flush()
+	fmt.Fprintf(&b, "\nWhere the CPU went, per answer (medians over the rounds): each process's CPU time from /proc/<pid>/stat (PostgreSQL is every node's postmaster with its backends; wrk is the generator), the machine's busy time from /proc/stat (every process, the kernel's interrupts included), other is busy minus the processes named, and idle and stolen are shares of the machine's CPU time in the phase (stolen: the hypervisor ran something else while this machine wanted to run).\n\n")
+	w = tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.Debug)
+	fmt.Fprintln(w, "| API\t connections\t API µs\t PostgreSQL µs\t Redis µs\t wrk µs\t machine busy µs\t other µs\t idle\t stolen\t")
+	fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t")
+	for _, label := range rep.labels {
+		for _, l := range overloadLevelsOf(rep.phases, label, o.conns) {
+			other := l.busy - l.api - l.pg - l.redis - l.gen
+			fmt.Fprintf(w, "| %s\t %d (%dx)\t %s\t %s\t %s\t %s\t %s\t %s\t %.0f%%\t %.0f%%\t\n", label, l.conns, l.conns/o.conns,
+				us(l.api), us(l.pg), us(l.redis), us(l.gen), us(l.busy), us(other), 100*l.idle, 100*l.steal)
 		}
 	}
 	w.Flush()
@@ -347,6 +414,11 @@ type overloadLevel struct {
 	non2xx, sockErrs  uint64
 	takenOut          int
 	retries           float64
+	// Medians over the rounds of the CPU time per answer, by process,
+	// and of the machine's: busy, and the shares of its CPUs' time that
+	// were idle or stolen by the hypervisor.
+	api, pg, redis, gen, busy time.Duration
+	idle, steal               float64
 }
 
 // overloadLevelsOf sums up label's phases by level (base is -conns).
@@ -355,10 +427,12 @@ func overloadLevelsOf(phases []overloadPhase, label string, base int) []overload
 	for _, level := range overloadLevels {
 		l := overloadLevel{conns: level * base}
 		var rates, p99s []float64
+		var use []overloadPhase
 		for _, p := range phases {
 			if p.label != label || p.conns != l.conns {
 				continue
 			}
+			use = append(use, p)
 			rates = append(rates, p.goodput())
 			p99s = append(p99s, float64(p.p99))
 			l.non2xx += p.non2xx
@@ -371,6 +445,30 @@ func overloadLevelsOf(phases []overloadPhase, label string, base int) []overload
 		}
 		l.goodput, l.min, l.max = loadgen.Median(rates), slices.Min(rates), slices.Max(rates)
 		l.p99 = time.Duration(loadgen.Median(p99s))
+		perAnswer := func(f func(overloadPhase) time.Duration) time.Duration {
+			return time.Duration(loadgen.Median(each(use, func(p overloadPhase) float64 {
+				if p.requests == 0 {
+					return 0
+				}
+				return float64(f(p)) / float64(p.requests)
+			})))
+		}
+		l.api = perAnswer(func(p overloadPhase) time.Duration { return p.cpu.api })
+		l.pg = perAnswer(func(p overloadPhase) time.Duration { return p.cpu.pg })
+		l.redis = perAnswer(func(p overloadPhase) time.Duration { return p.cpu.redis })
+		l.gen = perAnswer(func(p overloadPhase) time.Duration { return p.cpu.gen })
+		l.busy = perAnswer(func(p overloadPhase) time.Duration { return p.machine.Busy })
+		share := func(f func(proccpu.MachineUse) time.Duration) float64 {
+			return loadgen.Median(each(use, func(p overloadPhase) float64 {
+				all := p.machine.Busy + p.machine.Idle + p.machine.Steal
+				if all <= 0 {
+					return 0
+				}
+				return float64(f(p.machine)) / float64(all)
+			}))
+		}
+		l.idle = share(func(m proccpu.MachineUse) time.Duration { return m.Idle })
+		l.steal = share(func(m proccpu.MachineUse) time.Duration { return m.Steal })
 		out = append(out, l)
 	}
 	return out

@@ -686,22 +686,8 @@ func (b *tpBench) peak(ctx context.Context, api *devstack.API, d time.Duration) 
 		return b.attack(ctx, api, 0, d)
 	}
 	b.generator = "wrk"
-	if b.wrkFiles == "" {
-		dir, err := os.MkdirTemp(b.stack.Dir, "wrk-")
-		if err != nil {
-			return phase{}, err
-		}
-		var ids strings.Builder
-		for _, h := range b.headers {
-			ids.WriteString(h.Get("X-Demo-Userid") + "\n")
-		}
-		if err := os.WriteFile(filepath.Join(dir, "users.txt"), []byte(ids.String()), 0o644); err != nil {
-			return phase{}, err
-		}
-		if err := os.WriteFile(filepath.Join(dir, "me.lua"), []byte(wrkScript), 0o644); err != nil {
-			return phase{}, err
-		}
-		b.wrkFiles = dir
+	if err := b.wrkSetup(); err != nil {
+		return phase{}, err
 	}
 	secs := max(1, int(d.Seconds()))
 	l0, p0 := scrapeLookups(ctx, api)

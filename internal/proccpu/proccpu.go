@@ -61,6 +61,37 @@ func Self() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// MachineUse is what every CPU of the machine has done since boot, from
+// /proc/stat: busy (user, system and interrupts), idle (idle and iowait),
+// and stolen, the time the hypervisor ran something else while this
+// machine wanted to run. Take one before and one after a phase and Sub
+// them.
+type MachineUse struct{ Busy, Idle, Steal time.Duration }
+
+// Machine reads the machine's CPU use from /proc/stat.
+func Machine() (MachineUse, error) {
+	fs, err := procfs.NewDefaultFS()
+	if err != nil {
+		return MachineUse{}, err
+	}
+	st, err := fs.Stat()
+	if err != nil {
+		return MachineUse{}, err
+	}
+	c := st.CPUTotal
+	sec := func(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+	return MachineUse{
+		Busy:  sec(c.User + c.Nice + c.System + c.IRQ + c.SoftIRQ),
+		Idle:  sec(c.Idle + c.Iowait),
+		Steal: sec(c.Steal),
+	}, nil
+}
+
+// Sub is what the machine did between o and m.
+func (m MachineUse) Sub(o MachineUse) MachineUse {
+	return MachineUse{m.Busy - o.Busy, m.Idle - o.Idle, m.Steal - o.Steal}
+}
+
 // Meter sums the CPU time of groups of processes over a run in which
 // some of them are killed and restarted: it samples each process every
 // interval, counts what a process used since its last sample, and counts

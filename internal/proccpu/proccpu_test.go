@@ -53,3 +53,26 @@ func TestMeterReadsRealProcesses(t *testing.T) {
 		t.Errorf("Used = %v after 50 ms of spinning; want some CPU time", m.Used())
 	}
 }
+
+func TestMachineCountsThisProcessesWork(t *testing.T) {
+	if _, err := os.Stat("/proc/stat"); err != nil {
+		t.Skip("no /proc")
+	}
+	before, err := Machine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(100 * time.Millisecond); time.Now().Before(end); {
+	}
+	after, err := Machine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := after.Sub(before)
+	if d.Busy <= 0 {
+		t.Errorf("busy %v after 100 ms of spinning; want some", d.Busy)
+	}
+	if d.Idle < 0 || d.Steal < 0 {
+		t.Errorf("idle %v, steal %v: a count went backwards", d.Idle, d.Steal)
+	}
+}
