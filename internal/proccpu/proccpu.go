@@ -1,6 +1,8 @@
 // Package proccpu reads the CPU time that processes have used, from
-// /proc, for the benchmarks' CPU per request, and samples groups of
-// processes that may be killed and restarted during a run (Meter).
+// /proc, for the benchmarks' CPU per request, samples groups of
+// processes that may be killed and restarted during a run (Meter), and
+// reads what the whole machine's CPUs did (Machine): busy, idle, or
+// stolen by the hypervisor.
 package proccpu
 
 import (
