@@ -48,6 +48,14 @@ bench: build
 				{ echo "bench: could not install pgpool2 (try apt-get update first)"; exit 1; }; \
 		fi;; \
 	esac
+	@case " $(ARGS) " in *" -proxy haproxy "*|*" -proxy=haproxy "*|*" --proxy haproxy "*|*" --proxy=haproxy "*) \
+		if [ ! -x /usr/sbin/haproxy ]; then \
+			echo "bench: -proxy haproxy runs HAProxy: installing Debian's haproxy"; \
+			sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+			DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends haproxy || \
+				{ echo "bench: could not install haproxy (try apt-get update first)"; exit 1; }; \
+		fi;; \
+	esac
 	./$(BIN)/rywbench -api-bin $(BIN)/ryw-api -out docs/BENCHMARKS.md $(ARGS)
 
 ## screenshot: docs/live-page.png, the README's picture of the live page, taken by the browser test

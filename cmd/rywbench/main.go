@@ -107,6 +107,10 @@ type options struct {
 	// pooler is the PgBouncer pool mode (devstack.PoolTransaction or
 	// PoolSession) of the throughput suite's stack, or "": none.
 	pooler string
+	// proxy is, for the overload suite, "haproxy": each API process is
+	// also measured behind an HAProxy that keeps -conns connections to it;
+	// or "": none.
+	proxy string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -121,6 +125,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.conns, "conns", 32, "throughput: closed-loop connections; overload: the 1x concurrency (default 64 there)")
 	fs.IntVar(&o.population, "population", 1000, "throughput: users with a profile whom the reads are for")
 	fs.StringVar(&o.pprofMode, "pprof", "", "throughput: the mode whose API process gets PPROF_ADDR from the environment (the others get none), for docs/PROFILING.md; with -pooler, lsn"+pooledSuffix+" names the pooled one")
+	fs.StringVar(&o.proxy, "proxy", "", "overload: also measure each API process behind this proxy, which holds the clients' connections and keeps -conns to the process (haproxy, or none: the default), labelled <mode>"+proxiedSuffix+"; needs haproxy")
 	fs.StringVar(&o.pooler, "pooler", "", "throughput: put a PgBouncer in this pool mode (transaction, session, or none: the default) in front of every node, and run each mode twice, direct and through it (labelled <mode>"+pooledSuffix+")")
 	fs.BoolVar(&o.scale, "scale", true, "throughput: also measure 1, 2 and 4 replicas and 100x the population, one round each")
 	fs.IntVar(&o.users, "users", 32, "concurrent users, each writing then reading its own profile")
@@ -202,6 +207,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-pooler must be %s or %s, got %q", devstack.PoolTransaction, devstack.PoolSession, o.pooler)
 	case o.pooler != "" && (o.suite != "throughput" || len(o.scenarios) > 0):
 		return o, errors.New("-pooler: only the throughput suite (without -scenarios) runs behind PgBouncer")
+	case o.proxy != "" && o.proxy != "none" && o.proxy != "haproxy":
+		return o, fmt.Errorf("-proxy must be haproxy or none, got %q", o.proxy)
+	case o.proxy == "haproxy" && o.suite != "overload":
+		return o, errors.New("-proxy: only the overload suite runs behind a proxy")
+	}
+	if o.proxy == "none" {
+		o.proxy = ""
 	}
 	return o, nil
 }

@@ -415,3 +415,42 @@ func TestTheWrkScriptsGetAnswers(t *testing.T) {
 		}
 	}
 }
+
+// TestOverloadBehindAProxy: -proxy haproxy is for the overload suite only,
+// and its report gives the proxy's CPU per answer in a column of its own,
+// taken out of "other".
+func TestOverloadBehindAProxy(t *testing.T) {
+	for _, args := range [][]string{{"-proxy", "haproxy"}, {"-suite", "overload", "-proxy", "nginx"}} {
+		if _, err := parseFlags(args, io.Discard); err == nil {
+			t.Errorf("parseFlags(%q) accepted it", args)
+		}
+	}
+	o, err := parseFlags([]string{"-suite", "overload", "-proxy", "haproxy", "-rounds", "1"}, io.Discard)
+	if err != nil || o.proxy != "haproxy" {
+		t.Fatalf("-suite overload -proxy haproxy = %+v, %v", o, err)
+	}
+	if o, err := parseFlags([]string{"-suite", "overload", "-proxy", "none"}, io.Discard); err != nil || o.proxy != "" {
+		t.Fatalf("-proxy none = %+v, %v", o, err)
+	}
+	n := time.Duration(100)
+	phase := func(label string, conns int, proxy time.Duration) overloadPhase {
+		return overloadPhase{label: label, conns: conns, secs: 1, requests: 100,
+			cpu:     cpuUse{api: n * 50 * time.Microsecond, pg: n * 40 * time.Microsecond, gen: n * 10 * time.Microsecond},
+			proxy:   proxy,
+			machine: proccpu.MachineUse{Busy: n * 150 * time.Microsecond}}
+	}
+	rep := &overloadReport{labels: []string{"lsn", "lsn" + proxiedSuffix}, generator: "wrk", proxied: true, phases: []overloadPhase{
+		phase("lsn", 64, 0), phase("lsn"+proxiedSuffix, 64, n*30*time.Microsecond),
+	}}
+	report := strings.Join(strings.Fields(renderOverload(rep, o, "abc1234")), " ")
+	for _, want := range []string{
+		"| wrk µs | HAProxy µs | machine busy µs |",
+		"| lsn | 64 (1x) | 50 | 40 | 0 | 10 | 0 | 150 | 50 |",
+		"| lsn+haproxy | 64 (1x) | 50 | 40 | 0 | 10 | 30 | 150 | 20 |",
+		"`maxconn 64`",
+	} {
+		if !strings.Contains(report, want) {
+			t.Errorf("the report lacks %q:\n%s", want, report)
+		}
+	}
+}

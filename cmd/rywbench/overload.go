@@ -59,6 +59,57 @@ end
 request = function() return req end
 `
 
+// proxiedSuffix labels an API process measured behind the proxy (-proxy).
+const proxiedSuffix = "+haproxy"
+
+// overloadTarget is what one label's phases load: an API process, directly
+// or through a proxy, with one of wrkSetup's scripts.
+type overloadTarget struct {
+	api    *devstack.API
+	logs   string // the API process's log directory
+	url    string // where wrk sends its requests
+	script string
+	proxy  *devstack.HAProxy // nil: direct
+}
+
+// proxyCPU is the proxy's CPU time so far (0 without one).
+func (t overloadTarget) proxyCPU() (time.Duration, error) {
+	if t.proxy == nil {
+		return 0, nil
+	}
+	return proccpu.Of(t.proxy.Pid(), false)
+}
+
+// overloadTargets are the suite's labels, in order, and what each loads:
+// every API process of the throughput suite; with -proxy haproxy, each
+// again behind an HAProxy of its own that keeps -conns connections to it
+// (labelled with proxiedSuffix); and the control, GET /healthz on the
+// first API process (off mode's), which touches no node: what more
+// connections cost when no request does any of ryw's work.
+func (b *tpBench) overloadTargets(ctx context.Context, o options) (map[string]overloadTarget, []string, error) {
+	targets := map[string]overloadTarget{}
+	labels := slices.Clone(b.labels)
+	for _, l := range b.labels {
+		targets[l] = overloadTarget{api: b.apis[l], logs: filepath.Join(b.stack.Dir, "api-"+l), url: b.apis[l].URL, script: "me.lua"}
+	}
+	if o.proxy == "haproxy" {
+		for _, l := range b.labels {
+			h, err := b.stack.StartHAProxy(ctx, strings.TrimPrefix(b.apis[l].URL, "http://"), o.conns)
+			if err != nil {
+				return nil, nil, err
+			}
+			t := targets[l]
+			t.url, t.proxy = h.URL(), h
+			targets[l+proxiedSuffix] = t
+			labels = append(labels, l+proxiedSuffix)
+		}
+	}
+	first := targets[b.labels[0]]
+	first.script = "healthz.lua"
+	targets[healthzLabel] = first
+	return targets, append(labels, healthzLabel), nil
+}
+
 // overloadLevels are the concurrency multiples of -conns.
 var overloadLevels = []int{1, 4, 16}
 
@@ -82,6 +133,7 @@ type overloadPhase struct {
 	// its start to answering /healthz.
 	startup time.Duration
 	cpu     cpuUse             // each process's CPU time in the phase
+	proxy   time.Duration      // the proxy's CPU time in the phase (-proxy)
 	machine proccpu.MachineUse // what the machine's CPUs did in the phase
 }
 
@@ -97,6 +149,7 @@ type overloadReport struct {
 	cold      []overloadPhase // by label
 	labels    []string
 	generator string
+	proxied   bool // some labels ran behind a proxy (-proxy): its CPU is a column
 }
 
 var (
@@ -131,11 +184,11 @@ func runOverload(ctx context.Context, o options, stderr io.Writer) (*overloadRep
 	if err := waitUntil(ctx, seededAt.Add(o.window+time.Second)); err != nil {
 		return nil, err
 	}
-	// The control: GET /healthz, which touches no node, on the first
-	// API process (off mode's): what more connections cost the HTTP
-	// server and the machine when no request does any of ryw's work.
-	labels := append(slices.Clone(b.labels), healthzLabel)
-	rep := &overloadReport{labels: labels, generator: "wrk"}
+	targets, labels, err := b.overloadTargets(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	rep := &overloadReport{labels: labels, generator: "wrk", proxied: o.proxy != ""}
 	for round := range o.rounds {
 		for _, level := range overloadLevels {
 			for i := range labels {
@@ -144,12 +197,8 @@ func runOverload(ctx context.Context, o options, stderr io.Writer) (*overloadRep
 				label := labels[(i+round)%len(labels)]
 				conns := level * o.conns
 				fmt.Fprintf(stderr, "rywbench:   overload round %d/%d %s: %d connections (%dx) for %s\n", round+1, o.rounds, label, conns, level, o.phase)
-				apiLabel, script := label, "me.lua"
-				if label == healthzLabel {
-					apiLabel, script = b.labels[0], "healthz.lua"
-				}
-				api := b.apis[apiLabel]
-				logs := filepath.Join(b.stack.Dir, "api-"+apiLabel)
+				t := targets[label]
+				api, logs := t.api, t.logs
 				out0, r0 := countLines(logs, takenOutLine), scrapeSum(ctx, api.URL, retriesAnyRE)
 				settle()
 				cpu0, err := b.cpu(api)
@@ -160,7 +209,11 @@ func runOverload(ctx context.Context, o options, stderr io.Writer) (*overloadRep
 				if err != nil {
 					return nil, err
 				}
-				p, err := b.wrk(ctx, api.URL, conns, o.phase, script)
+				proxy0, err := t.proxyCPU()
+				if err != nil {
+					return nil, err
+				}
+				p, err := b.wrk(ctx, t.url, conns, o.phase, t.script)
 				if err != nil {
 					return nil, fmt.Errorf("%s: %w", label, err)
 				}
@@ -172,8 +225,12 @@ func runOverload(ctx context.Context, o options, stderr io.Writer) (*overloadRep
 				if err != nil {
 					return nil, err
 				}
+				proxy1, err := t.proxyCPU()
+				if err != nil {
+					return nil, err
+				}
 				gen := p.cpu.gen
-				p.cpu, p.machine = cpu1.sub(cpu0), m1.Sub(m0)
+				p.cpu, p.machine, p.proxy = cpu1.sub(cpu0), m1.Sub(m0), proxy1-proxy0
 				p.cpu.gen = gen
 				p.label, p.round = label, round
 				taken := linesWith(logs, takenOutLine)
@@ -365,8 +422,8 @@ func scrapeSum(ctx context.Context, api string, re *regexp.Regexp) float64 {
 func renderOverload(rep *overloadReport, o options, commit string) string {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "Run of %s, commit %s: `make bench ARGS=\"%s\"`.\n\n", time.Now().UTC().Format("2006-01-02"), commit, o.args)
-	fmt.Fprintf(&b, "GET /api/me for %d seeded users, closed loop (%s, 2 threads, 10 s timeout), %s per phase, at 1x, 4x and 16x %d connections (1x is `-conns`); a primary and %d streaming replicas on loopback; the API processes of the throughput suite, taking turns in a rotating order, %d rounds. Goodput is the median over the rounds of the 2xx answers per second (range: the lowest and highest round), vs peak is against the level with the highest median, and p99 is the median round's; the counts are summed over the rounds; out of rotation counts the monitor's \"replica out of rotation\" transitions; retried counts `ryw_read_retries_total` (every cause). The %s rows are the control: GET /healthz, which touches no node, on the %s process, in the same turns: what more connections cost the HTTP server and the machine when no request does any of ryw's work.\n\n",
-		o.population, rep.generator, o.phase, o.conns, o.replicas, o.rounds, healthzLabel, rep.labels[0])
+	fmt.Fprintf(&b, "GET /api/me for %d seeded users, closed loop (%s, 2 threads, 10 s timeout), %s per phase, at 1x, 4x and 16x %d connections (1x is `-conns`); a primary and %d streaming replicas on loopback; the API processes of the throughput suite, taking turns in a rotating order, %d rounds. Goodput is the median over the rounds of the 2xx answers per second (range: the lowest and highest round), vs peak is against the level with the highest median, and p99 is the median round's; the counts are summed over the rounds; out of rotation counts the monitor's \"replica out of rotation\" transitions; retried counts `ryw_read_retries_total` (every cause). The %s rows are the control: GET /healthz, which touches no node, on the %s process, in the same turns: what more connections cost the HTTP server and the machine when no request does any of ryw's work.%s\n\n",
+		o.population, rep.generator, o.phase, o.conns, o.replicas, o.rounds, healthzLabel, rep.labels[0], proxiedNote(rep, o))
 	w := tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.Debug)
 	fmt.Fprintln(w, "| API\t connections\t goodput (2xx/s)\t range\t vs peak\t p99\t non-2xx\t socket errors\t out of rotation\t retried on the primary\t")
 	fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t")
@@ -384,13 +441,21 @@ func renderOverload(rep *overloadReport, o options, commit string) string {
 	w.Flush()
 	fmt.Fprintf(&b, "\nWhere the CPU went, per answer (medians over the rounds): each process's CPU time from /proc/<pid>/stat (PostgreSQL is every node's postmaster with its backends; wrk is the generator), the machine's busy time from /proc/stat (every process, the kernel's interrupts included), other is busy minus the processes named, and idle and stolen are shares of the machine's CPU time in the phase (stolen: the hypervisor ran something else while this machine wanted to run).\n\n")
 	w = tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.Debug)
-	fmt.Fprintln(w, "| API\t connections\t API µs\t PostgreSQL µs\t Redis µs\t wrk µs\t machine busy µs\t other µs\t idle\t stolen\t")
-	fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t")
+	proxyCol, proxySep := "", ""
+	if rep.proxied {
+		proxyCol, proxySep = " HAProxy µs\t", "---\t"
+	}
+	fmt.Fprintln(w, "| API\t connections\t API µs\t PostgreSQL µs\t Redis µs\t wrk µs\t"+proxyCol+" machine busy µs\t other µs\t idle\t stolen\t")
+	fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t"+proxySep+"---\t---\t---\t---\t")
 	for _, label := range rep.labels {
 		for _, l := range overloadLevelsOf(rep.phases, label, o.conns) {
-			other := l.busy - l.api - l.pg - l.redis - l.gen
-			fmt.Fprintf(w, "| %s\t %d (%dx)\t %s\t %s\t %s\t %s\t %s\t %s\t %.0f%%\t %.0f%%\t\n", label, l.conns, l.conns/o.conns,
-				us(l.api), us(l.pg), us(l.redis), us(l.gen), us(l.busy), us(other), 100*l.idle, 100*l.steal)
+			other := l.busy - l.api - l.pg - l.redis - l.gen - l.proxy
+			proxy := ""
+			if rep.proxied {
+				proxy = " " + us(l.proxy) + "\t"
+			}
+			fmt.Fprintf(w, "| %s\t %d (%dx)\t %s\t %s\t %s\t %s\t%s %s\t %s\t %.0f%%\t %.0f%%\t\n", label, l.conns, l.conns/o.conns,
+				us(l.api), us(l.pg), us(l.redis), us(l.gen), proxy, us(l.busy), us(other), 100*l.idle, 100*l.steal)
 		}
 	}
 	w.Flush()
@@ -405,6 +470,14 @@ func renderOverload(rep *overloadReport, o options, commit string) string {
 	return b.String()
 }
 
+// proxiedNote says what the proxied rows are, when there are any.
+func proxiedNote(rep *overloadReport, o options) string {
+	if !rep.proxied {
+		return ""
+	}
+	return fmt.Sprintf(" The rows labelled <mode>%s are the same API process behind an HAProxy of its own (Debian's haproxy; `maxconn %d` to the process, `http-reuse always`, its queue holding the requests beyond them): the clients' connections end at the proxy, which keeps %d to the process.", proxiedSuffix, o.conns, o.conns)
+}
+
 // overloadLevel is one API's phases at one concurrency, over the rounds:
 // medians of the rates and p99s, the counts summed.
 type overloadLevel struct {
@@ -417,8 +490,8 @@ type overloadLevel struct {
 	// Medians over the rounds of the CPU time per answer, by process,
 	// and of the machine's: busy, and the shares of its CPUs' time that
 	// were idle or stolen by the hypervisor.
-	api, pg, redis, gen, busy time.Duration
-	idle, steal               float64
+	api, pg, redis, gen, proxy, busy time.Duration
+	idle, steal                      float64
 }
 
 // overloadLevelsOf sums up label's phases by level (base is -conns).
@@ -457,6 +530,7 @@ func overloadLevelsOf(phases []overloadPhase, label string, base int) []overload
 		l.pg = perAnswer(func(p overloadPhase) time.Duration { return p.cpu.pg })
 		l.redis = perAnswer(func(p overloadPhase) time.Duration { return p.cpu.redis })
 		l.gen = perAnswer(func(p overloadPhase) time.Duration { return p.cpu.gen })
+		l.proxy = perAnswer(func(p overloadPhase) time.Duration { return p.proxy })
 		l.busy = perAnswer(func(p overloadPhase) time.Duration { return p.machine.Busy })
 		share := func(f func(proccpu.MachineUse) time.Duration) float64 {
 			return loadgen.Median(each(use, func(p overloadPhase) float64 {
