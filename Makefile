@@ -40,22 +40,19 @@ chaos: build
 ##        Debian's pgpool2 first when /usr/sbin/pgpool is missing (apt-get, with sudo unless root).
 bench: build
 	$(GO) build -o $(BIN)/rywbench ./cmd/rywbench
-	@case " $(ARGS) " in *" -suite peers "*|*" -suite=peers "*|*" --suite peers "*|*" --suite=peers "*) \
-		if [ ! -x /usr/sbin/pgpool ]; then \
-			echo "bench: -suite peers runs pgpool-II: installing Debian's pgpool2"; \
-			sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
-			DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends pgpool2 || \
-				{ echo "bench: could not install pgpool2 (try apt-get update first)"; exit 1; }; \
-		fi;; \
-	esac
-	@case " $(ARGS) " in *" -proxy haproxy "*|*" -proxy=haproxy "*|*" --proxy haproxy "*|*" --proxy=haproxy "*) \
-		if [ ! -x /usr/sbin/haproxy ]; then \
-			echo "bench: -proxy haproxy runs HAProxy: installing Debian's haproxy"; \
-			sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
-			DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends haproxy || \
-				{ echo "bench: could not install haproxy (try apt-get update first)"; exit 1; }; \
-		fi;; \
-	esac
+	@# What a suite runs beside the API, installed from Debian when missing:
+	@# flag and value in ARGS, the program, the package.
+	@sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	for need in "suite peers /usr/sbin/pgpool pgpool2" "proxy haproxy /usr/sbin/haproxy haproxy"; do \
+		set -- $$need; \
+		case " $(ARGS) " in *" -$$1 $$2 "*|*" -$$1=$$2 "*|*" --$$1 $$2 "*|*" --$$1=$$2 "*) \
+			if [ ! -x $$3 ]; then \
+				echo "bench: -$$1 $$2 runs $$4: installing Debian's $$4"; \
+				DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends $$4 || \
+					{ echo "bench: could not install $$4 (try apt-get update first)"; exit 1; }; \
+			fi;; \
+		esac; \
+	done
 	./$(BIN)/rywbench -api-bin $(BIN)/ryw-api -out docs/BENCHMARKS.md $(ARGS)
 
 ## screenshot: docs/live-page.png, the README's picture of the live page, taken by the browser test

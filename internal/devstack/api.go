@@ -165,13 +165,7 @@ func (a *API) Start(ctx context.Context) error {
 			}
 			return true, fmt.Errorf("%s exited during start-up: %v (its log is above)", a.Name, p.err)
 		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, a.URL+"/healthz", nil)
-		resp, err := client.Do(req)
-		if err != nil {
-			return false, err
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
+		return answersOK(ctx, client, a.URL+"/healthz")
 	})
 	if err != nil {
 		_ = p.stop(syscall.SIGKILL, time.Second)

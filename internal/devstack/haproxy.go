@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 )
@@ -31,8 +30,7 @@ type HAProxy struct {
 	logPath string
 	conf    string
 
-	mu   sync.Mutex
-	proc *proc
+	server
 }
 
 // HAProxyBinary is where Debian's haproxy installs it.
@@ -159,20 +157,12 @@ func (h *HAProxy) Start(ctx context.Context) error {
 	h.proc = p
 	ctx, cancel := withDefaultTimeout(ctx, 30*time.Second)
 	defer cancel()
+	client := &http.Client{Timeout: time.Second}
 	err = poll(ctx, 10*time.Millisecond, func(ctx context.Context) (bool, error) {
 		if p.exited() {
 			return true, fmt.Errorf("haproxy exited during start-up: %v\n%s", p.err, p.logTail(15))
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.URL()+haproxyUp, nil)
-		if err != nil {
-			return true, err
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return false, err
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
+		return answersOK(ctx, client, h.URL()+haproxyUp)
 	})
 	if err != nil {
 		_ = p.stop(syscall.SIGKILL, time.Second)
@@ -183,16 +173,7 @@ func (h *HAProxy) Start(ctx context.Context) error {
 
 // Stop stops haproxy (SIGTERM: at once, closing its connections).
 func (h *HAProxy) Stop(ctx context.Context) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.proc.halt(ctx, syscall.SIGTERM, 10*time.Second)
-}
-
-// Pid is haproxy's process id, or 0 when it is not running.
-func (h *HAProxy) Pid() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.proc.pid()
+	return h.halt(ctx, syscall.SIGTERM, 10*time.Second)
 }
 
 // URL is the address clients reach the server through.

@@ -31,8 +31,7 @@ type PgBouncer struct {
 	as      *account
 	logPath string
 
-	mu   sync.Mutex
-	proc *proc
+	server
 }
 
 // PoolSize is the server connections each pgbouncer keeps per database and
@@ -193,16 +192,7 @@ func (b *PgBouncer) Start(ctx context.Context) error {
 
 // Stop shuts pgbouncer down.
 func (b *PgBouncer) Stop(ctx context.Context) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.proc.halt(ctx, syscall.SIGINT, 10*time.Second)
-}
-
-// Pid is pgbouncer's process id, or 0 when it is not running.
-func (b *PgBouncer) Pid() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.proc.pid()
+	return b.halt(ctx, syscall.SIGINT, 10*time.Second)
 }
 
 // URL is the pooler's address for the node's database, as the superuser.

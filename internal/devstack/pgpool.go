@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -35,8 +34,7 @@ type PgPool struct {
 	logPath string
 	conf    string // pgpool.conf's text
 
-	mu   sync.Mutex
-	proc *proc
+	server
 }
 
 // PgPoolOptions are the settings a PgPool is started with.
@@ -269,16 +267,7 @@ func (p *PgPool) Start(ctx context.Context) error {
 
 // Stop shuts pgpool down (fast shutdown: its clients are disconnected).
 func (p *PgPool) Stop(ctx context.Context) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.proc.halt(ctx, syscall.SIGINT, 10*time.Second)
-}
-
-// Pid is pgpool's main process id, or 0 when it is not running.
-func (p *PgPool) Pid() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.proc.pid()
+	return p.halt(ctx, syscall.SIGINT, 10*time.Second)
 }
 
 // URL is the application database through pgpool, as the superuser.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/user"
@@ -351,6 +352,42 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+// server is the process of a helper server devstack starts next to the
+// nodes (PgBouncer, pgpool-II, HAProxy), guarded by its mutex.
+type server struct {
+	mu   sync.Mutex
+	proc *proc
+}
+
+// Pid is the server's process id, or 0 when it is not running.
+func (s *server) Pid() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.proc.pid()
+}
+
+// halt stops the server with sig, waiting up to ctx's deadline or def.
+func (s *server) halt(ctx context.Context, sig syscall.Signal, def time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.proc.halt(ctx, sig, def)
+}
+
+// answersOK reports whether a GET of url answers 200; while the server
+// cannot be reached, false with the error.
+func answersOK(ctx context.Context, client *http.Client, url string) (bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return true, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return false, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK, nil
 }
 
 // pid returns the process id, or 0 when the process is not running.
