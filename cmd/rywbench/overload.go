@@ -72,12 +72,28 @@ type overloadTarget struct {
 	proxy  *devstack.HAProxy // nil: direct
 }
 
-// proxyCPU is the proxy's CPU time so far (0 without one).
-func (t overloadTarget) proxyCPU() (time.Duration, error) {
-	if t.proxy == nil {
-		return 0, nil
+// overloadUsage is the CPU time used so far by the processes of one
+// target's phase, by the proxy (0 without one) and by the whole machine.
+type overloadUsage struct {
+	cpu     cpuUse
+	proxy   time.Duration
+	machine proccpu.MachineUse
+}
+
+// usage reads t's overloadUsage; a phase's is the difference of two.
+func (b *tpBench) usage(t overloadTarget) (overloadUsage, error) {
+	var u overloadUsage
+	var err error
+	if u.cpu, err = b.cpu(t.api); err != nil {
+		return u, err
 	}
-	return proccpu.Of(t.proxy.Pid(), false)
+	if t.proxy != nil {
+		if u.proxy, err = proccpu.Of(t.proxy.Pid(), false); err != nil {
+			return u, fmt.Errorf("haproxy: %w", err)
+		}
+	}
+	u.machine, err = proccpu.Machine()
+	return u, err
 }
 
 // overloadTargets are the suite's labels, in order, and what each loads:
@@ -201,15 +217,7 @@ func runOverload(ctx context.Context, o options, stderr io.Writer) (*overloadRep
 				api, logs := t.api, t.logs
 				out0, r0 := countLines(logs, takenOutLine), scrapeSum(ctx, api.URL, retriesAnyRE)
 				settle()
-				cpu0, err := b.cpu(api)
-				if err != nil {
-					return nil, err
-				}
-				m0, err := proccpu.Machine()
-				if err != nil {
-					return nil, err
-				}
-				proxy0, err := t.proxyCPU()
+				before, err := b.usage(t)
 				if err != nil {
 					return nil, err
 				}
@@ -217,20 +225,12 @@ func runOverload(ctx context.Context, o options, stderr io.Writer) (*overloadRep
 				if err != nil {
 					return nil, fmt.Errorf("%s: %w", label, err)
 				}
-				m1, err := proccpu.Machine()
+				after, err := b.usage(t)
 				if err != nil {
 					return nil, err
 				}
-				cpu1, err := b.cpu(api)
-				if err != nil {
-					return nil, err
-				}
-				proxy1, err := t.proxyCPU()
-				if err != nil {
-					return nil, err
-				}
-				gen := p.cpu.gen
-				p.cpu, p.machine, p.proxy = cpu1.sub(cpu0), m1.Sub(m0), proxy1-proxy0
+				gen := p.cpu.gen // wrk's own, not this process's
+				p.cpu, p.machine, p.proxy = after.cpu.sub(before.cpu), after.machine.Sub(before.machine), after.proxy-before.proxy
 				p.cpu.gen = gen
 				p.label, p.round = label, round
 				taken := linesWith(logs, takenOutLine)

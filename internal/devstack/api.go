@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 )
@@ -49,9 +48,8 @@ type API struct {
 	URL  string // http://host:port
 
 	spec procSpec
-	mu   sync.Mutex
-	proc *proc
-	out  io.Writer
+	server
+	out io.Writer
 }
 
 // StartAPI starts the API processes with the stack's connection settings
@@ -176,17 +174,7 @@ func (a *API) Start(ctx context.Context) error {
 
 // Stop sends SIGTERM, lets the process shut down gracefully, and waits.
 func (a *API) Stop(ctx context.Context) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.proc.halt(ctx, syscall.SIGTERM, 20*time.Second)
-}
-
-// Pid is the process id, or 0 when the process is not running. Benchmarks
-// read its CPU time from /proc.
-func (a *API) Pid() int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.proc.pid()
+	return a.halt(ctx, syscall.SIGTERM, 20*time.Second)
 }
 
 // Running reports whether the process is alive.

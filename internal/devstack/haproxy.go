@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -42,13 +41,7 @@ const haproxyUp = "/haproxy-up"
 
 // findHAProxy looks for haproxy where Debian installs it, then on PATH.
 func findHAProxy() (string, error) {
-	if _, err := os.Stat(HAProxyBinary); err == nil {
-		return HAProxyBinary, nil
-	}
-	if p, err := exec.LookPath("haproxy"); err == nil {
-		return p, nil
-	}
-	return "", errors.New("devstack: haproxy not found: install HAProxy (apt-get install haproxy)")
+	return findProgram("haproxy", []string{HAProxyBinary}, "devstack: haproxy not found: install HAProxy (apt-get install haproxy)")
 }
 
 // HaveHAProxy reports whether haproxy is installed.

@@ -2,11 +2,9 @@ package devstack
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -57,15 +55,8 @@ const SessionMinPoolSize = 48
 
 // findPgBouncer looks for pgbouncer where Debian installs it, then on PATH.
 func findPgBouncer() (string, error) {
-	for _, p := range []string{"/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"} {
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	if p, err := exec.LookPath("pgbouncer"); err == nil {
-		return p, nil
-	}
-	return "", errors.New("devstack: pgbouncer not found: install it (apt-get install pgbouncer) or start the stack without a pooler")
+	return findProgram("pgbouncer", []string{"/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"},
+		"devstack: pgbouncer not found: install it (apt-get install pgbouncer) or start the stack without a pooler")
 }
 
 // startPoolers puts a pgbouncer in front of every node.

@@ -58,13 +58,7 @@ const PgPoolBinary = "/usr/sbin/pgpool"
 
 // findPgPool looks for pgpool where Debian installs it, then on PATH.
 func findPgPool() (string, error) {
-	if _, err := os.Stat(PgPoolBinary); err == nil {
-		return PgPoolBinary, nil
-	}
-	if p, err := exec.LookPath("pgpool"); err == nil {
-		return p, nil
-	}
-	return "", errors.New("devstack: pgpool not found: install pgpool-II (apt-get install pgpool2)")
+	return findProgram("pgpool", []string{PgPoolBinary}, "devstack: pgpool not found: install pgpool-II (apt-get install pgpool2)")
 }
 
 // HavePgPool reports whether pgpool is installed.

@@ -354,14 +354,15 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	return s.w.Write(p)
 }
 
-// server is the process of a helper server devstack starts next to the
-// nodes (PgBouncer, pgpool-II, HAProxy), guarded by its mutex.
+// server is the process of a server devstack starts beside the nodes (an
+// API, PgBouncer, pgpool-II, HAProxy), guarded by its mutex.
 type server struct {
 	mu   sync.Mutex
 	proc *proc
 }
 
-// Pid is the server's process id, or 0 when it is not running.
+// Pid is the server's process id, or 0 when it is not running. Benchmarks
+// read its CPU time from /proc.
 func (s *server) Pid() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -373,6 +374,20 @@ func (s *server) halt(ctx context.Context, sig syscall.Signal, def time.Duration
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.proc.halt(ctx, sig, def)
+}
+
+// findProgram is the first of paths that exists, else name on PATH, else
+// an error that says how to install it (missing).
+func findProgram(name string, paths []string, missing string) (string, error) {
+	for _, p := range paths {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	return "", errors.New(missing)
 }
 
 // answersOK reports whether a GET of url answers 200; while the server
