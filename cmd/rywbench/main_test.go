@@ -190,15 +190,62 @@ func TestOverloadReportGivesMediansAgainstThePeak(t *testing.T) {
 	}}
 	report := strings.Join(strings.Fields(renderOverload(rep, o, "abc1234")), " ")
 	for _, want := range []string{
-		"| lsn | 64 (1x) | 900 | 800-1000 | 0.82x | 64.00 ms | 3 | 0 | 0 | 6 |",
-		"| lsn | 256 (4x) | 1100 | 1000-1200 | 1.00x | 256.00 ms |",
-		"| lsn | 1024 (16x) | 950 | 850-1100 | 0.86x | 1024.00 ms | 3 | 0 | 1 | 6 |",
+		"| lsn | 64 (1x) | 900 | 800-1000 | 0.82x | - | 64.00 ms | 3 | 0 | 0 | 6 |",
+		"| lsn | 256 (4x) | 1100 | 1000-1200 | 1.00x | - | 256.00 ms |",
+		"| lsn | 1024 (16x) | 950 | 850-1100 | 0.86x | - | 1024.00 ms | 3 | 0 | 1 | 6 |",
 		"| lsn | 64 (1x) | 50 | 40 | 0 | 10 | 110 | 10 | 25% | 0% |",
 		"3 rounds",
 	} {
 		if !strings.Contains(report, want) {
 			t.Errorf("the report lacks %q:\n%s", want, report)
 		}
+	}
+}
+
+// TestOverloadComparesWithOffInTheSameTurn: vs off is the median over the
+// rounds of a process's goodput over the off-mode process's at the same
+// level in the same round, the proxied rows against off mode behind its
+// proxy; the off rows and the control have none.
+func TestOverloadComparesWithOffInTheSameTurn(t *testing.T) {
+	o, err := parseFlags([]string{"-suite", "overload"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	phase := func(label string, round, conns int, ok uint64) overloadPhase {
+		return overloadPhase{label: label, round: round, conns: conns, secs: 1, requests: ok}
+	}
+	var phases []overloadPhase
+	// The machine slows down from round to round; lsn keeps 0.9, 0.8 and
+	// 1.0 of off's goodput in the same turns (median 0.9), behind the
+	// proxy 0.5 of off's there, whatever the direct off did.
+	for round, off := range []uint64{1000, 600, 300} {
+		for _, conns := range []int{64, 256} {
+			lsn := []uint64{900, 480, 300}[round]
+			phases = append(phases, phase("off", round, conns, off), phase("lsn", round, conns, lsn),
+				phase("off"+proxiedSuffix, round, conns, 400), phase("lsn"+proxiedSuffix, round, conns, 200),
+				phase(healthzLabel, round, conns, 5000))
+		}
+	}
+	rep := &overloadReport{labels: []string{"off", "lsn", "off" + proxiedSuffix, "lsn" + proxiedSuffix, healthzLabel}, generator: "wrk", phases: phases}
+	report := strings.Join(strings.Fields(renderOverload(rep, o, "abc1234")), " ")
+	for _, want := range []string{
+		"| vs peak | vs off | p99 |",
+		"| off | 64 (1x) | 600 | 300-1000 | 1.00x | - |",
+		"| lsn | 64 (1x) | 480 | 300-900 | 1.00x | 0.90x |",
+		"| lsn | 256 (4x) | 480 | 300-900 | 1.00x | 0.90x |",
+		"| off+haproxy | 64 (1x) | 400 | 400-400 | 1.00x | - |",
+		"| lsn+haproxy | 64 (1x) | 200 | 200-200 | 1.00x | 0.50x |",
+		"| healthz | 64 (1x) | 5000 | 5000-5000 | 1.00x | - |",
+	} {
+		if !strings.Contains(report, want) {
+			t.Errorf("the report lacks %q:\n%s", want, report)
+		}
+	}
+	if got := offPeer("lsn", []string{"lsn"}); got != "" {
+		t.Errorf("offPeer without an off process = %q, want none", got)
+	}
+	if got := offPeer("time"+baselineSuffix, []string{"off", "off" + baselineSuffix}); got != "off"+baselineSuffix {
+		t.Errorf("offPeer(time+baseline) = %q, want off+baseline", got)
 	}
 }
 

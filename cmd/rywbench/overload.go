@@ -422,20 +422,25 @@ func scrapeSum(ctx context.Context, api string, re *regexp.Regexp) float64 {
 func renderOverload(rep *overloadReport, o options, commit string) string {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "Run of %s, commit %s: `make bench ARGS=\"%s\"`.\n\n", time.Now().UTC().Format("2006-01-02"), commit, o.args)
-	fmt.Fprintf(&b, "GET /api/me for %d seeded users, closed loop (%s, 2 threads, 10 s timeout), %s per phase, at 1x, 4x and 16x %d connections (1x is `-conns`); a primary and %d streaming replicas on loopback; the API processes of the throughput suite, taking turns in a rotating order, %d rounds. Goodput is the median over the rounds of the 2xx answers per second (range: the lowest and highest round), vs peak is against the level with the highest median, and p99 is the median round's; the counts are summed over the rounds; out of rotation counts the monitor's \"replica out of rotation\" transitions; retried counts `ryw_read_retries_total` (every cause). The %s rows are the control: GET /healthz, which touches no node, on the %s process, in the same turns: what more connections cost the HTTP server and the machine when no request does any of ryw's work.%s\n\n",
+	fmt.Fprintf(&b, "GET /api/me for %d seeded users, closed loop (%s, 2 threads, 10 s timeout), %s per phase, at 1x, 4x and 16x %d connections (1x is `-conns`); a primary and %d streaming replicas on loopback; the API processes of the throughput suite, taking turns in a rotating order, %d rounds. Goodput is the median over the rounds of the 2xx answers per second (range: the lowest and highest round), vs peak is against the level with the highest median, vs off is the median over the rounds of the ratio to the off-mode process's goodput at the same level in the same round (the two phases ran in the same turn, so what the machine did to both cancels out: what ryw's work loses as the connections grow shows as a fall down this column), and p99 is the median round's; the counts are summed over the rounds; out of rotation counts the monitor's \"replica out of rotation\" transitions; retried counts `ryw_read_retries_total` (every cause). The %s rows are the control: GET /healthz, which touches no node, on the %s process, in the same turns: what more connections cost the HTTP server and the machine when no request does any of ryw's work.%s\n\n",
 		o.population, rep.generator, o.phase, o.conns, o.replicas, o.rounds, healthzLabel, rep.labels[0], proxiedNote(rep, o))
 	w := tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.Debug)
-	fmt.Fprintln(w, "| API\t connections\t goodput (2xx/s)\t range\t vs peak\t p99\t non-2xx\t socket errors\t out of rotation\t retried on the primary\t")
-	fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t")
+	fmt.Fprintln(w, "| API\t connections\t goodput (2xx/s)\t range\t vs peak\t vs off\t p99\t non-2xx\t socket errors\t out of rotation\t retried on the primary\t")
+	fmt.Fprintln(w, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t")
 	for _, label := range rep.labels {
 		levels := overloadLevelsOf(rep.phases, label, o.conns)
 		peak := 0.0
 		for _, l := range levels {
 			peak = max(peak, l.goodput)
 		}
+		ref := offPeer(label, rep.labels)
 		for _, l := range levels {
-			fmt.Fprintf(w, "| %s\t %d (%dx)\t %.0f\t %.0f-%.0f\t %s\t %s\t %d\t %d\t %d\t %.0f\t\n", label, l.conns, l.conns/o.conns, l.goodput, l.min, l.max,
-				ratio(l.goodput, peak), ms(l.p99), l.non2xx, l.sockErrs, l.takenOut, l.retries)
+			vsOff := "-"
+			if r, ok := pairedRatio(rep.phases, label, ref, l.conns); ok {
+				vsOff = fmt.Sprintf("%.2fx", r)
+			}
+			fmt.Fprintf(w, "| %s\t %d (%dx)\t %.0f\t %.0f-%.0f\t %s\t %s\t %s\t %d\t %d\t %d\t %.0f\t\n", label, l.conns, l.conns/o.conns, l.goodput, l.min, l.max,
+				ratio(l.goodput, peak), vsOff, ms(l.p99), l.non2xx, l.sockErrs, l.takenOut, l.retries)
 		}
 	}
 	w.Flush()
@@ -468,6 +473,46 @@ func renderOverload(rep *overloadReport, o options, commit string) string {
 	}
 	w.Flush()
 	return b.String()
+}
+
+// offPeer is the label of the off-mode process that label's goodput is
+// compared with: the one run alike (the same build, behind the same
+// proxy), or "" for the off-mode processes themselves, the control and a
+// run without off mode.
+func offPeer(label string, labels []string) string {
+	if label == healthzLabel {
+		return ""
+	}
+	_, alike, _ := strings.Cut(label, "+")
+	ref := "off"
+	if alike != "" {
+		ref += "+" + alike
+	}
+	if ref == label || !slices.Contains(labels, ref) {
+		return ""
+	}
+	return ref
+}
+
+// pairedRatio is the median over the rounds of label's goodput at conns
+// over ref's in the same round; false when no round has both.
+func pairedRatio(phases []overloadPhase, label, ref string, conns int) (float64, bool) {
+	refs := map[int]float64{}
+	for _, p := range phases {
+		if p.label == ref && p.conns == conns {
+			refs[p.round] = p.goodput()
+		}
+	}
+	var ratios []float64
+	for _, p := range phases {
+		if r, ok := refs[p.round]; ok && p.label == label && p.conns == conns && r > 0 {
+			ratios = append(ratios, p.goodput()/r)
+		}
+	}
+	if len(ratios) == 0 {
+		return 0, false
+	}
+	return loadgen.Median(ratios), true
 }
 
 // proxiedNote says what the proxied rows are, when there are any.
