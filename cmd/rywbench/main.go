@@ -108,8 +108,8 @@ type options struct {
 	// PoolSession) of the throughput suite's stack, or "": none.
 	pooler string
 	// proxy is, for the overload suite, "haproxy": each API process is
-	// also measured behind an HAProxy that keeps -conns connections to it;
-	// or "": none.
+	// also measured behind an HAProxy that sends it at most -conns requests
+	// at once over connections it reuses; or "": none.
 	proxy string
 }
 
@@ -125,7 +125,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.conns, "conns", 32, "throughput: closed-loop connections; overload: the 1x concurrency (default 64 there)")
 	fs.IntVar(&o.population, "population", 1000, "throughput: users with a profile whom the reads are for")
 	fs.StringVar(&o.pprofMode, "pprof", "", "throughput: the mode whose API process gets PPROF_ADDR from the environment (the others get none), for docs/PROFILING.md; with -pooler, lsn"+pooledSuffix+" names the pooled one")
-	fs.StringVar(&o.proxy, "proxy", "", "overload: also measure each API process behind this proxy, which holds the clients' connections and keeps -conns to the process (haproxy, or none: the default), labelled <mode>"+proxiedSuffix+"; needs haproxy")
+	fs.StringVar(&o.proxy, "proxy", "", "overload: also measure each API process behind this proxy, which holds the clients' connections and sends the process at most -conns requests at once (haproxy, or none: the default), labelled <mode>"+proxiedSuffix+"; needs haproxy")
 	fs.StringVar(&o.pooler, "pooler", "", "throughput: put a PgBouncer in this pool mode (transaction, session, or none: the default) in front of every node, and run each mode twice, direct and through it (labelled <mode>"+pooledSuffix+")")
 	fs.BoolVar(&o.scale, "scale", true, "throughput: also measure 1, 2 and 4 replicas and 100x the population, one round each")
 	fs.IntVar(&o.users, "users", 32, "concurrent users, each writing then reading its own profile")

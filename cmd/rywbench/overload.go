@@ -98,7 +98,8 @@ func (b *tpBench) usage(t overloadTarget) (overloadUsage, error) {
 
 // overloadTargets are the suite's labels, in order, and what each loads:
 // every API process of the throughput suite; with -proxy haproxy, each
-// again behind an HAProxy of its own that keeps -conns connections to it
+// again behind an HAProxy of its own that sends it at most -conns requests
+// at once over connections it reuses
 // (labelled with proxiedSuffix); and the control, GET /healthz on the
 // first API process (off mode's), which touches no node: what more
 // connections cost when no request does any of ryw's work.
@@ -520,7 +521,7 @@ func proxiedNote(rep *overloadReport, o options) string {
 	if !rep.proxied {
 		return ""
 	}
-	return fmt.Sprintf(" The rows labelled <mode>%s are the same API process behind an HAProxy of its own (Debian's haproxy; `maxconn %d` to the process, `http-reuse always`, its queue holding the requests beyond them): the clients' connections end at the proxy, which keeps %d to the process.", proxiedSuffix, o.conns, o.conns)
+	return fmt.Sprintf(" The rows labelled <mode>%s are the same API process behind an HAProxy of its own (Debian's haproxy; `maxconn %d` to the process, `http-reuse always`, its queue holding the requests beyond them): the clients' connections end at the proxy, which sends the process at most %d requests at once over a few connections it reuses.", proxiedSuffix, o.conns, o.conns)
 }
 
 // overloadLevel is one API's phases at one concurrency, over the rounds:

@@ -13,9 +13,11 @@ import (
 )
 
 // HAProxy is an HAProxy (Debian's haproxy) in front of one HTTP server: it
-// holds the clients' connections, keeps at most MaxConn connections to the
-// server, reused from request to request (http-reuse always), and queues
-// the requests beyond them in arrival order. It is how a deployment keeps
+// holds the clients' connections, sends the server at most MaxConn requests
+// at once over connections it reuses from request to request (http-reuse
+// always), and queues the requests beyond them in arrival order. Each of
+// HAProxy's threads keeps idle connections of its own, so a few more than
+// MaxConn may be open, never one per client. It is how a deployment keeps
 // an API process's own connections few however many clients there are;
 // rywbench's overload suite measures an API process behind one (-proxy
 // haproxy).
