@@ -142,11 +142,7 @@ func TestReportComparesWithTheBaseline(t *testing.T) {
 		{mode: "lsn", reads: 10, replicaReads: 9, readLatency: ms(3), writeLatency: ms(1), reasons: map[string]int{"lsn-caught-up": 9, "replicas-behind": 1}},
 		{mode: "off", reads: 10, replicaReads: 10, violations: 2, readLatency: ms(1), writeLatency: ms(1), reasons: map[string]int{"ryw-off": 10}, firstProblems: []string{"stale"}},
 	}, options{users: 1, duration: time.Second, readAfter: 100 * time.Millisecond, replicas: 2})
-	for _, want := range []string{"| lsn  | 10", "90.0%", "+90.0 points", "1.50x", "- lsn: lsn-caught-up 9, replicas-behind 1", "First problems seen in off mode"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("report lacks %q:\n%s", want, out)
-		}
-	}
+	reportHas(t, out, "| lsn  | 10", "90.0%", "+90.0 points", "1.50x", "- lsn: lsn-caught-up 9, replicas-behind 1", "First problems seen in off mode")
 }
 
 func TestReportComparesTwoBuildsModeByMode(t *testing.T) {
@@ -155,11 +151,7 @@ func TestReportComparesTwoBuildsModeByMode(t *testing.T) {
 		{mode: "lsn", reads: 10, replicaReads: 10, readLatency: ms(3), writeLatency: ms(2), reasons: map[string]int{}},
 		{mode: "lsn (baseline)", reads: 10, replicaReads: 9, readLatency: ms(2), writeLatency: ms(1), reasons: map[string]int{}},
 	}, options{users: 1, duration: time.Second, readAfter: 100 * time.Millisecond, replicas: 2, baselineBin: "old"})
-	for _, want := range []string{"This build against the baseline build", "| lsn  | +10.0 points  | 1.50x", "2.00x"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("report lacks %q:\n%s", want, out)
-		}
-	}
+	reportHas(t, out, "This build against the baseline build", "| lsn  | +10.0 points  | 1.50x", "2.00x")
 }
 
 // TestOverloadReportGivesMediansAgainstThePeak: the overload suite runs 3
@@ -189,17 +181,13 @@ func TestOverloadReportGivesMediansAgainstThePeak(t *testing.T) {
 		phase(2, 64, 1000, 0), phase(2, 256, 1100, 0), phase(2, 1024, 1100, 0),
 	}}
 	report := strings.Join(strings.Fields(renderOverload(rep, o, "abc1234")), " ")
-	for _, want := range []string{
+	reportHas(t, report,
 		"| lsn | 64 (1x) | 900 | 800-1000 | 0.82x | - | 64.00 ms | 3 | 0 | 0 | 6 |",
 		"| lsn | 256 (4x) | 1100 | 1000-1200 | 1.00x | - | 256.00 ms |",
 		"| lsn | 1024 (16x) | 950 | 850-1100 | 0.86x | - | 1024.00 ms | 3 | 0 | 1 | 6 |",
 		"| lsn | 64 (1x) | 50 | 40 | 0 | 10 | 110 | 10 | 25% | 0% |",
 		"3 rounds",
-	} {
-		if !strings.Contains(report, want) {
-			t.Errorf("the report lacks %q:\n%s", want, report)
-		}
-	}
+	)
 }
 
 // TestOverloadComparesWithOffInTheSameTurn: vs off is the median over the
@@ -228,7 +216,7 @@ func TestOverloadComparesWithOffInTheSameTurn(t *testing.T) {
 	}
 	rep := &overloadReport{labels: []string{"off", "lsn", "off" + proxiedSuffix, "lsn" + proxiedSuffix, healthzLabel}, generator: "wrk", phases: phases}
 	report := strings.Join(strings.Fields(renderOverload(rep, o, "abc1234")), " ")
-	for _, want := range []string{
+	reportHas(t, report,
 		"| vs peak | vs off | p99 |",
 		"| off | 64 (1x) | 600 | 300-1000 | 1.00x | - |",
 		"| lsn | 64 (1x) | 480 | 300-900 | 1.00x | 0.90x |",
@@ -236,16 +224,22 @@ func TestOverloadComparesWithOffInTheSameTurn(t *testing.T) {
 		"| off+haproxy | 64 (1x) | 400 | 400-400 | 1.00x | - |",
 		"| lsn+haproxy | 64 (1x) | 200 | 200-200 | 1.00x | 0.50x |",
 		"| healthz | 64 (1x) | 5000 | 5000-5000 | 1.00x | - |",
-	} {
-		if !strings.Contains(report, want) {
-			t.Errorf("the report lacks %q:\n%s", want, report)
-		}
-	}
+	)
 	if got := offPeer("lsn", []string{"lsn"}); got != "" {
 		t.Errorf("offPeer without an off process = %q, want none", got)
 	}
 	if got := offPeer("time"+baselineSuffix, []string{"off", "off" + baselineSuffix}); got != "off"+baselineSuffix {
 		t.Errorf("offPeer(time+baseline) = %q, want off+baseline", got)
+	}
+}
+
+// reportHas fails t for each of wants that report lacks.
+func reportHas(t *testing.T, report string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
+		if !strings.Contains(report, want) {
+			t.Errorf("the report lacks %q:\n%s", want, report)
+		}
 	}
 }
 
@@ -288,17 +282,13 @@ func TestThroughputReportStatesTheTargets(t *testing.T) {
 		limits: limits{pgbench: []pgbenchRun{{tps: 4000}}, redisGetRPS: 50000},
 	}
 	out := renderThroughput([]configResult{cfg}, options{window: 5 * time.Second, conns: 32, phase: time.Second}, "abc1234")
-	for _, want := range []string{
+	reportHas(t, out,
 		"commit `abc1234`", "closed loop (wrk)",
 		"lsn mode throughput is 0.95x off (target at least 0.90x): **met**",
 		"off mode is 0.250x `pgbench -S -M prepared` (target at least 0.20x): **met**",
 		"lsn mode p99 at half the peak is 2.50x off's (target at most 2x): **not met**",
 		"| lsn  | 950", "| 110 ",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("report lacks %q:\n%s", want, out)
-		}
-	}
+	)
 }
 
 func TestThroughputReportShowsThePooler(t *testing.T) {
@@ -326,18 +316,14 @@ func TestThroughputReportShowsThePooler(t *testing.T) {
 	}
 	o := options{window: 5 * time.Second, conns: 32, phase: time.Second, pooler: devstack.PoolTransaction}
 	out := renderThroughput([]configResult{cfg}, o, "abc1234")
-	for _, want := range []string{
+	reportHas(t, out,
 		"Two API processes per mode", "DATABASE_POOLER=none", "labelled `<mode>+pgbouncer`",
 		"PgBouncer 1.18.0 in front of every node in transaction pooling",
 		fmt.Sprintf("default_pool_size = %d", poolSize(devstack.PoolTransaction)), "pgbench connects to the primary directly",
 		"PgBouncer µs/req", "| lsn+pgbouncer | 700 ", "| 0.70x ", "| 40 ",
 		"lsn mode throughput is 0.95x off",
 		"- lsn+pgbouncer mode serves 98.0% of own-write reads from replicas (target at least 95%), with 1 violations: **not met**",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("report lacks %q:\n%s", want, out)
-		}
-	}
+	)
 	// The throughput targets are the direct processes'.
 	if strings.Contains(out, "lsn+pgbouncer mode throughput") {
 		t.Errorf("report sets a throughput target for the pooled process:\n%s", out)
@@ -490,14 +476,10 @@ func TestOverloadBehindAProxy(t *testing.T) {
 		phase("lsn", 64, 0), phase("lsn"+proxiedSuffix, 64, n*30*time.Microsecond),
 	}}
 	report := strings.Join(strings.Fields(renderOverload(rep, o, "abc1234")), " ")
-	for _, want := range []string{
+	reportHas(t, report,
 		"| wrk µs | HAProxy µs | machine busy µs |",
 		"| lsn | 64 (1x) | 50 | 40 | 0 | 10 | 0 | 150 | 50 |",
 		"| lsn+haproxy | 64 (1x) | 50 | 40 | 0 | 10 | 30 | 150 | 20 |",
 		"`maxconn 64`",
-	} {
-		if !strings.Contains(report, want) {
-			t.Errorf("the report lacks %q:\n%s", want, report)
-		}
-	}
+	)
 }
