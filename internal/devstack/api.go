@@ -130,7 +130,7 @@ func checkFree(host string, port int) error {
 func (a *API) Start(ctx context.Context) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.proc != nil && !a.proc.exited() {
+	if a.proc.alive() {
 		return fmt.Errorf("%s is already running", a.Name)
 	}
 	spec := a.spec
@@ -181,7 +181,7 @@ func (a *API) Stop(ctx context.Context) error {
 func (a *API) Running() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.proc != nil && !a.proc.exited()
+	return a.proc.alive()
 }
 
 func prefixLines(r io.Reader, w io.Writer, prefix string) {

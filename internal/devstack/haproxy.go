@@ -138,7 +138,7 @@ func (h *HAProxy) Conf() string { return h.conf }
 func (h *HAProxy) Start(ctx context.Context) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.proc != nil && !h.proc.exited() {
+	if h.proc.alive() {
 		return errors.New("haproxy is already running")
 	}
 	p, err := startProc(procSpec{

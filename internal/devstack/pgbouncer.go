@@ -151,7 +151,7 @@ func (b *PgBouncer) minPoolSize() int {
 func (b *PgBouncer) Start(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.proc != nil && !b.proc.exited() {
+	if b.proc.alive() {
 		return fmt.Errorf("pgbouncer for %s is already running", b.Node.Name)
 	}
 	p, err := startProc(procSpec{

@@ -217,7 +217,7 @@ func (p *PgPool) Conf() string { return p.conf }
 func (p *PgPool) Start(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.proc != nil && !p.proc.exited() {
+	if p.proc.alive() {
 		return errors.New("pgpool is already running")
 	}
 	proc, err := startProc(procSpec{

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
@@ -55,16 +54,10 @@ type Node struct {
 	home    string
 	logPath string
 
-	mu   sync.Mutex
-	proc *proc
-}
-
-// Pid is the postmaster's process id, or 0 when the node is not running.
-// Benchmarks read the CPU time of it and its children from /proc.
-func (n *Node) Pid() int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.proc.pid()
+	// server holds the postmaster's process: its Pid (0 when the node is
+	// not running) is where benchmarks read the CPU time of it and its
+	// children from /proc.
+	server
 }
 
 // Program is the path of one of the PostgreSQL client or server programs
@@ -87,7 +80,7 @@ func (n *Node) argv() []string {
 func (n *Node) Start(ctx context.Context) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.proc != nil && !n.proc.exited() {
+	if n.proc.alive() {
 		return fmt.Errorf("%s is already running", n.Name)
 	}
 	// A crashed server leaves its pid file; postgres copes with a stale one
@@ -131,16 +124,14 @@ func (n *Node) Kill(ctx context.Context) error {
 }
 
 func (n *Node) halt(ctx context.Context, sig syscall.Signal) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.proc.halt(ctx, sig, 30*time.Second)
+	return n.server.halt(ctx, sig, 30*time.Second)
 }
 
 // Running reports whether the server process is alive.
 func (n *Node) Running() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.proc != nil && !n.proc.exited()
+	return n.proc.alive()
 }
 
 // LogPath is the server's log file, useful when a test fails.

@@ -354,7 +354,7 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	return s.w.Write(p)
 }
 
-// server is the process of a server devstack starts beside the nodes (an
+// server is the process of a server devstack starts (a PostgreSQL node, an
 // API, PgBouncer, pgpool-II, HAProxy), guarded by its mutex.
 type server struct {
 	mu   sync.Mutex
@@ -405,9 +405,12 @@ func answersOK(ctx context.Context, client *http.Client, url string) (bool, erro
 	return resp.StatusCode == http.StatusOK, nil
 }
 
+// alive reports whether p was started and has not exited.
+func (p *proc) alive() bool { return p != nil && !p.exited() }
+
 // pid returns the process id, or 0 when the process is not running.
 func (p *proc) pid() int {
-	if p == nil || p.exited() {
+	if !p.alive() {
 		return 0
 	}
 	return p.cmd.Process.Pid

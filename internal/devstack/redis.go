@@ -68,7 +68,7 @@ func (r *Redis) argv() []string {
 func (r *Redis) Start(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.proc != nil && !r.proc.exited() {
+	if r.proc.alive() {
 		return fmt.Errorf("%s is already running", r.Name)
 	}
 	p, err := startProc(procSpec{
@@ -117,7 +117,7 @@ func (r *Redis) Kill(ctx context.Context) error {
 func (r *Redis) Running() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.proc != nil && !r.proc.exited()
+	return r.proc.alive()
 }
 
 func (r *Redis) setReplicaOf(addr string) {
